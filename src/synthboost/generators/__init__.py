@@ -1,0 +1,51 @@
+"""The explicit registry of generator families and no-generator baselines.
+
+Families are listed by module and class so that choosing ``vae`` does not import diffusers; ``get``
+imports on demand.  Adding a family = one file here beside the others + one line in ``FAMILIES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class Entry:
+    module: str
+    cls: str
+    summary: str
+
+
+FAMILIES: dict[str, Entry] = {
+    "vae": Entry("vae", "VAE", "convolutional VAE; samples perturb latents of real exemplars of the class"),
+}
+
+#: models that train no generator (the real-only controls); the pipeline handles them
+BASELINES: dict[str, str] = {
+    "none": "real images only, plain classifier (the seed study's baseline)",
+}
+
+
+def model_names() -> list[str]:
+    return [*BASELINES, *FAMILIES]
+
+
+def is_baseline(model: str) -> bool:
+    return model in BASELINES
+
+
+def get(name: str) -> type:
+    """The generator class registered as ``name``."""
+    if name not in FAMILIES:
+        raise UserError(f"unknown generator family {name!r} (choose from: {', '.join(FAMILIES)})")
+    entry = FAMILIES[name]
+    module = importlib.import_module(f"{__name__}.{entry.module}")
+    return getattr(module, entry.cls)
+
+
+def load(state: dict, *, device=None):
+    """Rebuild a generator from a checkpoint dict (its family is named inside it)."""
+    return get(state["family"]).from_state_dict(state, device=device)

@@ -1,0 +1,216 @@
+"""The Generator face every family implements, and the training loop for models that supply their own loss.
+
+A family subclasses ``TorchGenerator``: it names a ``Config`` (a ``synthboost.config.config`` dataclass with
+``profiles`` and ``tunables``), builds its network in ``build()``, and either defines ``loss(x, y)`` (the
+likelihood loop below trains it) or overrides ``fit`` to call another shared loop (e.g. the adversarial one).
+Checkpoints carry the family name, the config and the weights, so ``from_state_dict`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from ..config import as_dict, build
+from ..data import to_float
+from ..errors import GeneratorDiverged
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+CHECKPOINT_FORMAT = 1
+
+
+@runtime_checkable
+class Generator(Protocol):
+    name: str
+
+    def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
+            on_epoch: EpochCallback | None = None) -> dict[str, float]: ...
+
+    def sample(self, labels: Tensor) -> Tensor: ...
+
+    def state_dict(self) -> dict: ...
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> Generator: ...
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TorchGenerator(abc.ABC):
+    """Shared plumbing: config, device, network, checkpoint format, the default (likelihood) ``fit``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    #: True when sampling is exemplar-based (encode a real image of the class, perturb, decode)
+    exemplar_sampling: ClassVar[bool] = False
+
+    def __init__(self, config=None, *, device: torch.device | str | None = None):
+        self.config = config if config is not None else build(self.Config)
+        self.device = torch.device(device) if device is not None else pick_device()
+        self.net: nn.Module = self.build().to(self.device)
+        self.extra_metrics: dict[str, float] = {}  # family-specific gen/* metrics (e.g. codebook perplexity)
+
+    # -- to implement -------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def build(self) -> nn.Module:
+        """The family's network (moved to the device by ``__init__``)."""
+
+    @abc.abstractmethod
+    def sample(self, labels: Tensor) -> Tensor:
+        """One image per requested label: float [0,1] or uint8, N×1×28×28, on the device."""
+
+    # -- training ----------------------------------------------------------------------------------------
+    def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
+            on_epoch: EpochCallback | None = None) -> dict[str, float]:
+        """Default: the likelihood loop over ``self.net.loss`` with the config's epochs, batch size and lr."""
+        cfg = self.config
+        return train_likelihood(
+            self.net, images, labels,
+            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+            progress=progress, on_epoch=on_epoch, desc=self.name,
+            after_fit=self.after_fit,
+        )
+
+    def after_fit(self, images: Tensor, labels: Tensor) -> None:
+        """Hook run once after training with the (device) training data, e.g. to store exemplar latents."""
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """Tensors/values besides the network weights that sampling needs (e.g. exemplar latents)."""
+        return {}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore what ``extra_state`` saved."""
+
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "family": self.name,
+            "config": as_dict(self.config),
+            "weights": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "extra": {k: (v.detach().cpu() if torch.is_tensor(v) else v) for k, v in self.extra_state().items()},
+            "metrics": dict(self.extra_metrics),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, *, device: torch.device | str | None = None) -> TorchGenerator:
+        if state.get("family") != cls.name:
+            raise ValueError(f"checkpoint is for family {state.get('family')!r}, not {cls.name!r}")
+        gen = cls(build(cls.Config, state["config"], prefix="gen"), device=device)
+        gen.net.load_state_dict(state["weights"])
+        gen.load_extra_state({k: (v.to(gen.device) if torch.is_tensor(v) else v)
+                              for k, v in state.get("extra", {}).items()})
+        gen.extra_metrics = dict(state.get("metrics", {}))
+        return gen
+
+    @torch.no_grad()
+    def sample_batched(self, labels: Tensor, *, batch_size: int = 500) -> Tensor:
+        """``sample`` in chunks (bounded memory), returned as uint8 N×1×28×28 on the CPU."""
+        from ..data import to_uint8
+
+        self.net.eval()
+        out = [to_uint8(self.sample(labels[i:i + batch_size].to(self.device))).cpu()
+               for i in range(0, len(labels), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
+
+
+# ---------------------------------------------------------------- shared helpers
+def make_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights (buffers included), from torch's own utility."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def check_finite(parts: dict[str, float], *, where: str) -> None:
+    bad = {k: v for k, v in parts.items() if not math.isfinite(v)}
+    if bad:
+        raise GeneratorDiverged(f"{where}: non-finite loss {bad}")
+
+
+def batches(n: int, batch_size: int, *, device: torch.device, drop_last: bool = True):
+    """randperm index slices over a dataset held as one tensor (no DataLoader)."""
+    perm = torch.randperm(n, device=device)
+    stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+    for i in range(0, stop, batch_size):
+        yield perm[i:i + batch_size]
+
+
+def progress_bar(total: int, *, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    # disable=None hides the bar when stderr is not a TTY (CI, logs)
+    return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=False)
+
+
+def train_likelihood(
+    net: nn.Module, images: Tensor, labels: Tensor, *,
+    epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
+    grad_clip: float | None = 1.0, ema: AveragedModel | None = None,
+    progress: bool = False, on_epoch: EpochCallback | None = None, desc: str = "train",
+    after_fit: Callable[[Tensor, Tensor], None] | None = None,
+) -> dict[str, float]:
+    """Train a network whose ``loss(x, y) -> (loss, parts)`` gives its own objective (VAEs, diffusion).
+
+    ``images`` is uint8 N×1×28×28 (or N×28×28), ``labels`` int64 N; both are moved to the network's device
+    once and sliced with randperm batches.  Returns the last epoch's mean loss parts.
+    """
+    device = next(net.parameters()).device
+    x_all = images.to(device)
+    y_all = labels.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    n = len(x_all)
+    bs = min(batch_size, n)
+    means: dict[str, float] = {}
+    with progress_bar(epochs, desc=desc, enabled=progress) as bar:
+        for epoch in range(epochs):
+            net.train()
+            sums: dict[str, float] = {}
+            steps = 0
+            for idx in batches(n, bs, device=device):
+                x = to_float(x_all[idx])
+                loss, parts = net.loss(x, y_all[idx])
+                if not torch.isfinite(loss):
+                    raise GeneratorDiverged(f"{desc}: loss became {loss.item()} at epoch {epoch}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+                opt.step()
+                if ema is not None:
+                    ema.update_parameters(net)
+                parts = {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                steps += 1
+            means = {k: v / max(steps, 1) for k, v in sums.items()}
+            check_finite(means, where=f"{desc} epoch {epoch}")
+            if on_epoch is not None:
+                on_epoch(epoch, means)
+            bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
+            bar.update(1)
+    net.eval()
+    if after_fit is not None:
+        with torch.no_grad():
+            after_fit(x_all, y_all)
+    return means
+
+
+# ---------------------------------------------------------------- latent exemplar sampling (VAE-style)
+def exemplar_labels_index(bank_labels: Tensor, labels: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """For each requested label, the index of a random bank entry with that label."""
+    out = torch.empty(len(labels), dtype=torch.long, device=bank_labels.device)
+    for k in labels.unique().tolist():
+        pos = torch.nonzero(bank_labels == k).flatten()
+        if len(pos) == 0:
+            raise ValueError(f"no exemplar of class {k} in the checkpoint")
+        want = labels == k
+        pick = torch.randint(len(pos), (int(want.sum()),), device=bank_labels.device, generator=generator)
+        out[want.to(out.device)] = pos[pick]
+    return out
