@@ -125,8 +125,9 @@ class CNNClassifier:
         bs = min(cfg.batch_size, n)
         steps_per_epoch = max(1, n // bs)
         opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        # one-cycle: warm up, then anneal — reaches a good optimum in few epochs
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+        # one-cycle: warm up, then anneal — reaches a good optimum in few epochs (>= 10 steps: its phases
+        # need distinct boundaries)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(cfg.epochs * steps_per_epoch, 10),
                                                     pct_start=0.25)
         last: dict[str, float] = {}
         with progress_bar(cfg.epochs, desc="cnn", enabled=progress) as bar:

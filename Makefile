@@ -1,0 +1,51 @@
+# The README's commands. Each target installs whatever is missing first (venv, packages, data).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.synthboost-installed
+DEBIAN_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+PYTEST_ARGS ?=
+
+.PHONY: setup data demo test test-fast bench ui clean-stores
+
+setup: $(STAMP) data
+
+# torch/torchvision are pinned to the builds on this machine's disk (pip's cap); the rest resolves freely.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip freeze > $(VENV)/versions.txt
+	touch $(STAMP)
+
+# Fashion-MNIST: $SYNTHBOOST_DATA, else Debian's package (installed here when we are root with apt),
+# else synthboost falls back to a download into ~/.cache/synthboost at first use.
+data:
+	@if [ -n "$$SYNTHBOOST_DATA" ] || [ -f $(DEBIAN_DATA) ]; then \
+	  true; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)); \
+	else \
+	  echo "note: Fashion-MNIST not installed; run 'sudo apt-get install dataset-fashion-mnist' or set SYNTHBOOST_DATA"; \
+	fi
+
+# The main job: the real-only baseline and a VAE mix on the same long-tailed data and seed.
+demo: setup
+	$(PY) -m synthboost run --model none --regime high --size 1000 --seed 0 --profile quick --experiment demo
+	$(PY) -m synthboost run --model vae  --regime high --size 1000 --seed 0 --profile quick --experiment demo \
+	    --mix-ratio 1 --mix-strategy balance
+	@echo "Both runs are in the MLflow experiment 'demo'. Open the UI with: make ui"
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/trainer.py
+	$(PY) bench/tracking_overhead.py
+
+ui: setup
+	$(PY) -m synthboost ui

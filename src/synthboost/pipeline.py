@@ -1,0 +1,228 @@
+"""One experiment, start to end: data -> generator (cached) -> sample pool -> mix -> classifier -> metrics.
+
+``make_config`` validates everything a user typed *before* any run is opened, so bad input never leaves a
+half-written run.  ``run_experiment`` then records one MLflow run.  A generator is trained once per
+``generator_key`` (a hash of everything its training depends on); any later run with the same key loads
+the checkpoint from the run that trained it, and a process keeps recent sample pools in memory, so a study
+that tunes only the mix never retrains or resamples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import yaml
+
+from . import classifiers, generators
+from .config import PROFILES, DataConfig, MixConfig, RunConfig, build, check_choice
+from .data import NUM_CLASSES, Split, make_split, regime_counts, unlabeled_pool
+from .errors import UserError
+from .metrics import classification_metrics, confusion
+from .mixing import labels_for, mix, synthetic_counts
+
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_config(*, model: str, classifier: str = "cnn", regime: str = "balanced", size: int = 1000, seed: int = 0,
+                profile: str = "quick", mix_ratio: float | None = None, mix_strategy: str | None = None,
+                overrides: dict[str, dict] | None = None, gen_metrics: bool | None = None) -> RunConfig:
+    """Validate the user's choices into a RunConfig; every mistake raises a one-line ``UserError``."""
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    check_choice("model", model, generators.model_names())
+    check_choice("classifier", classifier, list(classifiers.CLASSIFIERS))
+    check_choice("profile", profile, PROFILES)
+    if seed < 0:
+        raise UserError(f"seed must be >= 0, got {seed}")
+    data = build(DataConfig, {"regime": regime, "size": size, **overrides.pop("data", {})}, prefix="data")
+    regime_counts(data.regime, data.size, seed, minority_classes=data.minority_classes)  # size vs pool, early
+    mix_values = {**({"ratio": mix_ratio} if mix_ratio is not None else {}),
+                  **({"strategy": mix_strategy} if mix_strategy is not None else {}), **overrides.pop("mix", {})}
+    clf_cls = classifiers.get(classifier)
+    clf = build(clf_cls.Config, overrides.pop("clf", {}), profile=profile, prefix="clf")
+    gen_values = overrides.pop("gen", {})
+    if generators.is_baseline(model):
+        if gen_values:
+            raise UserError(f"model {model!r} trains no generator, so gen.* options "
+                            f"({', '.join(sorted(gen_values))}) do not apply")
+        if mix_values.get("ratio", 0) > 0:
+            raise UserError(f"model {model!r} uses no synthetic data; drop --mix-ratio (or use a generator)")
+        mix_values["ratio"] = 0.0
+        gen = None
+    else:
+        gen = build(generators.get(model).Config, gen_values, profile=profile, prefix="gen")
+    mix_cfg = build(MixConfig, mix_values, prefix="mix")
+    run_values = overrides.pop("run", {})
+    if run_values:
+        raise UserError(f"unknown key(s) run.{', run.'.join(sorted(run_values))}")
+    if overrides:
+        raise UserError(f"unknown config section(s): {', '.join(sorted(overrides))}")
+    if gen_metrics is None:
+        gen_metrics = profile != "smoke" and gen is not None
+    return RunConfig(model=model, classifier=classifier, profile=profile, seed=seed, data=data, mix=mix_cfg,
+                     clf=clf, gen=gen, gen_metrics=bool(gen_metrics and gen is not None))
+
+
+def generator_key(cfg: RunConfig, data_digest: str) -> str:
+    """Hash of everything a generator's training depends on (not the mix, not the classifier)."""
+    payload = {"data": data_digest, "model": cfg.model, "gen": cfg.to_dict()["gen"], "seed": cfg.seed,
+               "profile": cfg.profile, "val_fraction": cfg.data.val_fraction}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_name(cfg: RunConfig) -> str:
+    """Says what the run is, since the MLflow runs table shows names first."""
+    mix_part = f" mix={cfg.mix.ratio:g}×{cfg.mix.strategy}" if cfg.gen is not None else ""
+    return f"{cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part} seed={cfg.seed}"
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    metrics: dict[str, float]
+    generator_run_id: str | None = None
+    generator_reused: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+# in-process caches: a study or grid worker asks for the same generator and pool many times
+_POOLS: OrderedDict = OrderedDict()
+_POOL_CACHE_SIZE = 8
+
+
+def _cached_pool(key: tuple, make: Callable[[], tuple[torch.Tensor, torch.Tensor]]):
+    if key in _POOLS:
+        _POOLS.move_to_end(key)
+        return _POOLS[key]
+    value = make()
+    _POOLS[key] = value
+    if len(_POOLS) > _POOL_CACHE_SIZE:
+        _POOLS.popitem(last=False)
+    return value
+
+
+def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, progress: bool, use_cache: bool):
+    """Load the generator with ``key`` from the run that trained it, or train it here and log it."""
+    cls = generators.get(cfg.model)
+    if use_cache:
+        found = tracker.find_generator_run(key)
+        if found is not None:
+            gen = generators.load(tracker.load_checkpoint(found))
+            return gen, found, True
+    seed_everything(cfg.seed)
+    gen = cls(cfg.gen)
+    curves: list[tuple[int, dict[str, float]]] = []
+    fit_kwargs = {}
+    if getattr(cls, "needs_unlabeled", False):
+        fit_kwargs["unlabeled"] = unlabeled_pool(split, cfg.gen.unlabeled_size, cfg.seed)
+        fit_kwargs["val"] = (split.val_x, split.val_y)
+    final = gen.fit(split.train_x, split.train_y, progress=progress,
+                    on_epoch=lambda e, m: curves.append((e, {f"train/gen_{k}": v for k, v in m.items()})),
+                    **fit_kwargs)
+    run.log_series(curves)
+    run.log_metrics({f"train/gen_final_{k}": v for k, v in final.items()})
+    run.log_checkpoint(gen.state_dict(), config_yaml=yaml.safe_dump(
+        {"family": cfg.model, "generator_key": key, "config": cfg.to_dict()["gen"]}, sort_keys=False))
+    run.set_tags({"generator_trained": "true"})
+    return gen, run.id, False
+
+
+def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = None, parent_run_id: str | None = None,
+                   use_env_run: bool = True, on_epoch: EpochHook | None = None, progress: bool = True,
+                   use_cache: bool = True, extra_tags: dict[str, str] | None = None) -> RunResult:
+    """Run one experiment cell and record it as one MLflow run (see DESIGN.md for names and layout)."""
+    from . import plots, tracking
+
+    tracker = tracker or tracking.Tracker()
+    experiment = experiment or tracking.DEFAULT_EXPERIMENT
+    split = make_split(cfg.data, cfg.seed)
+    digest = split.digest
+    key = generator_key(cfg, digest) if cfg.gen is not None else ""
+    tags = {
+        "model": cfg.model, "regime": cfg.data.regime, "size": cfg.data.size, "seed": cfg.seed,
+        "profile": cfg.profile, "classifier": cfg.classifier, "data_digest": digest,
+        "git_commit": tracking.git_commit(), "generator_key": key, "synthboost.kind": "experiment",
+        "minority_classes": ",".join(map(str, split.minority_classes)), **(extra_tags or {}),
+    }
+    with tracker.run(experiment=experiment, name=run_name(cfg), tags=tags, parent_run_id=parent_run_id,
+                     use_env_run=use_env_run) as run:
+        run.log_params(cfg.params())
+        run.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
+        real_counts = torch.bincount(split.train_y, minlength=NUM_CLASSES).tolist()
+        synth_x = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
+        synth_y = torch.zeros(0, dtype=torch.long)
+        gen_run_id, reused = None, False
+        if cfg.gen is not None:
+            gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
+                                                       progress=progress, use_cache=use_cache)
+            run.set_tags({"generator_run_id": gen_run_id, "generator_reused": str(reused).lower()})
+            if gen.extra_metrics:
+                run.log_metrics({f"gen/{k}": v for k, v in gen.extra_metrics.items()})
+            counts = synthetic_counts(real_counts, cfg.mix)
+
+            def draw(labels: torch.Tensor, offset: int):
+                torch.manual_seed(cfg.seed * 1000 + offset)  # samples depend on the seed, not on RNG history
+                return gen.sample_batched(labels), labels
+
+            synth_x, synth_y = _cached_pool((key, tuple(counts), cfg.seed), lambda: draw(labels_for(counts), 1))
+            grid_x, grid_y = _cached_pool((key, "grid", cfg.seed), lambda: draw(labels_for([10] * NUM_CLASSES), 2))
+            run.log_figure(plots.sample_grid(grid_x, grid_y, title=f"{cfg.model} samples (one row per class)"),
+                           "samples/grid.png")
+            run.log_metrics({f"mix/synthetic_count_{k}": c for k, c in enumerate(counts)}
+                            | {"mix/synthetic_total": sum(counts)})
+        x, y, w, _ = mix(split.train_x, split.train_y, synth_x, synth_y, synthetic_weight=cfg.mix.synthetic_weight)
+
+        seed_everything(cfg.seed)
+        clf = classifiers.get(cfg.classifier)(cfg.clf, seed=cfg.seed)
+        curve: list[tuple[int, dict[str, float]]] = []
+
+        def epoch_hook(epoch: int, m: dict[str, float]) -> None:
+            row = {"train/clf_loss": m["loss"]} if "loss" in m else {}
+            if "val_balanced_accuracy" in m:
+                row["val/balanced_accuracy"] = m["val_balanced_accuracy"]
+            curve.append((epoch, row))
+            if on_epoch is not None:
+                on_epoch(epoch, m)
+
+        try:
+            clf.fit(x, y, sample_weight=w, val=(split.val_x, split.val_y), on_epoch=epoch_hook, progress=progress)
+        finally:
+            run.log_series(curve)  # a pruned trial keeps its curve
+        last_step = curve[-1][0] if curve else 0
+        minority = split.minority_classes
+        metrics: dict[str, float] = {}
+        for part, (px, py) in {"val": (split.val_x, split.val_y), "test": (split.test_x, split.test_y)}.items():
+            pred = clf.predict(px)
+            for k, v in classification_metrics(py.numpy(), pred, minority_classes=minority).items():
+                metrics[f"{part}/{k}"] = v
+            if part == "test":
+                test_pred = pred
+        run.log_metrics(metrics, step=last_step)
+        matrix = confusion(split.test_y.numpy(), test_pred)
+        run.log_figure(plots.confusion_figure(matrix, title=f"{run_name(cfg)} — test"), "classifier/confusion_matrix.png")
+        run.log_text(_per_class_csv(metrics, matrix), "classifier/per_class.csv")
+    return RunResult(run_id=run.id, metrics=metrics, generator_run_id=gen_run_id, generator_reused=reused,
+                     tags={k: str(v) for k, v in tags.items()})
+
+
+def _per_class_csv(metrics: dict[str, float], matrix: np.ndarray) -> str:
+    from .data import CLASS_NAMES
+
+    lines = ["class,name,test_support,test_precision,test_recall,val_precision,val_recall"]
+    for k in range(NUM_CLASSES):
+        lines.append(f"{k},{CLASS_NAMES[k]},{int(matrix[k].sum())},{metrics[f'test/precision_{k}']:.4f},"
+                     f"{metrics[f'test/recall_{k}']:.4f},{metrics[f'val/precision_{k}']:.4f},"
+                     f"{metrics[f'val/recall_{k}']:.4f}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,308 @@
+"""Everything that talks to MLflow: where the store is, run names and tags, artifact layout, look-ups.
+
+The embedded default is SQLite at ``tracking/mlflow.db`` with artifacts under ``tracking/artifacts/``;
+``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a PostgreSQL-backed tracking server).  Under
+``mlflow run`` (which exports ``MLFLOW_RUN_ID``) a single experiment logs into the run that ``mlflow run``
+opened instead of starting a second one.  The rest of the package never imports mlflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import TrackingUnavailable, UserError
+
+DEFAULT_EXPERIMENT = "synthboost"
+MODELS_EXPERIMENT = "synthboost-models"  # auxiliary models: feature extractor, CLIP
+MAX_PARAMS, MAX_METRICS, MAX_TAGS = 100, 1000, 100  # MLflow's per-log_batch limits
+
+
+# ---------------------------------------------------------------- where things live
+def project_root() -> Path:
+    """The repo root for a source checkout (editable install), else ``$SYNTHBOOST_HOME`` or the cwd."""
+    if os.environ.get("SYNTHBOOST_HOME"):
+        return Path(os.environ["SYNTHBOOST_HOME"]).resolve()
+    here = Path(__file__).resolve().parents[2]
+    return here if (here / "pyproject.toml").is_file() and (here / "MLproject").is_file() else Path.cwd()
+
+
+def tracking_dir() -> Path:
+    return project_root() / "tracking"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{tracking_dir() / 'mlflow.db'}"
+
+
+def _local_store_dir(uri: str) -> Path | None:
+    """The folder of a SQLite store (its artifacts go beside it), None for servers/databases."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).resolve().parent
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def check_reachable(uri: str) -> None:
+    """Fail fast and clearly when the store cannot be reached (default retries take minutes)."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
+                resp.read()
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
+                                      "MLFLOW_TRACKING_URI to use the embedded store") from None
+    elif (folder := _local_store_dir(uri)) is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingUnavailable(f"cannot create the tracking store folder {folder} ({err.strerror}); "
+                                      "set MLFLOW_TRACKING_URI to a writable location") from None
+        if not os.access(folder, os.W_OK):
+            raise TrackingUnavailable(f"tracking store folder {folder} is not writable; "
+                                      "set MLFLOW_TRACKING_URI to a writable location")
+    elif not uri.startswith(("postgresql", "mysql", "mssql", "databricks", "file:")):
+        raise TrackingUnavailable(f"unsupported MLFLOW_TRACKING_URI {uri!r}; use http(s)://, sqlite:/// or "
+                                  "postgresql://")
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
+                             timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# ---------------------------------------------------------------- the client
+class Tracker:
+    """A thin wrapper over ``MlflowClient`` for one tracking URI."""
+
+    def __init__(self, uri: str | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or tracking_uri()
+        check_reachable(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.seconds = 0.0  # wall time spent in MLflow calls (for the overhead benchmark)
+
+    def experiment_id(self, name: str = DEFAULT_EXPERIMENT, *, create: bool = True) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        if not create:
+            raise UserError(f"experiment {name!r} does not exist in {self.uri}")
+        folder = _local_store_dir(self.uri)
+        location = (folder / "artifacts" / name).as_uri() if folder else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:  # another worker created it first
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def experiment_ids(self) -> list[str]:
+        return [e.experiment_id for e in self.client.search_experiments()]
+
+    @contextlib.contextmanager
+    def run(self, *, experiment: str = DEFAULT_EXPERIMENT, name: str, tags: dict[str, Any] | None = None,
+            parent_run_id: str | None = None, use_env_run: bool = True) -> Iterator[Run]:
+        """Open (or, under ``mlflow run``, adopt) a run; a crash marks it FAILED with the error as a tag."""
+        env_run = os.environ.get("MLFLOW_RUN_ID") if use_env_run else None
+        tags = {k: str(v) for k, v in (tags or {}).items()}
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        if env_run:
+            run_id = env_run
+            self.client.set_tag(run_id, "mlflow.runName", name)
+        else:
+            tags["mlflow.runName"] = name
+            mlrun = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags)
+            run_id = mlrun.info.run_id
+        run = Run(self, run_id)
+        if env_run:
+            run.set_tags(tags)
+        try:
+            yield run
+        except KeyboardInterrupt:
+            self.client.set_tag(run_id, "error", "interrupted")
+            self.client.set_terminated(run_id, "KILLED")
+            raise
+        except BaseException as err:
+            run.fail(err)
+            raise
+        else:
+            if run.status is None:
+                self.client.set_terminated(run_id, "FINISHED")
+
+    # -- look-ups -----------------------------------------------------------------------------------------
+    def search(self, filter_string: str, *, experiment_ids: list[str] | None = None, max_results: int = 1000,
+               order_by: list[str] | None = None):
+        return self.client.search_runs(experiment_ids or self.experiment_ids(), filter_string,
+                                       max_results=max_results, order_by=order_by or ["attributes.start_time DESC"])
+
+    def find_generator_run(self, generator_key: str) -> str | None:
+        """The run that trained and logged the generator with this key (any experiment), if any."""
+        runs = self.search(f"tags.generator_key = '{generator_key}' and tags.generator_trained = 'true'",
+                           max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def load_checkpoint(self, run_id: str, path: str = "generator/model.pt") -> dict:
+        return _load_checkpoint(self.uri, run_id, path)
+
+    def find_model_run(self, kind: str, key: str) -> str | None:
+        """A finished run that logged an auxiliary model (feature extractor, CLIP) of ``kind`` with ``key``."""
+        runs = self.search(f"tags.aux_kind = '{kind}' and tags.aux_key = '{key}' and attributes.status = 'FINISHED'",
+                           max_results=1)
+        return runs[0].info.run_id if runs else None
+
+
+@functools.lru_cache(maxsize=16)
+def _load_checkpoint(uri: str, run_id: str, path: str) -> dict:
+    """Download and load a checkpoint once per process (studies reuse one generator many times)."""
+    import mlflow
+    import torch
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri)
+    except Exception as err:  # MLflow raises several types for a missing artifact
+        raise UserError(f"run {run_id} has no {path} ({type(err).__name__}); it holds no generator checkpoint") from None
+    return torch.load(local, map_location="cpu", weights_only=True)
+
+
+def cached_model(tracker: Tracker, *, kind: str, key: str, name: str,
+                 train: Callable[[], tuple[dict, dict[str, float], dict[str, Any]]],
+                 experiment: str = MODELS_EXPERIMENT) -> tuple[dict, str]:
+    """An auxiliary model (feature extractor, CLIP) trained once per ``key`` and kept as an MLflow run.
+
+    ``train()`` returns ``(state, metrics, params)``; the state is saved as ``model/model.pt``.  Later calls
+    with the same kind and key load it from that run instead of training again.  Returns (state, run_id).
+    """
+    found = tracker.find_model_run(kind, key)
+    if found is not None:
+        return tracker.load_checkpoint(found, "model/model.pt"), found
+    with tracker.run(experiment=experiment, name=name, tags={"aux_kind": kind, "aux_key": key,
+                                                           "synthboost.kind": "model", "git_commit": git_commit()},
+                     use_env_run=False) as run:
+        state, metrics, params = train()
+        run.log_params(params)
+        run.log_metrics(metrics)
+        run.log_checkpoint(state, artifact_path="model")
+    return state, run.id
+
+
+class Run:
+    """One MLflow run: batched logging helpers and the project's artifact layout."""
+
+    def __init__(self, tracker: Tracker, run_id: str):
+        self.tracker = tracker
+        self.client = tracker.client
+        self.id = run_id
+        self.status: str | None = None
+
+    @contextlib.contextmanager
+    def _timed(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.tracker.seconds += time.perf_counter() - t0
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_str(v)) for k, v in params.items()]
+        with self._timed():
+            for i in range(0, len(items), MAX_PARAMS):
+                self.client.log_batch(self.id, params=items[i:i + MAX_PARAMS])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        with self._timed():
+            for i in range(0, len(items), MAX_TAGS):
+                self.client.log_batch(self.id, tags=items[i:i + MAX_TAGS])
+
+    def log_metrics(self, metrics: dict[str, float], *, step: int = 0) -> None:
+        self.log_series([(step, metrics)])
+
+    def log_series(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """Many (step, {name: value}) rows in as few ``log_batch`` calls as MLflow allows."""
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, int(step)) for step, m in rows for k, v in m.items()]
+        with self._timed():
+            for i in range(0, len(items), MAX_METRICS):
+                self.client.log_batch(self.id, metrics=items[i:i + MAX_METRICS])
+
+    def log_file(self, local: str | Path, artifact_path: str | None = None) -> None:
+        with self._timed():
+            self.client.log_artifact(self.id, str(local), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        with self._timed():
+            self.client.log_text(self.id, text, artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        with self._timed():
+            self.client.log_figure(self.id, figure, artifact_file)
+
+    def log_png(self, png: bytes, artifact_file: str) -> None:
+        folder, _, fname = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, fname).write_bytes(png)
+            self.log_file(Path(tmp, fname), folder or None)
+
+    def log_checkpoint(self, state: dict, *, artifact_path: str = "generator", config_yaml: str | None = None) -> None:
+        import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state, Path(tmp) / "model.pt")
+            if config_yaml is not None:
+                (Path(tmp) / "config.yaml").write_text(config_yaml)
+            with self._timed():
+                self.client.log_artifacts(self.id, tmp, artifact_path)
+
+    def fail(self, err: BaseException) -> None:
+        msg = f"{type(err).__name__}: {err}"
+        try:
+            self.client.set_tag(self.id, "error", msg[:5000])
+            self.client.set_terminated(self.id, "FAILED")
+        finally:
+            self.status = "FAILED"
+
+    def end(self, status: str) -> None:
+        """Terminate with an explicit status (e.g. KILLED for a pruned trial)."""
+        self.client.set_terminated(self.id, status)
+        self.status = status
+
+
+def _param_str(value: Any) -> str:
+    text = str(list(value)) if isinstance(value, tuple) else str(value)
+    return text[:6000]
+
+
+def figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()

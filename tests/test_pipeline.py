@@ -1,0 +1,108 @@
+"""One tracked experiment end to end, checked through the MLflow client as a user would see it."""
+
+import pytest
+import torch
+
+from synthboost import generators
+from synthboost.data import make_split
+from synthboost.pipeline import make_config, run_experiment
+
+TAGS = ("model", "regime", "size", "seed", "profile", "classifier", "generator_key", "generator_run_id",
+        "data_digest", "git_commit")
+ARTIFACTS = ("generator/model.pt", "generator/config.yaml", "samples/grid.png", "classifier/confusion_matrix.png",
+             "classifier/per_class.csv", "config.yaml")
+
+
+def artifact_paths(client, run_id, path=None):
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out += artifact_paths(client, run_id, f.path) if f.is_dir else [f.path]
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_vae_run(tracker):
+    cfg = make_config(model="vae", regime="high", size=600, seed=1, profile="smoke", mix_ratio=1.0,
+                      mix_strategy="balance")
+    return cfg, run_experiment(cfg, tracker=tracker, experiment="test-pipeline", progress=False)
+
+
+def test_smoke_vae_run_is_complete_in_mlflow(tracker, first_vae_run):
+    cfg, result = first_vae_run
+    run = tracker.client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    for tag in TAGS:
+        assert run.data.tags.get(tag), tag
+    assert run.data.tags["generator_run_id"] == result.run_id  # it trained its own generator
+    assert run.data.params["gen.latent_dim"] == str(cfg.gen.latent_dim)
+    assert run.data.params["mix.strategy"] == "balance" and run.data.params["data.regime"] == "high"
+    m = run.data.metrics
+    for part in ("val", "test"):
+        for name in ("accuracy", "balanced_accuracy", "macro_f1", "precision_0", "recall_9", "minority_recall"):
+            assert 0.0 <= m[f"{part}/{name}"] <= 1.0
+    assert m["test/accuracy"] > 0.3  # far above chance even in smoke
+    history = tracker.client.get_metric_history(result.run_id, "val/balanced_accuracy")
+    assert len(history) >= cfg.clf.epochs  # a curve, not a single point
+    assert any(k.startswith("train/gen_") for k in m) and any(k.startswith("train/clf_") for k in m)
+    assert set(ARTIFACTS) <= set(artifact_paths(tracker.client, result.run_id))
+    # balance strategy filled the tail: synthetic counts are logged and largest for the smallest class
+    real = torch.bincount(make_split(cfg.data, cfg.seed).train_y, minlength=10)
+    counts = torch.tensor([m[f"mix/synthetic_count_{k}"] for k in range(10)])
+    assert m["mix/synthetic_total"] == counts.sum() == round(cfg.mix.ratio * real.sum().item())
+    assert counts[real.argmin()] == counts.max() and counts[real.argmax()] == 0
+
+
+def test_identical_run_reuses_the_generator_and_reproduces_the_result(tracker, first_vae_run):
+    cfg, first = first_vae_run
+    second = run_experiment(cfg, tracker=tracker, experiment="test-pipeline", progress=False)
+    assert second.run_id != first.run_id
+    assert second.generator_reused and second.generator_run_id == first.run_id
+    tags = tracker.client.get_run(second.run_id).data.tags
+    assert tags["generator_run_id"] == first.run_id and "generator_trained" not in tags
+    assert second.metrics == first.metrics  # same seed, same samples, same classifier
+
+
+def test_mix_only_change_reuses_generator_but_changes_the_data(tracker, first_vae_run):
+    cfg, first = first_vae_run
+    other = make_config(model="vae", regime="high", size=600, seed=1, profile="smoke", mix_ratio=0.5,
+                        mix_strategy="uniform")
+    result = run_experiment(other, tracker=tracker, experiment="test-pipeline", progress=False)
+    assert result.generator_run_id == first.run_id
+    n_real = len(make_split(other.data, other.seed).train_y)
+    assert tracker.client.get_run(result.run_id).data.metrics["mix/synthetic_total"] == round(0.5 * n_real)
+    assert result.metrics != first.metrics
+
+
+def test_a_crash_marks_the_run_failed_with_the_reason(tracker, monkeypatch):
+    from synthboost import classifiers
+
+    def boom(self, *a, **k):
+        raise RuntimeError("classifier exploded")
+
+    monkeypatch.setattr(classifiers.CNNClassifier, "fit", boom)
+    cfg = make_config(model="none", regime="balanced", size=300, seed=0, profile="smoke")
+    with pytest.raises(RuntimeError):
+        run_experiment(cfg, tracker=tracker, experiment="test-crash", progress=False)
+    exp = tracker.client.get_experiment_by_name("test-crash")
+    (run,) = tracker.client.search_runs([exp.experiment_id])
+    assert run.info.status == "FAILED"
+    assert "classifier exploded" in run.data.tags["error"]
+
+
+@pytest.mark.parametrize("classifier", ["cart", "svm"])
+def test_baseline_with_sklearn_classifiers(tracker, classifier):
+    cfg = make_config(model="none", classifier=classifier, regime="semi", size=600, seed=0, profile="smoke")
+    result = run_experiment(cfg, tracker=tracker, experiment="test-pipeline", progress=False)
+    assert result.metrics["test/accuracy"] > 0.4
+    assert result.generator_run_id is None
+    assert "minority_recall" in "".join(result.metrics)
+
+
+@pytest.mark.parametrize("family", [f for f in generators.FAMILIES if f != "vae"])
+def test_every_registered_family_makes_a_tracked_smoke_run(tracker, family):
+    cfg = make_config(model=family, regime="balanced", size=400, seed=0, profile="smoke", mix_ratio=0.5)
+    result = run_experiment(cfg, tracker=tracker, experiment="test-families", progress=False)
+    run = tracker.client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert {"generator/model.pt", "samples/grid.png"} <= set(artifact_paths(tracker.client, result.run_id))
+    assert run.data.metrics["mix/synthetic_total"] == round(0.5 * len(make_split(cfg.data, 0).train_y))
