@@ -108,7 +108,9 @@ class CNNClassifier:
         self.seed = seed
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(seed)
-        self.net = SmallCNN(width=self.config.width, dropout=self.config.dropout).to(self.device)
+        # channels_last lets oneDNN/cuDNN pick their fastest conv kernels; the maths is unchanged
+        self.net = SmallCNN(width=self.config.width, dropout=self.config.dropout).to(
+            self.device, memory_format=torch.channels_last)
 
     def fit(self, x: Tensor, y: Tensor, *, sample_weight: Tensor | None = None,
             val: tuple[Tensor, Tensor] | None = None, on_epoch: EpochHook | None = None,

@@ -109,5 +109,88 @@ def ui(
                                "--host", host, "--port", str(port)])
 
 
+@app.command()
+@guarded
+def study(
+    model: Annotated[str, typer.Option(help="Generator family or baseline to tune.", autocompletion=_models)] = "vae",
+    config: Annotated[str | None, typer.Option(help="Study YAML (default: studies/<model>.yaml, else "
+                                                    "studies/default.yaml).")] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Study-wide trial budget (across workers and resumes).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes pulling trials from the storage.")] = 1,
+    regime: Annotated[str | None, typer.Option(help="Override the study file's regime.")] = None,
+    size: Annotated[int | None, typer.Option(help="Override the study file's size.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Override the study file's profile.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage: a journal file path or a database URL "
+                                                     "(default: tracking/optuna.journal).")] = None,
+    name: Annotated[str | None, typer.Option(help="Study name; the same name resumes it.")] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of the parent run.")] = "synthboost-studies",
+) -> None:
+    """Tune the mix and the generator with Optuna; every trial is a nested MLflow run."""
+    from . import study as study_mod
+
+    if n_trials is not None and n_trials < 1:
+        raise UserError(f"--n-trials must be >= 1, got {n_trials}")
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    spec = study_mod.load_spec(model=model, path=config, overrides={
+        "n_trials": n_trials, "regime": regime, "size": size, "profile": profile})
+    name = name or f"{model}-{spec.regime}-{spec.size}-{spec.profile}"
+    url = storage or study_mod.default_storage()
+    summary = study_mod.run_study(spec, name=name, storage_url=url, experiment=experiment, workers=workers,
+                                  progress=sys.stderr.isatty())
+    t = summary["trials"]
+    typer.echo(f"study {name}: {t['COMPLETE']} complete, {t['PRUNED']} pruned, {t['FAIL']} failed; "
+               + (f"best {spec.objective} {summary['best_value']:.4f} (trial {summary['best_trial']}, run "
+                  f"{summary['best_run_id']}) with {summary['best_params']}" if "best_value" in summary
+                  else "no complete trial yet"))
+    typer.echo(f"MLflow parent run {summary['parent_run_id']}; watch it with `synthboost dashboard --name {name}`")
+
+
+@app.command("study-worker", hidden=True)
+@guarded
+def study_worker(
+    name: Annotated[str, typer.Option(help="Study name.")],
+    storage: Annotated[str, typer.Option(help="Optuna storage URL or journal path.")],
+    worker_index: Annotated[int, typer.Option(help="Distinct per worker (seeds its sampler).")] = 0,
+) -> None:
+    """Pull trials of an existing study until its budget is met (any machine that reaches both stores)."""
+    from . import study as study_mod
+
+    study_mod.work(name, storage, worker_index=worker_index)
+
+
+@app.command()
+@guarded
+def dashboard(
+    name: Annotated[str | None, typer.Option(help="Study to open (prints its page).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage (default: the project's).")] = None,
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Start optuna-dashboard on the project's Optuna storage and print the URL."""
+    import shutil
+
+    from . import study as study_mod
+
+    url = storage or study_mod.default_storage()
+    if study_mod._is_journal(url) and not os.path.isfile(url):
+        raise UserError(f"no Optuna storage at {url} yet; run `synthboost study` first")
+    page = f"http://{host}:{port}/dashboard"
+    if name is not None:
+        import optuna
+
+        summaries = optuna.get_all_study_summaries(study_mod.open_storage(url), include_best_trial=False)
+        ids = {s.study_name: s._study_id for s in summaries}
+        if name not in ids:
+            raise UserError(f"no study named {name!r} in {url} (studies: {', '.join(ids) or 'none'})")
+        page += f"/studies/{ids[name]}"
+    exe = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    if exe is None:
+        raise UserError("optuna-dashboard is not installed; `pip install optuna-dashboard`")
+    typer.echo(f"optuna-dashboard for {url} at {page}", err=False)
+    sys.stdout.flush()
+    os.execv(exe, [exe, url, "--host", host, "--port", str(port)])
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()

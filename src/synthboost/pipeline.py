@@ -141,8 +141,14 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
 
 def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = None, parent_run_id: str | None = None,
                    use_env_run: bool = True, on_epoch: EpochHook | None = None, progress: bool = True,
-                   use_cache: bool = True, extra_tags: dict[str, str] | None = None) -> RunResult:
-    """Run one experiment cell and record it as one MLflow run (see DESIGN.md for names and layout)."""
+                   use_cache: bool = True, extra_tags: dict[str, str] | None = None,
+                   killed_on: tuple[type[BaseException], ...] = (),
+                   on_start: Callable[[str], None] | None = None) -> RunResult:
+    """Run one experiment cell and record it as one MLflow run (see DESIGN.md for names and layout).
+
+    ``on_epoch`` sees the classifier's per-epoch values (a study reports them to Optuna and may raise a
+    pruning exception, listed in ``killed_on`` so the run ends KILLED); ``on_start`` gets the run id first.
+    """
     from . import plots, tracking
 
     tracker = tracker or tracking.Tracker()
@@ -157,7 +163,9 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         "minority_classes": ",".join(map(str, split.minority_classes)), **(extra_tags or {}),
     }
     with tracker.run(experiment=experiment, name=run_name(cfg), tags=tags, parent_run_id=parent_run_id,
-                     use_env_run=use_env_run) as run:
+                     use_env_run=use_env_run, killed_on=killed_on) as run:
+        if on_start is not None:
+            on_start(run.id)
         run.log_params(cfg.params())
         run.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
         real_counts = torch.bincount(split.train_y, minlength=NUM_CLASSES).tolist()

@@ -123,19 +123,28 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(self, *, experiment: str = DEFAULT_EXPERIMENT, name: str, tags: dict[str, Any] | None = None,
-            parent_run_id: str | None = None, use_env_run: bool = True) -> Iterator[Run]:
-        """Open (or, under ``mlflow run``, adopt) a run; a crash marks it FAILED with the error as a tag."""
+            parent_run_id: str | None = None, use_env_run: bool = True,
+            killed_on: tuple[type[BaseException], ...] = ()) -> Iterator[Run]:
+        """Open (or, under ``mlflow run``, adopt) a run; a crash marks it FAILED with the error as a tag.
+
+        With ``parent_run_id`` the run is nested under that run, in the parent's experiment.  Exceptions in
+        ``killed_on`` (e.g. a pruned trial) end the run as KILLED rather than FAILED.
+        """
         env_run = os.environ.get("MLFLOW_RUN_ID") if use_env_run else None
         tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
+        t0 = time.perf_counter()
         if env_run:
             run_id = env_run
             self.client.set_tag(run_id, "mlflow.runName", name)
         else:
             tags["mlflow.runName"] = name
-            mlrun = self.client.create_run(self.experiment_id(experiment), run_name=name, tags=tags)
+            exp_id = (self.client.get_run(parent_run_id).info.experiment_id if parent_run_id
+                      else self.experiment_id(experiment))
+            mlrun = self.client.create_run(exp_id, run_name=name, tags=tags)
             run_id = mlrun.info.run_id
+        self.seconds += time.perf_counter() - t0
         run = Run(self, run_id)
         if env_run:
             run.set_tags(tags)
@@ -145,18 +154,54 @@ class Tracker:
             self.client.set_tag(run_id, "error", "interrupted")
             self.client.set_terminated(run_id, "KILLED")
             raise
+        except killed_on as err:
+            self.client.set_tag(run_id, "killed_reason", f"{type(err).__name__}: {err}"[:5000])
+            run.end("KILLED")
+            raise
         except BaseException as err:
             run.fail(err)
             raise
         else:
             if run.status is None:
+                t0 = time.perf_counter()
                 self.client.set_terminated(run_id, "FINISHED")
+                self.seconds += time.perf_counter() - t0
+
+    # -- runs that outlive one process (study / grid parents) ---------------------------------------------
+    def open_parent(self, *, experiment: str, name: str, tags: dict[str, Any]) -> str:
+        """A parent run left open for workers; under ``mlflow run`` it is the run mlflow opened."""
+        env_run = os.environ.get("MLFLOW_RUN_ID")
+        if env_run:
+            self.attach(env_run).set_tags(tags | {"mlflow.runName": name})
+            return env_run
+        run = self.client.create_run(self.experiment_id(experiment), run_name=name,
+                                     tags={k: str(v) for k, v in tags.items()} | {"mlflow.runName": name})
+        return run.info.run_id
+
+    def attach(self, run_id: str) -> Run:
+        return Run(self, run_id)
+
+    def reopen(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+
+    def close_run(self, run_id: str, status: str, *, error: str | None = None) -> None:
+        if error:
+            self.client.set_tag(run_id, "error", error[:5000])
+        self.client.set_terminated(run_id, status)
+
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
 
     # -- look-ups -----------------------------------------------------------------------------------------
     def search(self, filter_string: str, *, experiment_ids: list[str] | None = None, max_results: int = 1000,
                order_by: list[str] | None = None):
-        return self.client.search_runs(experiment_ids or self.experiment_ids(), filter_string,
-                                       max_results=max_results, order_by=order_by or ["attributes.start_time DESC"])
+        t0 = time.perf_counter()
+        try:
+            return self.client.search_runs(experiment_ids or self.experiment_ids(), filter_string,
+                                           max_results=max_results,
+                                           order_by=order_by or ["attributes.start_time DESC"])
+        finally:
+            self.seconds += time.perf_counter() - t0
 
     def find_generator_run(self, generator_key: str) -> str | None:
         """The run that trained and logged the generator with this key (any experiment), if any."""
@@ -165,7 +210,11 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def load_checkpoint(self, run_id: str, path: str = "generator/model.pt") -> dict:
-        return _load_checkpoint(self.uri, run_id, path)
+        t0 = time.perf_counter()
+        try:
+            return _load_checkpoint(self.uri, run_id, path)
+        finally:
+            self.seconds += time.perf_counter() - t0
 
     def find_model_run(self, kind: str, key: str) -> str | None:
         """A finished run that logged an auxiliary model (feature extractor, CLIP) of ``kind`` with ``key``."""
@@ -266,6 +315,9 @@ class Run:
     def log_figure(self, figure, artifact_file: str) -> None:
         with self._timed():
             self.client.log_figure(self.id, figure, artifact_file)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)  # pyplot-made figures (Optuna's) would otherwise pile up in memory
 
     def log_png(self, png: bytes, artifact_file: str) -> None:
         folder, _, fname = artifact_file.rpartition("/")

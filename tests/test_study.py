@@ -1,0 +1,202 @@
+"""Optuna studies tracked in MLflow: budget across workers, statuses, resume, a killed worker, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from synthboost import study as study_mod
+from synthboost.cli import app
+
+runner = CliRunner()
+
+STUDY_YAML = """
+regime: balanced
+size: 300
+classifier: cnn
+profile: smoke
+seeds: [0]
+n_trials: 4
+sampler: {name: random, seed: 0}
+pruner: {name: none}
+search_space:
+  mix.ratio: {low: 0.2, high: 1.0}
+  mix.strategy: null
+fixed: {clf.epochs: 2}
+"""
+
+
+@pytest.fixture()
+def study_file(tmp_path):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(STUDY_YAML)
+    return p
+
+
+def trials_and_children(tracker, name, storage):
+    st = optuna.load_study(study_name=name, storage=study_mod.open_storage(storage))
+    parent = st.user_attrs["mlflow_parent_run_id"]
+    exp = tracker.client.get_run(parent).info.experiment_id
+    children = tracker.client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
+    return st, parent, children
+
+
+def invoke(*args):
+    return runner.invoke(app, ["study", *args])
+
+
+STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def test_two_workers_meet_the_budget_exactly_with_one_child_run_per_trial(tracker, tmp_path, study_file):
+    storage = str(tmp_path / "s.journal")
+    result = invoke("--model", "vae", "--config", str(study_file), "--workers", "2", "--storage", storage,
+                    "--name", "two", "--experiment", "test-study")
+    assert result.exit_code == 0, result.output
+    st, parent, children = trials_and_children(tracker, "two", storage)
+    assert len(st.trials) == 4 and sorted(t.number for t in st.trials) == [0, 1, 2, 3]
+    assert len(children) == 4
+    assert tracker.client.get_run(parent).info.status == "FINISHED"
+    assert tracker.client.get_run(parent).data.tags["optuna.study_name"] == "two"
+    by_id = {r.info.run_id: r for r in children}
+    for t in st.trials:
+        run = by_id[t.user_attrs["mlflow_run_id"]]  # the trial names its run ...
+        assert run.data.tags["optuna.trial_number"] == str(t.number)  # ... and the run names its trial
+        assert run.info.status == STATUS[t.state.name]
+        assert float(run.data.params["mix.ratio"]) == pytest.approx(t.params["mix.ratio"])
+    assert len({t.user_attrs["worker"] for t in st.trials}) == 2  # both workers pulled work
+    # resuming with a larger budget adds only the difference
+    result = invoke("--model", "vae", "--config", str(study_file), "--n-trials", "5", "--storage", storage,
+                    "--name", "two", "--experiment", "test-study")
+    assert result.exit_code == 0, result.output
+    st, parent2, children = trials_and_children(tracker, "two", storage)
+    assert parent2 == parent and len(st.trials) == 5 and len(children) == 5
+    art = {a.path for a in tracker.client.list_artifacts(parent, "optuna")}
+    assert "optuna/optimization_history.png" in art
+    assert "best_params" in tracker.client.get_run(parent).data.tags
+
+
+def test_pruned_and_failed_trials_end_killed_and_failed(tracker, tmp_path, study_file, monkeypatch):
+    from synthboost.errors import GeneratorDiverged
+    from synthboost.generators import vae
+
+    class PruneTrialOne(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return trial.number == 1
+
+    monkeypatch.setattr(study_mod, "_pruner", lambda spec: PruneTrialOne())
+    real_fit = vae.VAE.fit
+    calls = {"n": 0}
+
+    def fit_nan_on_third(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise GeneratorDiverged("vae: loss became nan at epoch 0")
+        return real_fit(self, *a, **k)
+
+    monkeypatch.setattr(vae.VAE, "fit", fit_nan_on_third)
+    # every trial trains its own generator here (gen.lr is searched), so the third fit is trial 2
+    study_file.write_text(STUDY_YAML.replace("search_space:\n", "search_space:\n  gen.lr: null\n"))
+    storage = str(tmp_path / "s.journal")
+    result = invoke("--model", "vae", "--config", str(study_file), "--storage", storage, "--name", "statuses",
+                    "--experiment", "test-study")
+    assert result.exit_code == 0, result.output
+    st, _, children = trials_and_children(tracker, "statuses", storage)
+    states = [t.state.name for t in sorted(st.trials, key=lambda t: t.number)]
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE"]
+    by_id = {r.info.run_id: r for r in children}
+    for t in st.trials:
+        assert by_id[t.user_attrs["mlflow_run_id"]].info.status == STATUS[t.state.name]
+    failed = by_id[st.trials[2].user_attrs["mlflow_run_id"]]
+    assert "loss became nan" in failed.data.tags["error"]
+    assert "loss became nan" in st.trials[2].user_attrs["fail_reason"]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_recovered_on_resume(tracker, tmp_path, study_file):
+    storage = str(tmp_path / "s.journal")
+    spec = study_mod.load_spec(model="vae", path=study_file, overrides={"n_trials": 3})
+    study_mod.prepare(spec, name="killed", storage_url=storage, experiment="test-study", tracker=tracker)
+    worker = subprocess.Popen([sys.executable, "-m", "synthboost", "study-worker", "--name", "killed",
+                               "--storage", storage], env=os.environ.copy())
+    st = optuna.load_study(study_name="killed", storage=study_mod.open_storage(storage))
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until the worker is inside a trial with its MLflow run open
+        running = [t for t in st.get_trials() if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
+        if running:
+            break
+        time.sleep(0.5)
+    assert running, "worker never started a trial"
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    result = invoke("--model", "vae", "--config", str(study_file), "--n-trials", "3", "--storage", storage,
+                    "--name", "killed", "--experiment", "test-study")
+    assert result.exit_code == 0, result.output
+    st, parent, children = trials_and_children(tracker, "killed", storage)
+    numbers = [t.number for t in st.trials]
+    assert len(numbers) == len(set(numbers))
+    assert study_mod.budget_counts(st)["done"] == 3
+    dead = [t for t in st.trials if t.state.name == "FAIL"]
+    assert len(dead) == 1 and "died" in dead[0].user_attrs["fail_reason"]
+    assert any(t.user_attrs.get("retry_of") == dead[0].number for t in st.trials)  # retried with its params
+    assert all(r.info.status != "RUNNING" for r in children)
+    assert tracker.client.get_run(dead[0].user_attrs["mlflow_run_id"]).info.status == "FAILED"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "nope"], "unknown model 'nope'"),
+    (["--model", "vae", "--config", "/nonexistent.yaml"], "does not exist"),
+    (["--model", "vae", "--n-trials", "0"], "--n-trials must be >= 1"),
+    (["--model", "vae", "--storage", "postgresql://u:secret@127.0.0.1:9/optuna"], "unreachable"),
+])
+def test_bad_study_input_exits_2(args, message, tmp_path):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "secret" not in result.stderr
+
+
+def test_invalid_study_files_exit_2(tmp_path, study_file):
+    storage = str(tmp_path / "s.journal")
+    bad_key = tmp_path / "bad_key.yaml"
+    bad_key.write_text(STUDY_YAML.replace("mix.strategy: null", "gen.widthh: null"))
+    result = invoke("--model", "vae", "--config", str(bad_key), "--storage", storage)
+    assert result.exit_code == 2 and "gen.widthh is not a declared tunable" in result.stderr
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(STUDY_YAML + "n_trails: 3\n")
+    result = invoke("--model", "vae", "--config", str(unknown), "--storage", storage)
+    assert result.exit_code == 2 and "n_trails" in result.stderr
+    assert not os.path.exists(storage)  # nothing written
+
+
+@pytest.mark.slow
+def test_dashboard_serves_the_study_and_stops_cleanly(tmp_path, study_file, tracker):
+    import json
+    import urllib.request
+
+    storage = str(tmp_path / "s.journal")
+    spec = study_mod.load_spec(model="vae", path=study_file)
+    st = study_mod.prepare(spec, name="dash", storage_url=storage, experiment="test-study", tracker=tracker)
+    port = 18000 + os.getpid() % 1000
+    proc = subprocess.Popen([sys.executable, "-m", "synthboost", "dashboard", "--name", "dash", "--storage",
+                             storage, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline, status, body = time.time() + 60, None, None
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{st._study_id}", timeout=2) as r:
+                    status, body = r.status, json.loads(r.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200 and body["name"] == "dash"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert f"/dashboard/studies/{st._study_id}" in out
