@@ -192,5 +192,53 @@ def dashboard(
     os.execv(exe, [exe, url, "--host", host, "--port", str(port)])
 
 
+@app.command()
+@guarded
+def grid(
+    config: Annotated[str | None, typer.Option(help="Grid YAML (default: studies/grid.yaml).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes pulling units from the storage.")] = 1,
+    profile: Annotated[str | None, typer.Option(help="Override the grid file's profile.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage (the work queue); default: the project's.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print cells, done, and a time estimate.")] = False,
+) -> None:
+    """Run every model × regime × size × seed × classifier × mix cell; resumable; one MLflow run per cell."""
+    from . import grid as grid_mod
+    from . import study as study_mod
+    from . import tracking
+
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    spec = grid_mod.load_grid(config, profile=profile)
+    url = storage or study_mod.default_storage()
+    if dry_run:
+        units = grid_mod.plan(spec, url)
+        st = grid_mod.status(spec, units, tracking.Tracker())
+        est = ("unknown (no finished runs to time yet)" if st.estimate_seconds is None else
+               f"~{st.estimate_seconds / 60 / workers:.0f} min with {workers} worker(s) "
+               f"(from {st.estimate_basis} finished runs)")
+        typer.echo(f"grid {spec.experiment}: {st.cells} cells in {len(units)} units; {st.done} done, "
+                   f"{st.cells - st.done} to run ({st.units_left} units); estimated remaining time {est}")
+        return
+    s = grid_mod.run_grid(spec, storage_url=url, workers=workers, show_progress=sys.stderr.isatty())
+    typer.echo(f"grid {s['experiment']}: {s['ran']} cells run now, {s['done_before']} were already done, "
+               f"{s['missing']} missing of {s['cells']}; parent run {s['parent_run_id']} "
+               f"(Optuna study {s['study']})" + ("; re-run the same command to finish" if s["missing"] else ""))
+    if s["missing"]:
+        raise typer.Exit(1)
+
+
+@app.command("grid-worker", hidden=True)
+@guarded
+def grid_worker(
+    name: Annotated[str, typer.Option(help="The grid's Optuna study name (grid-<experiment>).")],
+    storage: Annotated[str, typer.Option(help="Optuna storage URL or journal path.")],
+    experiment: Annotated[str, typer.Option(help="The grid's MLflow experiment.")],
+) -> None:
+    """Pull grid units until the queue is empty (any machine that reaches both stores)."""
+    from . import grid as grid_mod
+
+    grid_mod.work(name, storage, experiment=experiment)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()

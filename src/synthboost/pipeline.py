@@ -82,6 +82,11 @@ def generator_key(cfg: RunConfig, data_digest: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def config_key(cfg: RunConfig) -> str:
+    """Hash of the whole cell config: a grid skips a cell whose FINISHED run has the same key."""
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_name(cfg: RunConfig) -> str:
     """Says what the run is, since the MLflow runs table shows names first."""
     mix_part = f" mix={cfg.mix.ratio:g}×{cfg.mix.strategy}" if cfg.gen is not None else ""
@@ -160,6 +165,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         "model": cfg.model, "regime": cfg.data.regime, "size": cfg.data.size, "seed": cfg.seed,
         "profile": cfg.profile, "classifier": cfg.classifier, "data_digest": digest,
         "git_commit": tracking.git_commit(), "generator_key": key, "synthboost.kind": "experiment",
+        "variant": cfg.model, "config_key": config_key(cfg),
         "minority_classes": ",".join(map(str, split.minority_classes)), **(extra_tags or {}),
     }
     with tracker.run(experiment=experiment, name=run_name(cfg), tags=tags, parent_run_id=parent_run_id,

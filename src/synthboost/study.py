@@ -94,7 +94,7 @@ def load_spec(*, model: str, path: str | Path | None = None, overrides: dict[str
     _check_model(spec.model)
     classifiers.get(spec.classifier)
     resolve_space(spec)  # validates the search space against the declared tunables
-    _split_fixed(spec)
+    split_fixed(spec.fixed)
     return spec
 
 
@@ -149,9 +149,10 @@ def _narrow(key: str, base: Tunable, narrow: Any) -> Tunable:
         raise UserError(f"search-space {key}: missing {err.args[0]!r}") from None
 
 
-def _split_fixed(spec: StudySpec) -> dict[str, dict[str, Any]]:
+def split_fixed(fixed: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"clf.epochs": 3}`` -> ``{"clf": {"epochs": 3}}``, checking the sections."""
     out: dict[str, dict[str, Any]] = {}
-    for key, value in spec.fixed.items():
+    for key, value in fixed.items():
         section, dot, name = key.partition(".")
         if not dot or section not in ("data", "mix", "clf", "gen"):
             raise UserError(f"fixed key {key!r}: expected section.key with section data, mix, clf or gen")
@@ -337,9 +338,11 @@ def recover_stale_trials(study, tracker) -> list[int]:
         reason = f"worker {worker or '?'} died (no heartbeat since {time.ctime(beat)})"
         study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        if run_id := t.user_attrs.get("mlflow_run_id"):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id and tracker.run_status(run_id) == "RUNNING":  # a grid unit's earlier cells may be FINISHED
             tracker.close_run(run_id, "FAILED", error=reason)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        carry = {k: v for k, v in t.user_attrs.items() if k in ("unit", "unit_id")}  # a grid unit's payload
+        study.enqueue_trial(t.params, user_attrs={**carry, "retry_of": t.number}, skip_if_exists=False)
         failed.append(t.number)
     return failed
 
@@ -405,7 +408,7 @@ def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress:
     try:
         with _Heartbeat(trial):
             overrides = suggest(trial, resolve_space(spec))
-            for section, kv in _split_fixed(spec).items():
+            for section, kv in split_fixed(spec.fixed).items():
                 overrides.setdefault(section, {}).update({k: v for k, v in kv.items()
                                                          if k not in overrides.get(section, {})})
             for i, seed in enumerate(spec.seeds):

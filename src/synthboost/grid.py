@@ -1,0 +1,355 @@
+"""The full grid (model × regime × size × seed × classifier × mix) on Optuna's storage as the work queue.
+
+A *unit* is one generator — (variant, regime, size, seed) — together with every cell that reuses it
+(classifiers × mix settings), so no two workers ever train the same generator.  Each unit is enqueued as a
+fixed Optuna trial (``enqueue_trial`` with the unit in its user attributes) in a study named
+``grid-<experiment>``; ``--workers K`` processes, here or on any machine that reaches both stores, pull units
+with ask/tell.  Every cell is one MLflow run nested under the grid's parent run, tagged with its
+``config_key``: a cell whose FINISHED run has the same key is skipped, so re-running the same command after a
+crash finishes only what is missing.  Stale units (dead worker) are failed and re-enqueued as in studies.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pydantic
+
+from . import classifiers, generators
+from .config import PROFILES, REGIMES, build, config, load_yaml
+from .errors import UserError
+from .study import _budget_lock, _Heartbeat, open_storage, recover_stale_trials, redact, split_fixed
+
+
+@config
+class GridSpec:
+    """studies/grid.yaml: the axes of the grid and the mix settings of every generator cell."""
+
+    experiment: str = "grid"
+    profile: Literal["smoke", "quick", "paper"] = "quick"
+    # "all" = every baseline and family of the registry (families with variants, e.g. dvae's noises, once
+    # per variant); or names; or {model: M, name: LABEL, gen: {key: value}} for one configured variant
+    models: list[Any] = pydantic.Field(default_factory=lambda: ["all"])
+    regimes: list[Literal["balanced", "semi", "high"]] = pydantic.Field(default_factory=lambda: list(REGIMES))
+    sizes: list[int] = pydantic.Field(default_factory=lambda: [1000, 5000])
+    seeds: list[int] = pydantic.Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    classifiers: list[str] = pydantic.Field(default_factory=lambda: ["cnn"])
+    # each: {ratio, strategy, synthetic_weight} or {from_study: NAME} (that study's best mix.* params,
+    # and its gen.* params for the model it tuned)
+    mixes: list[dict[str, Any]] = pydantic.Field(default_factory=lambda: [{"ratio": 1.0, "strategy": "balance"}])
+    fixed: dict[str, Any] = pydantic.Field(default_factory=dict)  # section.key -> value for every cell
+    gen_metrics: bool = False
+
+    profiles: ClassVar[dict] = {}
+
+
+@dataclass
+class Variant:
+    name: str
+    model: str
+    gen: dict[str, Any] = field(default_factory=dict)
+
+
+def load_grid(path: str | Path | None, *, profile: str | None = None) -> GridSpec:
+    from .study import studies_dir
+
+    path = Path(path) if path else studies_dir() / "grid.yaml"
+    values = load_yaml(path)
+    if profile is not None:
+        if profile not in PROFILES:
+            raise UserError(f"unknown profile {profile!r} (choose from: {', '.join(PROFILES)})")
+        values["profile"] = profile
+    spec = build(GridSpec, values, prefix=path.name)
+    for c in spec.classifiers:
+        classifiers.get(c)
+    variants(spec)  # validates model names
+    split_fixed(spec.fixed)
+    return spec
+
+
+def variants(spec: GridSpec) -> list[Variant]:
+    out: list[Variant] = []
+    for entry in spec.models:
+        if entry == "all":
+            out += [Variant(b, b) for b in generators.BASELINES]
+            for fam in generators.FAMILIES:
+                extra = getattr(generators.get(fam), "variants", None)
+                out += [Variant(n, fam, dict(g)) for n, g in extra.items()] if extra else [Variant(fam, fam)]
+        elif isinstance(entry, str):
+            if entry not in generators.model_names():
+                raise UserError(f"grid: unknown model {entry!r} (choose from: {', '.join(generators.model_names())})")
+            out.append(Variant(entry, entry))
+        elif isinstance(entry, dict):
+            unknown = set(entry) - {"model", "name", "gen"}
+            if unknown or "model" not in entry:
+                raise UserError(f"grid: a model entry needs 'model' (and optional 'name', 'gen'), got {entry}")
+            if entry["model"] not in generators.model_names():
+                raise UserError(f"grid: unknown model {entry['model']!r}")
+            out.append(Variant(entry.get("name", entry["model"]), entry["model"], dict(entry.get("gen", {}))))
+        else:
+            raise UserError(f"grid: cannot read model entry {entry!r}")
+    names = [v.name for v in out]
+    if len(names) != len(set(names)):
+        raise UserError(f"grid: duplicate model names {sorted({n for n in names if names.count(n) > 1})}")
+    return out
+
+
+def _mix_settings(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
+    """Resolve ``from_study`` entries to that study's best params."""
+    out = []
+    for m in spec.mixes:
+        if "from_study" not in m:
+            unknown = set(m) - {"ratio", "strategy", "synthetic_weight"}
+            if unknown:
+                raise UserError(f"grid: unknown mix key(s) {sorted(unknown)}")
+            out.append({"mix": dict(m), "gen": {}, "study_model": None, "label": json.dumps(m, sort_keys=True)})
+            continue
+        import optuna
+
+        try:
+            study = optuna.load_study(study_name=m["from_study"], storage=open_storage(storage_url))
+            best = study.best_params
+        except KeyError:
+            raise UserError(f"grid: no study named {m['from_study']!r} in {redact(storage_url)}") from None
+        except ValueError:
+            raise UserError(f"grid: study {m['from_study']!r} has no complete trial yet") from None
+        model = json.loads(study.user_attrs["synthboost.spec"])["model"]
+        split: dict[str, dict[str, Any]] = {}
+        for k, v in best.items():
+            section, _, name = k.partition(".")
+            split.setdefault(section, {})[name] = v
+        out.append({"mix": split.get("mix", {}), "gen": split.get("gen", {}), "study_model": model,
+                    "label": f"best of {m['from_study']}"})
+    return out
+
+
+def plan(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
+    """Every unit with its cells, each cell validated into a config (bad values fail here, before any run)."""
+    from .pipeline import config_key, make_config
+
+    fixed = split_fixed(spec.fixed)
+    mixes = _mix_settings(spec, storage_url)
+    units = []
+    for v in variants(spec):
+        baseline = generators.is_baseline(v.model)
+        for regime in spec.regimes:
+            for size in spec.sizes:
+                for seed in spec.seeds:
+                    cells = []
+                    for clf in spec.classifiers:
+                        for mx in ([None] if baseline else mixes):
+                            overrides = {s: dict(kv) for s, kv in fixed.items()}
+                            if baseline:
+                                overrides.pop("gen", None)
+                                overrides.pop("mix", None)
+                            else:
+                                gen = {**overrides.get("gen", {}), **v.gen}
+                                if mx["study_model"] == v.model:
+                                    gen.update(mx["gen"])
+                                overrides["gen"] = gen
+                                overrides["mix"] = {**overrides.get("mix", {}), **mx["mix"]}
+                            cfg = make_config(model=v.model, classifier=clf, regime=regime, size=size, seed=seed,
+                                              profile=spec.profile, overrides=overrides,
+                                              gen_metrics=spec.gen_metrics)
+                            cells.append({"classifier": clf, "overrides": overrides, "key": config_key(cfg),
+                                          "mix_label": "real only" if baseline else mx["label"]})
+                    units.append({"variant": v.name, "model": v.model, "regime": regime, "size": size,
+                                  "seed": seed, "profile": spec.profile, "gen_metrics": spec.gen_metrics,
+                                  "cells": cells})
+    return units
+
+
+# ---------------------------------------------------------------- store look-ups
+def _finished_keys(tracker, experiment_id: str) -> dict[str, float]:
+    """config_key -> duration (s) of every FINISHED cell run in the grid's experiment."""
+    runs = tracker.search("attributes.status = 'FINISHED' and tags.`synthboost.kind` = 'experiment'",
+                          experiment_ids=[experiment_id], max_results=50000)
+    return {r.data.tags.get("config_key", ""): ((r.info.end_time or 0) - (r.info.start_time or 0)) / 1000
+            for r in runs}
+
+
+def _durations_by_model(tracker) -> dict[str, list[float]]:
+    runs = tracker.search("attributes.status = 'FINISHED' and tags.`synthboost.kind` = 'experiment'",
+                          max_results=50000)
+    out: dict[str, list[float]] = {}
+    for r in runs:
+        key = f"{r.data.tags.get('model')}|{r.data.tags.get('profile')}"
+        out.setdefault(key, []).append(((r.info.end_time or 0) - (r.info.start_time or 0)) / 1000)
+    return out
+
+
+@dataclass
+class GridStatus:
+    cells: int
+    done: int
+    units_left: int
+    estimate_seconds: float | None
+    estimate_basis: int
+
+
+def status(spec: GridSpec, units: list[dict], tracker) -> GridStatus:
+    exp = tracker.experiment_id(spec.experiment)
+    done_keys = _finished_keys(tracker, exp)
+    durations = _durations_by_model(tracker)
+    all_durations = [d for ds in durations.values() for d in ds]
+    cells = done = 0
+    estimate, unknown, left = 0.0, False, 0
+    for u in units:
+        missing = [c for c in u["cells"] if c["key"] not in done_keys]
+        cells += len(u["cells"])
+        done += len(u["cells"]) - len(missing)
+        left += bool(missing)
+        ds = durations.get(f"{u['model']}|{u['profile']}") or all_durations
+        if missing and not ds:
+            unknown = True
+        elif missing:
+            estimate += len(missing) * sum(ds) / len(ds)
+    return GridStatus(cells=cells, done=done, units_left=left, estimate_seconds=None if unknown else estimate,
+                      estimate_basis=len(all_durations))
+
+
+# ---------------------------------------------------------------- running
+def prepare(spec: GridSpec, units: list[dict], *, storage_url: str, tracker):
+    """Create/resume the grid's study and parent run; enqueue every unit that still has missing cells."""
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name = f"grid-{spec.experiment}"
+    study = optuna.create_study(study_name=name, storage=open_storage(storage_url), load_if_exists=True)
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    if parent is None:
+        parent = tracker.open_parent(experiment=spec.experiment, name=f"grid {spec.experiment}", tags={
+            "synthboost.kind": "grid", "optuna.study_name": name, "optuna.storage": redact(storage_url),
+            "profile": spec.profile})
+        study.set_user_attr("mlflow_parent_run_id", parent)
+        study.set_user_attr("mlflow_tracking_uri", tracker.uri)
+    else:
+        tracker.reopen(parent)
+    with _budget_lock(storage_url):
+        recover_stale_trials(study, tracker)
+        done_keys = _finished_keys(tracker, tracker.experiment_id(spec.experiment))
+        queued = {t.user_attrs.get("unit_id") for t in study.get_trials(
+            deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
+        for u in units:
+            uid = unit_id(u)
+            if uid not in queued and any(c["key"] not in done_keys for c in u["cells"]):
+                study.enqueue_trial({}, user_attrs={"unit": json.dumps(u), "unit_id": uid}, skip_if_exists=False)
+    return study, parent
+
+
+def unit_id(unit: dict) -> str:
+    return f"{unit['variant']}|{unit['regime']}|{unit['size']}|{unit['seed']}"
+
+
+def work(name: str, storage_url: str, *, experiment: str, progress=None) -> dict[str, int]:
+    """Pull units until the queue is empty; returns counts of cells run / skipped / failed."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from .tracking import Tracker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(storage_url))
+    except KeyError:
+        raise UserError(f"no grid study named {name!r} in {redact(storage_url)}") from None
+    tracker = Tracker()
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    exp_id = tracker.experiment_id(experiment)
+    counts = {"run": 0, "skipped": 0, "failed": 0}
+    while True:
+        with _budget_lock(storage_url):
+            recover_stale_trials(study, tracker)
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                break
+            trial = study.ask()
+        if "unit" not in trial.user_attrs:  # another machine took the last unit between check and ask
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        unit = json.loads(trial.user_attrs["unit"])
+        failures = []
+        with _Heartbeat(trial):
+            done_keys = _finished_keys(tracker, exp_id)
+            for cell in unit["cells"]:
+                if cell["key"] in done_keys:
+                    counts["skipped"] += 1
+                    if progress:
+                        progress(1)
+                    continue
+                try:
+                    _run_cell(unit, cell, trial=trial, tracker=tracker, parent=parent, experiment=experiment)
+                    counts["run"] += 1
+                except Exception as err:  # recorded as a FAILED run with the reason; the grid goes on
+                    failures.append(f"{cell['classifier']}/{cell['mix_label']}: {type(err).__name__}: {err}")
+                    counts["failed"] += 1
+                    print(f"cell {unit_id(unit)} {failures[-1]}", file=sys.stderr)
+                if progress:
+                    progress(1)
+        if failures:
+            trial.set_user_attr("fail_reason", "; ".join(failures)[:2000])
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, float(len(unit["cells"])))
+    return counts
+
+
+def _run_cell(unit: dict, cell: dict, *, trial, tracker, parent: str, experiment: str) -> None:
+    from .pipeline import make_config, run_experiment
+
+    cfg = make_config(model=unit["model"], classifier=cell["classifier"], regime=unit["regime"], size=unit["size"],
+                      seed=unit["seed"], profile=unit["profile"], overrides=cell["overrides"],
+                      gen_metrics=unit["gen_metrics"])
+    run_experiment(cfg, tracker=tracker, experiment=experiment, parent_run_id=parent, use_env_run=False,
+                   progress=False, on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+                   extra_tags={"variant": unit["variant"], "grid": f"grid-{experiment}",
+                               "optuna.trial_number": trial.number})
+
+
+def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progress: bool = True) -> dict[str, Any]:
+    import subprocess
+
+    from tqdm.auto import tqdm
+
+    from .tracking import Tracker
+
+    tracker = Tracker()
+    units = plan(spec, storage_url)
+    before = status(spec, units, tracker)
+    study, parent = prepare(spec, units, storage_url=storage_url, tracker=tracker)
+    name = study.study_name
+    remaining = before.cells - before.done
+    counts = {"run": 0, "skipped": 0, "failed": 0}
+    with tqdm(total=remaining, desc="cells", disable=None if show_progress else True) as bar:
+        if workers <= 1:
+            counts = work(name, storage_url, experiment=spec.experiment, progress=bar.update)
+        else:
+            procs = [subprocess.Popen([sys.executable, "-m", "synthboost", "grid-worker", "--name", name,
+                                       "--storage", storage_url, "--experiment", spec.experiment])
+                     for _ in range(workers)]
+            exp = tracker.experiment_id(spec.experiment)
+            seen = before.done
+            while any(p.poll() is None for p in procs):
+                time.sleep(5)
+                now = len(set(_finished_keys(tracker, exp)) & {c["key"] for u in units for c in u["cells"]})
+                bar.update(max(0, now - seen))
+                seen = max(seen, now)
+            if any(p.returncode for p in procs):
+                print(f"warning: worker exit codes {[p.returncode for p in procs]}; re-run to resume",
+                      file=sys.stderr)
+    after = status(spec, units, tracker)
+    if after.done == after.cells:
+        tracker.close_run(parent, "FINISHED")
+    else:
+        tracker.close_run(parent, "FAILED", error=f"{after.cells - after.done} cells missing; re-run to resume")
+    return {"cells": after.cells, "done": after.done, "done_before": before.done,
+            "ran": after.done - before.done, "missing": after.cells - after.done, "parent_run_id": parent,
+            "experiment": spec.experiment, "study": name}

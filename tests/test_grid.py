@@ -1,0 +1,108 @@
+"""The grid: planned cells, resumable after an interruption, generators reused across cells."""
+
+import pytest
+from typer.testing import CliRunner
+
+from synthboost import grid as grid_mod
+from synthboost.cli import app
+
+runner = CliRunner()
+
+GRID = """
+experiment: {exp}
+profile: smoke
+models: [none, vae]
+regimes: [balanced, high]
+sizes: [300]
+seeds: [0, 1]
+classifiers: [cnn]
+mixes: [{{ratio: 0.5, strategy: balance}}, {{ratio: 1.0, strategy: uniform}}]
+fixed: {{clf.epochs: 1}}
+"""
+
+
+@pytest.fixture()
+def grid_file(tmp_path):
+    def make(exp, text=GRID):
+        p = tmp_path / f"{exp}.yaml"
+        p.write_text(text.format(exp=exp))
+        return p
+    return make
+
+
+def cell_runs(tracker, exp):
+    e = tracker.client.get_experiment_by_name(exp)
+    return [r for r in tracker.client.search_runs([e.experiment_id])
+            if r.data.tags.get("synthboost.kind") == "experiment"]
+
+
+@pytest.mark.slow
+def test_grid_runs_every_cell_once_and_resumes_after_an_interruption(tracker, tmp_path, grid_file, monkeypatch):
+    path = grid_file("g1")
+    storage = str(tmp_path / "q.journal")
+    # 2 baseline units × 1 cell + 2 vae units... : none 2 regimes × 2 seeds = 4 cells; vae 4 units × 2 mixes = 8
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert "12 cells in 8 units; 0 done, 12 to run" in out.stdout
+
+    # interrupt: the 6th cell crashes the worker process (as a kill would), leaving 5 finished cells
+    from synthboost import pipeline
+
+    real = pipeline.run_experiment
+    calls = {"n": 0}
+
+    def crash_on_sixth(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline, "run_experiment", crash_on_sixth)
+    with pytest.raises(KeyboardInterrupt):
+        grid_mod.run_grid(grid_mod.load_grid(path), storage_url=storage, show_progress=False)
+    monkeypatch.setattr(pipeline, "run_experiment", real)
+    finished = [r for r in cell_runs(tracker, "g1") if r.info.status == "FINISHED"]
+    assert len(finished) == 5
+
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--dry-run"])
+    assert "5 done, 7 to run" in out.stdout and "estimated remaining time ~" in out.stdout
+
+    # the unit the interrupted process held is still RUNNING in the queue; its worker is this (live) process,
+    # so pretend it died long ago — the resume must fail it, close its run and retry it
+    import optuna
+
+    from synthboost.study import open_storage
+
+    st = optuna.load_study(study_name="grid-g1", storage=open_storage(storage))
+    for t in st.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        st._storage.set_trial_user_attr(t._trial_id, "worker", "elsewhere:1")
+        st._storage.set_trial_user_attr(t._trial_id, "heartbeat", 0.0)
+
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage])
+    assert out.exit_code == 0, out.output
+    assert "7 cells run now, 5 were already done, 0 missing of 12" in out.stdout
+    runs = cell_runs(tracker, "g1")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert len(finished) == 12
+    assert len({r.data.tags["config_key"] for r in finished}) == 12  # no cell ran twice
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    # one generator per (regime, seed): trained once, reused by the other mix cell
+    vae = [r for r in finished if r.data.tags["model"] == "vae"]
+    trained = [r for r in vae if r.data.tags.get("generator_trained") == "true"]
+    assert len(trained) == 4 and {r.data.tags["generator_run_id"] for r in vae} == {r.info.run_id for r in trained}
+    # the parent run and the Optuna study name each other
+    parent = tracker.client.get_run(st.user_attrs["mlflow_parent_run_id"])
+    assert parent.data.tags["optuna.study_name"] == "grid-g1"
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs)
+
+
+@pytest.mark.parametrize("text,message", [
+    (GRID.replace("[none, vae]", "[none, vea]"), "unknown model 'vea'"),
+    (GRID + "colour: red\n", "colour"),
+    (GRID.replace("fixed: {{clf.epochs: 1}}", "fixed: {{clf.epochz: 1}}"), "clf.epochz"),
+    (GRID.replace("classifiers: [cnn]", "classifiers: [forest]"), "unknown classifier"),
+])
+def test_bad_grid_files_exit_2(grid_file, tmp_path, text, message):
+    out = runner.invoke(app, ["grid", "--config", str(grid_file("bad", text)), "--storage",
+                              str(tmp_path / "q.journal"), "--dry-run"])
+    assert out.exit_code == 2 and message in out.stderr, out.output
