@@ -107,7 +107,9 @@ _POOLS: OrderedDict = OrderedDict()
 _POOL_CACHE_SIZE = 8
 
 
-def _cached_pool(key: tuple, make: Callable[[], tuple[torch.Tensor, torch.Tensor]]):
+def _cached_pool(key: tuple, make: Callable[[], tuple[torch.Tensor, torch.Tensor]], *, enabled: bool = True):
+    if not enabled:
+        return make()
     if key in _POOLS:
         _POOLS.move_to_end(key)
         return _POOLS[key]
@@ -190,8 +192,10 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                 torch.manual_seed(cfg.seed * 1000 + offset)  # samples depend on the seed, not on RNG history
                 return gen.sample_batched(labels), labels
 
-            synth_x, synth_y = _cached_pool((key, tuple(counts), cfg.seed), lambda: draw(labels_for(counts), 1))
-            grid_x, grid_y = _cached_pool((key, "grid", cfg.seed), lambda: draw(labels_for([10] * NUM_CLASSES), 2))
+            synth_x, synth_y = _cached_pool((key, tuple(counts), cfg.seed), lambda: draw(labels_for(counts), 1),
+                                          enabled=use_cache)
+            grid_x, grid_y = _cached_pool((key, "grid", cfg.seed), lambda: draw(labels_for([10] * NUM_CLASSES), 2),
+                                          enabled=use_cache)
             run.log_figure(plots.sample_grid(grid_x, grid_y, title=f"{cfg.model} samples (one row per class)"),
                            "samples/grid.png")
             run.log_metrics({f"mix/synthetic_count_{k}": c for k, c in enumerate(counts)}

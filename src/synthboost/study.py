@@ -256,7 +256,8 @@ def spec_json(spec: StudySpec) -> str:
 
 
 # ---------------------------------------------------------------- the worker loop
-def work(name: str, storage_url: str, *, worker_index: int = 0, progress: bool = False) -> int:
+def work(name: str, storage_url: str, *, worker_index: int = 0, progress: bool = False,
+         use_cache: bool = True) -> int:
     """Pull trials until the study-wide budget is met; returns the number of trials this worker ran."""
     import optuna
 
@@ -282,7 +283,7 @@ def work(name: str, storage_url: str, *, worker_index: int = 0, progress: bool =
                 break
             trial = study.ask()
         ran += 1
-        _run_trial(study, trial, spec, tracker=tracker, parent=parent, progress=progress)
+        _run_trial(study, trial, spec, tracker=tracker, parent=parent, progress=progress, use_cache=use_cache)
     return ran
 
 
@@ -398,7 +399,7 @@ def suggest(trial, space: dict[str, Tunable]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress: bool) -> None:
+def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress: bool, use_cache: bool = True) -> None:
     import optuna
     from optuna.trial import TrialState
 
@@ -424,7 +425,7 @@ def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress:
 
                 result = pipeline.run_experiment(
                     cfg, tracker=tracker, parent_run_id=parent, use_env_run=False, on_epoch=on_epoch,
-                    progress=progress, killed_on=(optuna.TrialPruned,),
+                    progress=progress, killed_on=(optuna.TrialPruned,), use_cache=use_cache,
                     on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id) if i == 0
                     else trial.set_user_attr(f"mlflow_run_id_seed{seed}", run_id),
                     extra_tags={"optuna.trial_number": trial.number, "optuna.study_name": study.study_name})
@@ -443,7 +444,7 @@ def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress:
 
 # ---------------------------------------------------------------- running a whole study
 def run_study(spec: StudySpec, *, name: str, storage_url: str, experiment: str, workers: int = 1,
-              progress: bool = False) -> dict[str, Any]:
+              progress: bool = False, use_cache: bool = True) -> dict[str, Any]:
     """Create/resume, run ``workers`` processes (or this one), then summarise into the parent run."""
     import subprocess
 
@@ -452,7 +453,7 @@ def run_study(spec: StudySpec, *, name: str, storage_url: str, experiment: str, 
     tracker = Tracker()
     study = prepare(spec, name=name, storage_url=storage_url, experiment=experiment, tracker=tracker)
     if workers <= 1:
-        work(name, storage_url, progress=progress)
+        work(name, storage_url, progress=progress, use_cache=use_cache)
     else:
         procs = [subprocess.Popen([sys.executable, "-m", "synthboost", "study-worker", "--name", name,
                                    "--storage", storage_url, "--worker-index", str(i)]) for i in range(workers)]
