@@ -21,6 +21,12 @@ class Entry:
 
 FAMILIES: dict[str, Entry] = {
     "vae": Entry("vae", "VAE", "convolutional VAE; samples perturb latents of real exemplars of the class"),
+    "cvae": Entry("cvae", "CVAE", "conditional VAE; samples decode prior draws with the label"),
+    "ssvae": Entry("ssvae", "SSVAE", "semi-supervised VAE (M2) on labeled + unlabeled images; samples as cvae"),
+    "dvae": Entry("dvae", "DVAE", "denoising VAE (six corruptions); samples perturb latents of real exemplars"),
+    "vqvae": Entry("vqvae", "VQVAE", "VQ-VAE with EMA codebook + class-conditional transformer prior over codes"),
+    "cgan": Entry("cgan", "CGAN", "DCGAN-style conditional GAN (label concat in G, projection D), non-saturating loss"),
+    "biggan": Entry("biggan", "BigGAN", "BigGAN at 28×28: conditional BN, self-attention, SN, projection D, hinge, EMA"),
 }
 
 #: models that train no generator (the real-only controls); the pipeline handles them

@@ -9,6 +9,7 @@ Checkpoints carry the family name, the config and the weights, so ``from_state_d
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -42,6 +43,22 @@ class Generator(Protocol):
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_amp(device: torch.device, mode: str = "auto") -> torch.dtype | None:
+    """Autocast dtype for ``mode`` (auto | off | bf16 | fp16); auto = bf16 on CUDA (fp16 where bf16 is missing), none on CPU."""
+    if mode == "off":
+        return None
+    if mode in ("bf16", "fp16"):
+        return torch.bfloat16 if mode == "bf16" else torch.float16
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, amp: torch.dtype | None):
+    """``torch.autocast`` in ``amp``, or nothing when ``amp`` is None."""
+    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
 
 
 class TorchGenerator(abc.ABC):
@@ -106,6 +123,7 @@ class TorchGenerator(abc.ABC):
             raise ValueError(f"checkpoint is for family {state.get('family')!r}, not {cls.name!r}")
         gen = cls(build(cls.Config, state["config"], prefix="gen"), device=device)
         gen.net.load_state_dict(state["weights"])
+        gen.net.eval()  # a loaded checkpoint is for sampling: no dropout, BatchNorm on running stats
         gen.load_extra_state({k: (v.to(gen.device) if torch.is_tensor(v) else v)
                               for k, v in state.get("extra", {}).items()})
         gen.extra_metrics = dict(state.get("metrics", {}))
@@ -123,9 +141,21 @@ class TorchGenerator(abc.ABC):
 
 
 # ---------------------------------------------------------------- shared helpers
-def make_ema(model: nn.Module, decay: float) -> AveragedModel:
-    """An exponential moving average of ``model``'s weights (buffers included), from torch's own utility."""
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+def make_ema(model: nn.Module, decay: float, *, warmup: bool = False) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights (buffers included), from torch's own utility.
+
+    ``warmup`` ramps the decay as min(decay, (1 + n) / (10 + n)) over the n updates so far (as diffusers'
+    EMAModel does), so that a short run — few steps on a small regime — is not dominated by its initial weights.
+    """
+    if not warmup:
+        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    @torch.no_grad()
+    def ramped(ema_params, params, num_averaged):
+        n = int(num_averaged)
+        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(ema_params, params, num_averaged)
+
+    return AveragedModel(model, multi_avg_fn=ramped, use_buffers=True)
 
 
 def check_finite(parts: dict[str, float], *, where: str) -> None:
@@ -154,7 +184,7 @@ def train_likelihood(
     epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
     grad_clip: float | None = 1.0, ema: AveragedModel | None = None,
     progress: bool = False, on_epoch: EpochCallback | None = None, desc: str = "train",
-    after_fit: Callable[[Tensor, Tensor], None] | None = None,
+    after_fit: Callable[[Tensor, Tensor], None] | None = None, amp: torch.dtype | None = None,
 ) -> dict[str, float]:
     """Train a network whose ``loss(x, y) -> (loss, parts)`` gives its own objective (VAEs, diffusion).
 
@@ -165,6 +195,8 @@ def train_likelihood(
     x_all = images.to(device)
     y_all = labels.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    # fp16 autocast needs loss scaling against gradient underflow; for bf16/fp32 the scaler is a no-op
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     n = len(x_all)
     bs = min(batch_size, n)
     means: dict[str, float] = {}
@@ -175,14 +207,17 @@ def train_likelihood(
             steps = 0
             for idx in batches(n, bs, device=device):
                 x = to_float(x_all[idx])
-                loss, parts = net.loss(x, y_all[idx])
+                with autocast(device, amp):
+                    loss, parts = net.loss(x, y_all[idx])
                 if not torch.isfinite(loss):
                     raise GeneratorDiverged(f"{desc}: loss became {loss.item()} at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if grad_clip:
+                    scaler.unscale_(opt)
                     nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 if ema is not None:
                     ema.update_parameters(net)
                 parts = {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}

@@ -83,24 +83,41 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 class VAENet(nn.Module):
-    def __init__(self, cfg: VAEConfig):
+    """Encoder + decoder + ELBO.  ``num_classes > 0`` feeds the one-hot label into both (CVAE, M2 semi-supervised)."""
+
+    def __init__(self, cfg: VAEConfig, *, num_classes: int = 0):
         super().__init__()
         self.cfg = cfg
-        self.encoder = ConvEncoder(hidden=cfg.hidden, out_dim=2 * cfg.latent_dim)
-        self.decoder = ConvDecoder(hidden=cfg.hidden, in_dim=cfg.latent_dim)
+        self.num_classes = num_classes
+        self.encoder = ConvEncoder(hidden=cfg.hidden, out_dim=2 * cfg.latent_dim, cond_dim=num_classes)
+        self.decoder = ConvDecoder(hidden=cfg.hidden, in_dim=cfg.latent_dim + num_classes)
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
+    def condition(self, y: Tensor) -> Tensor | None:
+        """The one-hot label for conditional variants, None for the unconditional VAE."""
+        return F.one_hot(y, self.num_classes).float() if self.num_classes else None
+
+    def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.encoder(x, cond).chunk(2, dim=1)
         return mu, logvar.clamp(-12, 8)
 
-    def loss(self, x: Tensor, y: Tensor, *, target: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Negative ELBO per image (Bernoulli likelihood), ``target`` defaults to ``x`` (DVAE passes clean x)."""
-        mu, logvar = self.encode(x)
+    def decode(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Pixel logits."""
+        return self.decoder(z if cond is None else torch.cat([z, cond], 1))
+
+    def neg_elbo(self, x: Tensor, cond: Tensor | None = None, *,
+                 target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per-image reconstruction NLL (Bernoulli) and KL; ``target`` defaults to ``x`` (DVAE passes clean x)."""
+        mu, logvar = self.encode(x, cond)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        logits = self.decoder(z)
+        logits = self.decode(z, cond)
         target = x if target is None else target
-        recon = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1).mean()
-        kl = gaussian_kl(mu, logvar).mean()
+        recon = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1)
+        return recon, gaussian_kl(mu, logvar)
+
+    def loss(self, x: Tensor, y: Tensor, *, target: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Negative ELBO per image, averaged over the batch."""
+        recon, kl = self.neg_elbo(x, self.condition(y), target=target)
+        recon, kl = recon.mean(), kl.mean()
         return recon + self.cfg.beta * kl, {"recon": recon.detach(), "kl": kl.detach()}
 
 
@@ -110,10 +127,12 @@ class VAE(TorchGenerator):
     name = "vae"
     Config = VAEConfig
     exemplar_sampling = True
+    #: the network class; subclasses that change only the objective (dvae) swap it
+    net_class: ClassVar[type[VAENet]] = VAENet
 
     def build(self) -> nn.Module:
         self.bank_mu = self.bank_std = self.bank_labels = None
-        return VAENet(self.config)
+        return self.net_class(self.config)
 
     def after_fit(self, images: Tensor, labels: Tensor) -> None:
         # store each training image's posterior so sampling needs no training data

@@ -1,0 +1,199 @@
+"""BigGAN (Brock et al. 2019) scaled down to 28×28 Fashion-MNIST.
+
+What is kept from BigGAN, at this size:
+
+* G: z is split into three chunks — one feeds the linear layer that makes the 4w×7×7 start, one conditions each of the
+  two residual up-blocks (7 -> 14 -> 28).  Every block's BatchNorm is class-conditional: its gain and bias are linear
+  functions of ``[shared label embedding, z chunk]`` (one embedding shared by all blocks).
+* D: residual down-blocks (28 -> 14 -> 7, then one block at 7×7), ReLU, global sum pooling and a projection head.
+* One SAGAN self-attention block at the middle resolution (14×14) in both G and D.
+* Spectral norm on every conv and linear layer of G and D, and on D's class embedding; orthogonal initialisation.
+* Hinge loss; TTUR (D learns faster than G: separate ``lr_d`` and ``lr_g``); Adam with β1 = 0.
+* Samples come from the EMA of G's weights; ``truncation`` (> 0) optionally draws z from a normal truncated to [-t, t].
+
+Training is the shared ``adversarial.train_adversarial`` loop.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ..config import FloatRange, IntRange, Tunable, config
+from ..data import NUM_CLASSES
+from .adversarial import AdversarialGenerator, ProjectionHead
+
+
+@config
+class BigGANConfig:
+    z_dim: int = pydantic.Field(default=96, ge=3, le=512)  # split in three chunks
+    width: int = pydantic.Field(default=32, ge=8, le=512)  # channels at 28×28; 2w at 14×14, 4w at 7×7 in G
+    shared_dim: int = pydantic.Field(default=64, ge=1, le=512)  # the shared class embedding of G
+    lr_g: float = pydantic.Field(default=1e-4, gt=0.0, le=1.0)
+    lr_d: float = pydantic.Field(default=4e-4, gt=0.0, le=1.0)  # TTUR
+    beta1: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0)
+    beta2: float = pydantic.Field(default=0.999, ge=0.0, lt=1.0)
+    n_critic: int = pydantic.Field(default=2, ge=1, le=10)  # D steps per G step
+    epochs: int = pydantic.Field(default=60, ge=1, le=2000)
+    batch_size: int = pydantic.Field(default=64, ge=2, le=4096)
+    ema_decay: float = pydantic.Field(default=0.999, ge=0.0, lt=1.0)
+    truncation: float | None = pydantic.Field(default=None, gt=0.0, le=10.0)  # sampling noise in [-t, t]
+    collapse_threshold: float = pydantic.Field(default=0.1, ge=0.0, le=1.0)
+    collapse_patience: int = pydantic.Field(default=3, ge=1, le=100)
+
+    profiles: ClassVar[dict] = {
+        "smoke": {"epochs": 1, "width": 8, "batch_size": 64},
+        "quick": {"epochs": 20},
+        "paper": {"epochs": 200, "width": 64},
+    }
+    tunables: ClassVar[dict[str, Tunable]] = {
+        "lr_g": FloatRange(2e-5, 5e-4, log=True),
+        "lr_d": FloatRange(1e-4, 1e-3, log=True),
+        "n_critic": IntRange(1, 4),
+        "z_dim": IntRange(48, 192, step=3),
+        "truncation": FloatRange(0.5, 2.0),
+    }
+
+
+# ---------------------------------------------------------------- building blocks
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm without its own affine; gain ``1 + Wg c`` and bias ``Wb c`` come from the conditioning vector c."""
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Linear(cond_dim, channels, bias=False)
+        self.bias = nn.Linear(cond_dim, channels, bias=False)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        return self.bn(x) * (1 + self.gain(c))[:, :, None, None] + self.bias(c)[:, :, None, None]
+
+
+class UpBlock(nn.Module):
+    """BN-ReLU-up-conv-BN-ReLU-conv, plus an upsampled 1×1-conv shortcut (BigGAN's G block)."""
+
+    def __init__(self, cin: int, cout: int, cond_dim: int):
+        super().__init__()
+        self.bn1 = ConditionalBatchNorm(cin, cond_dim)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.bn2 = ConditionalBatchNorm(cout, cond_dim)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        h = self.conv1(F.interpolate(F.relu(self.bn1(x, c)), scale_factor=2))
+        h = self.conv2(F.relu(self.bn2(h, c)))
+        return h + self.skip(F.interpolate(x, scale_factor=2))
+
+
+class DownBlock(nn.Module):
+    """(ReLU)-conv-ReLU-conv-avgpool, plus an avgpooled 1×1-conv shortcut (BigGAN's D block).
+
+    The first block skips the leading ReLU so the raw image is not clipped; pooling before the 1×1 shortcut conv
+    equals pooling after it (both are linear) and is 4× cheaper.
+    """
+
+    def __init__(self, cin: int, cout: int, *, down: bool = True, preactivation: bool = True):
+        super().__init__()
+        self.down, self.preactivation = down, preactivation
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if (cin != cout or down) else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv2(F.relu(self.conv1(F.relu(x) if self.preactivation else x)))
+        if self.down:
+            h, x = F.avg_pool2d(h, 2), F.avg_pool2d(x, 2)
+        return h + self.skip(x)
+
+
+class SelfAttention(nn.Module):
+    """SAGAN self-attention: queries at every position, keys/values on the 2×2-max-pooled grid; γ starts at 0."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        inner = max(channels // 8, 1)
+        self.query = nn.Conv2d(channels, inner, 1, bias=False)
+        self.key = nn.Conv2d(channels, inner, 1, bias=False)
+        self.value = nn.Conv2d(channels, channels // 2, 1, bias=False)
+        self.out = nn.Conv2d(channels // 2, channels, 1, bias=False)
+        self.gamma = nn.Parameter(torch.zeros(()))  # the block starts as the identity and learns how much to attend
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)  # N × HW × C/8
+        k = F.max_pool2d(self.key(x), 2).flatten(2)  # N × C/8 × HW/4
+        v = F.max_pool2d(self.value(x), 2).flatten(2).transpose(1, 2)  # N × HW/4 × C/2
+        attended = (torch.softmax(q @ k, dim=-1) @ v).transpose(1, 2).reshape(n, -1, h, w)
+        return x + self.gamma * self.out(attended)
+
+
+def orthogonal_and_spectral(net: nn.Module, *, embeddings: bool) -> nn.Module:
+    """Orthogonal init of every conv/linear (and embedding) weight, then spectral norm on every conv/linear
+    (and, with ``embeddings``, on the class embeddings too)."""
+    for m in list(net.modules()):  # list first: spectral_norm adds submodules while we walk
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            nn.init.orthogonal_(m.weight)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) or (embeddings and isinstance(m, nn.Embedding)):
+            spectral_norm(m)
+    return net
+
+
+# ---------------------------------------------------------------- the networks
+class BigGANGenerator(nn.Module):
+    def __init__(self, *, z_dim: int, width: int, shared_dim: int, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.width = width
+        z0, z1, z2 = (len(c) for c in torch.arange(z_dim).tensor_split(3))  # same split as forward's
+        self.shared = nn.Embedding(num_classes, shared_dim)
+        self.fc = nn.Linear(z0, 4 * width * 49)
+        self.block1 = UpBlock(4 * width, 2 * width, shared_dim + z1)  # 7 -> 14
+        self.attention = SelfAttention(2 * width)  # at 14×14, the middle resolution
+        self.block2 = UpBlock(2 * width, width, shared_dim + z2)  # 14 -> 28
+        self.out = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, 1, 3, padding=1), nn.Tanh())
+
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:
+        z0, z1, z2 = z.tensor_split(3, dim=1)
+        e = self.shared(y)
+        h = self.fc(z0).view(-1, 4 * self.width, 7, 7)
+        h = self.attention(self.block1(h, torch.cat([e, z1], 1)))
+        return self.out(self.block2(h, torch.cat([e, z2], 1)))
+
+
+class BigGANDiscriminator(nn.Module):
+    def __init__(self, *, width: int, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            DownBlock(1, width, preactivation=False),  # 28 -> 14
+            SelfAttention(width),  # at 14×14
+            DownBlock(width, 2 * width),  # 14 -> 7
+            DownBlock(2 * width, 2 * width, down=False),  # 7×7
+        )
+        self.head = ProjectionHead(2 * width, num_classes)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # global sum pooling
+        return self.head(h, y)
+
+
+class BigGAN(AdversarialGenerator):
+    """BigGAN at 28×28: conditional BN, self-attention, spectral norm, projection D, hinge loss, TTUR, EMA."""
+
+    name = "biggan"
+    Config = BigGANConfig
+    adversarial_loss = "hinge"
+
+    def build_generator(self) -> nn.Module:
+        cfg = self.config
+        g = BigGANGenerator(z_dim=cfg.z_dim, width=cfg.width, shared_dim=cfg.shared_dim)
+        return orthogonal_and_spectral(g, embeddings=False)  # G's shared embedding feeds SN'd linears
+
+    def build_discriminator(self) -> nn.Module:
+        return orthogonal_and_spectral(BigGANDiscriminator(width=self.config.width), embeddings=True)

@@ -1,0 +1,58 @@
+"""Conditional VAE (Sohn et al. 2015): the label goes into the encoder and the decoder.
+
+The network is the VAE's (``VAENet`` with ``num_classes=10``), trained with the same ELBO by the shared
+likelihood loop.  ``sample(labels)`` draws ``z ~ N(0, temperature² I)`` from the prior and decodes it with
+the requested label, so every sample is new (no real exemplar involved), unlike ``vae``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pydantic
+import torch
+from torch import Tensor, nn
+
+from ..config import FloatRange, IntRange, Tunable, config
+from ..data import NUM_CLASSES
+from .base import TorchGenerator
+from .vae import VAEConfig, VAENet
+
+
+@config
+class CVAEConfig(VAEConfig):
+    """The VAE's knobs; ``temperature`` scales the prior noise at sampling (1 = the prior itself)."""
+
+    # Measured (quick, balanced 5,000): at β = 1 the latent keeps encoding the class and prior draws fall
+    # where another class's posterior lives (47% label consistency); β = 3 pushes the class into the label
+    # and a cooler prior avoids the rims the posteriors leave uncovered (71% at temperature 0.5).
+    beta: float = pydantic.Field(default=3.0, gt=0.0, le=20.0)
+    temperature: float = pydantic.Field(default=0.6, ge=0.0, le=5.0)
+
+    profiles: ClassVar[dict] = {
+        "smoke": {"epochs": 1, "batch_size": 128},
+        "quick": {"epochs": 30},
+        "paper": {"epochs": 100},
+    }
+    tunables: ClassVar[dict[str, Tunable]] = {
+        "latent_dim": IntRange(4, 64, log=True),
+        "beta": FloatRange(0.5, 8.0, log=True),
+        "lr": FloatRange(3e-4, 3e-3, log=True),
+        "temperature": FloatRange(0.4, 1.0),
+    }
+
+
+class CVAE(TorchGenerator):
+    """Conditional VAE; samples are prior draws decoded with the requested label."""
+
+    name = "cvae"
+    Config = CVAEConfig
+
+    def build(self) -> nn.Module:
+        return VAENet(self.config, num_classes=NUM_CLASSES)
+
+    @torch.no_grad()
+    def sample(self, labels: Tensor) -> Tensor:
+        labels = labels.to(self.device)
+        z = self.config.temperature * torch.randn(len(labels), self.config.latent_dim, device=self.device)
+        return torch.sigmoid(self.net.decode(z, self.net.condition(labels)))
