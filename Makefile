@@ -46,6 +46,10 @@ test-fast: setup
 bench: setup
 	$(PY) bench/trainer.py
 	$(PY) bench/tracking_overhead.py
+	$(PY) bench/study_cache.py
+	$(PY) bench/generators.py --profile quick
+	$(PY) bench/quality.py
+	$(PY) bench/report.py
 
 ui: setup
 	$(PY) -m synthboost ui

@@ -111,6 +111,18 @@ def ui(
 
 @app.command()
 @guarded
+def evaluate(run_id: Annotated[str, typer.Option("--run-id", help="An existing run with a generator.")]) -> None:
+    """Compute generator-quality metrics (gen/*) for an existing run from its logged checkpoint."""
+    from . import pipeline, tracking
+
+    m = pipeline.evaluate_run(run_id, tracker=tracking.Tracker())
+    typer.echo(f"run {run_id}: FID {m['fid']:.2f}, KID {m['kid_mean']:.4f}±{m['kid_std']:.4f}, IS "
+               f"{m['inception_score']:.2f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
+               f"label consistency {m['label_consistency']:.3f}, CAS cnn {m['cas_cnn']:.3f} (real {m['real_cnn']:.3f})")
+
+
+@app.command()
+@guarded
 def study(
     model: Annotated[str, typer.Option(help="Generator family or baseline to tune.", autocompletion=_models)] = "vae",
     config: Annotated[str | None, typer.Option(help="Study YAML (default: studies/<model>.yaml, else "
@@ -238,6 +250,34 @@ def grid_worker(
     from . import grid as grid_mod
 
     grid_mod.work(name, storage, experiment=experiment)
+
+
+@app.command()
+@guarded
+def report(
+    experiment: Annotated[list[str] | None, typer.Option(
+        "--experiment", help="MLflow experiment to read (repeat for several; default: every one holding experiment "
+                             "runs).")] = None,
+    out: Annotated[str, typer.Option(help="Folder for report.md, report.html and the CSV tables.")] = "report",
+    format_: Annotated[str, typer.Option("--format", help="Comma-separated subset of md,html,csv.")] = "md,html,csv",
+) -> None:
+    """Compare models from the tracking store: tables, gains over the baselines, plots, claims; logged to MLflow."""
+    from pathlib import Path
+
+    from . import report as report_mod
+    from . import tracking
+
+    formats = report_mod.parse_formats(format_)  # a typo fails before the store is touched
+    result = report_mod.build_report(experiments=experiment or None, out_dir=Path(out), formats=formats,
+                                     tracker=tracking.Tracker())
+    typer.echo(f"report on {', '.join(result.experiments)} ({result.n_runs} runs) written to {result.out_dir}: "
+               + ", ".join(sorted(result.files, key=lambda f: (f.count("/"), f))))
+    for c in result.claims:
+        typer.echo(f"  ({c.key}) {c.statement}: {c.verdict}")
+    if result.run_id:
+        where = "the run `mlflow run` opened" if os.environ.get("MLFLOW_RUN_ID") else report_mod.REPORTS_EXPERIMENT
+        typer.echo(f"logged as MLflow run {result.run_id} ({where}; tag synthboost.kind = report); "
+                   "open it with `synthboost ui`")
 
 
 def main() -> None:  # pragma: no cover - console entry

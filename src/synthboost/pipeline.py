@@ -228,11 +228,60 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             if part == "test":
                 test_pred = pred
         run.log_metrics(metrics, step=last_step)
+        if cfg.gen_metrics and cfg.gen is not None:
+            log_quality(gen, cfg, split, tracker=tracker, run=run)
         matrix = confusion(split.test_y.numpy(), test_pred)
         run.log_figure(plots.confusion_figure(matrix, title=f"{run_name(cfg)} — test"), "classifier/confusion_matrix.png")
         run.log_text(_per_class_csv(metrics, matrix), "classifier/per_class.csv")
     return RunResult(run_id=run.id, metrics=metrics, generator_run_id=gen_run_id, generator_reused=reused,
                      tags={k: str(v) for k, v in tags.items()})
+
+
+#: generated samples per class for FID/KID/IS/precision-recall (the real reference has as many per class)
+QUALITY_PER_CLASS = {"smoke": 50, "quick": 500, "paper": 1000}
+
+
+def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run) -> dict[str, float]:
+    """Generator-quality metrics (gen/*), their plots and the extractor's run id, logged into ``run``.
+
+    The real reference set is the official test set (first n per class): these numbers are reported, never
+    used for selection.  The feature extractor is trained once per data digest and profile and kept as an
+    MLflow run of its own (tag ``gen.extractor_run_id``).
+    """
+    from . import quality, tracking
+
+    state, extractor_run = tracking.cached_model(
+        tracker, kind="extractor", key=quality.extractor_key(cfg.profile),
+        name=f"feature extractor ({cfg.profile})", train=lambda: quality.train_extractor(profile=cfg.profile))
+    result = quality.generator_quality(
+        gen, extractor=quality.load_extractor(state), real_x=split.test_x, real_y=split.test_y,
+        test_x=split.test_x, test_y=split.test_y, train_x=split.train_x, train_y=split.train_y,
+        n_per_class=QUALITY_PER_CLASS[cfg.profile], seed=cfg.seed, cas_classifier_profile=cfg.profile)
+    run.set_tags({"gen.extractor_run_id": extractor_run})
+    run.log_params({f"gen_metrics.{k}": v for k, v in result.params.items()})
+    run.log_metrics({f"gen/{k}": v for k, v in result.metrics.items()})
+    for path, fig in result.figures.items():
+        run.log_figure(fig, path)
+    return result.metrics
+
+
+def evaluate_run(run_id: str, *, tracker) -> dict[str, float]:
+    """Compute the generator-quality metrics later for an existing run, from its logged checkpoint."""
+    info = tracker.run_info(run_id)
+    gen_run = info["tags"].get("generator_run_id")
+    if not gen_run:
+        raise UserError(f"run {run_id} has no generator (model {info['tags'].get('model', '?')!r}); "
+                        "evaluate needs a run that trained or reused one")
+    d = tracker.run_config(run_id)
+    data = dict(d["data"])
+    cfg = make_config(model=d["model"], classifier=d["classifier"], regime=data.pop("regime"), size=data.pop("size"),
+                      seed=d["seed"], profile=d["profile"],
+                      overrides={"data": data, "mix": d["mix"], "clf": d["clf"], "gen": d["gen"]}, gen_metrics=True)
+    split = make_split(cfg.data, cfg.seed)
+    if split.digest != info["tags"].get("data_digest"):
+        raise UserError(f"run {run_id}: the data on this machine differs from the run's (data_digest mismatch)")
+    gen = generators.load(tracker.load_checkpoint(gen_run))
+    return log_quality(gen, cfg, split, tracker=tracker, run=tracker.attach(run_id))
 
 
 def _per_class_csv(metrics: dict[str, float], matrix: np.ndarray) -> str:

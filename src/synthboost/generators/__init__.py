@@ -27,6 +27,8 @@ FAMILIES: dict[str, Entry] = {
     "vqvae": Entry("vqvae", "VQVAE", "VQ-VAE with EMA codebook + class-conditional transformer prior over codes"),
     "cgan": Entry("cgan", "CGAN", "DCGAN-style conditional GAN (label concat in G, projection D), non-saturating loss"),
     "biggan": Entry("biggan", "BigGAN", "BigGAN at 28×28: conditional BN, self-attention, SN, projection D, hinge, EMA"),
+    "ddpm": Entry("ddpm", "DDPM", "class-conditional UNet DDPM at 28×28, classifier-free guidance, EMA, DPM-Solver++"),
+    "clip": Entry("clip", "CLIPDiffusion", "diffusion conditioned by cross-attention on a frozen CLIP's caption embedding"),
 }
 
 #: models that train no generator (the real-only controls); the pipeline handles them

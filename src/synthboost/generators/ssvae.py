@@ -38,7 +38,7 @@ class SSVAEConfig(CVAEConfig):
 
     profiles: ClassVar[dict] = {
         "smoke": {"epochs": 1, "batch_size": 128, "unlabeled_size": 200},
-        "quick": {"epochs": 12, "unlabeled_size": 5000},
+        "quick": {"epochs": 20, "unlabeled_size": 2000},
         "paper": {"epochs": 100, "unlabeled_size": 20000},
     }
     tunables: ClassVar[dict[str, Tunable]] = {

@@ -1,0 +1,120 @@
+"""Training time per epoch and sampling throughput of every registered generator family, in one table.
+
+    python bench/generators.py --profile quick [--families vae,cvae,...] [--epochs N] [--size 5000]
+
+Registry-driven: every family in ``synthboost.generators.FAMILIES`` gets a row, so families added later
+appear without touching this file.  Each family trains with its profile's config on the balanced regime
+(``--size`` images before the validation split is carved out).  ``--epochs N`` caps every ``*epochs``
+field of the config at N (e.g. vqvae's ``epochs`` and ``prior_epochs``) to keep timing runs short.
+Epochs are counted through ``on_epoch`` (all stages, e.g. vqvae's autoencoder then its prior); the first
+epoch carries one-time costs (kernel selection, allocations), so it has its own column and s/epoch is the
+steady state: (fit time - first epoch) / (epochs - 1).
+Throughput = images/s of ``sample_batched`` (uint8 on the CPU, the pipeline's path) after one warm-up.
+
+On a shared CPU, OpenMP threads that spin while waiting slow everyone down (and measured 6× slower
+here with 2 threads on an oversubscribed 2-core machine), so waiting threads sleep unless
+``OMP_WAIT_POLICY`` is set explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once when torch's OpenMP runtime starts
+
+import torch  # noqa: E402
+
+from synthboost import generators  # noqa: E402
+from synthboost.config import PROFILES, DataConfig, build  # noqa: E402
+from synthboost.data import NUM_CLASSES, make_split, unlabeled_pool  # noqa: E402
+from synthboost.generators.base import pick_device  # noqa: E402
+
+
+def capped_config(cls, profile: str, epochs: int | None):
+    cfg = build(cls.Config, profile=profile)
+    if epochs is None:
+        return cfg
+    values = {k: min(v, epochs) for k, v in vars(cfg).items() if k.endswith("epochs") and isinstance(v, int)}
+    return build(cls.Config, values, profile=profile)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_family(name: str, split, *, profile: str, epochs: int | None, samples: int, seed: int) -> dict:
+    cls = generators.get(name)
+    cfg = capped_config(cls, profile, epochs)
+    torch.manual_seed(seed)
+    gen = cls(cfg)
+    extra = {}
+    if getattr(cls, "needs_unlabeled", False):
+        extra["unlabeled"] = unlabeled_pool(split, cfg.unlabeled_size, seed)
+    ticks: list[float] = []
+    start = time.perf_counter()
+    gen.fit(split.train_x, split.train_y, on_epoch=lambda epoch, parts: ticks.append(time.perf_counter()), **extra)
+    sync(gen.device)
+    fit_s = time.perf_counter() - start
+    n_epochs = len(ticks) or cfg.epochs
+    first_s = ticks[0] - start if ticks else fit_s
+    steady_s = (fit_s - first_s) / (n_epochs - 1) if len(ticks) >= 2 else fit_s / n_epochs
+
+    labels = torch.arange(NUM_CLASSES).repeat_interleave(max(1, samples // NUM_CLASSES))
+    gen.sample_batched(labels[:NUM_CLASSES])  # warm-up (allocations, lazy init)
+    start = time.perf_counter()
+    gen.sample_batched(labels)
+    sample_s = time.perf_counter() - start
+    return {"family": name, "epochs": n_epochs, "fit_s": fit_s, "first_s": first_s, "s_per_epoch": steady_s,
+            "img_per_s": len(labels) / sample_s, "note": ""}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", choices=PROFILES, default="quick")
+    ap.add_argument("--families", default="", help="comma-separated subset of the registry (default: all)")
+    ap.add_argument("--epochs", type=int, default=None, help="cap every *epochs config field at N")
+    ap.add_argument("--size", type=int, default=5000, help="balanced regime size (train + val)")
+    ap.add_argument("--samples", type=int, default=1000, help="images generated for the throughput column")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        ap.error("--epochs must be at least 1")
+    names = [n.strip() for n in args.families.split(",") if n.strip()] or list(generators.FAMILIES)
+    unknown = [n for n in names if n not in generators.FAMILIES]
+    if unknown:
+        ap.error(f"unknown families {', '.join(unknown)} (registered: {', '.join(generators.FAMILIES)})")
+
+    torch.set_num_threads(args.threads)
+    split = make_split(DataConfig(regime="balanced", size=args.size), seed=args.seed)
+    device = pick_device()
+    print(f"profile={args.profile} train images={len(split.train_y)} device={device} "
+          f"threads={torch.get_num_threads()} torch={torch.__version__}"
+          + (f" epochs capped at {args.epochs}" if args.epochs else ""), flush=True)
+
+    rows = []
+    for name in names:
+        try:
+            rows.append(bench_family(name, split, profile=args.profile, epochs=args.epochs,
+                                     samples=args.samples, seed=args.seed))
+        except Exception as err:  # one broken family must not hide the others' numbers
+            rows.append({"family": name, "note": f"failed: {type(err).__name__}: {err}"})
+        print(f"  done {name}", file=sys.stderr, flush=True)
+
+    print("| family | epochs | fit s | first epoch s | s/epoch | sample img/s | note |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        if "fit_s" in r:
+            print(f"| {r['family']} | {r['epochs']} | {r['fit_s']:.1f} | {r['first_s']:.2f} | {r['s_per_epoch']:.2f} "
+                  f"| {r['img_per_s']:.0f} | {r['note']} |")
+        else:
+            print(f"| {r['family']} | | | | | | {r['note']} |")
+    return 1 if any(r["note"].startswith("failed") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The diffusion families (ddpm, clip) and the project's CLIP, with smoke configs on a small real split."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from synthboost import generators
+from synthboost.clip_model import (CLIPConfig, caption_vocab, clip_key, load_clip, pretrained_state, text_embeddings,
+                                   train_clip)
+from synthboost.config import DataConfig, build
+from synthboost.data import NUM_CLASSES, make_split
+from synthboost.errors import UserError
+from synthboost.generators.base import TorchGenerator, pick_amp, train_likelihood
+from synthboost.generators.ddpm import NULL_LABEL, cfg_combine
+
+FAMILY = ["ddpm", "clip"]
+
+
+@pytest.fixture(scope="module")
+def split():
+    return make_split(DataConfig(regime="balanced", size=300), seed=0)
+
+
+@pytest.fixture(scope="module")
+def smoke_clip():
+    """(state, metrics, params) of the smoke CLIP, trained once."""
+    return train_clip(profile="smoke", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(split, smoke_clip):
+    cache: dict[str, TorchGenerator] = {}
+
+    def get(name: str) -> TorchGenerator:
+        if name not in cache:
+            cls = generators.get(name)
+            torch.manual_seed(0)
+            gen = cls(build(cls.Config, profile="smoke"), device="cpu")
+            extra = {"clip_state": smoke_clip[0]} if name == "clip" else {}
+            losses = gen.fit(split.train_x, split.train_y, **extra)
+            assert losses and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+            cache[name] = gen
+        return cache[name]
+
+    return get
+
+
+# ---------------------------------------------------------------- registry and configs
+@pytest.mark.parametrize("name", FAMILY)
+def test_registered_with_profiles_and_tunables(name):
+    cls = generators.get(name)
+    assert cls.name == name and issubclass(cls, TorchGenerator)
+    assert set(cls.Config.profiles) == {"smoke", "quick", "paper"}
+    fields = set(cls.Config.__dataclass_fields__)
+    assert set(cls.Config.tunables) <= fields
+    quick = build(cls.Config, profile="quick")
+    assert (quick.sampler, quick.sampling_steps) == ("dpm", 20)
+    assert build(cls.Config, profile="paper").num_train_timesteps == 1000
+    with pytest.raises(UserError, match="gen.sampling_step"):
+        build(cls.Config, {"sampling_step": 10}, prefix="gen")
+    with pytest.raises(UserError, match="exceeds num_train_timesteps"):
+        build(cls.Config, {"sampling_steps": 2000}, prefix="gen")
+
+
+def test_pick_amp():
+    assert pick_amp(torch.device("cpu")) is None  # auto: fp32 on the CPU
+    assert pick_amp(torch.device("cpu"), "bf16") is torch.bfloat16
+    assert pick_amp(torch.device("cuda"), "off") is None
+
+
+def test_likelihood_loop_runs_under_bf16_autocast():
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(784, 1)
+
+        def loss(self, x, y):
+            out = self.lin(x.flatten(1))
+            assert out.dtype == torch.bfloat16  # the loop put the loss under autocast
+            return (out.float() - y.float()[:, None]).pow(2).mean(), {}
+
+    x = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    losses = train_likelihood(Tiny(), x, torch.randint(0, 10, (64,)), epochs=1, batch_size=32, lr=1e-3,
+                              amp=torch.bfloat16)
+    assert torch.isfinite(torch.tensor(losses["loss"]))
+
+
+# ---------------------------------------------------------------- fit and sample
+@pytest.mark.parametrize("name", FAMILY)
+def test_sample_shape_range_and_labels(name, trained):
+    gen = trained(name)
+    labels = torch.tensor([0, 9, 3, 3, 7, 1])
+    torch.manual_seed(1)
+    a = gen.sample(labels)
+    assert a.shape == (6, 1, 28, 28) and a.dtype == torch.float32
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    # row i depends on label i only: change one label, only that row changes
+    other = labels.clone()
+    other[2] = 5
+    torch.manual_seed(1)
+    b = gen.sample(other)
+    rows = torch.ones(6, dtype=torch.bool)
+    rows[2] = False
+    assert torch.allclose(a[rows], b[rows], atol=1e-5)
+    assert not torch.allclose(a[2], b[2], atol=1e-3)
+    assert gen.sample_batched(labels, batch_size=4).shape == (6, 1, 28, 28)
+    assert gen.sample(torch.zeros(0, dtype=torch.long)).shape == (0, 1, 28, 28)
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_checkpoint_round_trip_samples_identically(name, trained):
+    gen = trained(name)
+    buf = io.BytesIO()
+    torch.save(gen.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)  # as the tracking layer loads it
+    loaded = generators.load(state, device="cpu")
+    labels = torch.arange(NUM_CLASSES)
+    torch.manual_seed(3)
+    a = gen.sample(labels)
+    torch.manual_seed(3)
+    b = loaded.sample(labels)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddpm", 6), ("ddim", 4)])
+def test_other_samplers(trained, sampler, steps):
+    x = trained("ddpm").generate(torch.arange(4), sampler=sampler, steps=steps)
+    assert x.shape == (4, 1, 28, 28) and 0.0 <= float(x.min()) <= float(x.max()) <= 1.0
+
+
+# ---------------------------------------------------------------- classifier-free guidance
+@pytest.mark.parametrize("name", FAMILY)
+def test_guidance_combine_at_one_and_zero(name, trained):
+    net = trained(name).net
+    torch.manual_seed(0)
+    x_t = torch.randn(4, 1, 28, 28)
+    labels = torch.tensor([1, 4, 7, 9])
+    with torch.no_grad():
+        cond, null = net.condition(labels), net.condition(torch.full_like(labels, NULL_LABEL))
+        c, u = net.predict(x_t, 500, cond), net.predict(x_t, 500, null)
+        both = net.predict(torch.cat([x_t, x_t]), 500, {k: torch.cat([cond[k], null[k]]) for k in cond})
+        assert torch.allclose(both, torch.cat([c, u]), atol=1e-5)  # the batched pass is the two passes
+        assert torch.equal(cfg_combine(c, u, 1.0), c)  # scale 1 = the conditional prediction
+        assert torch.equal(cfg_combine(c, u, 0.0), u)  # scale 0 = the unconditional one
+        assert torch.equal(net.guided(x_t, 500, cond, null, scale=1.0), c)
+        assert torch.equal(net.guided(x_t, 500, cond, null, scale=0.0), u)
+        assert torch.allclose(net.guided(x_t, 500, cond, null, scale=3.0), u + 3.0 * (c - u), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.parametrize("scale", [0.0, 1.0])
+def test_guidance_zero_and_one_reproduce_unguided_sampling(name, scale, trained, monkeypatch):
+    """Sampling at s = 1 (one conditional pass) equals the full two-pass CFG formula at s = 1; likewise s = 0."""
+    gen = trained(name)
+    labels = torch.tensor([2, 5, 8])
+    torch.manual_seed(4)
+    fast = gen.generate(labels, guidance_scale=scale)
+
+    def two_pass(x_t, t, cond, null, *, scale):
+        return cfg_combine(gen.net.predict(x_t, t, cond), gen.net.predict(x_t, t, null), scale)
+
+    monkeypatch.setattr(gen.net, "guided", two_pass)
+    torch.manual_seed(4)
+    full = gen.generate(labels, guidance_scale=scale)
+    assert torch.allclose(fast, full, atol=1e-5)
+
+
+def test_guidance_zero_ignores_labels(trained):
+    gen = trained("ddpm")
+    torch.manual_seed(5)
+    a = gen.generate(torch.tensor([0, 1, 2]), guidance_scale=0.0)
+    torch.manual_seed(5)
+    b = gen.generate(torch.tensor([9, 8, 7]), guidance_scale=0.0)
+    assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- the project CLIP
+def test_smoke_clip_zero_shot_above_chance(smoke_clip):
+    state, metrics, params = smoke_clip
+    assert metrics["test/zero_shot_accuracy"] > 0.1 + 0.05  # chance is 10% on the balanced test set
+    assert params["clip.profile"] == "smoke" and params["clip.train_size"] == 3000
+    clip = load_clip(state)
+    assert clip.model.token_embedding.num_embeddings == len(caption_vocab()) + 2  # the compact vocabulary
+    emb = text_embeddings(clip, torch.tensor([0, 0, 5]))
+    assert emb.shape == (3, build(CLIPConfig, profile="smoke").embed_dim)
+    assert torch.allclose(emb[0], emb[1]) and torch.allclose(emb.norm(dim=-1), torch.ones(3))
+
+
+def test_clip_key_depends_on_profile():
+    assert clip_key("smoke") == clip_key("smoke") != clip_key("quick")
+
+
+def test_clip_generator_carries_its_clip(trained, smoke_clip):
+    gen = trained("clip")
+    loaded = generators.load(gen.state_dict(), device="cpu")
+    ref = text_embeddings(load_clip(smoke_clip[0]), torch.arange(3))
+    assert torch.allclose(text_embeddings(loaded.clip(), torch.arange(3)), ref)
+    assert gen.extra_metrics["clip_zero_shot_accuracy"] == smoke_clip[1]["test/zero_shot_accuracy"]
+
+
+# ---------------------------------------------------------------- pretrained CLIPs: local cache only
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    for var in ("HOME", "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+
+
+def test_missing_pretrained_clip_is_a_user_error(split, empty_caches):
+    cls = generators.get("clip")
+    gen = cls(build(cls.Config, {"clip_pretrained": "ViT-B-32/openai"}, profile="smoke"), device="cpu")
+    with pytest.raises(UserError, match="not in the local cache"):
+        gen.fit(split.train_x[:64], split.train_y[:64])
+    with pytest.raises(UserError, match="not in the local cache"):
+        load_clip(pretrained_state("ViT-B-32/openai"))
+
+
+def test_malformed_or_unknown_pretrained_names(empty_caches):
+    cls = generators.get("clip")
+    with pytest.raises(UserError, match="gen.clip_pretrained"):
+        build(cls.Config, {"clip_pretrained": "ViT-B-32"}, prefix="gen")
+    with pytest.raises(UserError, match="unknown pretrained tag"):
+        load_clip(pretrained_state("ViT-B-32/no-such-tag"))
+    with pytest.raises(UserError, match="unknown open_clip model"):
+        load_clip(pretrained_state("No-Such-Net/openai"))

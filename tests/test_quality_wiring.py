@@ -1,0 +1,45 @@
+"""Generator-quality metrics wired into runs: logged by the pipeline, and later by `synthboost evaluate`."""
+
+import pytest
+from typer.testing import CliRunner
+
+from synthboost.cli import app
+from synthboost.pipeline import make_config, run_experiment
+
+runner = CliRunner()
+GEN_KEYS = ("fid", "kid_mean", "kid_std", "inception_score", "precision", "recall", "fid_class_0", "fid_class_9",
+            "label_consistency", "cas_cnn", "cas_svm", "real_cnn", "real_svm")
+
+
+@pytest.mark.slow
+def test_pipeline_logs_quality_and_evaluate_adds_it_later(tracker):
+    cfg = make_config(model="vae", regime="balanced", size=400, seed=0, profile="smoke", gen_metrics=True)
+    result = run_experiment(cfg, tracker=tracker, experiment="test-quality", progress=False)
+    run = tracker.client.get_run(result.run_id)
+    for k in GEN_KEYS:
+        assert f"gen/{k}" in run.data.metrics, k
+    arts = {a.path for a in tracker.client.list_artifacts(result.run_id, "gen")}
+    assert {"gen/pca.png", "gen/tsne.png"} <= arts
+    extractor = tracker.client.get_run(run.data.tags["gen.extractor_run_id"])
+    assert extractor.data.tags["aux_kind"] == "extractor" and extractor.info.status == "FINISHED"
+    assert extractor.data.metrics["extractor/test_accuracy"] > 0.5
+
+    # a run recorded without quality metrics gets them later from its checkpoint, with the same extractor
+    plain = run_experiment(make_config(model="vae", regime="balanced", size=400, seed=0, profile="smoke",
+                                       mix_ratio=0.3), tracker=tracker, experiment="test-quality", progress=False)
+    assert "gen/fid" not in tracker.client.get_run(plain.run_id).data.metrics
+    out = runner.invoke(app, ["evaluate", "--run-id", plain.run_id])
+    assert out.exit_code == 0, out.output
+    after = tracker.client.get_run(plain.run_id)
+    assert after.data.tags["gen.extractor_run_id"] == extractor.info.run_id  # trained once, reused
+    # same generator, same seed, same extractor: the same FID as the first run's
+    assert after.data.metrics["gen/fid"] == pytest.approx(run.data.metrics["gen/fid"], rel=1e-5)
+
+
+def test_evaluate_refuses_runs_without_a_generator_and_unknown_ids(tracker):
+    base = run_experiment(make_config(model="none", regime="balanced", size=300, seed=0, profile="smoke"),
+                          tracker=tracker, experiment="test-quality", progress=False)
+    out = runner.invoke(app, ["evaluate", "--run-id", base.run_id])
+    assert out.exit_code == 2 and "has no generator" in out.stderr
+    out = runner.invoke(app, ["evaluate", "--run-id", "0123456789abcdef0123456789abcdef"])
+    assert out.exit_code == 2 and "no run with id" in out.stderr
