@@ -132,7 +132,8 @@ class FrozenCLIP(nn.Module):
         import open_clip
 
         if not isinstance(model, open_clip.CLIP):
-            raise UserError(f"{name}: only open_clip models of the CLIP class are supported (got {type(model).__name__})")
+            raise UserError(f"{name}: only open_clip models of the CLIP class are supported "
+                            f"(got {type(model).__name__})")
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name

@@ -13,8 +13,8 @@ raw weights afterwards, so sampling and the checkpoint use the averaged network.
 
 Sampling (``gen.sampler``, ``gen.sampling_steps``): "dpm" (default: DPM-Solver++ 2M with dynamic thresholding,
 20 steps), "ddim" (deterministic, trailing spacing), or "ddpm" (ancestral; ``sampling_steps=1000`` is the
-original chain, for a GPU).  Guidance: ε = ε_∅ + s·(ε_y − ε_∅), s = ``guidance_scale``; s = 1 is the plain conditional model
-(one pass per step), s = 0 the unconditional one, any other s runs both in one batch.
+original chain, for a GPU).  Guidance: ε = ε_∅ + s·(ε_y − ε_∅), s = ``guidance_scale``; s = 1 is the plain
+conditional model (one pass per step), s = 0 the unconditional one, any other s runs both in one batch.
 
 ``DiffusionNet`` and ``DiffusionGenerator`` are shared with the CLIP-conditioned family (``clip.py``), which
 only changes how a label becomes the UNet's conditioning.
@@ -81,7 +81,7 @@ class DDPMConfig:
 
 # ---------------------------------------------------------------- the process (shared with clip.py)
 def cfg_combine(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
-    """Classifier-free guidance ε_∅ + s·(ε_y − ε_∅); ``lerp`` returns exactly ε_∅ at s = 0 and ε_y at s = 1."""
+    """Classifier-free guidance ε_∅ + s·(ε_y − ε_∅); ``lerp`` is exactly ε_∅ at s = 0 and ε_y at s = 1."""
     return torch.lerp(uncond, cond, scale)
 
 
@@ -168,7 +168,7 @@ class DiffusionGenerator(TorchGenerator):
     @torch.no_grad()
     def generate(self, labels: Tensor, *, guidance_scale: float | None = None, sampler: Sampler | None = None,
                  steps: int | None = None) -> Tensor:
-        """``sample`` with the config's guidance scale, sampler and step count overridable; float [0, 1] N×1×28×28."""
+        """``sample`` with guidance scale, sampler and step count overridable; float [0, 1] N×1×28×28."""
         cfg = self.config
         scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
         labels = labels.to(self.device).long()
