@@ -51,12 +51,8 @@ def trained(split, smoke_clip):
 
 # ---------------------------------------------------------------- registry and configs
 @pytest.mark.parametrize("name", FAMILY)
-def test_registered_with_profiles_and_tunables(name):
+def test_diffusion_profiles_and_sampler_settings(name):  # registry, profiles, tunables: test_registry.py
     cls = generators.get(name)
-    assert cls.name == name and issubclass(cls, TorchGenerator)
-    assert set(cls.Config.profiles) == {"smoke", "quick", "paper"}
-    fields = set(cls.Config.__dataclass_fields__)
-    assert set(cls.Config.tunables) <= fields
     quick = build(cls.Config, profile="quick")
     assert (quick.sampler, quick.sampling_steps) == ("dpm", 20)
     assert build(cls.Config, profile="paper").num_train_timesteps == 1000

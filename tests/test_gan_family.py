@@ -15,10 +15,19 @@ from synthboost.data import make_split
 from synthboost.errors import GeneratorDiverged, UserError
 from synthboost.generators import adversarial
 from synthboost.generators.adversarial import AdversarialGenerator
-from synthboost.generators.biggan import BigGAN
-from synthboost.generators.cgan import CGAN, CGANGenerator
+from synthboost.generators.cgan import CGANGenerator
 
 FAMILY = ["cgan", "biggan"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Smoke-sized convs gain nothing from a second thread, and on a shared 2-core box its spin-waits made this
+    file ~10× slower (95 s against 8 s measured); restored for the other modules."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +60,12 @@ def trained(split):
 
 # ---------------------------------------------------------------- registry and configs
 @pytest.mark.parametrize("name", FAMILY)
-def test_registered_with_profiles_and_tunables(name):
+def test_profiles_train_the_adversarial_loop(name):  # registry, profiles, tunables: tests/test_registry.py
     cls = generators.get(name)
-    assert cls.name == name and issubclass(cls, AdversarialGenerator)
-    assert set(cls.Config.profiles) == {"smoke", "quick", "paper"}
+    assert issubclass(cls, AdversarialGenerator)
     for profile in cls.Config.profiles:
         cfg = build(cls.Config, profile=profile)
         assert cfg.epochs >= 1 and cfg.n_critic >= 1 and cfg.lr_g > 0 and cfg.lr_d > 0
-    for key, rng in cls.Config.tunables.items():  # every search range lies inside what the config accepts
-        ends = rng.values if hasattr(rng, "values") else (rng.low, rng.high)
-        for value in ends:
-            assert getattr(build(cls.Config, {key: value}), key) == value
 
 
 @pytest.mark.parametrize("name", FAMILY)
@@ -99,7 +103,8 @@ def test_checkpoint_round_trip(name, trained):
     buf.seek(0)
     state = torch.load(buf, weights_only=False)
     assert state["family"] == name and state["config"]["epochs"] == 2
-    assert any(k.startswith("g.") for k in state["weights"]) and any(k.startswith("ema.") for k in state["weights"])
+    prefixes = {k.split(".")[0] for k in state["weights"]}
+    assert prefixes == {"g", "ema"}  # G and its EMA; no discriminator
     loaded = generators.load(state)  # no discriminator, no training data
     labels = torch.arange(10).repeat(4)
     torch.manual_seed(7)

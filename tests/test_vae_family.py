@@ -55,18 +55,11 @@ def trained(split):
 
 # ---------------------------------------------------------------- registry and configs
 @pytest.mark.parametrize("name", FAMILY)
-def test_registered_with_profiles_and_tunables(name):
+def test_profiles_train_the_likelihood_loop(name):  # registry, profiles, tunables: tests/test_registry.py
     cls = generators.get(name)
-    assert cls.name == name and issubclass(cls, TorchGenerator)
-    assert set(cls.Config.profiles) == {"smoke", "quick", "paper"}
     for profile in cls.Config.profiles:
         cfg = build(cls.Config, profile=profile)
         assert cfg.epochs >= 1 and cfg.batch_size >= 1 and cfg.lr > 0
-    # every declared search range lies inside what the config accepts
-    for key, rng in cls.Config.tunables.items():
-        ends = rng.values if hasattr(rng, "values") else (rng.low, rng.high)
-        for value in ends:
-            assert getattr(build(cls.Config, {key: value}), key) == value
 
 
 # ---------------------------------------------------------------- fit, sample, checkpoint
@@ -225,7 +218,8 @@ def test_ssvae_never_sees_a_label_of_its_unlabeled_pool(split):
 # ---------------------------------------------------------------- vqvae internals
 def test_vqvae_logs_codebook_perplexity(trained):
     gen = trained("vqvae")
-    assert 1.0 <= gen.extra_metrics["codebook_perplexity"] <= gen.config.codebook_size
+    perplexity = gen.extra_metrics["codebook_perplexity"]
+    assert perplexity >= 1.0 and perplexity <= gen.config.codebook_size
 
 
 def test_vqvae_dead_code_restarts_at_an_encoder_output():

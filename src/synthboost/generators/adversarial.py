@@ -2,7 +2,7 @@
 
 A family subclasses ``AdversarialGenerator`` and supplies two networks and a loss:
 
-* ``build_generator()``     -> G with ``G(z, y)`` = images in [-1, 1], N×1×28×28, for noise z (N×z_dim) and labels y (N);
+* ``build_generator()``     -> G with ``G(z, y)`` = images in [-1, 1], N×1×28×28, for noise z (N×z_dim), labels y (N);
 * ``build_discriminator()`` -> D with ``D(x, y)`` = N logits (higher = more real).  D must not use batch statistics:
   the loop scores real and fake images in one forward pass;
 * ``adversarial_loss``      -> ``"nonsaturating"`` or ``"hinge"``.
