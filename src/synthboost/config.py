@@ -165,11 +165,18 @@ class MixConfig:
     ratio: float = pydantic.Field(default=1.0, ge=0.0, le=20.0)
     strategy: Literal["uniform", "balance", "minority"] = "uniform"
     synthetic_weight: float = pydantic.Field(default=1.0, gt=0.0, le=1.0)
+    # confidence: keep a synthetic sample only when a CNN trained on the real training images gives its
+    # requested label a probability >= filter_threshold; draw at most filter_max_factor × the requested count
+    filter: Literal["none", "confidence"] = "none"
+    filter_threshold: float = pydantic.Field(default=0.5, ge=0.0, le=1.0)
+    filter_max_factor: int = pydantic.Field(default=4, ge=1, le=50)
 
     tunables: ClassVar[dict[str, Tunable]] = {
         "ratio": FloatRange(0.0, 4.0),
         "strategy": Choice(("uniform", "balance", "minority")),
         "synthetic_weight": FloatRange(0.1, 1.0),
+        "filter": Choice(("none", "confidence")),
+        "filter_threshold": FloatRange(0.0, 0.95),
     }
 
 

@@ -10,12 +10,22 @@ classes receive that budget:
 
 ``mix.synthetic_weight`` is the loss weight of a synthetic sample (the CNN honours it; sklearn models
 take it as ``sample_weight``).
+
+``mix.filter = confidence`` keeps only the synthetic samples a scorer (the pipeline's CNN trained on the real
+training images) finds convincing, drawing more in rounds up to ``mix.filter_max_factor`` × the request
+(``filter_samples``).  The ``oversample`` baseline reaches the same per-class counts with copies of real
+training images instead (``oversample_indices``).
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .config import MixConfig
 
@@ -79,3 +89,83 @@ def mix(real_x: torch.Tensor, real_y: torch.Tensor, synth_x: torch.Tensor, synth
     is_synth = torch.cat([torch.zeros(len(real_y), dtype=torch.bool), torch.ones(len(synth_y), dtype=torch.bool)])
     w = torch.where(is_synth, torch.tensor(float(synthetic_weight)), torch.tensor(1.0))
     return x, y, w, is_synth
+
+
+def oversample_indices(real_y: torch.Tensor, counts, *, seed: int) -> torch.Tensor:
+    """Indices into the real set: ``counts[k]`` uniform draws with replacement among the real images of class k."""
+    want = labels_for(counts)
+    real = torch.bincount(real_y, minlength=len(counts))
+    empty = [k for k, c in enumerate(counts) if c > 0 and real[k] == 0]
+    if empty:
+        raise ValueError(f"cannot oversample class(es) {empty}: no real training image")
+    by_class = torch.argsort(real_y, stable=True)  # positions of class 0, then class 1, …
+    start = torch.cumsum(real, 0) - real
+    u = torch.rand(len(want), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return by_class[start[want] + (u * real[want]).long()]
+
+
+@dataclass
+class Filtered:
+    """What ``filter_samples`` kept, and how many it drew and accepted per class."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    requested: list[int]
+    drawn: list[int]
+    accepted: list[int]  # passed the threshold (may exceed what was needed; the surplus is dropped)
+
+    @property
+    def kept(self) -> list[int]:
+        return torch.bincount(self.y, minlength=len(self.requested)).tolist()
+
+    @property
+    def shortfall(self) -> int:
+        return sum(self.requested) - len(self.y)
+
+    def kept_fraction(self) -> dict[int, float]:
+        """Per class with any draw: the fraction of drawn samples that passed the filter."""
+        return {k: a / d for k, (a, d) in enumerate(zip(self.accepted, self.drawn)) if d > 0}
+
+
+def filter_samples(draw: Callable[[torch.Tensor, int], torch.Tensor],
+                   score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], counts, *,
+                   threshold: float, max_factor: int) -> Filtered:
+    """Up to ``counts[k]`` samples of class k whose ``score(x, y)`` is >= ``threshold``.
+
+    ``draw(labels, round)`` returns one uint8 image per label.  Round 0 asks for exactly ``counts``; each
+    later round asks a class for its missing count divided by its pass rate so far (everything it has left
+    when nothing passed yet), never past ``max_factor × counts[k]`` draws in all.  Where a class still falls
+    short, fewer samples are used and a warning says so.
+    """
+    want = torch.as_tensor(counts, dtype=torch.long)
+    k = len(want)
+    drawn, accepted, kept = (torch.zeros(k, dtype=torch.long) for _ in range(3))
+    xs, ys = [], []
+    for rnd in range(1 + int(want.sum()) * max_factor):  # each round draws >= 1: a bound, never reached
+        need, room = want - kept, want * max_factor - drawn
+        if not ((need > 0) & (room > 0)).any():
+            break
+        rate = accepted.double() / drawn.clamp(min=1)
+        guess = torch.where(accepted > 0, (need / rate.clamp(min=1e-12)).ceil().long(), room)
+        request = torch.where(drawn == 0, need, guess).clamp(max=room) * (need > 0)
+        labels = labels_for(request.tolist())
+        x = draw(labels, rnd)
+        ok = score(x, labels).cpu() >= threshold
+        # keep, in drawing order, at most the missing count of each class among the accepted ones
+        hits = F.one_hot(labels, k) * ok[:, None]
+        rank = (hits.cumsum(0) * hits).sum(1)  # 1, 2, … among the accepted of its class; 0 if rejected
+        take = ok & (rank <= need[labels])
+        xs.append(x[take])
+        ys.append(labels[take])
+        drawn += request
+        accepted += torch.bincount(labels[ok], minlength=k)
+        kept += torch.bincount(labels[take], minlength=k)
+    out = Filtered(x=torch.cat(xs) if xs else torch.zeros(0, 1, 28, 28, dtype=torch.uint8),
+                   y=torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long),
+                   requested=want.tolist(), drawn=drawn.tolist(), accepted=accepted.tolist())
+    if out.shortfall > 0:
+        short = [c for c, (r, n) in enumerate(zip(out.requested, out.kept)) if n < r]
+        warnings.warn(f"mix.filter: {out.shortfall} of {sum(out.requested)} requested synthetic samples did not pass "
+                      f"the threshold {threshold:g} within {max_factor}× draws (classes {short}); using fewer",
+                      stacklevel=2)
+    return out

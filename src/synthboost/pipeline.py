@@ -3,8 +3,12 @@
 ``make_config`` validates everything a user typed *before* any run is opened, so bad input never leaves a
 half-written run.  ``run_experiment`` then records one MLflow run.  A generator is trained once per
 ``generator_key`` (a hash of everything its training depends on); any later run with the same key loads
-the checkpoint from the run that trained it, and a process keeps recent sample pools in memory, so a study
-that tunes only the mix never retrains or resamples.
+the checkpoint from the run that trained it, and a process keeps recent sample pools (and the filter's
+classifier) in memory, so a study that tunes only the mix never retrains or resamples.
+
+Baselines train no generator: ``none`` is the plain real-only run, ``none-strong`` starts the classifier from
+its strong recipe, ``oversample`` adds random copies of real training images up to the ``balance`` mix's
+per-class counts.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ import torch
 import yaml
 
 from . import classifiers, generators
-from .config import PROFILES, DataConfig, MixConfig, RunConfig, build, check_choice
+from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice
 from .data import NUM_CLASSES, Split, make_split, regime_counts, unlabeled_pool
 from .errors import UserError
 from .metrics import classification_metrics, confusion
-from .mixing import labels_for, mix, synthetic_counts
+from .mixing import filter_samples, labels_for, mix, oversample_indices, synthetic_counts
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -51,15 +55,16 @@ def make_config(*, model: str, classifier: str = "cnn", regime: str = "balanced"
     mix_values = {**({"ratio": mix_ratio} if mix_ratio is not None else {}),
                   **({"strategy": mix_strategy} if mix_strategy is not None else {}), **overrides.pop("mix", {})}
     clf_cls = classifiers.get(classifier)
-    clf = build(clf_cls.Config, overrides.pop("clf", {}), profile=profile, prefix="clf")
+    clf_values = overrides.pop("clf", {})
+    if model in generators.STRONG_RECIPE:  # the recipe's defaults, under what the user (or a study) sets
+        clf_values = {**clf_cls.Config.strong.get(profile, {}), **clf_values}
+    clf = build(clf_cls.Config, clf_values, profile=profile, prefix="clf")
     gen_values = overrides.pop("gen", {})
     if generators.is_baseline(model):
         if gen_values:
             raise UserError(f"model {model!r} trains no generator, so gen.* options "
                             f"({', '.join(sorted(gen_values))}) do not apply")
-        if mix_values.get("ratio", 0) > 0:
-            raise UserError(f"model {model!r} uses no synthetic data; drop --mix-ratio (or use a generator)")
-        mix_values["ratio"] = 0.0
+        _check_baseline_mix(model, mix_values)
         gen = None
     else:
         gen = build(generators.get(model).Config, gen_values, profile=profile, prefix="gen")
@@ -73,6 +78,31 @@ def make_config(*, model: str, classifier: str = "cnn", regime: str = "balanced"
         gen_metrics = profile != "smoke" and gen is not None
     return RunConfig(model=model, classifier=classifier, profile=profile, seed=seed, data=data, mix=mix_cfg,
                      clf=clf, gen=gen, gen_metrics=bool(gen_metrics and gen is not None))
+
+
+def _check_baseline_mix(model: str, mix_values: dict) -> None:
+    """A baseline mixes in no synthetic data; ``oversample`` takes mix.ratio (strategy balance) for its copies."""
+    if model in generators.OVERSAMPLING:
+        mix_values.setdefault("strategy", "balance")
+        if mix_values["strategy"] != "balance":
+            raise UserError(f"model {model!r} oversamples to the balance strategy's counts; drop --mix-strategy "
+                            f"{mix_values['strategy']} (or use a generator)")
+        allowed = {"ratio", "strategy"}
+    else:
+        if mix_values.get("ratio", 0) > 0:
+            raise UserError(f"model {model!r} uses no synthetic data; drop --mix-ratio (or use a generator)")
+        mix_values["ratio"] = 0.0
+        allowed = {"ratio", "strategy", "synthetic_weight"}  # inert without synthetic samples, as before
+    defaults = as_dict(MixConfig())
+    extra = sorted(k for k, v in mix_values.items() if k in defaults and k not in allowed and v != defaults[k])
+    if extra:
+        raise UserError(f"model {model!r} mixes in no synthetic samples, so {', '.join('mix.' + k for k in extra)} "
+                        f"{'does' if len(extra) == 1 else 'do'} not apply")
+
+
+def uses_mix(cfg: RunConfig) -> bool:
+    """Whether the run adds samples to the real ones (a generator's, or ``oversample``'s copies)."""
+    return cfg.gen is not None or cfg.model in generators.OVERSAMPLING
 
 
 def generator_key(cfg: RunConfig, data_digest: str) -> str:
@@ -89,7 +119,7 @@ def config_key(cfg: RunConfig) -> str:
 
 def run_name(cfg: RunConfig) -> str:
     """Says what the run is, since the MLflow runs table shows names first."""
-    mix_part = f" mix={cfg.mix.ratio:g}×{cfg.mix.strategy}" if cfg.gen is not None else ""
+    mix_part = f" mix={cfg.mix.ratio:g}×{cfg.mix.strategy}" if uses_mix(cfg) else ""
     return f"{cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part} seed={cfg.seed}"
 
 
@@ -102,22 +132,71 @@ class RunResult:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-# in-process caches: a study or grid worker asks for the same generator and pool many times
+# in-process caches: a study or grid worker asks for the same generator, pool and filter many times
 _POOLS: OrderedDict = OrderedDict()
+_FILTERS: OrderedDict = OrderedDict()  # apart from the pools, so that new pools never evict a trained filter
 _POOL_CACHE_SIZE = 8
 
 
-def _cached_pool(key: tuple, make: Callable[[], tuple[torch.Tensor, torch.Tensor]], *, enabled: bool = True):
+def _cached_pool(key: tuple, make: Callable[[], tuple], *, enabled: bool = True, store: OrderedDict = _POOLS):
     if not enabled:
         return make()
-    if key in _POOLS:
-        _POOLS.move_to_end(key)
-        return _POOLS[key]
+    if key in store:
+        store.move_to_end(key)
+        return store[key]
     value = make()
-    _POOLS[key] = value
-    if len(_POOLS) > _POOL_CACHE_SIZE:
-        _POOLS.popitem(last=False)
+    store[key] = value
+    if len(store) > _POOL_CACHE_SIZE:
+        store.popitem(last=False)
     return value
+
+
+def _draw(gen, labels: torch.Tensor, *, seed: int, offset: int) -> torch.Tensor:
+    torch.manual_seed(seed * 1000 + offset)  # samples depend on the seed, not on RNG history
+    return gen.sample_batched(labels)
+
+
+def _count_metrics(kind: str, counts) -> dict[str, float]:
+    return {f"mix/{kind}_count_{k}": c for k, c in enumerate(counts)} | {f"mix/{kind}_total": sum(counts)}
+
+
+def filter_score(split: Split, *, profile: str, seed: int, use_cache: bool = True):
+    """``score(x, y)``: the probability a CNN trained on the real training images (never validation or test)
+    gives each requested label.  Its loss is class-balanced so that it does not turn down the minority
+    classes' samples — the ones a long-tailed regime needs — for being rare.  Trained once per data digest,
+    profile and seed in a process."""
+    def train():
+        clf = classifiers.CNNClassifier(build(classifiers.CNNConfig, {"class_weight": "balanced"}, profile=profile),
+                                        seed=seed)
+        clf.fit(split.train_x, split.train_y)
+        return clf
+
+    clf = _cached_pool(("filter", split.digest, profile, seed), train, enabled=use_cache, store=_FILTERS)
+
+    def score(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(clf.predict_proba(x))[torch.arange(len(y)), y]
+
+    return score
+
+
+def synthetic_pool(gen, counts, *, mix_cfg: MixConfig, seed: int, score=None):
+    """The synthetic images and labels for per-class ``counts`` and the mix/* metrics that describe them.
+
+    Without a filter this is one seeded draw; with ``mix.filter`` only samples that ``score`` accepts are kept
+    (``mixing.filter_samples``), so the counts may fall short; round 0 is the unfiltered pool's very draw.
+    """
+    def draw(labels: torch.Tensor, rnd: int) -> torch.Tensor:
+        return _draw(gen, labels, seed=seed, offset=1 if rnd == 0 else 100 + rnd)
+
+    if mix_cfg.filter == "none":
+        labels = labels_for(counts)
+        return draw(labels, 0), labels, _count_metrics("synthetic", counts)
+    kept = filter_samples(draw, score, counts, threshold=mix_cfg.filter_threshold,
+                          max_factor=mix_cfg.filter_max_factor)
+    metrics = (_count_metrics("synthetic", kept.kept) | {"mix/filter_shortfall": kept.shortfall,
+                                                         "mix/filter_drawn": sum(kept.drawn)}
+               | {f"mix/kept_fraction_{k}": f for k, f in kept.kept_fraction().items()})
+    return kept.x, kept.y, metrics
 
 
 def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, progress: bool, use_cache: bool):
@@ -187,19 +266,24 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             if gen.extra_metrics:
                 run.log_metrics({f"gen/{k}": v for k, v in gen.extra_metrics.items()})
             counts = synthetic_counts(real_counts, cfg.mix)
-
-            def draw(labels: torch.Tensor, offset: int):
-                torch.manual_seed(cfg.seed * 1000 + offset)  # samples depend on the seed, not on RNG history
-                return gen.sample_batched(labels), labels
-
-            synth_x, synth_y = _cached_pool((key, tuple(counts), cfg.seed), lambda: draw(labels_for(counts), 1),
-                                          enabled=use_cache)
-            grid_x, grid_y = _cached_pool((key, "grid", cfg.seed), lambda: draw(labels_for([10] * NUM_CLASSES), 2),
-                                          enabled=use_cache)
+            filtering = cfg.mix.filter != "none"
+            filter_key = (cfg.mix.filter, cfg.mix.filter_threshold, cfg.mix.filter_max_factor) if filtering else ()
+            synth_x, synth_y, mix_metrics = _cached_pool(
+                (key, tuple(counts), cfg.seed, *filter_key),
+                lambda: synthetic_pool(gen, counts, mix_cfg=cfg.mix, seed=cfg.seed, score=filter_score(
+                    split, profile=cfg.profile, seed=cfg.seed, use_cache=use_cache) if filtering else None),
+                enabled=use_cache)
+            grid_y = labels_for([10] * NUM_CLASSES)
+            grid_x = _cached_pool((key, "grid", cfg.seed), lambda: _draw(gen, grid_y, seed=cfg.seed, offset=2),
+                                  enabled=use_cache)
             run.log_figure(plots.sample_grid(grid_x, grid_y, title=f"{cfg.model} samples (one row per class)"),
                            "samples/grid.png")
-            run.log_metrics({f"mix/synthetic_count_{k}": c for k, c in enumerate(counts)}
-                            | {"mix/synthetic_total": sum(counts)})
+            run.log_metrics(mix_metrics)
+        elif cfg.model in generators.OVERSAMPLING:
+            counts = synthetic_counts(real_counts, cfg.mix)  # the balance strategy's (make_config insists)
+            idx = oversample_indices(split.train_y, counts, seed=cfg.seed)
+            synth_x, synth_y = split.train_x[idx], split.train_y[idx]  # copies of real training images only
+            run.log_metrics(_count_metrics("oversampled", counts))
         x, y, w, _ = mix(split.train_x, split.train_y, synth_x, synth_y, synthetic_weight=cfg.mix.synthetic_weight)
 
         seed_everything(cfg.seed)
@@ -215,9 +299,11 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                 on_epoch(epoch, m)
 
         try:
-            clf.fit(x, y, sample_weight=w, val=(split.val_x, split.val_y), on_epoch=epoch_hook, progress=progress)
+            fitted = clf.fit(x, y, sample_weight=w, val=(split.val_x, split.val_y), on_epoch=epoch_hook,
+                             progress=progress)
         finally:
             run.log_series(curve)  # a pruned trial keeps its curve
+        run.log_metrics({f"train/clf_{k}": v for k, v in fitted.items() if k in ("epochs_run", "best_epoch")})
         last_step = curve[-1][0] if curve else 0
         minority = split.minority_classes
         metrics: dict[str, float] = {}

@@ -34,9 +34,11 @@ METRICS = {"accuracy": "test/accuracy", "balanced_accuracy": "test/balanced_accu
            "macro_f1": "test/macro_f1", "minority_recall": "test/minority_recall"}
 LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
           "minority_recall": "minority recall"}
-QUALITY = {"fid": "gen/fid", "cas_cnn": "gen/cas_cnn"}  # generator quality, when it was measured
+QUALITY = {"fid": "gen/fid", "cas_cnn": "gen/cas_cnn",  # generator quality, when it was measured
+           "label_consistency": "gen/label_consistency"}
 QUALITY_LABELS = {"fid": "FID (classifier features; lower is better)",
-                  "cas_cnn": "CAS, CNN (train synthetic, test real)"}
+                  "cas_cnn": "CAS, CNN (train synthetic, test real)",
+                  "label_consistency": "label consistency (extractor agrees with the requested class)"}
 #: what makes a cell (its seeds are the repeats); `setup` hashes gen.* and clf.* so tuned trials stay apart
 CELL = ["variant", "model", "profile", "regime", "size", "classifier", "mix_ratio", "mix_strategy", "mix_weight",
         "setup"]
@@ -101,7 +103,8 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     runs["mix_ratio"] = pd.to_numeric(col("params.mix.ratio"), errors="coerce").fillna(0.0)
     runs["mix_strategy"] = col("params.mix.strategy").fillna("uniform")
     runs["mix_weight"] = pd.to_numeric(col("params.mix.synthetic_weight"), errors="coerce").fillna(1.0)
-    setup_cols = sorted(c for c in frame.columns if c.startswith(("params.gen.", "params.clf.")))
+    # mix.filter*: a filtered mix is another cell than the unfiltered one at the same ratio
+    setup_cols = sorted(c for c in frame.columns if c.startswith(("params.gen.", "params.clf.", "params.mix.filter")))
     if setup_cols:
         hashed = pd.util.hash_pandas_object(frame[setup_cols].fillna("").astype(str), index=False)
         runs["setup"] = [f"{h:016x}"[:6] for h in hashed]

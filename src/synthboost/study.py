@@ -106,6 +106,8 @@ def _check_model(model: str) -> None:
 def declared_tunables(model: str, classifier: str) -> dict[str, Tunable]:
     """Every knob a study may search for this model and classifier, by its dotted name."""
     out = {f"clf.{k}": v for k, v in classifiers.get(classifier).Config.tunables.items()}
+    if model in generators.OVERSAMPLING:  # the ratio sizes its copies of real images
+        out["mix.ratio"] = MixConfig.tunables["ratio"]
     if not generators.is_baseline(model):
         out.update({f"mix.{k}": v for k, v in MixConfig.tunables.items()})
         out.update({f"gen.{k}": v for k, v in generators.get(model).Config.tunables.items()})

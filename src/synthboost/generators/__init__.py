@@ -34,7 +34,13 @@ FAMILIES: dict[str, Entry] = {
 #: models that train no generator (the real-only controls); the pipeline handles them
 BASELINES: dict[str, str] = {
     "none": "real images only, plain classifier (the seed study's baseline)",
+    "none-strong": "real images only, strong recipe (CNN: flips + crops, balanced loss, 2x epochs)",
+    "oversample": "real images only, each class oversampled (copies) to the `balance` mix's counts",
 }
+#: baselines whose classifier starts from its config's ``strong`` defaults (the user's clf.* still win)
+STRONG_RECIPE = frozenset({"none-strong"})
+#: baselines that add random copies of real training images, sized by mix.ratio with strategy ``balance``
+OVERSAMPLING = frozenset({"oversample"})
 
 
 def model_names() -> list[str]:
