@@ -11,6 +11,7 @@ crash finishes only what is missing.  Stale units (dead worker) are failed and r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import pydantic
 
 from . import classifiers, generators
-from .config import PROFILES, REGIMES, build, config, load_yaml
+from .config import PROFILES, REGIMES, MixConfig, build, config, load_yaml
 from .errors import UserError
 from .study import _budget_lock, _Heartbeat, open_storage, recover_stale_trials, redact, split_fixed
 
@@ -33,14 +34,15 @@ class GridSpec:
     experiment: str = "grid"
     profile: Literal["smoke", "quick", "paper"] = "quick"
     # "all" = every baseline and family of the registry (families with variants, e.g. dvae's noises, once
-    # per variant); or names; or {model: M, name: LABEL, gen: {key: value}} for one configured variant
+    # per variant); or names; or {model: M, name: LABEL, gen: {key: value}, clf: {key: value}} for one
+    # configured variant (clf: e.g. the strong recipe under a generator mix)
     models: list[Any] = pydantic.Field(default_factory=lambda: ["all"])
     regimes: list[Literal["balanced", "semi", "high"]] = pydantic.Field(default_factory=lambda: list(REGIMES))
     sizes: list[int] = pydantic.Field(default_factory=lambda: [1000, 5000])
     seeds: list[int] = pydantic.Field(default_factory=lambda: [0, 1, 2], min_length=1)
     classifiers: list[str] = pydantic.Field(default_factory=lambda: ["cnn"])
-    # each: {ratio, strategy, synthetic_weight} or {from_study: NAME} (that study's best mix.* params,
-    # and its gen.* params for the model it tuned)
+    # each: mix.* values ({ratio, strategy, synthetic_weight, filter, …}) or {from_study: NAME} (that
+    # study's best mix.* params, and its gen.* params for the model it tuned)
     mixes: list[dict[str, Any]] = pydantic.Field(default_factory=lambda: [{"ratio": 1.0, "strategy": "balance"}])
     fixed: dict[str, Any] = pydantic.Field(default_factory=dict)  # section.key -> value for every cell
     gen_metrics: bool = False
@@ -53,6 +55,7 @@ class Variant:
     name: str
     model: str
     gen: dict[str, Any] = field(default_factory=dict)
+    clf: dict[str, Any] = field(default_factory=dict)  # e.g. the strong recipe under a generator's mix
 
 
 def load_grid(path: str | Path | None, *, profile: str | None = None) -> GridSpec:
@@ -85,12 +88,13 @@ def variants(spec: GridSpec) -> list[Variant]:
                 raise UserError(f"grid: unknown model {entry!r} (choose from: {', '.join(generators.model_names())})")
             out.append(Variant(entry, entry))
         elif isinstance(entry, dict):
-            unknown = set(entry) - {"model", "name", "gen"}
+            unknown = set(entry) - {"model", "name", "gen", "clf"}
             if unknown or "model" not in entry:
-                raise UserError(f"grid: a model entry needs 'model' (and optional 'name', 'gen'), got {entry}")
+                raise UserError(f"grid: a model entry needs 'model' (and optional 'name', 'gen', 'clf'), got {entry}")
             if entry["model"] not in generators.model_names():
                 raise UserError(f"grid: unknown model {entry['model']!r}")
-            out.append(Variant(entry.get("name", entry["model"]), entry["model"], dict(entry.get("gen", {}))))
+            out.append(Variant(entry.get("name", entry["model"]), entry["model"], dict(entry.get("gen") or {}),
+                               dict(entry.get("clf") or {})))
         else:
             raise UserError(f"grid: cannot read model entry {entry!r}")
     names = [v.name for v in out]
@@ -104,7 +108,7 @@ def _mix_settings(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
     out = []
     for m in spec.mixes:
         if "from_study" not in m:
-            unknown = set(m) - {"ratio", "strategy", "synthetic_weight"}
+            unknown = set(m) - {f.name for f in dataclasses.fields(MixConfig)}  # e.g. filter, filter_threshold
             if unknown:
                 raise UserError(f"grid: unknown mix key(s) {sorted(unknown)}")
             out.append({"mix": dict(m), "gen": {}, "study_model": None, "label": json.dumps(m, sort_keys=True)})
@@ -144,6 +148,8 @@ def plan(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
                     for clf in spec.classifiers:
                         for mx in ([None] if baseline else mixes):
                             overrides = {s: dict(kv) for s, kv in fixed.items()}
+                            if v.clf:
+                                overrides["clf"] = {**overrides.get("clf", {}), **v.clf}
                             if baseline:
                                 overrides.pop("gen", None)
                                 overrides.pop("mix", None)
