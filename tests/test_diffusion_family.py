@@ -223,3 +223,29 @@ def test_malformed_or_unknown_pretrained_names(empty_caches):
         load_clip(pretrained_state("ViT-B-32/no-such-tag"))
     with pytest.raises(UserError, match="unknown open_clip model"):
         load_clip(pretrained_state("No-Such-Net/openai"))
+
+
+def test_clip_train_command_logs_the_clip_once_and_the_clip_family_reuses_it(tracker):
+    """`synthboost clip train --profile smoke`: a run of its own with the zero-shot accuracy (above chance);
+    a second call and a `clip` run reuse that run instead of training again."""
+    from typer.testing import CliRunner
+
+    from synthboost import pipeline
+    from synthboost.cli import app
+
+    runner = CliRunner()
+    first = runner.invoke(app, ["clip", "train", "--profile", "smoke"])
+    assert first.exit_code == 0, first.output
+    run_id = first.stdout.split(" in run ")[1].split()[0]
+    info = tracker.run_info(run_id)
+    assert info["status"] == "FINISHED" and info["tags"]["aux_kind"] == "clip"
+    assert info["metrics"]["test/zero_shot_accuracy"] > 0.2  # chance is 0.1
+    again = runner.invoke(app, ["clip", "train", "--profile", "smoke"])
+    assert again.exit_code == 0 and run_id in again.stdout
+
+    cfg = pipeline.make_config(model="clip", regime="balanced", size=300, profile="smoke")
+    result = pipeline.run_experiment(cfg, tracker=tracker, experiment="clip-reuse", progress=False, use_cache=False)
+    assert tracker.run_info(result.run_id)["tags"]["gen.clip_run_id"] == run_id
+
+    bad = runner.invoke(app, ["clip", "train", "--profile", "huge"])
+    assert bad.exit_code == 2 and "unknown profile 'huge'" in bad.stderr

@@ -121,6 +121,26 @@ def evaluate(run_id: Annotated[str, typer.Option("--run-id", help="An existing r
                f"label consistency {m['label_consistency']:.3f}, CAS cnn {m['cas_cnn']:.3f} (real {m['real_cnn']:.3f})")
 
 
+clip_app = typer.Typer(no_args_is_help=True, help="The project's small CLIP (conditions the `clip` family).")
+app.add_typer(clip_app, name="clip")
+
+
+@clip_app.command("train")
+@guarded
+def clip_train(
+    profile: Annotated[str, typer.Option(help="smoke (seconds) | quick (minutes, CPU) | paper (GPU)")] = "quick",
+) -> None:
+    """Train the project's CLIP on Fashion-MNIST captions once per profile and log it as an MLflow run."""
+    from . import config, pipeline, tracking
+
+    config.check_choice("profile", profile, config.PROFILES)
+    tracker = tracking.Tracker()
+    state, run_id = pipeline.project_clip(tracker, profile=profile, progress=sys.stderr.isatty())
+    acc = tracker.run_info(run_id)["metrics"].get("test/zero_shot_accuracy", float("nan"))
+    typer.echo(f"CLIP ({profile}) in run {run_id} (experiment {tracking.MODELS_EXPERIMENT}): zero-shot test "
+               f"accuracy {acc:.4f}; the `clip` family with gen.clip_profile={profile} uses it")
+
+
 @app.command()
 @guarded
 def study(

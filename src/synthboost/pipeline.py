@@ -214,6 +214,10 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     if getattr(cls, "needs_unlabeled", False):
         fit_kwargs["unlabeled"] = unlabeled_pool(split, cfg.gen.unlabeled_size, cfg.seed)
         fit_kwargs["val"] = (split.val_x, split.val_y)
+    clip_profile = gen.project_clip_profile() if getattr(cls, "needs_clip", False) else None
+    if clip_profile is not None:  # the project's CLIP: trained once per profile, kept as its own MLflow run
+        fit_kwargs["clip_state"], clip_run = project_clip(tracker, profile=clip_profile)
+        run.set_tags({"gen.clip_run_id": clip_run})
     final = gen.fit(split.train_x, split.train_y, progress=progress,
                     on_epoch=lambda e, m: curves.append((e, {f"train/gen_{k}": v for k, v in m.items()})),
                     **fit_kwargs)
@@ -321,6 +325,17 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         run.log_text(_per_class_csv(metrics, matrix), "classifier/per_class.csv")
     return RunResult(run_id=run.id, metrics=metrics, generator_run_id=gen_run_id, generator_reused=reused,
                      tags={k: str(v) for k, v in tags.items()})
+
+
+def project_clip(tracker, *, profile: str, progress: bool = False) -> tuple[dict, str]:
+    """The project's CLIP of ``profile`` (``synthboost clip train``): trained once, then loaded from its run.
+
+    Returns (state, run id); the run (experiment ``synthboost-models``) holds the zero-shot test accuracy.
+    """
+    from . import clip_model, tracking
+
+    return tracking.cached_model(tracker, kind="clip", key=clip_model.clip_key(profile), name=f"CLIP ({profile})",
+                                 train=lambda: clip_model.train_clip(profile=profile, progress=progress))
 
 
 #: generated samples per class for FID/KID/IS/precision-recall (the real reference has as many per class)

@@ -193,14 +193,14 @@ class Tracker:
         return self.client.get_run(run_id).info.status
 
     def run_info(self, run_id: str) -> dict[str, Any]:
-        """Status and tags of a run; an unknown id is the user's mistake."""
+        """Status, tags and latest metrics of a run; an unknown id is the user's mistake."""
         from mlflow.exceptions import MlflowException
 
         try:
             run = self.client.get_run(run_id)
         except MlflowException:
             raise UserError(f"no run with id {run_id!r} in {self.uri}") from None
-        return {"status": run.info.status, "tags": dict(run.data.tags)}
+        return {"status": run.info.status, "tags": dict(run.data.tags), "metrics": dict(run.data.metrics)}
 
     def run_config(self, run_id: str) -> dict[str, Any]:
         """The run's config.yaml artifact, parsed."""

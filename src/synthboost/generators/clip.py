@@ -10,8 +10,8 @@ the ddpm family's (``ddpm.DiffusionNet`` / ``DiffusionGenerator``).
 
 The CLIP: the project's own small one (``synthboost.clip_model``, profile ``gen.clip_profile``), or a
 pretrained open_clip model named by ``gen.clip_pretrained`` (``ViT-B-32/openai``), taken from the local cache
-only.  ``fit`` gets it, in this order, from ``clip_pretrained``, the ``clip_state=`` keyword, the class hook
-``CLIPDiffusion.clip_provider(profile) -> state`` (e.g. the tracking cache), or trains one in-process.  The
+only.  ``fit`` gets it, in this order, from ``clip_pretrained``, the ``clip_state=`` keyword (the pipeline
+passes the project CLIP cached as an MLflow run, ``synthboost clip train``), or trains one in-process.  The
 caption embeddings are buffers of the network, so sampling needs neither the CLIP nor training data; the
 CLIP state itself also travels in the checkpoint (``extra.clip``; a pretrained one by name) so ``clip()``
 re-creates the exact text encoder.
@@ -19,7 +19,6 @@ re-creates the exact text encoder.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import pydantic
@@ -99,8 +98,6 @@ class CLIPDiffusion(DiffusionGenerator):
     Config = CLIPDiffusionConfig
     #: ``fit`` takes ``clip_state=`` (the pipeline can test this flag, as it tests ``needs_unlabeled``)
     needs_clip: ClassVar[bool] = True
-    #: optional hook ``clip_profile -> CLIP state`` used by ``fit`` when no ``clip_state`` is passed
-    clip_provider: ClassVar[Callable[[str], dict] | None] = None
 
     def build(self) -> nn.Module:
         self.clip_state: dict | None = None
@@ -117,15 +114,13 @@ class CLIPDiffusion(DiffusionGenerator):
         return None if self.config.clip_pretrained else self.config.clip_profile
 
     def resolve_clip_state(self, clip_state: dict | None = None) -> dict:
-        """The CLIP to condition on: pretrained by name (wins over an injected one), injected, from the provider
-        hook, or trained here."""
+        """The CLIP to condition on: pretrained by name (wins over an injected one), injected (the pipeline passes
+        the cached project CLIP of ``synthboost clip train``), or trained here."""
         cfg = self.config
         if cfg.clip_pretrained:
             return pretrained_state(cfg.clip_pretrained)
         if clip_state is not None:
             return clip_state
-        if type(self).clip_provider is not None:
-            return type(self).clip_provider(cfg.clip_profile)
         return train_clip(profile=cfg.clip_profile, device=self.device)[0]
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
