@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.synthboost-installed
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
 
-.PHONY: setup data demo test test-fast bench ui clean-stores
+.PHONY: setup data demo test test-fast bench samples ui clean-stores
 
 setup: $(STAMP) data
 
@@ -50,6 +50,16 @@ bench: setup
 	$(PY) bench/generators.py --profile quick
 	$(PY) bench/quality.py
 	$(PY) bench/report.py
+
+# Every family's samples side by side (README), with generator quality and the gain over `none`:
+# one quick run per model on balanced 5,000 (experiment 'samples'), then the report into docs/samples/.
+SAMPLE_MODELS ?= none vae cvae ssvae dvae vqvae cgan biggan ddpm clip
+samples: setup
+	for m in $(SAMPLE_MODELS); do \
+	  $(PY) -m synthboost run --model $$m --regime balanced --size 5000 --seed 0 --profile quick \
+	      --experiment samples || exit 1; \
+	done
+	$(PY) -m synthboost report --experiment samples --out docs/samples --format md,csv
 
 ui: setup
 	$(PY) -m synthboost ui
