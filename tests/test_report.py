@@ -311,3 +311,23 @@ def test_mlflow_run_report_entry_point_logs_into_the_run_mlflow_opened(store, tm
     assert run.info.status == "FINISHED" and run.data.tags["synthboost.kind"] == "report"
     assert run.data.tags["report.experiments"] == "report-b"
     assert "gains.csv" in {a.path for a in store.client.list_artifacts(run.info.run_id)}
+
+
+def test_a_filtered_mix_is_its_own_cell_and_says_so():
+    """Filtered and unfiltered runs of one mix are different cells, and the mix column tells which is which."""
+    import pandas as pd
+
+    from synthboost import report as rep
+
+    base = {"run_id": "r", "experiment": "e", "run_name": "n", "start_time": 0, "tags.model": "cvae",
+            "tags.regime": "high", "tags.size": "1000", "tags.classifier": "cnn", "tags.seed": "0",
+            "params.mix.ratio": "1.0", "params.mix.strategy": "balance", "metrics.test/accuracy": 0.8}
+    frame = pd.DataFrame([{**base, "params.mix.filter": "none", "params.mix.filter_threshold": "0.5"},
+                          {**base, "run_id": "f", "params.mix.filter": "confidence",
+                           "params.mix.filter_threshold": "0.7"},
+                          {**base, "run_id": "old"}])  # a run from before mix.filter existed
+    runs = rep.tidy(frame)
+    assert list(runs["mix_filter"]) == ["", "confidence≥0.7", ""]
+    assert runs.groupby(rep.CELL).ngroups == 2
+    labels = [rep.mix_label(1.0, "balance", 1.0, filter_=f) for f in runs["mix_filter"]]
+    assert labels == ["1×balance", "1×balance confidence≥0.7", "1×balance"]

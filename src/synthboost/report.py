@@ -41,7 +41,7 @@ QUALITY_LABELS = {"fid": "FID (classifier features; lower is better)",
                   "label_consistency": "label consistency (extractor agrees with the requested class)"}
 #: what makes a cell (its seeds are the repeats); `setup` hashes gen.* and clf.* so tuned trials stay apart
 CELL = ["variant", "model", "profile", "regime", "size", "classifier", "mix_ratio", "mix_strategy", "mix_weight",
-        "setup"]
+        "mix_filter", "setup"]
 #: what a baseline run must share with a run for their difference to be a paired gain
 PAIR = ["profile", "regime", "size", "classifier", "seed", "data_digest"]
 MIN_SEEDS = 3
@@ -103,8 +103,11 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     runs["mix_ratio"] = pd.to_numeric(col("params.mix.ratio"), errors="coerce").fillna(0.0)
     runs["mix_strategy"] = col("params.mix.strategy").fillna("uniform")
     runs["mix_weight"] = pd.to_numeric(col("params.mix.synthetic_weight"), errors="coerce").fillna(1.0)
-    # mix.filter*: a filtered mix is another cell than the unfiltered one at the same ratio
-    setup_cols = sorted(c for c in frame.columns if c.startswith(("params.gen.", "params.clf.", "params.mix.filter")))
+    # "" (no filter, or runs from before mix.filter existed) or e.g. "confidence≥0.5"
+    kind = col("params.mix.filter").fillna("none")
+    threshold = col("params.mix.filter_threshold").fillna("").astype(str)
+    runs["mix_filter"] = np.where(kind == "none", "", kind + "≥" + threshold)
+    setup_cols = sorted(c for c in frame.columns if c.startswith(("params.gen.", "params.clf.")))
     if setup_cols:
         hashed = pd.util.hash_pandas_object(frame[setup_cols].fillna("").astype(str), index=False)
         runs["setup"] = [f"{h:016x}"[:6] for h in hashed]
@@ -140,7 +143,7 @@ def _sort_cells(df: pd.DataFrame) -> pd.DataFrame:
     key = df.assign(_r=_regime_key(df["regime"]), _b=df["model"].map(lambda m: order.get(m, len(order))))
     extra = ["baseline"] if "baseline" in df else []
     key = key.sort_values(["_r", "size", "classifier", "profile", "_b", "variant", "mix_ratio", "mix_strategy",
-                           "mix_weight", "setup", *extra])
+                           "mix_weight", "mix_filter", "setup", *extra])
     return key.drop(columns=["_r", "_b"]).reset_index(drop=True)
 
 
@@ -229,14 +232,15 @@ def analyse(runs: pd.DataFrame) -> Analysis:
 
 
 def _cell_name(row) -> str:
-    mix = mix_label(row["mix_ratio"], row["mix_strategy"], row["mix_weight"], baseline=row["model"] in BASELINES)
+    mix = mix_label(row["mix_ratio"], row["mix_strategy"], row["mix_weight"], baseline=row["model"] in BASELINES,
+                    filter_=row.get("mix_filter", ""))
     return f"{row['variant']} {row['regime']}/{row['size']} {row['classifier']} {mix}"
 
 
-def mix_label(ratio: float, strategy: str, weight: float, *, baseline: bool = False) -> str:
+def mix_label(ratio: float, strategy: str, weight: float, *, baseline: bool = False, filter_: str = "") -> str:
     if baseline or ratio == 0:
         return "real only"
-    return f"{ratio:g}×{strategy}" + (f" w={weight:g}" if weight != 1 else "")
+    return f"{ratio:g}×{strategy}" + (f" w={weight:g}" if weight != 1 else "") + (f" {filter_}" if filter_ else "")
 
 
 def _check_baselines(analysis: Analysis) -> None:
@@ -424,12 +428,13 @@ def claims(analysis: Analysis) -> list[Claim]:
 # ---------------------------------------------------------------- plots
 def _series_labels(results: pd.DataFrame) -> pd.Series:
     """The variant's name, plus the mix (and setup) when one variant has several of them."""
-    varying = [c for c in ("profile", "mix_ratio", "mix_strategy", "mix_weight", "setup")
+    varying = [c for c in ("profile", "mix_ratio", "mix_strategy", "mix_weight", "mix_filter", "setup")
                if (results.groupby("variant")[c].nunique() > 1).any()]
     label = results["variant"].astype(str)
     if any(c.startswith("mix") for c in varying):
         label = label + " " + results.apply(lambda r: mix_label(r["mix_ratio"], r["mix_strategy"], r["mix_weight"],
-                                                                 baseline=r["model"] in BASELINES), axis=1)
+                                                                 baseline=r["model"] in BASELINES,
+                                                                 filter_=r["mix_filter"]), axis=1)
     if "setup" in varying:
         label = label + " #" + results["setup"]
     if "profile" in varying:
@@ -600,8 +605,8 @@ def _id_columns(df: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     if results["profile"].nunique() > 1:
         out["profile"] = df["profile"]
     out["regime"], out["size"], out["classifier"] = df["regime"], df["size"], df["classifier"]
-    out["mix"] = [mix_label(r, s, w, baseline=m in BASELINES)
-                  for r, s, w, m in zip(df["mix_ratio"], df["mix_strategy"], df["mix_weight"], df["model"])]
+    out["mix"] = [mix_label(r, s, w, baseline=m in BASELINES, filter_=f) for r, s, w, m, f in
+                  zip(df["mix_ratio"], df["mix_strategy"], df["mix_weight"], df["model"], df["mix_filter"])]
     if (results.groupby([c for c in CELL if c != "setup"])["setup"].nunique() > 1).any():
         out["setup"] = df["setup"]
     return out
