@@ -252,11 +252,16 @@ def _load_checkpoint(uri: str, run_id: str, path: str) -> dict:
     import torch
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
-        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri)
-    except Exception as err:  # MLflow raises several types for a missing artifact
-        raise UserError(f"run {run_id} has no {path} ({type(err).__name__}); it holds no generator checkpoint") from None
-    return torch.load(local, map_location="cpu", weights_only=True)
+    # an explicit folder that is removed afterwards: without dst_path MLflow leaves a temp copy of every
+    # checkpoint it downloads
+    with tempfile.TemporaryDirectory(prefix="synthboost-ckpt-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri,
+                                                        dst_path=tmp)
+        except Exception as err:  # MLflow raises several types for a missing artifact
+            raise UserError(f"run {run_id} has no {path} ({type(err).__name__}); it holds no generator "
+                            "checkpoint") from None
+        return torch.load(local, map_location="cpu", weights_only=True)
 
 
 def cached_model(tracker: Tracker, *, kind: str, key: str, name: str,
