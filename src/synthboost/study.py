@@ -71,6 +71,9 @@ class StudySpec:
     # key -> null (the declared range) | {low, high[, log]} | {choices: [...]}; "gen.*" = every declared one
     search_space: dict[str, Any] = pydantic.Field(default_factory=dict)
     fixed: dict[str, Any] = pydantic.Field(default_factory=dict)  # section.key -> value for every trial
+    # generator quality (gen/*) per trial: off, because mix-only trials reuse one generator and would recompute
+    # its FID/CAS every time (minutes per trial on a CPU); `synthboost evaluate --run-id` adds it to any trial
+    gen_metrics: bool = False
 
     profiles: ClassVar[dict] = {}
 
@@ -416,7 +419,8 @@ def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress:
                                                          if k not in overrides.get(section, {})})
             for i, seed in enumerate(spec.seeds):
                 cfg = pipeline.make_config(model=spec.model, classifier=spec.classifier, regime=spec.regime,
-                                           size=spec.size, seed=seed, profile=spec.profile, overrides=overrides)
+                                           size=spec.size, seed=seed, profile=spec.profile, overrides=overrides,
+                                           gen_metrics=spec.gen_metrics)
 
                 def on_epoch(epoch: int, m: dict[str, float], first: bool = i == 0) -> None:
                     # only the first seed's curve drives pruning (later seeds restart the epoch count)
