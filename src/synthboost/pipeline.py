@@ -138,7 +138,8 @@ _FILTERS: OrderedDict = OrderedDict()  # apart from the pools, so that new pools
 _POOL_CACHE_SIZE = 8
 
 
-def _cached_pool(key: tuple, make: Callable[[], tuple], *, enabled: bool = True, store: OrderedDict = _POOLS):
+def _cached(key: tuple, make: Callable[[], object], *, enabled: bool = True, store: OrderedDict = _POOLS):
+    """``make()``'s value, kept in the LRU ``store`` (sample pools by default; the filter's classifier has its own)."""
     if not enabled:
         return make()
     if key in store:
@@ -171,7 +172,7 @@ def filter_score(split: Split, *, profile: str, seed: int, use_cache: bool = Tru
         clf.fit(split.train_x, split.train_y)
         return clf
 
-    clf = _cached_pool(("filter", split.digest, profile, seed), train, enabled=use_cache, store=_FILTERS)
+    clf = _cached(("filter", split.digest, profile, seed), train, enabled=use_cache, store=_FILTERS)
 
     def score(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(clf.predict_proba(x))[torch.arange(len(y)), y]
@@ -272,13 +273,13 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             counts = synthetic_counts(real_counts, cfg.mix)
             filtering = cfg.mix.filter != "none"
             filter_key = (cfg.mix.filter, cfg.mix.filter_threshold, cfg.mix.filter_max_factor) if filtering else ()
-            synth_x, synth_y, mix_metrics = _cached_pool(
+            synth_x, synth_y, mix_metrics = _cached(
                 (key, tuple(counts), cfg.seed, *filter_key),
                 lambda: synthetic_pool(gen, counts, mix_cfg=cfg.mix, seed=cfg.seed, score=filter_score(
                     split, profile=cfg.profile, seed=cfg.seed, use_cache=use_cache) if filtering else None),
                 enabled=use_cache)
             grid_y = labels_for([10] * NUM_CLASSES)
-            grid_x = _cached_pool((key, "grid", cfg.seed), lambda: _draw(gen, grid_y, seed=cfg.seed, offset=2),
+            grid_x = _cached((key, "grid", cfg.seed), lambda: _draw(gen, grid_y, seed=cfg.seed, offset=2),
                                   enabled=use_cache)
             run.log_figure(plots.sample_grid(grid_x, grid_y, title=f"{cfg.model} samples (one row per class)"),
                            "samples/grid.png")
