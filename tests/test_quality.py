@@ -257,3 +257,17 @@ def test_reference_set_is_fixed_and_checks_its_size(data):
     assert torch.equal(x1, x2) and torch.bincount(y1).tolist() == [5] * NUM_CLASSES
     with pytest.raises(UserError, match="n_per_class"):
         quality.reference_set(data.test_x[:100], data.test_y[:100], n_per_class=50)
+
+
+def test_slow_samplers_reuse_one_draw_for_cas_and_the_real_side_matches_its_size(data, trained, pool):
+    # a diffusion-priced generator: one draw of n_per_class per class serves the distances and CAS
+    train_x, train_y = pool[0][::2], pool[1][::2]  # 300 per class: more real images than the 400-image draw
+    result = quality.generator_quality(
+        PoolGenerator(*pool), extractor=trained[0], real_x=data.test_x, real_y=data.test_y,
+        test_x=data.test_x[:2000], test_y=data.test_y[:2000], train_x=train_x, train_y=train_y, n_per_class=40,
+        seed=1, cas_classifier_profile="smoke", cas_from_quality_draw=True, kid_subset_size=200, tsne_per_class=20)
+    p, m = result.params, result.metrics
+    assert p["cas_train_size"] == p["cas_real_train_size"] == p["n_fake"] == 400 and p["cas_from_quality_draw"]
+    assert "cas_sample" not in result.seconds  # no second draw
+    # the "synthetic" images are real ones with the right labels: CAS matches the equally sized real set
+    assert m["cas_cnn"] == pytest.approx(m["real_cnn"], abs=0.08), m

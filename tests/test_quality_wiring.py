@@ -8,7 +8,7 @@ from synthboost.pipeline import make_config, run_experiment
 
 runner = CliRunner()
 GEN_KEYS = ("fid", "kid_mean", "kid_std", "inception_score", "precision", "recall", "fid_class_0", "fid_class_9",
-            "label_consistency", "cas_cnn", "cas_svm", "real_cnn", "real_svm")
+            "label_consistency", "cas_cnn", "cas_svm", "real_cnn", "real_svm", "sample_seconds_per_1000")
 
 
 @pytest.mark.slow
@@ -18,6 +18,7 @@ def test_pipeline_logs_quality_and_evaluate_adds_it_later(tracker):
     run = tracker.client.get_run(result.run_id)
     for k in GEN_KEYS:
         assert f"gen/{k}" in run.data.metrics, k
+    assert run.data.metrics["train/gen_seconds"] > 0  # the run that trained the generator says how long it took
     arts = {a.path for a in tracker.client.list_artifacts(result.run_id, "gen")}
     assert {"gen/pca.png", "gen/tsne.png"} <= arts
     extractor = tracker.client.get_run(run.data.tags["gen.extractor_run_id"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -219,11 +220,13 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     if clip_profile is not None:  # the project's CLIP: trained once per profile, kept as its own MLflow run
         fit_kwargs["clip_state"], clip_run = project_clip(tracker, profile=clip_profile)
         run.set_tags({"gen.clip_run_id": clip_run})
+    t0 = time.perf_counter()
     final = gen.fit(split.train_x, split.train_y, progress=progress,
                     on_epoch=lambda e, m: curves.append((e, {f"train/gen_{k}": v for k, v in m.items()})),
                     **fit_kwargs)
+    seconds = time.perf_counter() - t0
     run.log_series(curves)
-    run.log_metrics({f"train/gen_final_{k}": v for k, v in final.items()})
+    run.log_metrics({f"train/gen_final_{k}": v for k, v in final.items()} | {"train/gen_seconds": seconds})
     run.log_checkpoint(gen.state_dict(), config_yaml=yaml.safe_dump(
         {"family": cfg.model, "generator_key": key, "config": cfg.to_dict()["gen"]}, sort_keys=False))
     run.set_tags({"generator_trained": "true"})
@@ -341,6 +344,9 @@ def project_clip(tracker, *, profile: str, progress: bool = False) -> tuple[dict
 
 #: generated samples per class for FID/KID/IS/precision-recall (the real reference has as many per class)
 QUALITY_PER_CLASS = {"smoke": 50, "quick": 500, "paper": 1000}
+#: the same for families whose ``slow_sampling`` is set (diffusion: ~5 images/s on a 2-core CPU, so quick's
+#: 5,000 + a CAS set would cost half an hour of sampling); their CAS reuses that one draw
+SLOW_QUALITY_PER_CLASS = {"smoke": 20, "quick": 100, "paper": 1000}
 
 
 def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run) -> dict[str, float]:
@@ -352,16 +358,20 @@ def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run) -> dict[str,
     """
     from . import quality, tracking
 
+    slow = getattr(gen, "slow_sampling", False)
     state, extractor_run = tracking.cached_model(
         tracker, kind="extractor", key=quality.extractor_key(cfg.profile),
         name=f"feature extractor ({cfg.profile})", train=lambda: quality.train_extractor(profile=cfg.profile))
     result = quality.generator_quality(
         gen, extractor=quality.load_extractor(state), real_x=split.test_x, real_y=split.test_y,
         test_x=split.test_x, test_y=split.test_y, train_x=split.train_x, train_y=split.train_y,
-        n_per_class=QUALITY_PER_CLASS[cfg.profile], seed=cfg.seed, cas_classifier_profile=cfg.profile)
+        n_per_class=(SLOW_QUALITY_PER_CLASS if slow else QUALITY_PER_CLASS)[cfg.profile], seed=cfg.seed,
+        cas_classifier_profile=cfg.profile, cas_from_quality_draw=slow)
     run.set_tags({"gen.extractor_run_id": extractor_run})
     run.log_params({f"gen_metrics.{k}": v for k, v in result.params.items()})
-    run.log_metrics({f"gen/{k}": v for k, v in result.metrics.items()})
+    # wall time of the metrics' own draw, so samplers can be compared across runs (bench/ has the clean ratio)
+    per_1000 = {"sample_seconds_per_1000": 1000 * result.seconds["sample"] / result.params["n_fake"]}
+    run.log_metrics({f"gen/{k}": v for k, v in (result.metrics | per_1000).items()})
     for path, fig in result.figures.items():
         run.log_figure(fig, path)
     return result.metrics

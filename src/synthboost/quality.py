@@ -350,7 +350,8 @@ def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
 
 def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y: Tensor, test_x: Tensor,
                       test_y: Tensor, train_x: Tensor, train_y: Tensor, n_per_class: int, seed: int,
-                      cas_classifier_profile: str, device=None, kid_subsets: int = 100,
+                      cas_classifier_profile: str, cas_from_quality_draw: bool = False, device=None,
+                      kid_subsets: int = 100,
                       kid_subset_size: int = 1000, pr_k: int = 3, is_splits: int = 10,
                       tsne_per_class: int = 100) -> QualityResult:
     """The full generator-quality metric set for ``generator`` (anything with ``sample_batched`` or ``sample``).
@@ -359,7 +360,9 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
       with a fixed real reference: the first ``n_per_class`` images per class of ``real_x``/``real_y``.
     * IS and label consistency use the extractor's logits on the generated samples.
     * CAS trains on ``len(train_y)`` synthetic samples (balanced labels) and tests on ``test_x``; the same
-      classifiers trained on ``train_x`` give ``real_cnn``/``real_svm``.
+      classifiers trained on ``train_x`` give ``real_cnn``/``real_svm``.  With ``cas_from_quality_draw`` (slow
+      samplers) CAS reuses the distance draw instead of a second one, and the real side trains on a seeded
+      subset of ``train_x`` of the same size, so the two scores stay comparable.
     * Figures: ``gen/pca.png`` (all samples) and ``gen/tsne.png`` (``tsne_per_class`` per class and set).
     """
     if n_per_class < 2:
@@ -391,9 +394,15 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
     with _timed(seconds, "label_consistency"):
         m["label_consistency"] = float((fake_logits.argmax(1) == fake_y).float().mean())
 
-    cas_y = labels_for(balanced_counts(len(train_y)))
-    with _timed(seconds, "cas_sample"):
-        cas_x = draw(generator, cas_y, seed=seed * 1000 + 12)
+    if cas_from_quality_draw:
+        cas_x, cas_y = fake_x, fake_y
+        if len(cas_y) < len(train_y):
+            keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))[:len(cas_y)]
+            train_x, train_y = train_x[keep], train_y[keep]
+    else:
+        cas_y = labels_for(balanced_counts(len(train_y)))
+        with _timed(seconds, "cas_sample"):
+            cas_x = draw(generator, cas_y, seed=seed * 1000 + 12)
     m.update(classifier_scores(cas_x, cas_y, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
                                profile=cas_classifier_profile, seed=seed, device=device, seconds=seconds))
 
@@ -409,7 +418,8 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
         "reference_digest": dataset_digest(ref_x, ref_y)[:16], "feature_dim": feats.num_features,
         "kid_subsets": kid_subsets, "kid_subset_size": min(kid_subset_size, len(ref_y), len(fake_y)),
         "pr_k": pr_k, "is_splits": is_splits, "tsne_per_class": tsne_per_class,
-        "cas_train_size": len(cas_y), "cas_test_size": len(test_y), "cas_profile": cas_classifier_profile,
+        "cas_train_size": len(cas_y), "cas_real_train_size": len(train_y), "cas_test_size": len(test_y),
+        "cas_profile": cas_classifier_profile, "cas_from_quality_draw": cas_from_quality_draw,
         "seed": seed,
     }
     return QualityResult(metrics=m, figures=figures, params=params, seconds=seconds)

@@ -68,6 +68,8 @@ class TorchGenerator(abc.ABC):
     Config: ClassVar[type]
     #: True when sampling is exemplar-based (encode a real image of the class, perturb, decode)
     exemplar_sampling: ClassVar[bool] = False
+    #: True when a sample costs a whole reverse chain (diffusion): quality metrics then draw fewer samples
+    slow_sampling: ClassVar[bool] = False
 
     def __init__(self, config=None, *, device: torch.device | str | None = None):
         self.config = config if config is not None else build(self.Config)

@@ -148,6 +148,8 @@ class DiffusionNet(nn.Module, abc.ABC):
 class DiffusionGenerator(TorchGenerator):
     """Fit with EMA through the shared likelihood loop; sample with guidance and a fast scheduler."""
 
+    slow_sampling = True
+
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
             on_epoch: EpochCallback | None = None) -> dict[str, float]:
         cfg = self.config
