@@ -1,6 +1,7 @@
 """Training time per epoch and sampling throughput of every registered generator family, in one table.
 
     python bench/generators.py --profile quick [--families vae,cvae,...] [--epochs N] [--size 5000]
+        [--steps 10,20,25,50]
 
 Registry-driven: every family in ``synthboost.generators.FAMILIES`` gets a row, so families added later
 appear without touching this file.  Each family trains with its profile's config on the balanced regime
@@ -10,6 +11,9 @@ Epochs are counted through ``on_epoch`` (all stages, e.g. vqvae's autoencoder th
 epoch carries one-time costs (kernel selection, allocations), so it has its own column and s/epoch is the
 steady state: (fit time - first epoch) / (epochs - 1).
 Throughput = images/s of ``sample_batched`` (uint8 on the CPU, the pipeline's path) after one warm-up.
+Families whose generator has ``generate(labels, *, guidance_scale, sampler, steps)`` (the diffusion ones: ddpm,
+clip) get one more column per ``--steps`` count: images/s of the DPM-Solver++ sampler at that many steps, same
+images and guidance scale; other families leave those cells empty.
 
 On a shared CPU, OpenMP threads that spin while waiting slow everyone down (and measured 6× slower
 here with 2 threads on an oversubscribed 2-core machine), so waiting threads sleep unless
@@ -29,7 +33,7 @@ import torch  # noqa: E402
 
 from synthboost import generators  # noqa: E402
 from synthboost.config import PROFILES, DataConfig, build  # noqa: E402
-from synthboost.data import NUM_CLASSES, make_split, unlabeled_pool  # noqa: E402
+from synthboost.data import NUM_CLASSES, make_split, to_uint8, unlabeled_pool  # noqa: E402
 from synthboost.generators.base import pick_device  # noqa: E402
 
 
@@ -46,7 +50,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_family(name: str, split, *, profile: str, epochs: int | None, samples: int, seed: int) -> dict:
+def bench_family(name: str, split, *, profile: str, epochs: int | None, samples: int, seed: int,
+                 steps: list[int]) -> dict:
     cls = generators.get(name)
     cfg = capped_config(cls, profile, epochs)
     torch.manual_seed(seed)
@@ -68,8 +73,16 @@ def bench_family(name: str, split, *, profile: str, epochs: int | None, samples:
     start = time.perf_counter()
     gen.sample_batched(labels)
     sample_s = time.perf_counter() - start
+
+    steps_img_per_s = {}
+    if hasattr(gen, "generate"):  # diffusion: the step count sets the sampling cost, so time a few
+        for n_steps in steps:
+            start = time.perf_counter()
+            for i in range(0, len(labels), 500):  # sample_batched's chunks; .cpu() waits for a GPU
+                to_uint8(gen.generate(labels[i:i + 500], sampler="dpm", steps=n_steps)).cpu()
+            steps_img_per_s[n_steps] = len(labels) / (time.perf_counter() - start)
     return {"family": name, "epochs": n_epochs, "fit_s": fit_s, "first_s": first_s, "s_per_epoch": steady_s,
-            "img_per_s": len(labels) / sample_s, "note": ""}
+            "img_per_s": len(labels) / sample_s, "steps_img_per_s": steps_img_per_s, "note": ""}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,10 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=5000, help="balanced regime size (train + val)")
     ap.add_argument("--samples", type=int, default=1000, help="images generated for the throughput column")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--steps", default="10,20,25,50",
+                    help="DPM-Solver++ step counts timed for families with a generate() sampler ('' = none)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         ap.error("--epochs must be at least 1")
+    try:
+        steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    except ValueError:
+        ap.error(f"--steps wants comma-separated integers, got {args.steps!r}")
+    if any(s < 1 for s in steps):
+        ap.error("--steps must all be at least 1")
     names = [n.strip() for n in args.families.split(",") if n.strip()] or list(generators.FAMILIES)
     unknown = [n for n in names if n not in generators.FAMILIES]
     if unknown:
@@ -100,19 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         try:
             rows.append(bench_family(name, split, profile=args.profile, epochs=args.epochs,
-                                     samples=args.samples, seed=args.seed))
+                                     samples=args.samples, seed=args.seed, steps=steps))
         except Exception as err:  # one broken family must not hide the others' numbers
             rows.append({"family": name, "note": f"failed: {type(err).__name__}: {err}"})
         print(f"  done {name}", file=sys.stderr, flush=True)
 
-    print("| family | epochs | fit s | first epoch s | s/epoch | sample img/s | note |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| family | epochs | fit s | first epoch s | s/epoch | sample img/s | "
+          + "".join(f"dpm {n} steps img/s | " for n in steps) + "note |")
+    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(steps) + "---|")
     for r in rows:
         if "fit_s" in r:
+            by_steps = r["steps_img_per_s"]
             print(f"| {r['family']} | {r['epochs']} | {r['fit_s']:.1f} | {r['first_s']:.2f} | {r['s_per_epoch']:.2f} "
-                  f"| {r['img_per_s']:.0f} | {r['note']} |")
+                  f"| {r['img_per_s']:.0f} | "
+                  + "".join(f"{by_steps[n]:.1f} | " if n in by_steps else " | " for n in steps) + f"{r['note']} |")
         else:
-            print(f"| {r['family']} | | | | | | {r['note']} |")
+            print(f"| {r['family']} | | | | | | " + " | " * len(steps) + f"{r['note']} |")
     return 1 if any(r["note"].startswith("failed") for r in rows) else 0
 
 
