@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         gen, gen_run, run_profile = logged_generator(tracker, run_id=args.run_id)
         if args.family and gen.name != args.family:
             ap.error(f"run {args.run_id} holds a {gen.name!r} generator, not {args.family!r}")
-        if not hasattr(gen, "generate"):
+        if not getattr(gen, "slow_sampling", False):  # GANs have a generate(z, labels) too, without steps
             ap.error(f"run {args.run_id} holds a {gen.name!r} generator, which has no sampler/steps to vary")
         profile = args.profile or run_profile or "quick"
         origin = f"{gen.name} generator of run {args.run_id} (checkpoint from run {gen_run})"

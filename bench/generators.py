@@ -11,9 +11,9 @@ Epochs are counted through ``on_epoch`` (all stages, e.g. vqvae's autoencoder th
 epoch carries one-time costs (kernel selection, allocations), so it has its own column and s/epoch is the
 steady state: (fit time - first epoch) / (epochs - 1).
 Throughput = images/s of ``sample_batched`` (uint8 on the CPU, the pipeline's path) after one warm-up.
-Families whose generator has ``generate(labels, *, guidance_scale, sampler, steps)`` (the diffusion ones: ddpm,
-clip) get one more column per ``--steps`` count: images/s of the DPM-Solver++ sampler at that many steps, same
-images and guidance scale; other families leave those cells empty.
+Families with ``slow_sampling`` (the diffusion ones: ddpm, clip, whose ``generate(labels, *, sampler, steps)``
+runs a reverse chain) get one more column per ``--steps`` count: images/s of the DPM-Solver++ sampler at that
+many steps, same images and guidance scale; other families leave those cells empty.
 
 On a shared CPU, OpenMP threads that spin while waiting slow everyone down (and measured 6× slower
 here with 2 threads on an oversubscribed 2-core machine), so waiting threads sleep unless
@@ -51,7 +51,7 @@ def sync(device: torch.device) -> None:
 
 
 def bench_family(name: str, split, *, profile: str, epochs: int | None, samples: int, seed: int,
-                 steps: list[int]) -> dict:
+                 steps: list[int], step_samples: int) -> dict:
     cls = generators.get(name)
     cfg = capped_config(cls, profile, epochs)
     torch.manual_seed(seed)
@@ -75,12 +75,13 @@ def bench_family(name: str, split, *, profile: str, epochs: int | None, samples:
     sample_s = time.perf_counter() - start
 
     steps_img_per_s = {}
-    if hasattr(gen, "generate"):  # diffusion: the step count sets the sampling cost, so time a few
+    if getattr(gen, "slow_sampling", False):  # diffusion: the step count sets the sampling cost, so time a few
+        few = labels[torch.linspace(0, len(labels) - 1, min(step_samples, len(labels))).long()]
         for n_steps in steps:
             start = time.perf_counter()
-            for i in range(0, len(labels), 500):  # sample_batched's chunks; .cpu() waits for a GPU
-                to_uint8(gen.generate(labels[i:i + 500], sampler="dpm", steps=n_steps)).cpu()
-            steps_img_per_s[n_steps] = len(labels) / (time.perf_counter() - start)
+            for i in range(0, len(few), 500):  # sample_batched's chunks; .cpu() waits for a GPU
+                to_uint8(gen.generate(few[i:i + 500], sampler="dpm", steps=n_steps)).cpu()
+            steps_img_per_s[n_steps] = len(few) / (time.perf_counter() - start)
     return {"family": name, "epochs": n_epochs, "fit_s": fit_s, "first_s": first_s, "s_per_epoch": steady_s,
             "img_per_s": len(labels) / sample_s, "steps_img_per_s": steps_img_per_s, "note": ""}
 
@@ -92,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="cap every *epochs config field at N")
     ap.add_argument("--size", type=int, default=5000, help="balanced regime size (train + val)")
     ap.add_argument("--samples", type=int, default=1000, help="images generated for the throughput column")
+    ap.add_argument("--step-samples", type=int, default=200,
+                    help="images per step count for the diffusion columns (each costs a reverse chain)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--steps", default="10,20,25,50",
-                    help="DPM-Solver++ step counts timed for families with a generate() sampler ('' = none)")
+                    help="DPM-Solver++ step counts timed for slow-sampling (diffusion) families ('' = none)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
@@ -121,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         try:
             rows.append(bench_family(name, split, profile=args.profile, epochs=args.epochs,
-                                     samples=args.samples, seed=args.seed, steps=steps))
+                                     samples=args.samples, seed=args.seed, steps=steps,
+                                     step_samples=args.step_samples))
         except Exception as err:  # one broken family must not hide the others' numbers
             rows.append({"family": name, "note": f"failed: {type(err).__name__}: {err}"})
         print(f"  done {name}", file=sys.stderr, flush=True)

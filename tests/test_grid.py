@@ -125,3 +125,11 @@ def test_a_variant_can_carry_classifier_options_and_mixes_can_filter(grid_file, 
     assert {"ratio": 1.0, "strategy": "uniform", "filter": "confidence", "filter_threshold": 0.7} in mixes
     baseline = [c for u in units if u["variant"] == "none-strong" for c in u["cells"]]
     assert len(baseline) == 4 and all("mix" not in c["overrides"] for c in baseline)
+
+
+@pytest.mark.parametrize("name", ["grid", "gan-balanced", "gan-high", "diffusion-balanced", "diffusion-high"])
+def test_the_shipped_grid_files_are_valid(name):
+    from synthboost.study import studies_dir
+
+    spec = grid_mod.load_grid(studies_dir() / f"{name}.yaml")
+    assert grid_mod.variants(spec) and spec.profile == "quick"

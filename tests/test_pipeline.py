@@ -73,6 +73,20 @@ def test_mix_only_change_reuses_generator_but_changes_the_data(tracker, first_va
     assert result.metrics != first.metrics
 
 
+def test_sampling_only_change_reuses_the_weights_and_samples_with_the_new_setting(tracker, first_vae_run):
+    cfg, first = first_vae_run
+    colder = make_config(model="vae", regime="high", size=600, seed=1, profile="smoke", mix_ratio=1.0,
+                         mix_strategy="balance", overrides={"gen": {"temperature": 0.1}})
+    result = run_experiment(colder, tracker=tracker, experiment="test-pipeline", progress=False)
+    assert result.generator_reused and result.generator_run_id == first.run_id  # no second training
+    assert tracker.client.get_run(result.run_id).data.params["gen.temperature"] == "0.1"
+    assert result.metrics != first.metrics  # the pool was drawn at the new temperature, not served from cache
+    # a training hyperparameter is part of the key: a new generator
+    other_lr = make_config(model="vae", regime="high", size=600, seed=1, profile="smoke",
+                           overrides={"gen": {"lr": 2e-3}})
+    assert not run_experiment(other_lr, tracker=tracker, experiment="test-pipeline", progress=False).generator_reused
+
+
 def test_a_crash_marks_the_run_failed_with_the_reason(tracker, monkeypatch):
     from synthboost import classifiers
 

@@ -200,3 +200,13 @@ def test_dashboard_serves_the_study_and_stops_cleanly(tmp_path, study_file, trac
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     assert f"/dashboard/studies/{st._study_id}" in out
+
+
+@pytest.mark.parametrize("model", ["vae", "cvae", "ssvae", "dvae", "vqvae", "cgan", "biggan", "ddpm", "clip",
+                                   "none-strong", "oversample"])
+def test_every_model_has_its_own_valid_study_file(model):
+    # `synthboost study --model M` picks studies/M.yaml: it must exist and search only what M declares
+    spec = study_mod.load_spec(model=model)
+    space = study_mod.resolve_space(spec)
+    assert (study_mod.studies_dir() / f"{model}.yaml").is_file() and space
+    assert spec.objective.startswith("val/")  # never selects on test

@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,9 +107,16 @@ def uses_mix(cfg: RunConfig) -> bool:
     return cfg.gen is not None or cfg.model in generators.OVERSAMPLING
 
 
+def sampling_values(gen_cfg) -> dict[str, Any]:
+    """The config fields a family reads only when sampling (``Config.sampling_fields``): guidance, steps, …"""
+    return {k: getattr(gen_cfg, k) for k in getattr(type(gen_cfg), "sampling_fields", ())}
+
+
 def generator_key(cfg: RunConfig, data_digest: str) -> str:
-    """Hash of everything a generator's training depends on (not the mix, not the classifier)."""
-    payload = {"data": data_digest, "model": cfg.model, "gen": cfg.to_dict()["gen"], "seed": cfg.seed,
+    """Hash of everything a generator's training depends on (not the mix, not the classifier, and not the
+    sampling-only fields: a trial that changes only the guidance scale or the temperature reuses the weights)."""
+    gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in sampling_values(cfg.gen)}
+    payload = {"data": data_digest, "model": cfg.model, "gen": gen, "seed": cfg.seed,
                "profile": cfg.profile, "val_fraction": cfg.data.val_fraction}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -208,6 +216,8 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
         found = tracker.find_generator_run(key)
         if found is not None:
             gen = generators.load(tracker.load_checkpoint(found))
+            # same weights, this run's sampling settings (they are not part of the key)
+            gen.config = build(type(cfg.gen), as_dict(gen.config) | sampling_values(cfg.gen), prefix="gen")
             return gen, found, True
     seed_everything(cfg.seed)
     gen = cls(cfg.gen)
@@ -276,13 +286,14 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             counts = synthetic_counts(real_counts, cfg.mix)
             filtering = cfg.mix.filter != "none"
             filter_key = (cfg.mix.filter, cfg.mix.filter_threshold, cfg.mix.filter_max_factor) if filtering else ()
+            sampling = json.dumps(sampling_values(cfg.gen), sort_keys=True, default=str)
             synth_x, synth_y, mix_metrics = _cached(
-                (key, tuple(counts), cfg.seed, *filter_key),
+                (key, sampling, tuple(counts), cfg.seed, *filter_key),
                 lambda: synthetic_pool(gen, counts, mix_cfg=cfg.mix, seed=cfg.seed, score=filter_score(
                     split, profile=cfg.profile, seed=cfg.seed, use_cache=use_cache) if filtering else None),
                 enabled=use_cache)
             grid_y = labels_for([10] * NUM_CLASSES)
-            grid_x = _cached((key, "grid", cfg.seed), lambda: _draw(gen, grid_y, seed=cfg.seed, offset=2),
+            grid_x = _cached((key, sampling, "grid", cfg.seed), lambda: _draw(gen, grid_y, seed=cfg.seed, offset=2),
                                   enabled=use_cache)
             run.log_figure(plots.sample_grid(grid_x, grid_y, title=f"{cfg.model} samples (one row per class)"),
                            "samples/grid.png")

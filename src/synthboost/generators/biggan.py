@@ -53,6 +53,8 @@ class BigGANConfig:
         "quick": {"epochs": 50},  # ≈ 1,650 G steps at balanced 5,000
         "paper": {"epochs": 200, "width": 64, "ema_decay": 0.999},
     }
+    #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
+    sampling_fields: ClassVar[tuple[str, ...]] = ("truncation",)
     tunables: ClassVar[dict[str, Tunable]] = {
         "lr_g": FloatRange(2e-5, 5e-4, log=True),
         "lr_d": FloatRange(1e-4, 1e-3, log=True),

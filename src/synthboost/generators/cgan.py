@@ -51,6 +51,8 @@ class CGANConfig:
         "quick": {"epochs": 50},  # ≈ 3,300 G steps at balanced 5,000
         "paper": {"epochs": 150},
     }
+    #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
+    sampling_fields: ClassVar[tuple[str, ...]] = ("truncation",)
     tunables: ClassVar[dict[str, Tunable]] = {
         "lr_g": FloatRange(5e-5, 1e-3, log=True),
         "lr_d": FloatRange(5e-5, 1e-3, log=True),

@@ -63,6 +63,8 @@ class DDPMConfig:
         "paper": {"width": 64, "layers_per_block": 2, "epochs": 200, "batch_size": 128, "lr": 2e-4,
                   "ema_decay": 0.9995, "sampling_steps": 100},
     }
+    #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
+    sampling_fields: ClassVar[tuple[str, ...]] = ("guidance_scale", "sampler", "sampling_steps")
     tunables: ClassVar[dict[str, Tunable]] = {
         "lr": FloatRange(2e-4, 2e-3, log=True),
         "label_dropout": FloatRange(0.05, 0.3),
