@@ -69,6 +69,14 @@ def test_profiles_train_the_adversarial_loop(name):  # registry, profiles, tunab
 
 
 @pytest.mark.parametrize("name", FAMILY)
+def test_quick_gives_small_data_as_many_g_steps_as_balanced_5000(name):
+    cfg = build(generators.get(name).Config, profile="quick")
+    g_steps = {n: adversarial.epochs_for(cfg, n) * (n // cfg.batch_size) // cfg.n_critic for n in (850, 4250)}
+    assert adversarial.epochs_for(cfg, 4250) == cfg.epochs  # the size quick was sized on: unchanged
+    assert g_steps[850] >= cfg.min_g_steps and g_steps[850] >= 0.95 * g_steps[4250]
+
+
+@pytest.mark.parametrize("name", FAMILY)
 @pytest.mark.parametrize("values", [
     {"lr_g": -1e-4}, {"lr_d": 0.0}, {"n_critic": 0}, {"truncation": 0.0}, {"truncation": -0.5},
     {"ema_decay": 1.0}, {"batch_size": 0}, {"n_critics": 2},

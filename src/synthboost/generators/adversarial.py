@@ -27,6 +27,7 @@ Failure detection — both raise ``GeneratorDiverged`` with the reason, which th
 from __future__ import annotations
 
 import abc
+import math
 from typing import ClassVar
 
 import torch
@@ -228,6 +229,16 @@ def train_adversarial(
 
 
 # ---------------------------------------------------------------- the family base
+def epochs_for(cfg, n: int) -> int:
+    """``cfg.epochs``, raised until G takes at least ``cfg.min_g_steps`` steps on ``n`` images.
+
+    A GAN needs a number of G steps more than a number of passes: 50 epochs are 3,300 cgan steps on 4,250
+    images but 650 on the long-tailed 1,000 regime's 850, where quick's cgan then sampled 17% label consistency.
+    """
+    d_steps_per_epoch = max(1, n // min(cfg.batch_size, max(n, 1)))
+    return max(cfg.epochs, math.ceil(cfg.min_g_steps * cfg.n_critic / d_steps_per_epoch))
+
+
 class AdversarialGenerator(TorchGenerator):
     """A class-conditional GAN: ``fit`` runs ``train_adversarial``; ``sample`` draws from the EMA of G."""
 
@@ -250,7 +261,7 @@ class AdversarialGenerator(TorchGenerator):
         D = self.build_discriminator().to(self.device)  # fresh per fit, never checkpointed
         return train_adversarial(
             self.net.g, D, images, labels,
-            epochs=cfg.epochs, batch_size=cfg.batch_size, lr_g=cfg.lr_g, lr_d=cfg.lr_d,
+            epochs=epochs_for(cfg, len(labels)), batch_size=cfg.batch_size, lr_g=cfg.lr_g, lr_d=cfg.lr_d,
             betas=(cfg.beta1, cfg.beta2), n_critic=cfg.n_critic, loss=self.adversarial_loss,
             z_dim=cfg.z_dim, ema=self.net.ema,
             collapse_threshold=cfg.collapse_threshold, collapse_patience=cfg.collapse_patience,

@@ -40,6 +40,8 @@ class BigGANConfig:
     beta2: float = pydantic.Field(default=0.999, ge=0.0, lt=1.0)
     n_critic: int = pydantic.Field(default=2, ge=1, le=10)  # D steps per G step, as in BigGAN
     epochs: int = pydantic.Field(default=50, ge=1, le=2000)
+    # at least this many G steps whatever the data size (adversarial.epochs_for); 0 = just ``epochs``
+    min_g_steps: int = pydantic.Field(default=0, ge=0, le=1_000_000)
     batch_size: int = pydantic.Field(default=64, ge=2, le=4096)
     # horizon ≈ 1/(1-decay) G steps: 200 of quick's 1,650 (0.999 still held 19% of the init weights there and
     # sampled 61% label consistency against 85% for the raw G); paper's longer runs afford 0.999
@@ -50,8 +52,9 @@ class BigGANConfig:
 
     profiles: ClassVar[dict] = {
         "smoke": {"epochs": 1, "width": 8, "batch_size": 64},
-        "quick": {"epochs": 50},  # ≈ 1,650 G steps at balanced 5,000
-        "paper": {"epochs": 200, "width": 64, "ema_decay": 0.999},
+        # 50 epochs ≈ 1,650 G steps at balanced 5,000; min_g_steps gives smaller sets as many
+        "quick": {"epochs": 50, "min_g_steps": 1650},
+        "paper": {"epochs": 200, "width": 64, "ema_decay": 0.999, "min_g_steps": 6600},
     }
     #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
     sampling_fields: ClassVar[tuple[str, ...]] = ("truncation",)

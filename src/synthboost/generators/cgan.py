@@ -40,6 +40,8 @@ class CGANConfig:
     beta2: float = pydantic.Field(default=0.999, ge=0.0, lt=1.0)
     n_critic: int = pydantic.Field(default=1, ge=1, le=10)  # D steps per G step
     epochs: int = pydantic.Field(default=50, ge=1, le=2000)
+    # at least this many G steps whatever the data size (adversarial.epochs_for); 0 = just ``epochs``
+    min_g_steps: int = pydantic.Field(default=0, ge=0, le=1_000_000)
     batch_size: int = pydantic.Field(default=64, ge=2, le=4096)
     ema_decay: float = pydantic.Field(default=0.999, ge=0.0, lt=1.0)
     truncation: float | None = pydantic.Field(default=None, gt=0.0, le=10.0)  # sampling noise in [-t, t]
@@ -48,12 +50,14 @@ class CGANConfig:
 
     profiles: ClassVar[dict] = {
         "smoke": {"epochs": 1, "width": 16, "batch_size": 64},
-        "quick": {"epochs": 50},  # ≈ 3,300 G steps at balanced 5,000
-        "paper": {"epochs": 150},
+        # 50 epochs ≈ 3,300 G steps at balanced 5,000; min_g_steps gives smaller sets as many
+        "quick": {"epochs": 50, "min_g_steps": 3300},
+        "paper": {"epochs": 150, "min_g_steps": 10000},
     }
     #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
     sampling_fields: ClassVar[tuple[str, ...]] = ("truncation",)
     tunables: ClassVar[dict[str, Tunable]] = {
+        "truncation": FloatRange(0.5, 2.0),  # sampling only: a study searches it on one trained GAN
         "lr_g": FloatRange(5e-5, 1e-3, log=True),
         "lr_d": FloatRange(5e-5, 1e-3, log=True),
         "z_dim": IntRange(16, 128, log=True),
