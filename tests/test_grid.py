@@ -97,6 +97,14 @@ def test_grid_runs_every_cell_once_and_resumes_after_an_interruption(tracker, tm
     assert parent.data.tags["optuna.study_name"] == "grid-g1"
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs)
 
+    # the parent deleted in the UI: the next run of the grid opens a new one instead of crashing
+    tracker.client.delete_run(parent.info.run_id)
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage])
+    assert out.exit_code == 0 and "0 cells run now, 12 were already done" in out.stdout, out.output
+    st = optuna.load_study(study_name="grid-g1", storage=open_storage(storage))
+    new_parent = tracker.client.get_run(st.user_attrs["mlflow_parent_run_id"])
+    assert new_parent.info.run_id != parent.info.run_id and new_parent.info.status == "FINISHED"
+
 
 @pytest.mark.parametrize("text,message", [
     (GRID.replace("[none, vae]", "[none, vea]"), "unknown model 'vea'"),

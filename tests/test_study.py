@@ -79,6 +79,14 @@ def test_two_workers_meet_the_budget_exactly_with_one_child_run_per_trial(tracke
     art = {a.path for a in tracker.client.list_artifacts(parent, "optuna")}
     assert "optuna/optimization_history.png" in art
     assert "best_params" in tracker.client.get_run(parent).data.tags
+    # its parent deleted in the UI, a resume opens a new parent rather than failing to reopen the old one
+    tracker.client.delete_run(parent)
+    result = invoke("--model", "vae", "--config", str(study_file), "--n-trials", "6", "--storage", storage,
+                    "--name", "two", "--experiment", "test-study")
+    assert result.exit_code == 0, result.output
+    st, parent3, _ = trials_and_children(tracker, "two", storage)
+    assert parent3 != parent and len(st.trials) == 6
+    assert tracker.client.get_run(parent3).info.status == "FINISHED"
 
 
 def test_pruned_and_failed_trials_end_killed_and_failed(tracker, tmp_path, study_file, monkeypatch):

@@ -232,7 +232,7 @@ def prepare(spec: GridSpec, units: list[dict], *, storage_url: str, tracker):
     name = f"grid-{spec.experiment}"
     study = optuna.create_study(study_name=name, storage=open_storage(storage_url), load_if_exists=True)
     parent = study.user_attrs.get("mlflow_parent_run_id")
-    if parent is None:
+    if parent is None or not tracker.run_is_active(parent):  # first run, or its parent was deleted: a new one
         parent = tracker.open_parent(experiment=spec.experiment, name=f"grid {spec.experiment}", tags={
             "synthboost.kind": "grid", "optuna.study_name": name, "optuna.storage": redact(storage_url),
             "profile": spec.profile})

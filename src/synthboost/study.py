@@ -241,7 +241,7 @@ def prepare(spec: StudySpec, *, name: str, storage_url: str, experiment: str, tr
     tags = {"synthboost.kind": "study", "optuna.study_name": name, "optuna.storage": redact(storage_url),
             "model": spec.model, "regime": spec.regime, "size": spec.size, "profile": spec.profile,
             "classifier": spec.classifier}
-    if parent is None or (env_run and env_run != parent):
+    if parent is None or (env_run and env_run != parent) or not tracker.run_is_active(parent):
         parent = tracker.open_parent(experiment=experiment, name=f"study {name}", tags=tags)
         study.set_user_attr("mlflow_parent_run_id", parent)
         study.set_user_attr("mlflow_tracking_uri", tracker.uri)

@@ -184,6 +184,15 @@ class Tracker:
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
 
+    def run_is_active(self, run_id: str) -> bool:
+        """True when the run exists and has not been deleted (e.g. from the UI): only then can it be reopened."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except MlflowException:
+            return False
+
     def close_run(self, run_id: str, status: str, *, error: str | None = None) -> None:
         if error:
             self.client.set_tag(run_id, "error", error[:5000])
