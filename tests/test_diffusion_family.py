@@ -249,3 +249,14 @@ def test_clip_train_command_logs_the_clip_once_and_the_clip_family_reuses_it(tra
 
     bad = runner.invoke(app, ["clip", "train", "--profile", "huge"])
     assert bad.exit_code == 2 and "unknown profile 'huge'" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["ddpm", "clip"])
+def test_quick_gives_small_data_as_many_steps_as_balanced_5000(name):
+    from synthboost.config import build
+    from synthboost.generators import ddpm
+
+    cfg = build(generators.get(name).Config, profile="quick")
+    steps = {n: ddpm.epochs_for(cfg, n) * (n // cfg.batch_size) for n in (850, 4250)}
+    assert ddpm.epochs_for(cfg, 4250) == cfg.epochs  # the size quick was sized on: unchanged
+    assert steps[850] >= cfg.min_steps and steps[850] >= 0.99 * steps[4250]
