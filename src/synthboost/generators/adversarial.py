@@ -27,7 +27,6 @@ Failure detection — both raise ``GeneratorDiverged`` with the reason, which th
 from __future__ import annotations
 
 import abc
-import math
 from typing import ClassVar
 
 import torch
@@ -37,7 +36,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..data import NUM_CLASSES, to_float
 from ..errors import GeneratorDiverged
-from .base import EpochCallback, TorchGenerator, batches, check_finite, make_ema, progress_bar
+from .base import EpochCallback, TorchGenerator, batches, check_finite, epochs_with_floor, make_ema, progress_bar
 
 PROBE_PER_CLASS = 32  # images per class for the collapse probe: 496 pairs, cheap next to an epoch
 
@@ -235,8 +234,9 @@ def epochs_for(cfg, n: int) -> int:
     A GAN needs a number of G steps more than a number of passes: 50 epochs are 3,300 cgan steps on 4,250
     images but 650 on the long-tailed 1,000 regime's 850, where quick's cgan then sampled 17% label consistency.
     """
-    d_steps_per_epoch = max(1, n // min(cfg.batch_size, max(n, 1)))
-    return max(cfg.epochs, math.ceil(cfg.min_g_steps * cfg.n_critic / d_steps_per_epoch))
+    # every batch is a D step and every n_critic-th also a G step
+    return epochs_with_floor(epochs=cfg.epochs, min_steps=cfg.min_g_steps * cfg.n_critic, n=n,
+                             batch_size=cfg.batch_size)
 
 
 class AdversarialGenerator(TorchGenerator):

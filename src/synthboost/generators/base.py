@@ -166,6 +166,13 @@ def check_finite(parts: dict[str, float], *, where: str) -> None:
         raise GeneratorDiverged(f"{where}: non-finite loss {bad}")
 
 
+def epochs_with_floor(*, epochs: int, min_steps: int, n: int, batch_size: int) -> int:
+    """``epochs``, raised until an epoch loop over ``n`` images in batches (``batches``, drop_last) makes at least
+    ``min_steps`` steps: heavy models need a number of steps more than a number of passes."""
+    per_epoch = max(1, n // max(1, min(batch_size, n)))
+    return max(epochs, math.ceil(min_steps / per_epoch))
+
+
 def batches(n: int, batch_size: int, *, device: torch.device, drop_last: bool = True):
     """randperm index slices over a dataset held as one tensor (no DataLoader)."""
     perm = torch.randperm(n, device=device)

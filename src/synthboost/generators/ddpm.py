@@ -23,7 +23,6 @@ only changes how a label becomes the UNet's conditioning.
 from __future__ import annotations
 
 import abc
-import math
 from typing import ClassVar, Literal
 
 import pydantic
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 
 from ..config import Choice, FloatRange, IntRange, Tunable, config
 from ..data import NUM_CLASSES
-from .base import EpochCallback, TorchGenerator, autocast, make_ema, pick_amp, train_likelihood
+from .base import EpochCallback, TorchGenerator, autocast, epochs_with_floor, make_ema, pick_amp, train_likelihood
 
 NULL_LABEL = NUM_CLASSES  # the "no label" class of classifier-free guidance
 Sampler = Literal["ddim", "dpm", "ddpm"]
@@ -157,7 +156,7 @@ def epochs_for(cfg: DDPMConfig, n: int) -> int:
     12 epochs are 792 steps on balanced 5,000's 4,250 images but 156 on the long tail's 850, where quick's DDPM
     then sampled 43-55% label consistency (FID 150-170): the denoiser needs steps, not passes.
     """
-    return max(cfg.epochs, math.ceil(cfg.min_steps / max(1, n // min(cfg.batch_size, max(n, 1)))))
+    return epochs_with_floor(epochs=cfg.epochs, min_steps=cfg.min_steps, n=n, batch_size=cfg.batch_size)
 
 
 class DiffusionGenerator(TorchGenerator):
