@@ -112,6 +112,14 @@ def sampling_values(gen_cfg) -> dict[str, Any]:
     return {k: getattr(gen_cfg, k) for k in getattr(type(gen_cfg), "sampling_fields", ())}
 
 
+def load_generator(tracker, run_id: str, gen_cfg):
+    """The generator checkpointed by ``run_id``, set to sample with ``gen_cfg``'s sampling-only values (they are
+    not part of the generator key, so the checkpoint may carry others)."""
+    gen = generators.load(tracker.load_checkpoint(run_id))
+    gen.config = build(type(gen_cfg), as_dict(gen.config) | sampling_values(gen_cfg), prefix="gen")
+    return gen
+
+
 def generator_key(cfg: RunConfig, data_digest: str) -> str:
     """Hash of everything a generator's training depends on (not the mix, not the classifier, and not the
     sampling-only fields: a trial that changes only the guidance scale or the temperature reuses the weights)."""
@@ -215,10 +223,7 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     if use_cache:
         found = tracker.find_generator_run(key)
         if found is not None:
-            gen = generators.load(tracker.load_checkpoint(found))
-            # same weights, this run's sampling settings (they are not part of the key)
-            gen.config = build(type(cfg.gen), as_dict(gen.config) | sampling_values(cfg.gen), prefix="gen")
-            return gen, found, True
+            return load_generator(tracker, found, cfg.gen), found, True
     seed_everything(cfg.seed)
     gen = cls(cfg.gen)
     curves: list[tuple[int, dict[str, float]]] = []
@@ -403,7 +408,7 @@ def evaluate_run(run_id: str, *, tracker) -> dict[str, float]:
     split = make_split(cfg.data, cfg.seed)
     if split.digest != info["tags"].get("data_digest"):
         raise UserError(f"run {run_id}: the data on this machine differs from the run's (data_digest mismatch)")
-    gen = generators.load(tracker.load_checkpoint(gen_run))
+    gen = load_generator(tracker, gen_run, cfg.gen)  # with the run's own guidance / temperature / truncation
     return log_quality(gen, cfg, split, tracker=tracker, run=tracker.attach(run_id))
 
 
