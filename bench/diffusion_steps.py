@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if too_many:  # fail before any sampling, not after the slow settings
         ap.error(f"{', '.join(too_many)}: more steps than the generator's {gen.config.num_train_timesteps} "
                  "training timesteps")
-    state, extractor_run = tracking.cached_model(
-        tracker, kind="extractor", key=quality.extractor_key(profile), name=f"feature extractor ({profile})",
-        train=lambda: quality.train_extractor(profile=profile))
+    state, extractor_run = pipeline.feature_extractor(tracker, profile=profile)  # the gen/* metrics' own
     feats = quality.ExtractorFeatures(quality.load_extractor(state))
     test = load_fashion_mnist()
     print(f"{origin}; guidance scale {gen.config.guidance_scale:g}; extractor run {extractor_run} ({profile}); "

@@ -358,6 +358,18 @@ def project_clip(tracker, *, profile: str, progress: bool = False) -> tuple[dict
                                  train=lambda: clip_model.train_clip(profile=profile, progress=progress))
 
 
+def feature_extractor(tracker, *, profile: str) -> tuple[dict, str]:
+    """The quality metrics' feature extractor of ``profile``: trained once, then loaded from its run.
+
+    Returns (state, run id); the run (experiment ``synthboost-models``) holds its test accuracy.
+    """
+    from . import quality, tracking
+
+    return tracking.cached_model(tracker, kind="extractor", key=quality.extractor_key(profile),
+                                 name=f"feature extractor ({profile})",
+                                 train=lambda: quality.train_extractor(profile=profile))
+
+
 #: generated samples per class for FID/KID/IS/precision-recall (the real reference has as many per class)
 QUALITY_PER_CLASS = {"smoke": 50, "quick": 500, "paper": 1000}
 #: the same for families whose ``slow_sampling`` is set (diffusion: ~5 images/s on a 2-core CPU, so quick's
@@ -372,12 +384,10 @@ def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run) -> dict[str,
     used for selection.  The feature extractor is trained once per data digest and profile and kept as an
     MLflow run of its own (tag ``gen.extractor_run_id``).
     """
-    from . import quality, tracking
+    from . import quality
 
     slow = getattr(gen, "slow_sampling", False)
-    state, extractor_run = tracking.cached_model(
-        tracker, kind="extractor", key=quality.extractor_key(cfg.profile),
-        name=f"feature extractor ({cfg.profile})", train=lambda: quality.train_extractor(profile=cfg.profile))
+    state, extractor_run = feature_extractor(tracker, profile=cfg.profile)
     result = quality.generator_quality(
         gen, extractor=quality.load_extractor(state), real_x=split.test_x, real_y=split.test_y,
         test_x=split.test_x, test_y=split.test_y, train_x=split.train_x, train_y=split.train_y,
