@@ -232,9 +232,13 @@ def analyse(runs: pd.DataFrame) -> Analysis:
 
 
 def _cell_name(row) -> str:
-    mix = mix_label(row["mix_ratio"], row["mix_strategy"], row["mix_weight"], baseline=row["model"] in BASELINES,
-                    filter_=row.get("mix_filter", ""))
-    return f"{row['variant']} {row['regime']}/{row['size']} {row['classifier']} {mix}"
+    return f"{row['variant']} {row['regime']}/{row['size']} {row['classifier']} {_row_mix(row)}"
+
+
+def _row_mix(row) -> str:
+    """``mix_label`` of a cell row (results, runs or gains)."""
+    return mix_label(row["mix_ratio"], row["mix_strategy"], row["mix_weight"], baseline=row["model"] in BASELINES,
+                     filter_=row.get("mix_filter", ""))
 
 
 def mix_label(ratio: float, strategy: str, weight: float, *, baseline: bool = False, filter_: str = "") -> str:
@@ -432,9 +436,7 @@ def _series_labels(results: pd.DataFrame) -> pd.Series:
                if (results.groupby("variant")[c].nunique() > 1).any()]
     label = results["variant"].astype(str)
     if any(c.startswith("mix") for c in varying):
-        label = label + " " + results.apply(lambda r: mix_label(r["mix_ratio"], r["mix_strategy"], r["mix_weight"],
-                                                                 baseline=r["model"] in BASELINES,
-                                                                 filter_=r["mix_filter"]), axis=1)
+        label = label + " " + results.apply(_row_mix, axis=1)
     if "setup" in varying:
         label = label + " #" + results["setup"]
     if "profile" in varying:
@@ -605,8 +607,7 @@ def _id_columns(df: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     if results["profile"].nunique() > 1:
         out["profile"] = df["profile"]
     out["regime"], out["size"], out["classifier"] = df["regime"], df["size"], df["classifier"]
-    out["mix"] = [mix_label(r, s, w, baseline=m in BASELINES, filter_=f) for r, s, w, m, f in
-                  zip(df["mix_ratio"], df["mix_strategy"], df["mix_weight"], df["model"], df["mix_filter"])]
+    out["mix"] = df.apply(_row_mix, axis=1) if len(df) else []
     if (results.groupby([c for c in CELL if c != "setup"])["setup"].nunique() > 1).any():
         out["setup"] = df["setup"]
     return out
