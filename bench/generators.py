@@ -13,7 +13,9 @@ steady state: (fit time - first epoch) / (epochs - 1).
 Throughput = images/s of ``sample_batched`` (uint8 on the CPU, the pipeline's path) after one warm-up.
 Families with ``slow_sampling`` (the diffusion ones: ddpm, clip, whose ``generate(labels, *, sampler, steps)``
 runs a reverse chain) get one more column per ``--steps`` count: images/s of the DPM-Solver++ sampler at that
-many steps, same images and guidance scale; other families leave those cells empty.
+many steps, same images and guidance scale, and the same images at the profile's step count in fp32
+(``gen.sampling_amp=off``) and in the precision ``auto`` picks here (bf16 on a CPU with native bf16), with their
+ratio; other families leave those cells empty.
 
 On a shared CPU, OpenMP threads that spin while waiting slow everyone down (and measured 6× slower
 here with 2 threads on an oversubscribed 2-core machine), so waiting threads sleep unless
@@ -32,7 +34,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once when torch's Op
 import torch  # noqa: E402
 
 from synthboost import generators  # noqa: E402
-from synthboost.config import PROFILES, DataConfig, build  # noqa: E402
+from synthboost.config import PROFILES, DataConfig, as_dict, build  # noqa: E402
 from synthboost.data import NUM_CLASSES, make_split, to_uint8, unlabeled_pool  # noqa: E402
 from synthboost.generators.base import pick_device  # noqa: E402
 
@@ -82,6 +84,14 @@ def bench_family(name: str, split, *, profile: str, epochs: int | None, samples:
             for i in range(0, len(few), 500):  # sample_batched's chunks; .cpu() waits for a GPU
                 to_uint8(gen.generate(few[i:i + 500], sampler="dpm", steps=n_steps)).cpu()
             steps_img_per_s[n_steps] = len(few) / (time.perf_counter() - start)
+        # the sampling precision, side by side: fp32 against what gen.sampling_amp=auto picks on this machine
+        for amp in ("off", "auto"):
+            gen.config = build(type(cfg), as_dict(cfg) | {"sampling_amp": amp}, prefix="gen")
+            start = time.perf_counter()
+            for i in range(0, len(few), 500):
+                to_uint8(gen.generate(few[i:i + 500])).cpu()
+            steps_img_per_s[f"amp_{amp}"] = len(few) / (time.perf_counter() - start)
+        gen.config = cfg
     return {"family": name, "epochs": n_epochs, "fit_s": fit_s, "first_s": first_s, "s_per_epoch": steady_s,
             "img_per_s": len(labels) / sample_s, "steps_img_per_s": steps_img_per_s, "note": ""}
 
@@ -131,16 +141,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  done {name}", file=sys.stderr, flush=True)
 
     print("| family | epochs | fit s | first epoch s | s/epoch | sample img/s | "
-          + "".join(f"dpm {n} steps img/s | " for n in steps) + "note |")
-    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(steps) + "---|")
+          + "".join(f"dpm {n} steps img/s | " for n in steps) + "fp32 img/s | auto-precision img/s | ratio | note |")
+    print("|---|---:|---:|---:|---:|---:|" + "---:|" * (len(steps) + 3) + "---|")
     for r in rows:
         if "fit_s" in r:
             by_steps = r["steps_img_per_s"]
+            amp = (f"{by_steps['amp_off']:.1f} | {by_steps['amp_auto']:.1f} | "
+                   f"{by_steps['amp_auto'] / by_steps['amp_off']:.2f} | ") if "amp_off" in by_steps else " | | | "
             print(f"| {r['family']} | {r['epochs']} | {r['fit_s']:.1f} | {r['first_s']:.2f} | {r['s_per_epoch']:.2f} "
                   f"| {r['img_per_s']:.0f} | "
-                  + "".join(f"{by_steps[n]:.1f} | " if n in by_steps else " | " for n in steps) + f"{r['note']} |")
+                  + "".join(f"{by_steps[n]:.1f} | " if n in by_steps else " | " for n in steps) + amp + f"{r['note']} |")
         else:
-            print(f"| {r['family']} | | | | | | " + " | " * len(steps) + f"{r['note']} |")
+            print(f"| {r['family']} | | | | | | " + " | " * (len(steps) + 3) + f"{r['note']} |")
     return 1 if any(r["note"].startswith("failed") for r in rows) else 0
 
 

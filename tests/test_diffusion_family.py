@@ -11,10 +11,11 @@ from torch import nn
 from synthboost import generators
 from synthboost.clip_model import (CLIPConfig, caption_vocab, clip_key, load_clip, pretrained_state, text_embeddings,
                                    train_clip)
-from synthboost.config import DataConfig, build
+from synthboost.config import DataConfig, as_dict, build
 from synthboost.data import NUM_CLASSES, make_split
 from synthboost.errors import UserError
-from synthboost.generators.base import TorchGenerator, pick_amp, train_likelihood
+from synthboost.generators import base
+from synthboost.generators.base import TorchGenerator, pick_amp, pick_sampling_amp, train_likelihood
 from synthboost.generators.ddpm import NULL_LABEL, cfg_combine
 
 FAMILY = ["ddpm", "clip"]
@@ -66,6 +67,32 @@ def test_pick_amp():
     assert pick_amp(torch.device("cpu")) is None  # auto: fp32 on the CPU
     assert pick_amp(torch.device("cpu"), "bf16") is torch.bfloat16
     assert pick_amp(torch.device("cuda"), "off") is None
+
+
+def test_sampling_precision_auto_follows_the_hardware(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(base, "cpu_has_bf16", lambda: True)
+    assert pick_sampling_amp(cpu) is torch.bfloat16
+    assert pick_sampling_amp(cpu, "off") is None
+    monkeypatch.setattr(base, "cpu_has_bf16", lambda: False)  # emulated bf16 is slower than fp32
+    assert pick_sampling_amp(cpu) is None
+    assert pick_sampling_amp(cuda, train_mode="fp16") is torch.float16  # auto on CUDA: as training
+    assert pick_sampling_amp(cuda, train_mode="off") is None
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_bf16_sampling_draws_the_fp32_images(name, trained):
+    gen = trained(name)
+    labels = torch.arange(NUM_CLASSES).repeat(2)
+    draws = {}
+    for amp in ("off", "bf16"):
+        gen.config = build(type(gen.config), as_dict(gen.config) | {"sampling_amp": amp}, prefix="gen")
+        torch.manual_seed(5)
+        draws[amp] = gen.sample(labels)
+    gen.config = build(type(gen.config), as_dict(gen.config) | {"sampling_amp": "auto"}, prefix="gen")
+    diff = (draws["off"] - draws["bf16"]).abs()
+    assert not torch.equal(draws["off"], draws["bf16"])  # bf16 did run
+    assert float(diff.mean()) < 0.02, float(diff.mean())
 
 
 def test_likelihood_loop_runs_under_bf16_autocast():

@@ -284,8 +284,15 @@ def test_unlabeled_size_beyond_the_pool_is_a_user_error(split):
 @pytest.mark.slow
 def test_bench_generators_prints_one_row_per_family():
     bench = Path(__file__).resolve().parents[1] / "bench" / "generators.py"
-    out = subprocess.run([sys.executable, str(bench), "--profile", "smoke", "--families", "cvae,vqvae",
-                          "--size", "300", "--samples", "20"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, str(bench), "--profile", "smoke", "--families", "cvae,vqvae,ddpm",
+                          "--size", "300", "--samples", "20", "--steps", "2,4", "--step-samples", "10"],
+                         capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
-    rows = [line for line in out.stdout.splitlines() if line.startswith("| cvae") or line.startswith("| vqvae")]
-    assert len(rows) == 2 and "failed" not in out.stdout
+    rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines()
+            if line.startswith(("| cvae", "| vqvae", "| ddpm"))}
+    assert set(rows) == {"cvae", "vqvae", "ddpm"} and "failed" not in out.stdout
+    # diffusion gets a throughput per step count and fp32 vs auto precision with their ratio; the VAE doesn't
+    ddpm_cells = [c.strip() for c in rows["ddpm"].split("|")[7:-2]]
+    assert len(ddpm_cells) == 5 and all(float(c) > 0 for c in ddpm_cells)
+    assert float(ddpm_cells[-1]) == pytest.approx(float(ddpm_cells[-2]) / float(ddpm_cells[-3]), rel=0.02)
+    assert [c.strip() for c in rows["cvae"].split("|")[7:-2]] == [""] * 5

@@ -56,6 +56,23 @@ def pick_amp(device: torch.device, mode: str = "auto") -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated, slow."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def pick_sampling_amp(device: torch.device, mode: str = "auto", *, train_mode: str = "auto") -> torch.dtype | None:
+    """Autocast dtype for sampling: auto = training's choice on CUDA, bf16 on a CPU with native bf16 (diffusion
+    sampling there took half the time for the same FID and label consistency; bench/generators.py), else fp32;
+    off | bf16 | fp16 as ``pick_amp``."""
+    if mode != "auto":
+        return pick_amp(device, mode)
+    if device.type == "cuda":
+        return pick_amp(device, train_mode)
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
+
+
 def autocast(device: torch.device, amp: torch.dtype | None):
     """``torch.autocast`` in ``amp``, or nothing when ``amp`` is None."""
     return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()

@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from ..config import Choice, FloatRange, IntRange, Tunable, config
 from ..data import NUM_CLASSES
-from .base import EpochCallback, TorchGenerator, autocast, epochs_with_floor, make_ema, pick_amp, train_likelihood
+from .base import (EpochCallback, TorchGenerator, autocast, epochs_with_floor, make_ema, pick_amp,
+                   pick_sampling_amp, train_likelihood)
 
 NULL_LABEL = NUM_CLASSES  # the "no label" class of classifier-free guidance
 Sampler = Literal["ddim", "dpm", "ddpm"]
@@ -58,6 +59,8 @@ class DDPMConfig:
     min_steps: int = pydantic.Field(default=0, ge=0, le=10_000_000)
     batch_size: int = pydantic.Field(default=64, ge=1, le=4096)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16/fp16 autocast on CUDA, fp32 on CPU
+    # sampling only; auto: as ``amp`` on CUDA, bf16 on CPUs with native bf16 (base.pick_sampling_amp)
+    sampling_amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
 
     profiles: ClassVar[dict] = {
         "smoke": {"width": 8, "epochs": 1, "sampling_steps": 4},
@@ -67,7 +70,7 @@ class DDPMConfig:
                   "ema_decay": 0.9995, "sampling_steps": 100, "min_steps": 6600},
     }
     #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
-    sampling_fields: ClassVar[tuple[str, ...]] = ("guidance_scale", "sampler", "sampling_steps")
+    sampling_fields: ClassVar[tuple[str, ...]] = ("guidance_scale", "sampler", "sampling_steps", "sampling_amp")
     tunables: ClassVar[dict[str, Tunable]] = {
         "lr": FloatRange(2e-4, 2e-3, log=True),
         "label_dropout": FloatRange(0.05, 0.3),
@@ -197,7 +200,7 @@ class DiffusionGenerator(TorchGenerator):
         # the condition is drawn once per image (the clip family picks a caption template here)
         cond = self.net.condition(labels)
         null = self.net.condition(torch.full_like(labels, NULL_LABEL))
-        amp = pick_amp(self.device, cfg.amp)
+        amp = pick_sampling_amp(self.device, cfg.sampling_amp, train_mode=cfg.amp)
         x = torch.randn(len(labels), 1, 28, 28, device=self.device) * sched.init_noise_sigma
         for t in sched.timesteps:
             with autocast(self.device, amp):
