@@ -6,7 +6,8 @@
 Registry-driven: every family in ``synthboost.generators.FAMILIES`` gets a row, so families added later
 appear without touching this file.  Each family trains with its profile's config on the balanced regime
 (``--size`` images before the validation split is carved out).  ``--epochs N`` caps every ``*epochs``
-field of the config at N (e.g. vqvae's ``epochs`` and ``prior_epochs``) to keep timing runs short.
+field of the config at N (e.g. vqvae's ``epochs`` and ``prior_epochs``) and drops the step floors
+(``min_steps``, ``min_g_steps``) to keep timing runs short.
 Epochs are counted through ``on_epoch`` (all stages, e.g. vqvae's autoencoder then its prior); the first
 epoch carries one-time costs (kernel selection, allocations), so it has its own column and s/epoch is the
 steady state: (fit time - first epoch) / (epochs - 1).
@@ -44,6 +45,8 @@ def capped_config(cls, profile: str, epochs: int | None):
     if epochs is None:
         return cfg
     values = {k: min(v, epochs) for k, v in vars(cfg).items() if k.endswith("epochs") and isinstance(v, int)}
+    # the step floors (gen.min_steps, gen.min_g_steps) would raise the epochs again: a cap drops them
+    values |= {k: 0 for k in vars(cfg) if k.startswith("min_") and k.endswith("steps")}
     return build(cls.Config, values, profile=profile)
 
 
