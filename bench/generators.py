@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once when torch's Op
 import torch  # noqa: E402
 
 from synthboost import generators  # noqa: E402
-from synthboost.config import PROFILES, DataConfig, as_dict, build  # noqa: E402
+from synthboost.config import PROFILES, DataConfig, build, replace  # noqa: E402
 from synthboost.data import NUM_CLASSES, make_split, to_uint8, unlabeled_pool  # noqa: E402
 from synthboost.generators.base import pick_device  # noqa: E402
 
@@ -53,6 +53,14 @@ def capped_config(cls, profile: str, epochs: int | None):
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def chain_img_per_s(gen, labels: torch.Tensor, **generate) -> float:
+    """Images/s of a diffusion family's ``generate`` (``sampler``/``steps`` overrides) over ``labels``."""
+    start = time.perf_counter()
+    for i in range(0, len(labels), 500):  # sample_batched's chunks; .cpu() waits for a GPU
+        to_uint8(gen.generate(labels[i:i + 500], **generate)).cpu()
+    return len(labels) / (time.perf_counter() - start)
 
 
 def bench_family(name: str, split, *, profile: str, epochs: int | None, samples: int, seed: int,
@@ -83,17 +91,11 @@ def bench_family(name: str, split, *, profile: str, epochs: int | None, samples:
     if getattr(gen, "slow_sampling", False):  # diffusion: the step count sets the sampling cost, so time a few
         few = labels[torch.linspace(0, len(labels) - 1, min(step_samples, len(labels))).long()]
         for n_steps in steps:
-            start = time.perf_counter()
-            for i in range(0, len(few), 500):  # sample_batched's chunks; .cpu() waits for a GPU
-                to_uint8(gen.generate(few[i:i + 500], sampler="dpm", steps=n_steps)).cpu()
-            steps_img_per_s[n_steps] = len(few) / (time.perf_counter() - start)
+            steps_img_per_s[n_steps] = chain_img_per_s(gen, few, sampler="dpm", steps=n_steps)
         # the sampling precision, side by side: fp32 against what gen.sampling_amp=auto picks on this machine
         for amp in ("off", "auto"):
-            gen.config = build(type(cfg), as_dict(cfg) | {"sampling_amp": amp}, prefix="gen")
-            start = time.perf_counter()
-            for i in range(0, len(few), 500):
-                to_uint8(gen.generate(few[i:i + 500])).cpu()
-            steps_img_per_s[f"amp_{amp}"] = len(few) / (time.perf_counter() - start)
+            gen.config = replace(cfg, {"sampling_amp": amp}, prefix="gen")
+            steps_img_per_s[f"amp_{amp}"] = chain_img_per_s(gen, few)
         gen.config = cfg
     return {"family": name, "epochs": n_epochs, "fit_s": fit_s, "first_s": first_s, "s_per_epoch": steady_s,
             "img_per_s": len(labels) / sample_s, "steps_img_per_s": steps_img_per_s, "note": ""}

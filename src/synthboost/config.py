@@ -96,6 +96,11 @@ def as_dict(cfg) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def replace(cfg, values: dict[str, Any], *, prefix: str = ""):
+    """A validated copy of ``cfg`` with ``values`` changed (unknown keys and bad values are ``UserError``)."""
+    return build(type(cfg), as_dict(cfg) | values, prefix=prefix)
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"gen": {"beta": 1}}`` -> ``{"gen.beta": 1}`` (lists stay values)."""
     out: dict[str, Any] = {}

@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from . import classifiers, generators
-from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice
+from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, replace
 from .data import NUM_CLASSES, Split, make_split, regime_counts, unlabeled_pool
 from .errors import UserError
 from .metrics import classification_metrics, confusion
@@ -116,7 +116,7 @@ def load_generator(tracker, run_id: str, gen_cfg):
     """The generator checkpointed by ``run_id``, set to sample with ``gen_cfg``'s sampling-only values (they are
     not part of the generator key, so the checkpoint may carry others)."""
     gen = generators.load(tracker.load_checkpoint(run_id))
-    gen.config = build(type(gen_cfg), as_dict(gen.config) | sampling_values(gen_cfg), prefix="gen")
+    gen.config = replace(gen.config, sampling_values(gen_cfg), prefix="gen")
     return gen
 
 
