@@ -21,7 +21,9 @@ from pydantic.dataclasses import dataclass as _pdataclass
 from .errors import UserError
 
 PROFILES = ("smoke", "quick", "paper")
-Profile = Literal["smoke", "quick", "paper"]
+Profile = Literal["smoke", "quick", "paper"]  # the same names, as a type for configs (pydantic checks them)
+REGIMES = ("balanced", "semi", "high")
+Regime = Literal["balanced", "semi", "high"]
 
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -113,6 +115,20 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def unflatten(flat: dict[str, Any], *, sections: tuple[str, ...] | None = None,
+              what: str = "key") -> dict[str, dict[str, Any]]:
+    """``{"gen.beta": 1}`` -> ``{"gen": {"beta": 1}}``; with ``sections``, any other section is a ``UserError``
+    (``what`` names the keys in that message, e.g. "fixed key")."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, dot, name = str(key).partition(".")
+        if not dot or not name or (sections is not None and section not in sections):
+            known = f" with section {', '.join(sections)}" if sections else ""
+            raise UserError(f"{what} {key!r}: expected section.key{known}")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, dict[str, Any]]:
     """``["gen.beta=2", "clf.epochs=3"]`` -> ``{"gen": {"beta": 2}, "clf": {"epochs": 3}}``."""
     out: dict[str, dict[str, Any]] = {}
@@ -149,14 +165,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the shared configs
-REGIMES = ("balanced", "semi", "high")
 
 
 @config
 class DataConfig:
     """Which real images a run sees."""
 
-    regime: Literal["balanced", "semi", "high"] = "balanced"
+    regime: Regime = "balanced"
     size: int = pydantic.Field(default=1000, ge=100, le=60000)
     val_fraction: float = pydantic.Field(default=0.15, gt=0.0, lt=0.5)
     # semi: the two classes that get 1/6 of a majority class's count (default: Pullover, Shirt)

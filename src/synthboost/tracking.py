@@ -27,6 +27,28 @@ DEFAULT_EXPERIMENT = "synthboost"
 MODELS_EXPERIMENT = "synthboost-models"  # auxiliary models: feature extractor, CLIP
 MAX_PARAMS, MAX_METRICS, MAX_TAGS = 100, 1000, 100  # MLflow's per-log_batch limits
 
+# ---------------------------------------------------------------- tag names (the store's schema)
+TAG_KIND = "synthboost.kind"  # experiment | study | grid | report | model
+TAG_CONFIG_KEY = "config_key"  # hash of a cell's whole config: a grid skips a FINISHED cell with the same key
+TAG_GENERATOR_KEY = "generator_key"  # hash of what a generator's training depends on
+TAG_GENERATOR_TRAINED = "generator_trained"  # "true" on the run that trained (and logged) the generator
+TAG_GENERATOR_RUN_ID = "generator_run_id"  # the run whose checkpoint a run used
+TAG_GENERATOR_REUSED = "generator_reused"
+TAG_VARIANT = "variant"  # the grid's name for a configured model (e.g. dvae-blur); the model otherwise
+TAG_ERROR = "error"
+KIND_EXPERIMENT, KIND_STUDY, KIND_GRID, KIND_REPORT, KIND_MODEL = "experiment", "study", "grid", "report", "model"
+
+
+def kind_filter(kind: str, *, finished: bool = True) -> str:
+    """The ``search_runs`` filter for runs of one kind (FINISHED ones by default)."""
+    status = " and attributes.status = 'FINISHED'" if finished else ""
+    return f"tags.`{TAG_KIND}` = '{kind}'{status}"
+
+
+def env_run_id() -> str | None:
+    """The run ``mlflow run`` opened for this process (it exports ``MLFLOW_RUN_ID``), if any."""
+    return os.environ.get("MLFLOW_RUN_ID") or None
+
 
 # ---------------------------------------------------------------- where things live
 def project_root() -> Path:
@@ -130,7 +152,7 @@ class Tracker:
         With ``parent_run_id`` the run is nested under that run, in the parent's experiment.  Exceptions in
         ``killed_on`` (e.g. a pruned trial) end the run as KILLED rather than FAILED.
         """
-        env_run = os.environ.get("MLFLOW_RUN_ID") if use_env_run else None
+        env_run = env_run_id() if use_env_run else None
         tags = {k: str(v) for k, v in (tags or {}).items()}
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
@@ -151,7 +173,7 @@ class Tracker:
         try:
             yield run
         except KeyboardInterrupt:
-            self.client.set_tag(run_id, "error", "interrupted")
+            self.client.set_tag(run_id, TAG_ERROR, "interrupted")
             self.client.set_terminated(run_id, "KILLED")
             raise
         except killed_on as err:
@@ -170,7 +192,7 @@ class Tracker:
     # -- runs that outlive one process (study / grid parents) ---------------------------------------------
     def open_parent(self, *, experiment: str, name: str, tags: dict[str, Any]) -> str:
         """A parent run left open for workers; under ``mlflow run`` it is the run mlflow opened."""
-        env_run = os.environ.get("MLFLOW_RUN_ID")
+        env_run = env_run_id()
         if env_run:
             self.attach(env_run).set_tags(tags | {"mlflow.runName": name})
             return env_run
@@ -195,7 +217,7 @@ class Tracker:
 
     def close_run(self, run_id: str, status: str, *, error: str | None = None) -> None:
         if error:
-            self.client.set_tag(run_id, "error", error[:5000])
+            self.client.set_tag(run_id, TAG_ERROR, error[:5000])
         self.client.set_terminated(run_id, status)
 
     def run_status(self, run_id: str) -> str:
@@ -236,7 +258,7 @@ class Tracker:
 
     def find_generator_run(self, generator_key: str) -> str | None:
         """The run that trained and logged the generator with this key (any experiment), if any."""
-        runs = self.search(f"tags.generator_key = '{generator_key}' and tags.generator_trained = 'true'",
+        runs = self.search(f"tags.{TAG_GENERATOR_KEY} = '{generator_key}' and tags.{TAG_GENERATOR_TRAINED} = 'true'",
                            max_results=1)
         return runs[0].info.run_id if runs else None
 
@@ -285,7 +307,7 @@ def cached_model(tracker: Tracker, *, kind: str, key: str, name: str,
     if found is not None:
         return tracker.load_checkpoint(found, "model/model.pt"), found
     with tracker.run(experiment=experiment, name=name, tags={"aux_kind": kind, "aux_key": key,
-                                                           "synthboost.kind": "model", "git_commit": git_commit()},
+                                                           TAG_KIND: KIND_MODEL, "git_commit": git_commit()},
                      use_env_run=False) as run:
         state, metrics, params = train()
         run.log_params(params)
@@ -374,7 +396,7 @@ class Run:
     def fail(self, err: BaseException) -> None:
         msg = f"{type(err).__name__}: {err}"
         try:
-            self.client.set_tag(self.id, "error", msg[:5000])
+            self.client.set_tag(self.id, TAG_ERROR, msg[:5000])
             self.client.set_terminated(self.id, "FAILED")
         finally:
             self.status = "FAILED"
@@ -435,8 +457,7 @@ def runs_frame(tracker: Tracker, experiment_names: list[str] | None = None, *, k
         try:
             token = None
             while True:
-                page = client.search_runs(list(ids), f"tags.`synthboost.kind` = '{kind}' and attributes.status = "
-                                          "'FINISHED'", max_results=5000, page_token=token)
+                page = client.search_runs(list(ids), kind_filter(kind), max_results=5000, page_token=token)
                 for r in page:
                     row = {"run_id": r.info.run_id, "experiment_id": r.info.experiment_id,
                            "experiment": ids.get(r.info.experiment_id, ""), "run_name": r.info.run_name,
