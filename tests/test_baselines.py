@@ -135,7 +135,11 @@ def test_oversample_reaches_the_balance_counts_with_real_training_images_only(sp
     idx = oversample_indices(split.train_y, counts, seed=0)
     added_x, added_y = split.train_x[idx], split.train_y[idx]
     assert torch.bincount(added_y, minlength=10).tolist() == counts
-    assert (real + torch.tensor(counts)).tolist() == [r + c for r, c in zip(real.tolist(), counts)]
+    # the tail is levelled: the classes that got copies end within one image of each other (the water level),
+    # and every class left alone is already at or above that level
+    after, filled = real + torch.tensor(counts), torch.tensor(counts) > 0
+    assert filled.sum() >= 2 and after[filled].max() - after[filled].min() <= 1
+    assert (~filled).sum() == 0 or after[~filled].min() >= after[filled].max() - 1
     train = {(int(y), x.numpy().tobytes()) for x, y in zip(split.train_x, split.train_y)}
     assert all((int(y), x.numpy().tobytes()) in train for x, y in zip(added_x, added_y))
     held_out = {x.numpy().tobytes() for x in torch.cat([split.val_x, split.test_x])} - {k[1] for k in train}
@@ -259,13 +263,8 @@ def test_none_strong_applies_the_recipe_under_the_users_values():
 
 
 # ---------------------------------------------------------------- bad input
-BAD = [
+BAD = [  # one choice and one bound through the CLI (the config layer is tested once, in test_config_mixing)
     (["--set", "clf.augment=rotate"], "clf.augment"),
-    (["--set", "clf.sampler=weighted"], "clf.sampler"),
-    (["--set", "clf.class_weight=auto"], "clf.class_weight"),
-    (["--set", "clf.schedule=step"], "clf.schedule"),
-    (["--set", "clf.early_stopping=-1"], "clf.early_stopping"),
-    (["--set", "mix.filter=oracle"], "mix.filter"),
     (["--set", "mix.filter_threshold=1.5"], "mix.filter_threshold"),
     (["--model", "none", "--set", "gen.latent_dim=8"], "trains no generator"),
     (["--model", "none-strong", "--set", "gen.latent_dim=8"], "trains no generator"),
@@ -307,7 +306,7 @@ def test_oversample_smoke_run_logs_its_copies(tracker):
     counts = synthetic_counts(real, MixConfig(ratio=1.0, strategy="balance"))
     m = r.data.metrics
     assert [m[f"mix/oversampled_count_{k}"] for k in range(10)] == counts
-    assert m["mix/oversampled_total"] == sum(counts) == sum(real)  # ratio 1: as many copies as real images
+    assert m["mix/oversampled_total"] == sum(real)  # ratio 1: as many copies as real images
     assert not any(k.startswith("mix/synthetic") for k in m)
     assert "mix=1×balance" in r.info.run_name
 

@@ -1,5 +1,5 @@
 """Classification metrics (accuracy, balanced accuracy, macro-F1, per-class precision/recall, confusion
-matrix) and generator quality (see the ``quality`` section below)."""
+matrix).  Generator quality (FID, KID, IS, precision/recall, CAS) lives in ``quality.py``."""
 
 from __future__ import annotations
 

@@ -253,7 +253,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                    use_cache: bool = True, extra_tags: dict[str, str] | None = None,
                    killed_on: tuple[type[BaseException], ...] = (),
                    on_start: Callable[[str], None] | None = None) -> RunResult:
-    """Run one experiment cell and record it as one MLflow run (see DESIGN.md for names and layout).
+    """Run one experiment cell and record it as one MLflow run.
 
     ``on_epoch`` sees the classifier's per-epoch values (a study reports them to Optuna and may raise a
     pruning exception, listed in ``killed_on`` so the run ends KILLED); ``on_start`` gets the run id first.
