@@ -39,6 +39,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         from synthboost import classifiers, generators, pipeline
+        from synthboost import queue
         from synthboost import study as study_mod
         from synthboost.data import make_split
         from synthboost.mixing import labels_for, mix, synthetic_counts
@@ -92,7 +93,7 @@ def main() -> None:
         times = {"with cache": study(True)}
         after = floor()
         times["without cache"] = study(False)
-        ran = optuna.load_study(study_name="bench-True", storage=study_mod.open_storage(
+        ran = optuna.load_study(study_name="bench-True", storage=queue.open_storage(
             str(Path(tmp, "True.journal")))).trials
         assert [t.params for t in ran] == [t.params for t in replay.trials], "replayed mix settings differ"
     t_gen, t_clf = ((a + b) / 2 for a, b in zip(before, after))

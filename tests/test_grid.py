@@ -73,7 +73,7 @@ def test_grid_runs_every_cell_once_and_resumes_after_an_interruption(tracker, tm
     # so pretend it died long ago — the resume must fail it, close its run and retry it
     import optuna
 
-    from synthboost.study import open_storage
+    from synthboost.queue import open_storage
 
     st = optuna.load_study(study_name="grid-g1", storage=open_storage(storage))
     for t in st.get_trials(states=(optuna.trial.TrialState.RUNNING,)):

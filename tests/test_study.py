@@ -10,6 +10,7 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
+from synthboost import queue
 from synthboost import study as study_mod
 from synthboost.cli import app
 
@@ -39,7 +40,7 @@ def study_file(tmp_path):
 
 
 def trials_and_children(tracker, name, storage):
-    st = optuna.load_study(study_name=name, storage=study_mod.open_storage(storage))
+    st = optuna.load_study(study_name=name, storage=queue.open_storage(storage))
     parent = st.user_attrs["mlflow_parent_run_id"]
     exp = tracker.client.get_run(parent).info.experiment_id
     children = tracker.client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent}'")
@@ -132,7 +133,7 @@ def test_a_killed_worker_is_recovered_on_resume(tracker, tmp_path, study_file):
     study_mod.prepare(spec, name="killed", storage_url=storage, experiment="test-study", tracker=tracker)
     worker = subprocess.Popen([sys.executable, "-m", "synthboost", "study-worker", "--name", "killed",
                                "--storage", storage], env=os.environ.copy())
-    st = optuna.load_study(study_name="killed", storage=study_mod.open_storage(storage))
+    st = optuna.load_study(study_name="killed", storage=queue.open_storage(storage))
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until the worker is inside a trial with its MLflow run open
         running = [t for t in st.get_trials() if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
@@ -148,7 +149,7 @@ def test_a_killed_worker_is_recovered_on_resume(tracker, tmp_path, study_file):
     st, parent, children = trials_and_children(tracker, "killed", storage)
     numbers = [t.number for t in st.trials]
     assert len(numbers) == len(set(numbers))
-    assert study_mod.budget_counts(st)["done"] == 3
+    assert queue.budget_counts(st)["done"] == 3
     dead = [t for t in st.trials if t.state.name == "FAIL"]
     assert len(dead) == 1 and "died" in dead[0].user_attrs["fail_reason"]
     assert any(t.user_attrs.get("retry_of") == dead[0].number for t in st.trials)  # retried with its params

@@ -158,6 +158,7 @@ def study(
     experiment: Annotated[str, typer.Option(help="MLflow experiment of the parent run.")] = "synthboost-studies",
 ) -> None:
     """Tune the mix and the generator with Optuna; every trial is a nested MLflow run."""
+    from . import queue
     from . import study as study_mod
 
     if n_trials is not None and n_trials < 1:
@@ -167,7 +168,7 @@ def study(
     spec = study_mod.load_spec(model=model, path=config, overrides={
         "n_trials": n_trials, "regime": regime, "size": size, "profile": profile})
     name = name or f"{model}-{spec.regime}-{spec.size}-{spec.profile}"
-    url = storage or study_mod.default_storage()
+    url = storage or queue.default_storage()
     summary = study_mod.run_study(spec, name=name, storage_url=url, experiment=experiment, workers=workers,
                                   progress=sys.stderr.isatty())
     t = summary["trials"]
@@ -202,20 +203,20 @@ def dashboard(
     """Start optuna-dashboard on the project's Optuna storage and print the URL."""
     import shutil
 
-    from . import study as study_mod
+    from . import queue
 
-    url = storage or study_mod.default_storage()
-    if study_mod._is_journal(url) and not os.path.isfile(url):
+    url = storage or queue.default_storage()
+    if queue.is_journal(url) and not os.path.isfile(url):
         raise UserError(f"no Optuna storage at {url} yet; run `synthboost study` first")
     page = f"http://{host}:{port}/dashboard"
     if name is not None:
         import optuna
 
-        summaries = optuna.get_all_study_summaries(study_mod.open_storage(url), include_best_trial=False)
-        ids = {s.study_name: s._study_id for s in summaries}
-        if name not in ids:
-            raise UserError(f"no study named {name!r} in {url} (studies: {', '.join(ids) or 'none'})")
-        page += f"/studies/{ids[name]}"
+        store = queue.open_storage(url)
+        names = optuna.study.get_all_study_names(store)
+        if name not in names:
+            raise UserError(f"no study named {name!r} in {url} (studies: {', '.join(names) or 'none'})")
+        page += f"/studies/{store.get_study_id_from_name(name)}"
     exe = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     if exe is None:
         raise UserError("optuna-dashboard is not installed; `pip install optuna-dashboard`")
@@ -235,13 +236,12 @@ def grid(
 ) -> None:
     """Run every model × regime × size × seed × classifier × mix cell; resumable; one MLflow run per cell."""
     from . import grid as grid_mod
-    from . import study as study_mod
-    from . import tracking
+    from . import queue, tracking
 
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     spec = grid_mod.load_grid(config, profile=profile)
-    url = storage or study_mod.default_storage()
+    url = storage or queue.default_storage()
     if dry_run:
         units = grid_mod.plan(spec, url)
         st = grid_mod.status(spec, units, tracking.Tracker())
@@ -295,8 +295,8 @@ def report(
     for c in result.claims:
         typer.echo(f"  ({c.key}) {c.statement}: {c.verdict}")
     if result.run_id:
-        where = "the run `mlflow run` opened" if os.environ.get("MLFLOW_RUN_ID") else report_mod.REPORTS_EXPERIMENT
-        typer.echo(f"logged as MLflow run {result.run_id} ({where}; tag synthboost.kind = report); "
+        where = "the run `mlflow run` opened" if tracking.env_run_id() else report_mod.REPORTS_EXPERIMENT
+        typer.echo(f"logged as MLflow run {result.run_id} ({where}; tag {tracking.TAG_KIND} = {tracking.KIND_REPORT}); "
                    "open it with `synthboost ui`")
 
 

@@ -4,9 +4,9 @@ A *unit* is one generator — (variant, regime, size, seed) — together with ev
 (classifiers × mix settings), so no two workers ever train the same generator.  Each unit is enqueued as a
 fixed Optuna trial (``enqueue_trial`` with the unit in its user attributes) in a study named
 ``grid-<experiment>``; ``--workers K`` processes, here or on any machine that reaches both stores, pull units
-with ask/tell.  Every cell is one MLflow run nested under the grid's parent run, tagged with its
-``config_key``: a cell whose FINISHED run has the same key is skipped, so re-running the same command after a
-crash finishes only what is missing.  Stale units (dead worker) are failed and re-enqueued as in studies.
+from that work queue (queue.py).  Every cell is one MLflow run nested under the grid's parent run, tagged with
+its ``config_key``: a cell whose FINISHED run has the same key is skipped, so re-running the same command after
+a crash finishes only what is missing.  Stale units (dead worker) are failed and re-enqueued by the queue.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import pydantic
 
-from . import classifiers, generators
-from .config import PROFILES, REGIMES, MixConfig, build, config, load_yaml
+from . import classifiers, generators, queue
+from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, build, config, load_yaml, unflatten
 from .errors import UserError
-from .study import _budget_lock, _Heartbeat, open_storage, recover_stale_trials, redact, split_fixed
+from .study import split_fixed
+from .tracking import KIND_EXPERIMENT, KIND_GRID, TAG_CONFIG_KEY, TAG_VARIANT
 
 
 @config
@@ -32,12 +32,12 @@ class GridSpec:
     """studies/grid.yaml: the axes of the grid and the mix settings of every generator cell."""
 
     experiment: str = "grid"
-    profile: Literal["smoke", "quick", "paper"] = "quick"
+    profile: Profile = "quick"
     # "all" = every baseline and family of the registry (families with variants, e.g. dvae's noises, once
     # per variant); or names; or {model: M, name: LABEL, gen: {key: value}, clf: {key: value}} for one
     # configured variant (clf: e.g. the strong recipe under a generator mix)
     models: list[Any] = pydantic.Field(default_factory=lambda: ["all"])
-    regimes: list[Literal["balanced", "semi", "high"]] = pydantic.Field(default_factory=lambda: list(REGIMES))
+    regimes: list[Regime] = pydantic.Field(default_factory=lambda: list(REGIMES))
     sizes: list[int] = pydantic.Field(default_factory=lambda: [1000, 5000])
     seeds: list[int] = pydantic.Field(default_factory=lambda: [0, 1, 2], min_length=1)
     classifiers: list[str] = pydantic.Field(default_factory=lambda: ["cnn"])
@@ -116,17 +116,14 @@ def _mix_settings(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
         import optuna
 
         try:
-            study = optuna.load_study(study_name=m["from_study"], storage=open_storage(storage_url))
+            study = optuna.load_study(study_name=m["from_study"], storage=queue.open_storage(storage_url))
             best = study.best_params
         except KeyError:
-            raise UserError(f"grid: no study named {m['from_study']!r} in {redact(storage_url)}") from None
+            raise UserError(f"grid: no study named {m['from_study']!r} in {queue.redact(storage_url)}") from None
         except ValueError:
             raise UserError(f"grid: study {m['from_study']!r} has no complete trial yet") from None
         model = json.loads(study.user_attrs["synthboost.spec"])["model"]
-        split: dict[str, dict[str, Any]] = {}
-        for k, v in best.items():
-            section, _, name = k.partition(".")
-            split.setdefault(section, {})[name] = v
+        split = unflatten(best)
         out.append({"mix": split.get("mix", {}), "gen": split.get("gen", {}), "study_model": model,
                     "label": f"best of {m['from_study']}"})
     return out
@@ -173,20 +170,20 @@ def plan(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- store look-ups
 def _finished_keys(tracker, experiment_id: str) -> dict[str, float]:
     """config_key -> duration (s) of every FINISHED cell run in the grid's experiment."""
-    runs = tracker.search("attributes.status = 'FINISHED' and tags.`synthboost.kind` = 'experiment'",
-                          experiment_ids=[experiment_id], max_results=50000)
-    return {r.data.tags.get("config_key", ""): ((r.info.end_time or 0) - (r.info.start_time or 0)) / 1000
-            for r in runs}
+    runs = tracker.finished_runs(KIND_EXPERIMENT, experiment_ids=[experiment_id])
+    return {r.data.tags.get(TAG_CONFIG_KEY, ""): _seconds(r) for r in runs}
 
 
 def _durations_by_model(tracker) -> dict[str, list[float]]:
-    runs = tracker.search("attributes.status = 'FINISHED' and tags.`synthboost.kind` = 'experiment'",
-                          max_results=50000)
     out: dict[str, list[float]] = {}
-    for r in runs:
+    for r in tracker.finished_runs(KIND_EXPERIMENT):
         key = f"{r.data.tags.get('model')}|{r.data.tags.get('profile')}"
-        out.setdefault(key, []).append(((r.info.end_time or 0) - (r.info.start_time or 0)) / 1000)
+        out.setdefault(key, []).append(_seconds(r))
     return out
+
+
+def _seconds(run) -> float:
+    return ((run.info.end_time or 0) - (run.info.start_time or 0)) / 1000
 
 
 @dataclass
@@ -222,26 +219,17 @@ def status(spec: GridSpec, units: list[dict], tracker) -> GridStatus:
 # ---------------------------------------------------------------- running
 def prepare(spec: GridSpec, units: list[dict], *, storage_url: str, tracker):
     """Create/resume the grid's study and parent run; enqueue every unit that still has missing cells."""
-    import warnings
-
     import optuna
     from optuna.trial import TrialState
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    name = f"grid-{spec.experiment}"
-    study = optuna.create_study(study_name=name, storage=open_storage(storage_url), load_if_exists=True)
-    parent = study.user_attrs.get("mlflow_parent_run_id")
-    if parent is None or not tracker.run_is_active(parent):  # first run, or its parent was deleted: a new one
-        parent = tracker.open_parent(experiment=spec.experiment, name=f"grid {spec.experiment}", tags={
-            "synthboost.kind": "grid", "optuna.study_name": name, "optuna.storage": redact(storage_url),
-            "profile": spec.profile})
-        study.set_user_attr("mlflow_parent_run_id", parent)
-        study.set_user_attr("mlflow_tracking_uri", tracker.uri)
-    else:
-        tracker.reopen(parent)
-    with _budget_lock(storage_url):
-        recover_stale_trials(study, tracker)
+    study = queue.create_study(f"grid-{spec.experiment}", storage_url)
+    # a grid keeps its parent on a resume even when `mlflow run` opened a new run for it (a study moves)
+    parent, _ = queue.open_parent_run(study, tracker, experiment=spec.experiment, name=f"grid {spec.experiment}",
+                                      kind=KIND_GRID, storage_url=storage_url, tags={"profile": spec.profile},
+                                      follow_env_run=False)
+    with queue.budget_lock(storage_url):
+        queue.recover_stale_trials(study, tracker)
         done_keys = _finished_keys(tracker, tracker.experiment_id(spec.experiment))
         queued = {t.user_attrs.get("unit_id") for t in study.get_trials(
             deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
@@ -258,32 +246,22 @@ def unit_id(unit: dict) -> str:
 
 def work(name: str, storage_url: str, *, experiment: str, progress=None) -> dict[str, int]:
     """Pull units until the queue is empty; returns counts of cells run / skipped / failed."""
-    import optuna
     from optuna.trial import TrialState
 
     from .tracking import Tracker
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=name, storage=open_storage(storage_url))
-    except KeyError:
-        raise UserError(f"no grid study named {name!r} in {redact(storage_url)}") from None
+    study = queue.load_study(name, storage_url, what="grid study")
     tracker = Tracker()
-    parent = study.user_attrs["mlflow_parent_run_id"]
+    parent = queue.parent_run_id(study)
     exp_id = tracker.experiment_id(experiment)
     counts = {"run": 0, "skipped": 0, "failed": 0}
-    while True:
-        with _budget_lock(storage_url):
-            recover_stale_trials(study, tracker)
-            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                break
-            trial = study.ask()
+    for trial in queue.next_trials(study, storage_url, tracker):  # only the enqueued units
         if "unit" not in trial.user_attrs:  # another machine took the last unit between check and ask
             study.tell(trial, state=TrialState.FAIL)
             continue
         unit = json.loads(trial.user_attrs["unit"])
         failures = []
-        with _Heartbeat(trial):
+        with queue.Heartbeat(trial):
             done_keys = _finished_keys(tracker, exp_id)
             for cell in unit["cells"]:
                 if cell["key"] in done_keys:
@@ -316,13 +294,11 @@ def _run_cell(unit: dict, cell: dict, *, trial, tracker, parent: str, experiment
                       gen_metrics=unit["gen_metrics"])
     run_experiment(cfg, tracker=tracker, experiment=experiment, parent_run_id=parent, use_env_run=False,
                    progress=False, on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-                   extra_tags={"variant": unit["variant"], "grid": f"grid-{experiment}",
+                   extra_tags={TAG_VARIANT: unit["variant"], "grid": f"grid-{experiment}",
                                "optuna.trial_number": trial.number})
 
 
 def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progress: bool = True) -> dict[str, Any]:
-    import subprocess
-
     from tqdm.auto import tqdm
 
     from .tracking import Tracker
@@ -338,19 +314,20 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
         if workers <= 1:
             counts = work(name, storage_url, experiment=spec.experiment, progress=bar.update)
         else:
-            procs = [subprocess.Popen([sys.executable, "-m", "synthboost", "grid-worker", "--name", name,
-                                       "--storage", storage_url, "--experiment", spec.experiment])
-                     for _ in range(workers)]
             exp = tracker.experiment_id(spec.experiment)
+            keys = {c["key"] for u in units for c in u["cells"]}
             seen = before.done
-            while any(p.poll() is None for p in procs):
-                time.sleep(5)
-                now = len(set(_finished_keys(tracker, exp)) & {c["key"] for u in units for c in u["cells"]})
+
+            def show_finished() -> None:
+                nonlocal seen
+                now = len(set(_finished_keys(tracker, exp)) & keys)
                 bar.update(max(0, now - seen))
                 seen = max(seen, now)
-            if any(p.returncode for p in procs):
-                print(f"warning: worker exit codes {[p.returncode for p in procs]}; re-run to resume",
-                      file=sys.stderr)
+
+            codes = queue.run_workers("grid-worker", workers, name=name, storage_url=storage_url,
+                                      args=lambda i: ["--experiment", spec.experiment], while_waiting=show_finished)
+            if any(codes):
+                print(f"warning: worker exit codes {codes}; re-run to resume", file=sys.stderr)
     after = status(spec, units, tracker)
     if after.done == after.cells:
         tracker.close_run(parent, "FINISHED")

@@ -5,37 +5,28 @@ run tagged ``optuna.trial_number`` / ``optuna.study_name``; the Optuna trial car
 user attribute ``mlflow_run_id`` and the study carries the parent's id, so each is found from the other.
 Trial state maps to run status: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED (tag ``error``).
 
-Storage is the work queue.  The embedded default is a JournalStorage file under ``tracking/`` (safe for
-several processes; SQLite is not); any Optuna storage URL (PostgreSQL for many machines) works too.  The
-study's spec is stored in the study itself, so a worker needs only the study name and the storage URL.
-Workers use ask/tell so that the study-wide trial budget is exact: on a journal file the check-and-ask is
-done under a file lock.  Optuna 5's JournalStorage has no heartbeat, so liveness is one mechanism for every
-storage: each running trial records its worker (host:pid) and a heartbeat timestamp; a trial whose worker
-is gone (dead pid on this host, or a heartbeat older than the grace period) is marked FAIL, its MLflow run
-is closed as FAILED, and the same parameters are enqueued again as a retry.
+The study's spec is stored in the study itself (user attribute ``synthboost.spec``), so a worker needs only
+the study name and the storage URL.  Storage, budget, heartbeats, stale-trial recovery and worker processes
+are the work queue's (queue.py); this module is what a study adds to it: the spec, the search space, the
+objective, and the summary written into the parent run at the end.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
 import sys
-import threading
-import time
-import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pydantic
 
-from . import classifiers, generators
-from .config import Choice, FloatRange, IntRange, MixConfig, Tunable, build, config, load_yaml
-from .errors import TrackingUnavailable, UserError
+from . import classifiers, generators, queue
+from .config import (Choice, FloatRange, IntRange, MixConfig, Profile, Regime, Tunable, build, config, load_yaml,
+                     unflatten)
+from .errors import UserError
+from .tracking import KIND_STUDY, env_run_id
 
-HEARTBEAT_SECONDS = 15.0
-GRACE_SECONDS = 120.0
+FIXED_SECTIONS = ("data", "mix", "clf", "gen")
 OBJECTIVES = ("val/balanced_accuracy", "val/macro_f1", "val/accuracy")
 
 
@@ -59,10 +50,10 @@ class StudySpec:
     """One YAML file under studies/: fixed context, budget, objective, sampler, pruner, search space."""
 
     model: str | None = None
-    regime: Literal["balanced", "semi", "high"] = "high"
+    regime: Regime = "high"
     size: int = pydantic.Field(default=1000, ge=100, le=60000)
     classifier: str = "cnn"
-    profile: Literal["smoke", "quick", "paper"] = "quick"
+    profile: Profile = "quick"
     seeds: list[int] = pydantic.Field(default_factory=lambda: [0], min_length=1)
     n_trials: int = pydantic.Field(default=20, ge=1)
     objective: Literal["val/balanced_accuracy", "val/macro_f1", "val/accuracy"] = "val/balanced_accuracy"
@@ -156,100 +147,27 @@ def _narrow(key: str, base: Tunable, narrow: Any) -> Tunable:
 
 def split_fixed(fixed: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{"clf.epochs": 3}`` -> ``{"clf": {"epochs": 3}}``, checking the sections."""
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in fixed.items():
-        section, dot, name = key.partition(".")
-        if not dot or section not in ("data", "mix", "clf", "gen"):
-            raise UserError(f"fixed key {key!r}: expected section.key with section data, mix, clf or gen")
-        out.setdefault(section, {})[name] = value
-    return out
-
-
-# ---------------------------------------------------------------- storage
-def default_storage() -> str:
-    from .tracking import tracking_dir
-
-    return os.environ.get("SYNTHBOOST_OPTUNA_STORAGE") or str(tracking_dir() / "optuna.journal")
-
-
-def _is_journal(url: str) -> bool:
-    return "://" not in url
-
-
-def open_storage(url: str):
-    """A JournalStorage for a file path, an RDBStorage for a database URL; unreachable -> UserError."""
-    import optuna
-
-    if _is_journal(url):
-        from optuna.storages.journal import JournalFileBackend
-
-        path = Path(url)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-        except OSError as err:
-            raise TrackingUnavailable(f"cannot open the Optuna journal {path} ({err.strerror})") from None
-    engine_kwargs = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else None
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as err:  # sqlalchemy raises many types for a bad or unreachable URL
-        raise TrackingUnavailable(f"Optuna storage {redact(url)} is unreachable or invalid "
-                                  f"({type(err).__name__}); check --storage / SYNTHBOOST_OPTUNA_STORAGE") from None
-
-
-def redact(url: str) -> str:
-    """Hide a password in a storage URL before it goes into a tag or a message."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':')[0]}:***@{host}"
-    return url
-
-
-@contextlib.contextmanager
-def _budget_lock(storage_url: str):
-    """Serialise check-and-ask between processes on one machine (journal files); no-op for databases."""
-    if not _is_journal(storage_url):
-        yield
-        return
-    import fcntl
-
-    with open(storage_url + ".budget-lock", "a") as fh:  # not ".lock": Optuna's own journal lock uses it
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return unflatten(fixed, sections=FIXED_SECTIONS, what="fixed key")
 
 
 # ---------------------------------------------------------------- creating / resuming a study
 def prepare(spec: StudySpec, *, name: str, storage_url: str, experiment: str, tracker) -> Any:
     """Create or resume the study and its MLflow parent run; returns the optuna Study."""
-    import optuna
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = open_storage(storage_url)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    study = queue.create_study(name, storage_url, direction="maximize")
     old = study.user_attrs.get("synthboost.spec")
     new = spec_json(spec)
     if old is not None and {**json.loads(old), "n_trials": 0} != {**json.loads(new), "n_trials": 0}:
         raise UserError(f"study {name!r} exists with a different spec; choose another --name to start afresh")
     study.set_user_attr("synthboost.spec", new)  # a higher n_trials on resume raises the budget
     study.set_metric_names([spec.objective])
-    parent = study.user_attrs.get("mlflow_parent_run_id")
-    env_run = os.environ.get("MLFLOW_RUN_ID")
-    tags = {"synthboost.kind": "study", "optuna.study_name": name, "optuna.storage": redact(storage_url),
-            "model": spec.model, "regime": spec.regime, "size": spec.size, "profile": spec.profile,
-            "classifier": spec.classifier}
-    if parent is None or (env_run and env_run != parent) or not tracker.run_is_active(parent):
-        parent = tracker.open_parent(experiment=experiment, name=f"study {name}", tags=tags)
-        study.set_user_attr("mlflow_parent_run_id", parent)
-        study.set_user_attr("mlflow_tracking_uri", tracker.uri)
+    parent, created = queue.open_parent_run(
+        study, tracker, experiment=experiment, name=f"study {name}", kind=KIND_STUDY, storage_url=storage_url,
+        tags={"model": spec.model, "regime": spec.regime, "size": spec.size, "profile": spec.profile,
+              "classifier": spec.classifier})
+    if created:
         flat = {f"study.{k}": (json.dumps(v) if isinstance(v, (dict, list)) else v)
                 for k, v in json.loads(new).items() if k != "n_trials"}  # n_trials may grow on resume: a tag
         tracker.attach(parent).log_params(flat)
-    else:
-        tracker.reopen(parent)
     tracker.attach(parent).set_tags({"study.n_trials": spec.n_trials})
     return study
 
@@ -260,33 +178,70 @@ def spec_json(spec: StudySpec) -> str:
     return json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str)
 
 
+# ---------------------------------------------------------------- the objective
+def suggest(trial, space: dict[str, Tunable]) -> dict[str, dict[str, Any]]:
+    """The trial's values for the search space, by section: ``{"mix": {"ratio": 0.5}, …}``."""
+    values: dict[str, Any] = {}
+    for key, t in space.items():
+        if isinstance(t, Choice):
+            values[key] = trial.suggest_categorical(key, list(t.values))
+        elif isinstance(t, IntRange):
+            values[key] = trial.suggest_int(key, t.low, t.high, log=t.log)
+        else:
+            values[key] = trial.suggest_float(key, t.low, t.high, log=t.log)
+    return unflatten(values)
+
+
+def objective(trial, spec: StudySpec, *, study_name: str, tracker, parent: str, progress: bool,
+              use_cache: bool = True) -> float:
+    """One trial: the suggested values over the study's fixed ones, run on every seed; the mean objective.
+
+    Each seed is one MLflow child run of ``parent``; the first seed's validation curve drives pruning.
+    """
+    import optuna
+
+    from . import pipeline
+
+    overrides = suggest(trial, resolve_space(spec))
+    for section, kv in split_fixed(spec.fixed).items():
+        overrides[section] = kv | overrides.get(section, {})  # a suggested value wins over a fixed one
+    values: list[float] = []
+    for i, seed in enumerate(spec.seeds):
+        cfg = pipeline.make_config(model=spec.model, classifier=spec.classifier, regime=spec.regime,
+                                   size=spec.size, seed=seed, profile=spec.profile, overrides=overrides,
+                                   gen_metrics=spec.gen_metrics)
+
+        def on_epoch(epoch: int, m: dict[str, float], first: bool = i == 0) -> None:
+            # only the first seed's curve drives pruning (later seeds restart the epoch count)
+            if first and "val_balanced_accuracy" in m:
+                trial.report(m["val_balanced_accuracy"], epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        result = pipeline.run_experiment(
+            cfg, tracker=tracker, parent_run_id=parent, use_env_run=False, on_epoch=on_epoch,
+            progress=progress, killed_on=(optuna.TrialPruned,), use_cache=use_cache,
+            on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id) if i == 0
+            else trial.set_user_attr(f"mlflow_run_id_seed{seed}", run_id),
+            extra_tags={"optuna.trial_number": trial.number, "optuna.study_name": study_name})
+        values.append(result.metrics[spec.objective])
+    return sum(values) / len(values)
+
+
 # ---------------------------------------------------------------- the worker loop
 def work(name: str, storage_url: str, *, worker_index: int = 0, progress: bool = False,
          use_cache: bool = True) -> int:
     """Pull trials until the study-wide budget is met; returns the number of trials this worker ran."""
-    import optuna
-
     from .tracking import Tracker
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = open_storage(storage_url)
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise UserError(f"no study named {name!r} in {redact(storage_url)}") from None
+    study = queue.load_study(name, storage_url)
     spec = build(StudySpec, json.loads(study.user_attrs["synthboost.spec"]))
     study.sampler = _sampler(spec, worker_index)
     study.pruner = _pruner(spec)
     tracker = Tracker()
-    parent = study.user_attrs["mlflow_parent_run_id"]
+    parent = queue.parent_run_id(study)
     ran = 0
-    while True:
-        with _budget_lock(storage_url):
-            recover_stale_trials(study, tracker)
-            if not _should_start(study, spec.n_trials):
-                break
-            trial = study.ask()
+    for trial in queue.next_trials(study, storage_url, tracker, budget=spec.n_trials):
         ran += 1
         _run_trial(study, trial, spec, tracker=tracker, parent=parent, progress=progress, use_cache=use_cache)
     return ran
@@ -310,133 +265,16 @@ def _pruner(spec: StudySpec):
                                        n_warmup_steps=spec.pruner.n_warmup_steps)
 
 
-def budget_counts(study) -> dict[str, int]:
-    """done (COMPLETE, PRUNED, FAIL not retried), running, waiting."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
-    done = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-               or (t.state == TrialState.FAIL and t.number not in retried))
-    return {"done": done, "running": sum(t.state == TrialState.RUNNING for t in trials),
-            "waiting": sum(t.state == TrialState.WAITING for t in trials)}
-
-
-def _should_start(study, n_trials: int) -> bool:
-    c = budget_counts(study)
-    if c["waiting"]:
-        return True  # a retry (or an enqueued trial) is owed
-    return c["done"] + c["running"] < n_trials
-
-
-def recover_stale_trials(study, tracker) -> list[int]:
-    """Fail trials whose worker is gone, close their MLflow runs as FAILED, enqueue a retry of each."""
-    from optuna.trial import TrialState
-
-    host, now, failed = socket.gethostname(), time.time(), []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker", "")
-        w_host, _, w_pid = worker.partition(":")
-        beat = t.user_attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else now)
-        dead_here = w_host == host and w_pid.isdigit() and not _pid_alive(int(w_pid))
-        if not (dead_here or now - beat > GRACE_SECONDS):
-            continue
-        reason = f"worker {worker or '?'} died (no heartbeat since {time.ctime(beat)})"
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id and tracker.run_status(run_id) == "RUNNING":  # a grid unit's earlier cells may be FINISHED
-            tracker.close_run(run_id, "FAILED", error=reason)
-        carry = {k: v for k, v in t.user_attrs.items() if k in ("unit", "unit_id")}  # a grid unit's payload
-        study.enqueue_trial(t.params, user_attrs={**carry, "retry_of": t.number}, skip_if_exists=False)
-        failed.append(t.number)
-    return failed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (killed child not yet reaped by its parent) is dead for our purposes
-    with contextlib.suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-            return False
-    return True
-
-
-class _Heartbeat:
-    """Stamps the trial every few seconds from a thread, so a long generator training still looks alive."""
-
-    def __init__(self, trial):
-        self.trial, self.stop = trial, threading.Event()
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("heartbeat", time.time())
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self):
-        while not self.stop.wait(HEARTBEAT_SECONDS):
-            with contextlib.suppress(Exception):  # a storage hiccup must not kill the trial
-                self.trial.set_user_attr("heartbeat", time.time())
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=5)
-
-
-def suggest(trial, space: dict[str, Tunable]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for key, t in space.items():
-        if isinstance(t, Choice):
-            value = trial.suggest_categorical(key, list(t.values))
-        elif isinstance(t, IntRange):
-            value = trial.suggest_int(key, t.low, t.high, log=t.log)
-        else:
-            value = trial.suggest_float(key, t.low, t.high, log=t.log)
-        section, _, name = key.partition(".")
-        out.setdefault(section, {})[name] = value
-    return out
-
-
 def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress: bool, use_cache: bool = True) -> None:
+    """The objective under a heartbeat, told to the study: its value, PRUNED, or FAIL with the reason."""
     import optuna
     from optuna.trial import TrialState
 
-    from . import pipeline
-
-    values: list[float] = []
     try:
-        with _Heartbeat(trial):
-            overrides = suggest(trial, resolve_space(spec))
-            for section, kv in split_fixed(spec.fixed).items():
-                overrides.setdefault(section, {}).update({k: v for k, v in kv.items()
-                                                         if k not in overrides.get(section, {})})
-            for i, seed in enumerate(spec.seeds):
-                cfg = pipeline.make_config(model=spec.model, classifier=spec.classifier, regime=spec.regime,
-                                           size=spec.size, seed=seed, profile=spec.profile, overrides=overrides,
-                                           gen_metrics=spec.gen_metrics)
-
-                def on_epoch(epoch: int, m: dict[str, float], first: bool = i == 0) -> None:
-                    # only the first seed's curve drives pruning (later seeds restart the epoch count)
-                    if first and "val_balanced_accuracy" in m:
-                        trial.report(m["val_balanced_accuracy"], epoch)
-                        if trial.should_prune():
-                            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-                result = pipeline.run_experiment(
-                    cfg, tracker=tracker, parent_run_id=parent, use_env_run=False, on_epoch=on_epoch,
-                    progress=progress, killed_on=(optuna.TrialPruned,), use_cache=use_cache,
-                    on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id) if i == 0
-                    else trial.set_user_attr(f"mlflow_run_id_seed{seed}", run_id),
-                    extra_tags={"optuna.trial_number": trial.number, "optuna.study_name": study.study_name})
-                values.append(result.metrics[spec.objective])
-        study.tell(trial, sum(values) / len(values))
+        with queue.Heartbeat(trial):
+            value = objective(trial, spec, study_name=study.study_name, tracker=tracker, parent=parent,
+                              progress=progress, use_cache=use_cache)
+        study.tell(trial, value)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
     except UserError as err:  # a sampled combination the configs reject: fail the trial, keep going
@@ -452,8 +290,6 @@ def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress:
 def run_study(spec: StudySpec, *, name: str, storage_url: str, experiment: str, workers: int = 1,
               progress: bool = False, use_cache: bool = True) -> dict[str, Any]:
     """Create/resume, run ``workers`` processes (or this one), then summarise into the parent run."""
-    import subprocess
-
     from .tracking import Tracker
 
     tracker = Tracker()
@@ -461,9 +297,8 @@ def run_study(spec: StudySpec, *, name: str, storage_url: str, experiment: str, 
     if workers <= 1:
         work(name, storage_url, progress=progress, use_cache=use_cache)
     else:
-        procs = [subprocess.Popen([sys.executable, "-m", "synthboost", "study-worker", "--name", name,
-                                   "--storage", storage_url, "--worker-index", str(i)]) for i in range(workers)]
-        codes = [p.wait() for p in procs]
+        codes = queue.run_workers("study-worker", workers, name=name, storage_url=storage_url,
+                                  args=lambda i: ["--worker-index", str(i)])
         if any(codes):
             print(f"warning: worker exit codes {codes}; re-run the same command to resume", file=sys.stderr)
     return finalize(study, tracker)
@@ -473,7 +308,7 @@ def finalize(study, tracker) -> dict[str, Any]:
     """Best value/params and Optuna's matplotlib plots into the parent run; the parent ends FINISHED."""
     from optuna.trial import TrialState
 
-    parent = study.user_attrs["mlflow_parent_run_id"]
+    parent = queue.parent_run_id(study)
     trials = study.get_trials(deepcopy=False)
     states = {s.name: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED,
                                                                     TrialState.FAIL, TrialState.RUNNING)}
@@ -491,7 +326,7 @@ def finalize(study, tracker) -> dict[str, Any]:
         for fname, fig in _plots(study).items():
             run.log_figure(fig, f"optuna/{fname}")
     tracker.attach(parent).log_metrics(metrics)
-    if not os.environ.get("MLFLOW_RUN_ID") == parent:  # `mlflow run` ends its own run
+    if env_run_id() != parent:  # `mlflow run` ends its own run
         tracker.close_run(parent, "FINISHED")
     return summary
 

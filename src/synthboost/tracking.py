@@ -275,6 +275,10 @@ class Tracker:
                            max_results=1)
         return runs[0].info.run_id if runs else None
 
+    def finished_runs(self, kind: str, *, experiment_ids: list[str] | None = None):
+        """Every FINISHED run of one kind (tag ``synthboost.kind``), in the given experiments or in all of them."""
+        return self.search(kind_filter(kind), experiment_ids=experiment_ids, max_results=50000)
+
 
 @functools.lru_cache(maxsize=16)
 def _load_checkpoint(uri: str, run_id: str, path: str) -> dict:
