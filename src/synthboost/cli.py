@@ -295,8 +295,8 @@ def report(
     for c in result.claims:
         typer.echo(f"  ({c.key}) {c.statement}: {c.verdict}")
     if result.run_id:
-        where = "the run `mlflow run` opened" if os.environ.get("MLFLOW_RUN_ID") else report_mod.REPORTS_EXPERIMENT
-        typer.echo(f"logged as MLflow run {result.run_id} ({where}; tag synthboost.kind = report); "
+        where = "the run `mlflow run` opened" if tracking.env_run_id() else report_mod.REPORTS_EXPERIMENT
+        typer.echo(f"logged as MLflow run {result.run_id} ({where}; tag {tracking.TAG_KIND} = {tracking.KIND_REPORT}); "
                    "open it with `synthboost ui`")
 
 
