@@ -249,6 +249,22 @@ def test_report_is_logged_as_an_mlflow_run_the_ui_can_find(store, report_a):
     assert {p.name for p in report_a.out_dir.glob("*.csv")} == {n for n in csv if n.endswith(".csv")}
 
 
+def test_the_report_names_its_store_without_an_absolute_path_or_a_password(store, report_a, monkeypatch, tmp_path):
+    from synthboost.report.build import store_label
+
+    folder = Path(store.uri.removeprefix("sqlite:///")).parent  # outside the project: named by the file alone
+    for name in ("report.md", "report.html"):
+        text = report_a.files[name].read_text()
+        assert "sqlite:///…/mlflow.db" in text and str(folder) not in text and store.uri not in text, name
+    monkeypatch.setenv("SYNTHBOOST_HOME", str(tmp_path))  # the project root
+    assert store_label(f"sqlite:///{tmp_path}/tracking/mlflow.db") == "sqlite:///tracking/mlflow.db"
+    assert store_label((tmp_path / "tracking" / "mlruns").as_uri()) == "file:tracking/mlruns"
+    assert store_label("postgresql://me:s3cret@db:5432/mlflow") == "postgresql://me:***@db:5432/mlflow"
+    assert store_label("http://mlflow.lab:5000") == "http://mlflow.lab:5000"
+    root = Path(__file__).resolve().parents[1]  # the committed reports say it the same way
+    for md in root.glob("docs/*/report.md"):
+        assert "store `sqlite:////" not in md.read_text(), md
+
 def test_default_selection_is_every_experiment_with_experiment_runs(store, tmp_path):
     from synthboost.errors import UserError
     from synthboost.report import build_report

@@ -1,0 +1,145 @@
+"""The whole report: query the store, tidy, analyse, check the claims, draw, write the files, log them as a run.
+
+``build_report`` is the package's face; every step is one call into the module that owns it, and its wall time
+is kept in ``ReportResult.seconds`` (query, tables, grids, plots, write, log).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .. import tracking
+from ..errors import UserError
+from . import render
+from .claims import Claim, seed
+from .figures import draw, sample_grids
+from .frame import tidy
+from .stats import analyse, check_baselines
+
+REPORTS_EXPERIMENT = "synthboost-reports"
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    files: dict[str, Path]
+    tables: dict[str, pd.DataFrame]
+    claims: list[Claim]
+    figures: dict[str, bytes]  # name -> PNG
+    experiments: list[str]
+    n_runs: int
+    run_id: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    """Keep the wall time of the ``with`` block in ``seconds[step]`` (not when the block raises)."""
+    t0 = time.perf_counter()
+    yield
+    seconds[step] = time.perf_counter() - t0
+
+
+def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[str], tracker,
+                 log_to_mlflow: bool = True) -> ReportResult:
+    """Query the store, compare, write ``out_dir`` (report.md / report.html / CSVs) and log it as an MLflow run.
+
+    ``experiments=None`` reads every experiment holding experiment runs.  Raises ``UserError`` for an unknown
+    experiment, a selection without finished experiment runs, an unknown format, or when no generator cell has
+    any real-only baseline to be compared with.
+    """
+    render.check_formats(formats)
+    seconds: dict[str, float] = {}
+    with timed(seconds, "query"):
+        frame = tracking.runs_frame(tracker, experiments)
+    if frame.empty:
+        where = f"experiment(s) {', '.join(map(repr, experiments))}" if experiments else tracker.uri
+        raise UserError(f"no finished experiment runs in {where}; record some with `synthboost run` first")
+
+    with timed(seconds, "tables"):
+        runs = tidy(frame)
+        if runs.empty:
+            raise UserError("the selected runs carry no test metrics (were they written by `synthboost run`?)")
+        analysis = analyse(runs)
+        check_baselines(analysis)
+        claim_list = seed.claims(analysis)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = sorted(runs["experiment"].unique())
+    meta = {"experiments": names, "n_runs": len(runs), "n_cells": len(analysis.results),
+            "store": store_label(tracker.uri), "when": datetime.datetime.now().isoformat(timespec="seconds")}
+    figures: dict[str, bytes] = {}
+    if formats & {"md", "html"}:  # CSV alone needs no figures
+        with tempfile.TemporaryDirectory() as tmp:
+            with timed(seconds, "grids"):
+                grids = sample_grids(tracker, runs, Path(tmp))
+            with timed(seconds, "plots"):
+                figures = draw(analysis, grids)
+
+    with timed(seconds, "write"):
+        tables = render.csv_tables(analysis, claim_list)
+        files = render.write(out_dir, formats, analysis=analysis, claim_list=claim_list, figures=figures, meta=meta,
+                             tables=tables)
+
+    run_id = None
+    if log_to_mlflow:
+        with timed(seconds, "log"):
+            run_id = log_report(tracker, files, meta=meta, claim_list=claim_list)
+    return ReportResult(out_dir=out_dir, files=files, tables={k.removesuffix(".csv"): v for k, v in tables.items()},
+                        claims=claim_list, figures=figures, experiments=names, n_runs=len(runs), run_id=run_id,
+                        seconds=seconds)
+
+
+def store_label(uri: str) -> str:
+    """How a report names its store: no absolute path of this machine, no password.
+
+    A local store (``sqlite:///``, ``file:`` or a bare path) is named relative to the project root, e.g.
+    ``sqlite:///tracking/mlflow.db``; one outside the project by its file name alone (``sqlite:///…/mlflow.db``).
+    A server's or database's URI is kept, with any password shown as ``***``.
+    """
+    if uri.startswith("sqlite:///"):
+        prefix, path = "sqlite:///", uri[len("sqlite:///"):]
+        if not path or path.startswith(":memory:"):
+            return uri
+    elif uri.startswith("file:"):
+        prefix, path = "file:", urllib.parse.unquote(urllib.parse.urlsplit(uri).path)
+    elif "://" not in uri:
+        prefix, path = "", uri
+    else:
+        parts = urllib.parse.urlsplit(uri)
+        if parts.password is None:
+            return uri
+        host = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+    resolved = Path(path).resolve()
+    try:
+        return prefix + resolved.relative_to(tracking.project_root()).as_posix()
+    except ValueError:
+        return prefix + "…/" + resolved.name
+
+
+def log_report(tracker, files: dict[str, Path], *, meta: dict, claim_list: list[Claim]) -> str:
+    """The report as an MLflow run (tag ``synthboost.kind = report``), its artifacts as in the output folder.
+
+    Under ``mlflow run`` it is logged into the run ``mlflow run`` opened (``tracking.env_run_id``).
+    """
+    name = f"report: {', '.join(meta['experiments'])} ({meta['n_runs']} runs)"[:250]
+    tags = {tracking.TAG_KIND: tracking.KIND_REPORT, "report.experiments": ",".join(meta["experiments"]),
+            "report.runs": meta["n_runs"], "git_commit": tracking.git_commit()}
+    tags |= {f"claim.{c.key}": c.verdict for c in claim_list}
+    with tracker.run(experiment=REPORTS_EXPERIMENT, name=name, tags=tags) as run:
+        run.log_metrics({"report/runs": meta["n_runs"], "report/cells": meta["n_cells"]})
+        for rel, path in files.items():
+            folder = rel.rpartition("/")[0]
+            run.log_file(path, folder or None)
+    return run.id

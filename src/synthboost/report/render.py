@@ -1,0 +1,245 @@
+"""Statistics, claims and figures -> the report's files: report.md (plots beside it), report.html (plots inside it)
+and the CSV tables.
+
+The Markdown and the HTML say the same things in the same words: the display tables and the intro are shared.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UserError
+from .claims import Claim
+from .figures import FIGURE_TITLES
+from .frame import CELL, METRICS, QUALITY, row_mix
+from .stats import MIN_SEEDS, Analysis, sort_cells
+
+FORMATS = ("md", "html", "csv")
+LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
+          "minority_recall": "minority recall"}
+FEW = "†"
+
+
+def parse_formats(text: str) -> set[str]:
+    """``"md,html"`` -> {"md", "html"}; an unknown or empty format is a ``UserError``."""
+    chosen = {part.strip().lower() for part in text.split(",") if part.strip()}
+    unknown = sorted(chosen - set(FORMATS))
+    if unknown or not chosen:
+        raise UserError(f"unknown format {', '.join(map(repr, unknown)) or repr(text)} "
+                        f"(choose a comma-separated subset of {', '.join(FORMATS)})")
+    return chosen
+
+
+def check_formats(formats: set[str]) -> None:
+    """A chosen set of formats (e.g. from ``parse_formats``) names only known ones and at least one."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise UserError(f"unknown format {', '.join(map(repr, unknown)) or '(none given)'} "
+                        f"(choose a subset of {', '.join(FORMATS)})")
+
+
+def _fmt_metric(mean: float, std: float) -> str:
+    if pd.isna(mean):
+        return "—"
+    return f"{100 * mean:.1f}" + ("" if pd.isna(std) else f" ± {100 * std:.1f}")
+
+
+def _fmt_gain(mean: float, lo: float, hi: float) -> str:
+    if pd.isna(mean):
+        return "—"
+    return f"{100 * mean:+.1f}" + (" (1 seed)" if pd.isna(lo) else f" [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+
+
+def _id_columns(df: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """The columns that name a cell, shown only when they tell cells apart."""
+    out = pd.DataFrame({"variant": df["variant"]})
+    if (results["variant"] != results["model"]).any():
+        out["model"] = df["model"]
+    if results["profile"].nunique() > 1:
+        out["profile"] = df["profile"]
+    out["regime"], out["size"], out["classifier"] = df["regime"], df["size"], df["classifier"]
+    out["mix"] = df.apply(row_mix, axis=1) if len(df) else []
+    if (results.groupby([c for c in CELL if c != "setup"])["setup"].nunique() > 1).any():
+        out["setup"] = df["setup"]
+    return out
+
+
+def display_results(analysis: Analysis) -> pd.DataFrame:
+    res = analysis.results
+    out = _id_columns(res, res)
+    out["seeds"] = [f"{n}{FEW if few else ''}" for n, few in zip(res["seeds"], res["few_seeds"])]
+    for m in METRICS:
+        if f"{m}_mean" in res:
+            out[LABELS[m]] = [_fmt_metric(a, b) for a, b in zip(res[f"{m}_mean"], res[f"{m}_std"])]
+    for q in QUALITY:
+        if f"{q}_mean" in res and res[f"{q}_mean"].notna().any():
+            out[f"gen/{q}"] = ["—" if pd.isna(a) else f"{a:.3g}" for a in res[f"{q}_mean"]]
+    return out
+
+
+def display_gains(analysis: Analysis) -> pd.DataFrame:
+    g = analysis.gains
+    if g.empty:
+        return pd.DataFrame()
+    keys = CELL + ["baseline"]
+    wide = g.set_index(keys + ["metric"])[["mean", "ci_low", "ci_high", "n"]].unstack("metric")
+    flat = sort_cells(wide.index.to_frame(index=False))
+    wide = wide.reindex(pd.MultiIndex.from_frame(flat[keys]))
+    out = _id_columns(flat, analysis.results)
+    out["vs"] = flat["baseline"].to_numpy()
+    n = wide["n"].max(axis=1).to_numpy()  # pairs of the metric with the most (minority recall may be absent)
+    out["pairs"] = [f"{int(k)}{FEW if k < MIN_SEEDS else ''}" for k in n]
+    for m in METRICS:
+        if ("mean", m) in wide:
+            out[f"Δ {LABELS[m]}"] = [_fmt_gain(a, lo, hi) for a, lo, hi in
+                                     zip(wide[("mean", m)], wide[("ci_low", m)], wide[("ci_high", m)])]
+    return out.reset_index(drop=True)
+
+
+def display_missing(analysis: Analysis) -> pd.DataFrame:
+    mi = analysis.missing
+    if mi.empty:
+        return pd.DataFrame()
+    out = _id_columns(mi, analysis.results)
+    out["missing baseline"] = mi["baseline"].to_numpy()
+    out["seeds without it"] = mi["missing_seeds"].to_numpy()
+    out["consequence"] = ["no gain reported" if p == 0 else f"gain over {p} of {s} seeds"
+                          for p, s in zip(mi["paired_seeds"], mi["seeds"])]
+    return out
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return ""
+
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _intro(meta: dict) -> list[str]:
+    return [f"Experiments: {', '.join(meta['experiments'])} — {meta['n_runs']} finished experiment runs, "
+            f"{meta['n_cells']} cells (store `{meta['store']}`, generated {meta['when']}).",
+            "Metrics are on the official test set, in %, mean ± std over seeds. A gain is the paired difference "
+            "to a real-only baseline run on the same data draw, seed, classifier and profile, in percentage "
+            f"points (pp): mean over the paired seeds with a 95% t-interval. {FEW} marks cells with fewer than "
+            f"{MIN_SEEDS} seeds."]
+
+
+def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
+              plot_paths: dict[str, str]) -> str:
+    intro, how = _intro(meta)
+    parts = ["# synthboost report", "", intro, "", how, "", "## Claims", ""]
+    for c in claim_list:
+        parts.append(f"- **({c.key}) {c.statement} — {c.verdict}.** {c.detail}")
+    parts += ["", "## Plots", ""]
+    for name, rel in plot_paths.items():
+        parts += [f"**{FIGURE_TITLES[name]}**", "", f"![{name}]({rel})", ""]
+    missing_figs = [FIGURE_TITLES[n] for n in FIGURE_TITLES if n not in figures]
+    if missing_figs:
+        parts += [f"Not drawn (no data for them): {'; '.join(missing_figs)}.", ""]
+    parts += ["## Results (test set, %, mean ± std over seeds)", "", _md_table(display_results(analysis)), ""]
+    gains = display_gains(analysis)
+    parts += ["## Gains over the real-only baselines (pp, mean [95% CI] over paired seeds)", "",
+              _md_table(gains) if not gains.empty else "No cell has a paired baseline.", ""]
+    missing = display_missing(analysis)
+    parts += ["## Missing baselines", "",
+              _md_table(missing) if not missing.empty else "None: every cell has all its baseline runs.", ""]
+    return "\n".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1400px;color:#222;
+padding:0 1rem;line-height:1.45}
+h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-top:2rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0} th,td{padding:.25rem .6rem;border-bottom:1px solid #eee;
+text-align:left;white-space:nowrap} th{background:#f5f5f5;position:sticky;top:0}
+tbody tr:hover{background:#fafafa} .meta{color:#555;font-size:.9rem}
+.claim{margin:.6rem 0;padding:.5rem .8rem;border-left:4px solid #999;background:#fafafa}
+.v{font-weight:600;padding:.05rem .45rem;border-radius:3px;color:#fff;background:#777}
+.v.holds,.v.beaten{background:#2e7d32} .v.not-hold,.v.not-beaten{background:#c62828}
+.v.not-testable{background:#757575} code{background:#f0f0f0;padding:0 .2rem;border-radius:3px}
+figure{margin:1rem 0} figcaption{font-weight:600;margin-bottom:.3rem}
+img{max-width:100%;border:1px solid #eee}
+"""
+
+
+def _verdict_class(verdict: str) -> str:
+    if verdict == "holds":
+        return "holds"
+    if verdict == "does not hold":
+        return "not-hold"
+    if verdict == "not testable":
+        return "not-testable"
+    return "beaten" if verdict.startswith("beaten") else "not-beaten"
+
+
+def _html_table(df: pd.DataFrame, empty: str) -> str:
+    if df.empty:
+        return f"<p>{html.escape(empty)}</p>"
+    return df.to_html(index=False, escape=True, border=0, na_rep="—")
+
+
+def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict) -> str:
+    def esc(text: str) -> str:  # the texts are shared with Markdown: `code` spans become <code>
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+    body = ["<h1>synthboost report</h1>", *(f'<p class="meta">{esc(t)}</p>' for t in _intro(meta)), "<h2>Claims</h2>"]
+    for c in claim_list:
+        body.append(f'<div class="claim"><b>({esc(c.key)}) {esc(c.statement)}</b> '
+                    f'<span class="v {_verdict_class(c.verdict)}">{esc(c.verdict)}</span><br>{esc(c.detail)}</div>')
+    body.append("<h2>Plots</h2>")
+    for name, png in figures.items():
+        data = base64.b64encode(png).decode()
+        body.append(f'<figure id="{name}"><figcaption>{esc(FIGURE_TITLES[name])}</figcaption>'
+                    f'<img alt="{name}" src="data:image/png;base64,{data}"></figure>')
+    missing_figs = [FIGURE_TITLES[n] for n in FIGURE_TITLES if n not in figures]
+    if missing_figs:
+        body.append(f"<p>Not drawn (no data for them): {esc('; '.join(missing_figs))}.</p>")
+    body += ["<h2>Results (test set, %, mean ± std over seeds)</h2>", _html_table(display_results(analysis), ""),
+             "<h2>Gains over the real-only baselines (pp, mean [95% CI] over paired seeds)</h2>",
+             _html_table(display_gains(analysis), "No cell has a paired baseline."),
+             "<h2>Missing baselines</h2>",
+             _html_table(display_missing(analysis), "None: every cell has all its baseline runs.")]
+    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>synthboost report</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def csv_tables(analysis: Analysis, claim_list: list[Claim]) -> dict[str, pd.DataFrame]:
+    claims_df = pd.DataFrame([{"claim": c.key, "statement": c.statement, "verdict": c.verdict, "detail": c.detail}
+                              for c in claim_list])
+    runs = analysis.runs.drop(columns=["start_time"])
+    return {"runs.csv": runs, "results.csv": analysis.results, "gains.csv": analysis.gains,
+            "missing_baselines.csv": analysis.missing, "claims.csv": claims_df}
+
+
+def write(out_dir: Path, formats: set[str], *, analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes],
+          meta: dict, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    """Write the chosen formats into the folder ``out_dir``; the files written, by their path relative to it."""
+    files: dict[str, Path] = {}
+    if "md" in formats:
+        plot_paths = {}
+        for name, png in figures.items():
+            path = out_dir / "plots" / f"{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(png)
+            files[f"plots/{name}.png"] = path
+            plot_paths[name] = f"plots/{name}.png"
+        files["report.md"] = out_dir / "report.md"
+        files["report.md"].write_text(render_md(analysis, claim_list, figures, meta, plot_paths))
+    if "html" in formats:
+        files["report.html"] = out_dir / "report.html"
+        files["report.html"].write_text(render_html(analysis, claim_list, figures, meta))
+    if "csv" in formats:
+        for fname, df in tables.items():
+            files[fname] = out_dir / fname
+            df.to_csv(files[fname], index=False)
+    return files
