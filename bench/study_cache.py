@@ -55,7 +55,7 @@ def main() -> None:
         # the trials' mix settings, replayed from the studies' own seeded sampler (checked against them below)
         import optuna
 
-        replay = optuna.create_study(sampler=study_mod._sampler(spec, 0))
+        replay = optuna.create_study(sampler=study_mod.make_sampler(spec, 0))
         settings = [study_mod.suggest(replay.ask(), study_mod.resolve_space(spec)) for _ in range(args.trials)]
 
         def floor() -> tuple[float, float]:

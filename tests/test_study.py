@@ -190,7 +190,8 @@ def test_dashboard_serves_the_study_and_stops_cleanly(tmp_path, study_file, trac
 
     storage = str(tmp_path / "s.journal")
     spec = study_mod.load_spec(model="vae", path=study_file)
-    st = study_mod.prepare(spec, name="dash", storage_url=storage, experiment="test-study", tracker=tracker)
+    study_mod.prepare(spec, name="dash", storage_url=storage, experiment="test-study", tracker=tracker)
+    study_id = queue.open_storage(storage).get_study_id_from_name("dash")
     port = 18000 + os.getpid() % 1000
     proc = subprocess.Popen([sys.executable, "-m", "synthboost", "dashboard", "--name", "dash", "--storage",
                              storage, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -199,7 +200,7 @@ def test_dashboard_serves_the_study_and_stops_cleanly(tmp_path, study_file, trac
         deadline, status, body = time.time() + 60, None, None
         while time.time() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{st._study_id}", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study_id}", timeout=2) as r:
                     status, body = r.status, json.loads(r.read())
                 break
             except OSError:
@@ -208,7 +209,7 @@ def test_dashboard_serves_the_study_and_stops_cleanly(tmp_path, study_file, trac
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
-    assert f"/dashboard/studies/{st._study_id}" in out
+    assert f"/dashboard/studies/{study_id}" in out
 
 
 @pytest.mark.parametrize("model", ["vae", "cvae", "ssvae", "dvae", "vqvae", "cgan", "biggan", "ddpm", "clip",

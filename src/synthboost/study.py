@@ -236,7 +236,7 @@ def work(name: str, storage_url: str, *, worker_index: int = 0, progress: bool =
 
     study = queue.load_study(name, storage_url)
     spec = build(StudySpec, json.loads(study.user_attrs["synthboost.spec"]))
-    study.sampler = _sampler(spec, worker_index)
+    study.sampler = make_sampler(spec, worker_index)
     study.pruner = _pruner(spec)
     tracker = Tracker()
     parent = queue.parent_run_id(study)
@@ -247,7 +247,7 @@ def work(name: str, storage_url: str, *, worker_index: int = 0, progress: bool =
     return ran
 
 
-def _sampler(spec: StudySpec, worker_index: int):
+def make_sampler(spec: StudySpec, worker_index: int):
     import optuna
 
     seed = spec.sampler.seed + 7919 * worker_index  # workers must not propose identical points
