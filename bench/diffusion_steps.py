@@ -74,10 +74,8 @@ def trained_generator(tracker, *, family: str, profile: str):
     split = make_split(cfg.data, cfg.seed)
     pipeline.seed_everything(cfg.seed)
     gen = generators.get(family)(cfg.gen)
-    extra = {}
-    if getattr(gen, "needs_clip", False) and gen.project_clip_profile() is not None:
-        extra["clip_state"], _ = pipeline.project_clip(tracker, profile=gen.project_clip_profile())
-    gen.fit(split.train_x, split.train_y, **extra)
+    inputs = gen.fit_inputs(split, seed=cfg.seed, models=pipeline.ProjectModels(tracker))
+    gen.fit(split.train_x, split.train_y, **inputs.kwargs)
     return gen
 
 

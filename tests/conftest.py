@@ -1,10 +1,13 @@
-"""Test isolation: every test session gets its own tracking store and never touches tracking/."""
+"""Test isolation: every test session gets its own tracking store and never touches tracking/.  Below: what the
+generator families' tests share (a small real split, the smoke CLIP, each family trained once)."""
 
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,3 +33,70 @@ def tracker(isolated_home):
     from synthboost.tracking import Tracker
 
     return Tracker()
+
+
+# ---------------------------------------------------------------- generator families (tests/test_<kind>_family.py)
+@pytest.fixture(scope="session")
+def split():
+    """The small real split the family tests train on: balanced, 300 images, seed 0."""
+    from synthboost.config import DataConfig
+    from synthboost.data import make_split
+
+    return make_split(DataConfig(regime="balanced", size=300), seed=0)
+
+
+@functools.cache
+def _project_clip(profile: str):
+    from synthboost.clip_model import train_clip
+
+    return train_clip(profile=profile, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smoke_clip():
+    """(state, metrics, params) of the smoke CLIP, trained once per session (the same one ``trained`` uses)."""
+    return _project_clip("smoke")
+
+
+class _TestModels:
+    """``generators.base.AuxModels`` for tests: the project CLIP trained in-process, once per profile."""
+
+    def clip(self, profile: str) -> tuple[dict, str]:
+        with torch.random.fork_rng():  # whether or not it trains here, the caller's RNG stream stays as it was
+            return _project_clip(profile)[0], f"test-clip-{profile}"
+
+
+class Trained:
+    """``trained(name, **values)``: family ``name`` fitted once per session on ``split`` with its smoke config
+    (``values`` override it), seed 0, on the CPU, with what its ``fit_inputs`` asks for; ``trained.losses(name,
+    **values)``: what that fit returned."""
+
+    def __init__(self, split):
+        self.split = split
+        self._fits: dict[tuple, tuple] = {}
+
+    def _fit(self, name: str, values: dict) -> tuple:
+        from synthboost import generators
+        from synthboost.config import build
+
+        key = (name, tuple(sorted(values.items())))
+        if key not in self._fits:
+            cls = generators.get(name)
+            torch.manual_seed(0)
+            gen = cls(build(cls.Config, values, profile="smoke", prefix="gen"), device="cpu")
+            inputs = gen.fit_inputs(self.split, seed=0, models=_TestModels())
+            losses = gen.fit(self.split.train_x, self.split.train_y, **inputs.kwargs)
+            assert losses and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+            self._fits[key] = gen, losses
+        return self._fits[key]
+
+    def __call__(self, name: str, **values):
+        return self._fit(name, values)[0]
+
+    def losses(self, name: str, **values) -> dict[str, float]:
+        return self._fit(name, values)[1]
+
+
+@pytest.fixture(scope="session")
+def trained(split) -> Trained:
+    return Trained(split)

@@ -1,4 +1,4 @@
-"""The diffusion families (ddpm, clip) and the project's CLIP, with smoke configs on a small real split."""
+"""The diffusion families (registry kind ``diffusion``) and the project's CLIP, smoke configs on a small real split."""
 
 from __future__ import annotations
 
@@ -9,45 +9,16 @@ import torch
 from torch import nn
 
 from synthboost import generators
-from synthboost.clip_model import (CLIPConfig, caption_vocab, clip_key, load_clip, pretrained_state, text_embeddings,
-                                   train_clip)
-from synthboost.config import DataConfig, build, replace
-from synthboost.data import NUM_CLASSES, make_split
+from synthboost.clip_model import CLIPConfig, caption_vocab, clip_key, load_clip, pretrained_state, text_embeddings
+from synthboost.config import build, replace
+from synthboost.data import NUM_CLASSES
 from synthboost.errors import UserError
 from synthboost.generators import base
-from synthboost.generators.base import TorchGenerator, pick_amp, pick_sampling_amp, train_likelihood
+from synthboost.generators.base import pick_amp, pick_sampling_amp
 from synthboost.generators.ddpm import NULL_LABEL, cfg_combine
+from synthboost.training import train_likelihood
 
-FAMILY = ["ddpm", "clip"]
-
-
-@pytest.fixture(scope="module")
-def split():
-    return make_split(DataConfig(regime="balanced", size=300), seed=0)
-
-
-@pytest.fixture(scope="module")
-def smoke_clip():
-    """(state, metrics, params) of the smoke CLIP, trained once."""
-    return train_clip(profile="smoke", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def trained(split, smoke_clip):
-    cache: dict[str, TorchGenerator] = {}
-
-    def get(name: str) -> TorchGenerator:
-        if name not in cache:
-            cls = generators.get(name)
-            torch.manual_seed(0)
-            gen = cls(build(cls.Config, profile="smoke"), device="cpu")
-            extra = {"clip_state": smoke_clip[0]} if name == "clip" else {}
-            losses = gen.fit(split.train_x, split.train_y, **extra)
-            assert losses and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
-            cache[name] = gen
-        return cache[name]
-
-    return get
+FAMILY = generators.of_kind("diffusion")  # `split`, `smoke_clip` and `trained` (fitted once): tests/conftest.py
 
 
 # ---------------------------------------------------------------- registry and configs
@@ -278,7 +249,7 @@ def test_clip_train_command_logs_the_clip_once_and_the_clip_family_reuses_it(tra
     assert bad.exit_code == 2 and "unknown profile 'huge'" in bad.stderr
 
 
-@pytest.mark.parametrize("name", ["ddpm", "clip"])
+@pytest.mark.parametrize("name", FAMILY)
 def test_quick_gives_small_data_as_many_steps_as_balanced_5000(name):
     from synthboost.generators import ddpm
 

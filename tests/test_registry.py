@@ -1,5 +1,7 @@
 """What every registered family promises, checked once for all of them (family files test their specifics)."""
 
+from pathlib import Path
+
 import pytest
 
 from synthboost import generators
@@ -11,6 +13,8 @@ from synthboost.generators.base import TorchGenerator
 def test_registered_with_profiles_and_tunables(name):
     cls = generators.get(name)
     assert cls.name == name and issubclass(cls, TorchGenerator)
+    kind = generators.FAMILIES[name].kind  # its kind's test file tests it too
+    assert kind in generators.KINDS and (Path(__file__).parent / f"test_{kind}_family.py").is_file()
     assert set(cls.Config.profiles) == {"smoke", "quick", "paper"}
     for profile in cls.Config.profiles:
         assert build(cls.Config, profile=profile).epochs >= 1

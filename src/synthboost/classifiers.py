@@ -18,7 +18,6 @@ Inputs are uint8 N×1×28×28 (or N×28×28) tensors; labels int64.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -31,8 +30,7 @@ from .config import PROFILES, Choice, FloatRange, IntRange, Tunable, build, conf
 from .data import NUM_CLASSES, to_float
 from .errors import UserError
 from .metrics import balanced_accuracy
-
-EpochHook = Callable[[int, dict[str, float]], None]
+from .training import EpochCallback, batches, progress_bar
 
 
 # ---------------------------------------------------------------- configs
@@ -216,15 +214,13 @@ class CNNClassifier:
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
     def fit(self, x: Tensor, y: Tensor, *, sample_weight: Tensor | None = None,
-            val: tuple[Tensor, Tensor] | None = None, on_epoch: EpochHook | None = None,
+            val: tuple[Tensor, Tensor] | None = None, on_epoch: EpochCallback | None = None,
             progress: bool = False) -> dict[str, float]:
         """Train; ``on_epoch(epoch, values)`` sees every epoch's loss (and validation score when computed).
 
         Returns the last epoch's values plus ``epochs_run``, and ``best_epoch`` when early stopping restored
         the best validation weights.
         """
-        from .generators.base import batches, progress_bar
-
         cfg = self.config
         torch.manual_seed(self.seed)
         dev = self.device
@@ -310,7 +306,7 @@ class _SklearnClassifier:
         return (x.reshape(len(x), -1).float() / 255.0).numpy()
 
     def fit(self, x: Tensor, y: Tensor, *, sample_weight: Tensor | None = None, val=None,
-            on_epoch: EpochHook | None = None, progress: bool = False) -> dict[str, float]:
+            on_epoch: EpochCallback | None = None, progress: bool = False) -> dict[str, float]:
         sw = sample_weight.numpy() if sample_weight is not None else None
         self.model.fit(self._flat(x), y.numpy(), sample_weight=sw)
         last = {}

@@ -4,7 +4,7 @@ It is the frozen text encoder of the ``clip`` generator family.  Captions are "a
 and a few other templates.  The text tower uses open_clip's BPE tokenizer, with the ids renumbered onto the
 ~60 that the captions use: its token table shrinks from 49,408 rows to ~60 and its context to 16, which is
 most of a standard small CLIP's parameters.  Training reuses the shared likelihood loop
-(``generators.base.train_likelihood``); the model supplies the loss: the image–caption contrastive loss of a
+(``training.train_likelihood``); the model supplies the loss: the image–caption contrastive loss of a
 batch, where captions of the same class count as positives (UniCL, Yang et al. 2022) — with ten classes a
 batch repeats every caption many times, and CLIP's one-positive loss would push equal captions apart.
 The reported metric is zero-shot accuracy on the official test set (prompts = the mean of the templates).
@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from .config import as_dict, build, config, flatten
 from .data import CLASS_NAMES, NUM_CLASSES, dataset_digest, load_fashion_mnist, to_float
 from .errors import UserError
+from .training import pick_device, train_likelihood
 
 CLIP_FORMAT = 1
 TEMPLATES = (
@@ -253,8 +254,6 @@ def clip_key(profile: str) -> str:
 def train_clip(*, profile: str = "quick", device: torch.device | str | None = None, progress: bool = False,
                seed: int = 0) -> tuple[dict, dict[str, float], dict]:
     """Train the project's CLIP; returns (state for ``load_clip``, metrics, params)."""
-    from .generators.base import pick_device, train_likelihood
-
     cfg = clip_config(profile)
     device = torch.device(device) if device is not None else pick_device()
     x, y = _train_subset(cfg)

@@ -28,12 +28,11 @@ import yaml
 
 from . import classifiers, generators
 from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, replace
-from .data import NUM_CLASSES, Split, make_split, regime_counts, unlabeled_pool
+from .data import NUM_CLASSES, Split, make_split, regime_counts
 from .errors import UserError
 from .metrics import classification_metrics, confusion
 from .mixing import filter_samples, labels_for, mix, oversample_indices, synthetic_counts
-
-EpochHook = Callable[[int, dict[str, float]], None]
+from .training import EpochCallback
 
 
 def seed_everything(seed: int) -> None:
@@ -217,6 +216,17 @@ def synthetic_pool(gen, counts, *, mix_cfg: MixConfig, seed: int, score=None):
     return kept.x, kept.y, metrics
 
 
+@dataclass(frozen=True)
+class ProjectModels:
+    """The auxiliary models a family's ``fit_inputs`` may ask for (``generators.base.AuxModels``), each trained
+    once and then loaded from its own MLflow run."""
+
+    tracker: Any
+
+    def clip(self, profile: str) -> tuple[dict, str]:
+        return project_clip(self.tracker, profile=profile)
+
+
 def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, progress: bool, use_cache: bool):
     """Load the generator with ``key`` from the run that trained it, or train it here and log it."""
     cls = generators.get(cfg.model)
@@ -227,18 +237,13 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     seed_everything(cfg.seed)
     gen = cls(cfg.gen)
     curves: list[tuple[int, dict[str, float]]] = []
-    fit_kwargs = {}
-    if getattr(cls, "needs_unlabeled", False):
-        fit_kwargs["unlabeled"] = unlabeled_pool(split, cfg.gen.unlabeled_size, cfg.seed)
-        fit_kwargs["val"] = (split.val_x, split.val_y)
-    clip_profile = gen.project_clip_profile() if getattr(cls, "needs_clip", False) else None
-    if clip_profile is not None:  # the project's CLIP: trained once per profile, kept as its own MLflow run
-        fit_kwargs["clip_state"], clip_run = project_clip(tracker, profile=clip_profile)
-        run.set_tags({"gen.clip_run_id": clip_run})
+    inputs = gen.fit_inputs(split, seed=cfg.seed, models=ProjectModels(tracker))  # e.g. ssvae's pool, clip's CLIP
+    if inputs.tags:
+        run.set_tags(inputs.tags)
     t0 = time.perf_counter()
     final = gen.fit(split.train_x, split.train_y, progress=progress,
                     on_epoch=lambda e, m: curves.append((e, {f"train/gen_{k}": v for k, v in m.items()})),
-                    **fit_kwargs)
+                    **inputs.kwargs)
     seconds = time.perf_counter() - t0
     run.log_series(curves)
     run.log_metrics({f"train/gen_final_{k}": v for k, v in final.items()} | {"train/gen_seconds": seconds})
@@ -249,7 +254,7 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
 
 
 def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = None, parent_run_id: str | None = None,
-                   use_env_run: bool = True, on_epoch: EpochHook | None = None, progress: bool = True,
+                   use_env_run: bool = True, on_epoch: EpochCallback | None = None, progress: bool = True,
                    use_cache: bool = True, extra_tags: dict[str, str] | None = None,
                    killed_on: tuple[type[BaseException], ...] = (),
                    on_start: Callable[[str], None] | None = None) -> RunResult:

@@ -1,7 +1,8 @@
 """The explicit registry of generator families and no-generator baselines.
 
 Families are listed by module and class so that choosing ``vae`` does not import diffusers; ``get``
-imports on demand.  Adding a family = one file here beside the others + one line in ``FAMILIES``.
+imports on demand.  Adding a family = one file here beside the others + one line in ``FAMILIES`` + its study,
+``studies/<name>.yaml`` (README, "Adding a generator family").
 """
 
 from __future__ import annotations
@@ -12,23 +13,38 @@ from dataclasses import dataclass
 from ..errors import UserError
 
 
+#: how a family trains: autoencoders on the likelihood loop (vae), the adversarial loop (gan), denoising diffusion on
+#: the likelihood loop (diffusion).  tests/test_<kind>_family.py tests every family of its kind.
+KINDS = ("vae", "gan", "diffusion")
+
+
 @dataclass(frozen=True)
 class Entry:
     module: str
     cls: str
+    kind: str  # one of KINDS
     summary: str
 
 
 FAMILIES: dict[str, Entry] = {
-    "vae": Entry("vae", "VAE", "convolutional VAE; samples perturb latents of real exemplars of the class"),
-    "cvae": Entry("cvae", "CVAE", "conditional VAE; samples decode prior draws with the label"),
-    "ssvae": Entry("ssvae", "SSVAE", "semi-supervised VAE (M2) on labeled + unlabeled images; samples as cvae"),
-    "dvae": Entry("dvae", "DVAE", "denoising VAE (six corruptions); samples perturb latents of real exemplars"),
-    "vqvae": Entry("vqvae", "VQVAE", "VQ-VAE with EMA codebook + class-conditional transformer prior over codes"),
-    "cgan": Entry("cgan", "CGAN", "DCGAN-style conditional GAN (label concat in G, projection D), non-saturating loss"),
-    "biggan": Entry("biggan", "BigGAN", "BigGAN at 28×28: conditional BN, self-attention, SN, projection D, hinge, EMA"),
-    "ddpm": Entry("ddpm", "DDPM", "class-conditional UNet DDPM at 28×28, classifier-free guidance, EMA, DPM-Solver++"),
-    "clip": Entry("clip", "CLIPDiffusion", "diffusion conditioned by cross-attention on a frozen CLIP's caption embedding"),
+    "vae": Entry("vae", "VAE", "vae",
+                 "convolutional VAE; samples perturb latents of real exemplars of the class"),
+    "cvae": Entry("cvae", "CVAE", "vae",
+                  "conditional VAE; samples decode prior draws with the label"),
+    "ssvae": Entry("ssvae", "SSVAE", "vae",
+                   "semi-supervised VAE (M2) on labeled + unlabeled images; samples as cvae"),
+    "dvae": Entry("dvae", "DVAE", "vae",
+                  "denoising VAE (six corruptions); samples perturb latents of real exemplars"),
+    "vqvae": Entry("vqvae", "VQVAE", "vae",
+                   "VQ-VAE with EMA codebook + class-conditional transformer prior over codes"),
+    "cgan": Entry("cgan", "CGAN", "gan",
+                  "DCGAN-style conditional GAN (label concat in G, projection D), non-saturating loss"),
+    "biggan": Entry("biggan", "BigGAN", "gan",
+                    "BigGAN at 28×28: conditional BN, self-attention, SN, projection D, hinge, EMA"),
+    "ddpm": Entry("ddpm", "DDPM", "diffusion",
+                  "class-conditional UNet DDPM at 28×28, classifier-free guidance, EMA, DPM-Solver++"),
+    "clip": Entry("clip", "CLIPDiffusion", "diffusion",
+                  "diffusion conditioned by cross-attention on a frozen CLIP's caption embedding"),
 }
 
 #: models that train no generator (the real-only controls); the pipeline handles them
@@ -49,6 +65,11 @@ def model_names() -> list[str]:
 
 def is_baseline(model: str) -> bool:
     return model in BASELINES
+
+
+def of_kind(kind: str) -> list[str]:
+    """The families of one kind (``KINDS``), in registry order."""
+    return [name for name, entry in FAMILIES.items() if entry.kind == kind]
 
 
 def get(name: str) -> type:

@@ -7,8 +7,9 @@ A family subclasses ``AdversarialGenerator`` and supplies two networks and a los
   the loop scores real and fake images in one forward pass;
 * ``adversarial_loss``      -> ``"nonsaturating"`` or ``"hinge"``.
 
-Its config carries the loop's knobs by name: ``epochs, batch_size, lr_g, lr_d, beta1, beta2, n_critic, ema_decay,
-z_dim, truncation, collapse_threshold, collapse_patience``.
+Its config subclasses ``AdversarialConfig``, which declares the loop's knobs (``epochs, min_g_steps, batch_size, lr_g,
+lr_d, beta1, beta2, n_critic, ema_decay, z_dim, truncation, collapse_threshold, collapse_patience``); the family adds
+its networks' and overrides the defaults it tuned.
 
 Checkpoints hold G and the exponential moving average of its weights (``GeneratorPair``) with the config.  D lives
 only for the length of ``fit``, so sampling needs neither D nor training data; samples come from the EMA of G.
@@ -29,14 +30,17 @@ from __future__ import annotations
 import abc
 from typing import ClassVar
 
+import pydantic
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from ..config import config
 from ..data import NUM_CLASSES, to_float
 from ..errors import GeneratorDiverged
-from .base import EpochCallback, TorchGenerator, batches, check_finite, epochs_with_floor, make_ema, progress_bar
+from ..training import EpochCallback, batches, check_finite, progress_bar
+from .base import TorchGenerator, epochs_with_floor, make_ema
 
 PROBE_PER_CLASS = 32  # images per class for the collapse probe: 496 pairs, cheap next to an epoch
 
@@ -66,6 +70,29 @@ LOSSES = {
 
 
 # ---------------------------------------------------------------- pieces both families use
+@config
+class AdversarialConfig:
+    """The shared loop's knobs, with DCGAN's defaults (``cgan`` keeps them all; ``biggan`` overrides its own)."""
+
+    z_dim: int = pydantic.Field(default=64, ge=2, le=512)
+    lr_g: float = pydantic.Field(default=2e-4, gt=0.0, le=1.0)
+    lr_d: float = pydantic.Field(default=2e-4, gt=0.0, le=1.0)
+    beta1: float = pydantic.Field(default=0.5, ge=0.0, lt=1.0)  # DCGAN's Adam momentum
+    beta2: float = pydantic.Field(default=0.999, ge=0.0, lt=1.0)
+    n_critic: int = pydantic.Field(default=1, ge=1, le=10)  # D steps per G step
+    epochs: int = pydantic.Field(default=50, ge=1, le=2000)
+    # at least this many G steps whatever the data size (``epochs_for``); 0 = just ``epochs``
+    min_g_steps: int = pydantic.Field(default=0, ge=0, le=1_000_000)
+    batch_size: int = pydantic.Field(default=64, ge=2, le=4096)
+    ema_decay: float = pydantic.Field(default=0.999, ge=0.0, lt=1.0)
+    truncation: float | None = pydantic.Field(default=None, gt=0.0, le=10.0)  # sampling noise in [-t, t]
+    collapse_threshold: float = pydantic.Field(default=0.1, ge=0.0, le=1.0)
+    collapse_patience: int = pydantic.Field(default=3, ge=1, le=100)
+
+    #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
+    sampling_fields: ClassVar[tuple[str, ...]] = ("truncation",)
+
+
 class ProjectionHead(nn.Module):
     """Projection discriminator output (Miyato & Koyama 2018): ``ψ(h) + <embed(y), h>`` on D's features h."""
 

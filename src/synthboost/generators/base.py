@@ -1,17 +1,18 @@
-"""The Generator face every family implements, and the training loop for models that supply their own loss.
+"""The Generator face every family implements, and the plumbing ``TorchGenerator`` gives every family.
 
 A family subclasses ``TorchGenerator``: it names a ``Config`` (a ``synthboost.config.config`` dataclass with
-``profiles`` and ``tunables``), builds its network in ``build()``, and either defines ``loss(x, y)`` (the
-likelihood loop below trains it) or overrides ``fit`` to call another shared loop (e.g. the adversarial one).
-Checkpoints carry the family name, the config and the weights, so ``from_state_dict`` needs nothing else.
+``profiles`` and ``tunables``), builds its network in ``build()``, and either defines ``loss(x, y)`` (the shared
+likelihood loop, ``synthboost.training.train_likelihood``, trains it) or overrides ``fit`` to call another shared
+loop (e.g. the adversarial one).  A family whose ``fit`` takes more than the labelled training images says what in
+``fit_inputs`` (the pipeline passes it on without knowing the family).  Checkpoints carry the family name, the
+config and the weights, so ``from_state_dict`` needs nothing else.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
 import math
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -19,16 +20,35 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import as_dict, build
-from ..data import to_float
-from ..errors import GeneratorDiverged
+from ..data import Split
+from ..training import EpochCallback, pick_device, train_likelihood
 
-EpochCallback = Callable[[int, dict[str, float]], None]
 CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """What a family's ``fit`` takes besides the labelled training images (``kwargs``), and the run tags that say
+    where those inputs came from (``tags``, e.g. the run that holds a cached CLIP)."""
+
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class AuxModels(Protocol):
+    """Auxiliary models a family may train on, each trained once and cached by the caller (the pipeline keeps them
+    as MLflow runs of their own, so that ``generators/`` never imports ``tracking``)."""
+
+    def clip(self, profile: str) -> tuple[dict, str]:
+        """The project's CLIP of ``profile``: its state (``clip_model.load_clip``) and the id of the run holding it."""
+        ...
 
 
 @runtime_checkable
 class Generator(Protocol):
     name: str
+
+    def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs: ...
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
             on_epoch: EpochCallback | None = None) -> dict[str, float]: ...
@@ -39,10 +59,6 @@ class Generator(Protocol):
 
     @classmethod
     def from_state_dict(cls, state: dict) -> Generator: ...
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def pick_amp(device: torch.device, mode: str = "auto") -> torch.dtype | None:
@@ -73,11 +89,6 @@ def pick_sampling_amp(device: torch.device, mode: str = "auto", *, train_mode: s
     return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16() else None
 
 
-def autocast(device: torch.device, amp: torch.dtype | None):
-    """``torch.autocast`` in ``amp``, or nothing when ``amp`` is None."""
-    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-
-
 class TorchGenerator(abc.ABC):
     """Shared plumbing: config, device, network, checkpoint format, the default (likelihood) ``fit``."""
 
@@ -104,6 +115,12 @@ class TorchGenerator(abc.ABC):
         """One image per requested label: float [0,1] or uint8, N×1×28×28, on the device."""
 
     # -- training ----------------------------------------------------------------------------------------
+    def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
+        """The keyword arguments ``fit`` needs beyond ``split``'s training images and labels (an unlabelled pool,
+        a cached CLIP, …) and the run tags that record them.  ``models`` provides cached auxiliary models; with
+        None a family trains what it needs inside ``fit``.  Default: nothing."""
+        return FitInputs()
+
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
             on_epoch: EpochCallback | None = None) -> dict[str, float]:
         """Default: the likelihood loop over ``self.net.loss`` with the config's epochs, batch size and lr."""
@@ -177,90 +194,11 @@ def make_ema(model: nn.Module, decay: float, *, warmup: bool = False) -> Average
     return AveragedModel(model, multi_avg_fn=ramped, use_buffers=True)
 
 
-def check_finite(parts: dict[str, float], *, where: str) -> None:
-    bad = {k: v for k, v in parts.items() if not math.isfinite(v)}
-    if bad:
-        raise GeneratorDiverged(f"{where}: non-finite loss {bad}")
-
-
 def epochs_with_floor(*, epochs: int, min_steps: int, n: int, batch_size: int) -> int:
-    """``epochs``, raised until an epoch loop over ``n`` images in batches (``batches``, drop_last) makes at least
-    ``min_steps`` steps: heavy models need a number of steps more than a number of passes."""
+    """``epochs``, raised until an epoch loop over ``n`` images in batches (``training.batches``, drop_last) makes
+    at least ``min_steps`` steps: heavy models need a number of steps more than a number of passes."""
     per_epoch = max(1, n // max(1, min(batch_size, n)))
     return max(epochs, math.ceil(min_steps / per_epoch))
-
-
-def batches(n: int, batch_size: int, *, device: torch.device, drop_last: bool = True):
-    """randperm index slices over a dataset held as one tensor (no DataLoader)."""
-    perm = torch.randperm(n, device=device)
-    stop = n - (n % batch_size) if drop_last and n >= batch_size else n
-    for i in range(0, stop, batch_size):
-        yield perm[i:i + batch_size]
-
-
-def progress_bar(total: int, *, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    # disable=None hides the bar when stderr is not a TTY (CI, logs)
-    return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=False)
-
-
-def train_likelihood(
-    net: nn.Module, images: Tensor, labels: Tensor, *,
-    epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
-    grad_clip: float | None = 1.0, ema: AveragedModel | None = None,
-    progress: bool = False, on_epoch: EpochCallback | None = None, desc: str = "train",
-    after_fit: Callable[[Tensor, Tensor], None] | None = None, amp: torch.dtype | None = None,
-) -> dict[str, float]:
-    """Train a network whose ``loss(x, y) -> (loss, parts)`` gives its own objective (VAEs, diffusion).
-
-    ``images`` is uint8 N×1×28×28 (or N×28×28), ``labels`` int64 N; both are moved to the network's device
-    once and sliced with randperm batches.  Returns the last epoch's mean loss parts.
-    """
-    device = next(net.parameters()).device
-    x_all = images.to(device)
-    y_all = labels.to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    # fp16 autocast needs loss scaling against gradient underflow; for bf16/fp32 the scaler is a no-op
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    n = len(x_all)
-    bs = min(batch_size, n)
-    means: dict[str, float] = {}
-    with progress_bar(epochs, desc=desc, enabled=progress) as bar:
-        for epoch in range(epochs):
-            net.train()
-            sums: dict[str, float] = {}
-            steps = 0
-            for idx in batches(n, bs, device=device):
-                x = to_float(x_all[idx])
-                with autocast(device, amp):
-                    loss, parts = net.loss(x, y_all[idx])
-                if not torch.isfinite(loss):
-                    raise GeneratorDiverged(f"{desc}: loss became {loss.item()} at epoch {epoch}")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if grad_clip:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-                scaler.step(opt)
-                scaler.update()
-                if ema is not None:
-                    ema.update_parameters(net)
-                parts = {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                steps += 1
-            means = {k: v / max(steps, 1) for k, v in sums.items()}
-            check_finite(means, where=f"{desc} epoch {epoch}")
-            if on_epoch is not None:
-                on_epoch(epoch, means)
-            bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
-            bar.update(1)
-    net.eval()
-    if after_fit is not None:
-        with torch.no_grad():
-            after_fit(x_all, y_all)
-    return means
 
 
 # ---------------------------------------------------------------- latent exemplar sampling (VAE-style)

@@ -25,28 +25,16 @@ from torch import Tensor, nn
 
 from ..config import FloatRange, IntRange, Tunable, config
 from ..data import NUM_CLASSES
-from .adversarial import AdversarialGenerator, ProjectionHead
+from .adversarial import AdversarialConfig, AdversarialGenerator, ProjectionHead
 
 
 @config
-class CGANConfig:
-    z_dim: int = pydantic.Field(default=64, ge=2, le=512)
+class CGANConfig(AdversarialConfig):
+    """The loop's knobs at their (DCGAN) defaults, and G's and D's sizes."""
+
     width: int = pydantic.Field(default=64, ge=8, le=512)  # D's first conv channels; G's 14×14 channels
     embed_dim: int = pydantic.Field(default=32, ge=1, le=512)  # label embedding concatenated to z
     dropout: float = pydantic.Field(default=0.3, ge=0.0, lt=1.0)  # on D's features
-    lr_g: float = pydantic.Field(default=2e-4, gt=0.0, le=1.0)
-    lr_d: float = pydantic.Field(default=2e-4, gt=0.0, le=1.0)
-    beta1: float = pydantic.Field(default=0.5, ge=0.0, lt=1.0)  # DCGAN's Adam momentum
-    beta2: float = pydantic.Field(default=0.999, ge=0.0, lt=1.0)
-    n_critic: int = pydantic.Field(default=1, ge=1, le=10)  # D steps per G step
-    epochs: int = pydantic.Field(default=50, ge=1, le=2000)
-    # at least this many G steps whatever the data size (adversarial.epochs_for); 0 = just ``epochs``
-    min_g_steps: int = pydantic.Field(default=0, ge=0, le=1_000_000)
-    batch_size: int = pydantic.Field(default=64, ge=2, le=4096)
-    ema_decay: float = pydantic.Field(default=0.999, ge=0.0, lt=1.0)
-    truncation: float | None = pydantic.Field(default=None, gt=0.0, le=10.0)  # sampling noise in [-t, t]
-    collapse_threshold: float = pydantic.Field(default=0.1, ge=0.0, le=1.0)
-    collapse_patience: int = pydantic.Field(default=3, ge=1, le=100)
 
     profiles: ClassVar[dict] = {
         "smoke": {"epochs": 1, "width": 16, "batch_size": 64},
@@ -54,8 +42,6 @@ class CGANConfig:
         "quick": {"epochs": 50, "min_g_steps": 3300},
         "paper": {"epochs": 150, "min_g_steps": 10000},
     }
-    #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
-    sampling_fields: ClassVar[tuple[str, ...]] = ("truncation",)
     tunables: ClassVar[dict[str, Tunable]] = {
         "truncation": FloatRange(0.5, 2.0),  # sampling only: a study searches it on one trained GAN
         "lr_g": FloatRange(5e-5, 1e-3, log=True),

@@ -10,16 +10,16 @@ the ddpm family's (``ddpm.DiffusionNet`` / ``DiffusionGenerator``).
 
 The CLIP: the project's own small one (``synthboost.clip_model``, profile ``gen.clip_profile``), or a
 pretrained open_clip model named by ``gen.clip_pretrained`` (``ViT-B-32/openai``), taken from the local cache
-only.  ``fit`` gets it, in this order, from ``clip_pretrained``, the ``clip_state=`` keyword (the pipeline
-passes the project CLIP cached as an MLflow run, ``synthboost clip train``), or trains one in-process.  The
-caption embeddings are buffers of the network, so sampling needs neither the CLIP nor training data; the
-CLIP state itself also travels in the checkpoint (``extra.clip``; a pretrained one by name) so ``clip()``
-re-creates the exact text encoder.
+only.  ``fit`` gets it, in this order, from ``clip_pretrained``, the ``clip_state=`` keyword (``fit_inputs``
+asks its ``models`` for the project CLIP, which the pipeline caches as an MLflow run, ``synthboost clip train``),
+or trains one in-process.  The caption embeddings are buffers of the network, so sampling needs neither the CLIP
+nor training data; the CLIP state itself also travels in the checkpoint (``extra.clip``; a pretrained one by
+name) so ``clip()`` re-creates the exact text encoder.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import pydantic
 import torch
@@ -28,16 +28,17 @@ from torch import Tensor, nn
 
 from ..clip_model import (CAPTION_TOKENS, TEMPLATES, FrozenCLIP, caption_features, clip_config, load_clip,
                           pretrained_dims, pretrained_state, train_clip)
-from ..config import Tunable, config
-from ..data import NUM_CLASSES
+from ..config import Profile, Tunable, config
+from ..data import NUM_CLASSES, Split
 from ..errors import UserError
-from .base import EpochCallback
+from ..training import EpochCallback
+from .base import AuxModels, FitInputs
 from .ddpm import NULL_LABEL, DDPMConfig, DiffusionGenerator, DiffusionNet
 
 
 @config
 class CLIPDiffusionConfig(DDPMConfig):
-    clip_profile: Literal["smoke", "quick", "paper"] = "quick"  # the project CLIP (synthboost clip train --profile)
+    clip_profile: Profile = "quick"  # the project CLIP (synthboost clip train --profile)
     clip_pretrained: str | None = None  # "<open_clip model>/<tag>", e.g. ViT-B-32/openai; local cache only
 
     profiles: ClassVar[dict] = {
@@ -96,8 +97,6 @@ class CLIPDiffusion(DiffusionGenerator):
 
     name = "clip"
     Config = CLIPDiffusionConfig
-    #: ``fit`` takes ``clip_state=`` (the pipeline can test this flag, as it tests ``needs_unlabeled``)
-    needs_clip: ClassVar[bool] = True
 
     def build(self) -> nn.Module:
         self.clip_state: dict | None = None
@@ -109,9 +108,13 @@ class CLIPDiffusion(DiffusionGenerator):
             embed_dim, width = ccfg.embed_dim, ccfg.text_width
         return TextUNet(cfg, embed_dim=embed_dim, text_width=width)
 
-    def project_clip_profile(self) -> str | None:
-        """The profile of the project CLIP that ``fit`` needs, or None when a pretrained one is configured."""
-        return None if self.config.clip_pretrained else self.config.clip_profile
+    def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
+        """The project CLIP of ``gen.clip_profile`` from ``models`` (its run id as tag ``gen.clip_run_id``); nothing
+        when a pretrained CLIP is configured or there is no cache (``fit`` then trains one)."""
+        if self.config.clip_pretrained or models is None:
+            return FitInputs()
+        state, run_id = models.clip(self.config.clip_profile)
+        return FitInputs(kwargs={"clip_state": state}, tags={"gen.clip_run_id": run_id})
 
     def resolve_clip_state(self, clip_state: dict | None = None) -> dict:
         """The CLIP to condition on: pretrained by name (wins over an injected one), injected (the pipeline passes

@@ -29,11 +29,7 @@ class CVAEConfig(VAEConfig):
     beta: float = pydantic.Field(default=3.0, gt=0.0, le=20.0)
     temperature: float = pydantic.Field(default=0.6, ge=0.0, le=5.0)
 
-    profiles: ClassVar[dict] = {
-        "smoke": {"epochs": 1, "batch_size": 128},
-        "quick": {"epochs": 30},
-        "paper": {"epochs": 100},
-    }
+    # profiles: the VAE's (inherited)
     tunables: ClassVar[dict[str, Tunable]] = {
         "latent_dim": IntRange(4, 64, log=True),
         "beta": FloatRange(0.5, 8.0, log=True),

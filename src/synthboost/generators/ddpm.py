@@ -5,7 +5,7 @@ levels, 28 → 14 → 7 (two downsamples; a third would make 4×4, which does no
 self-attention only at 7×7 and in the middle block.  The label goes in through the UNet's class embedding
 (added to the time embedding) with ``num_class_embeds = 10 + 1``: index 10 is the *null* class.
 
-Training is the shared likelihood loop (``base.train_likelihood``), with ``DiffusionNet.loss`` as the
+Training is the shared likelihood loop (``training.train_likelihood``), with ``DiffusionNet.loss`` as the
 objective: x0 in [-1, 1], t ~ U{0..T-1}, x_t = ``DDPMScheduler.add_noise(x0, ε, t)``, and with probability
 ``label_dropout`` the label becomes the null class, so one network learns both p(x | y) and p(x); the loss is
 the MSE on ε (or on v).  An EMA of the weights (``base.make_ema``) is kept during training and replaces the
@@ -33,8 +33,8 @@ from torch import Tensor, nn
 
 from ..config import Choice, FloatRange, IntRange, Tunable, config
 from ..data import NUM_CLASSES
-from .base import (EpochCallback, TorchGenerator, autocast, epochs_with_floor, make_ema, pick_amp,
-                   pick_sampling_amp, train_likelihood)
+from ..training import EpochCallback, autocast, train_likelihood
+from .base import TorchGenerator, epochs_with_floor, make_ema, pick_amp, pick_sampling_amp
 
 NULL_LABEL = NUM_CLASSES  # the "no label" class of classifier-free guidance
 Sampler = Literal["ddim", "dpm", "ddpm"]

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-from ..config import Choice, FloatRange, IntRange, Tunable, config
+from ..config import Choice, FloatRange, Tunable, config
 from .vae import VAE, VAEConfig, VAENet
 
 NOISES = ("gaussian", "salt_pepper", "rotation", "brightness", "contrast", "blur")
@@ -40,16 +40,9 @@ class DVAEConfig(VAEConfig):
     noise: Literal["gaussian", "salt_pepper", "rotation", "brightness", "contrast", "blur"] = "gaussian"
     noise_level: float = pydantic.Field(default=0.3, gt=0.0, le=1.0)  # meaning per noise: see the module doc
 
-    profiles: ClassVar[dict] = {
-        "smoke": {"epochs": 1, "batch_size": 128},
-        "quick": {"epochs": 30},
-        "paper": {"epochs": 100},
-    }
+    # profiles: the VAE's (inherited)
     tunables: ClassVar[dict[str, Tunable]] = {
-        "latent_dim": IntRange(4, 64, log=True),
-        "beta": FloatRange(0.25, 4.0, log=True),
-        "lr": FloatRange(3e-4, 3e-3, log=True),
-        "temperature": FloatRange(0.3, 1.5),
+        **VAEConfig.tunables,
         "noise": Choice(NOISES),
         "noise_level": FloatRange(0.05, 0.6),
     }

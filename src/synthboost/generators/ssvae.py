@@ -8,8 +8,9 @@ ELBO plus ``alpha`` times the head's cross-entropy; each unlabeled image contrib
     U(x) = Σ_y q(y|x) · (−ELBO(x, y)) − H(q(·|x))
 
 so the labels of the unlabeled part are inferred by the head, never read.  The pool reaches ``fit`` as a
-bare uint8 image tensor (``synthboost.data.unlabeled_pool`` returns no labels); inside the training tensor
-its label slot holds ``UNLABELED``.  Sampling is the CVAE's: ``z`` from the prior, decoded with the label.
+bare uint8 image tensor (``fit_inputs`` draws it with ``synthboost.data.unlabeled_pool``, which returns no
+labels); inside the training tensor its label slot holds ``UNLABELED``.  Sampling is the CVAE's: ``z`` from
+the prior, decoded with the label.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import FloatRange, Tunable, config
-from ..data import NUM_CLASSES, to_float, to_uint8
-from .base import EpochCallback, train_likelihood
+from ..data import NUM_CLASSES, Split, to_float, to_uint8, unlabeled_pool
+from ..training import EpochCallback, train_likelihood
+from .base import AuxModels, FitInputs
 from .cvae import CVAE, CVAEConfig
 from .vae import ConvEncoder, VAENet
 
@@ -86,10 +88,15 @@ class SSVAE(CVAE):
 
     name = "ssvae"
     Config = SSVAEConfig
-    needs_unlabeled: ClassVar[bool] = True  # the pipeline passes fit(..., unlabeled=unlabeled_pool(...))
 
     def build(self) -> nn.Module:
         return SSVAENet(self.config)
+
+    def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
+        """``gen.unlabeled_size`` train-set images outside the regime's subset (no labels), and the validation split
+        that scores the head."""
+        return FitInputs(kwargs={"unlabeled": unlabeled_pool(split, self.config.unlabeled_size, seed),
+                                 "val": (split.val_x, split.val_y)})
 
     def _check_pool(self, unlabeled: Tensor | None) -> Tensor:
         want = self.config.unlabeled_size

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from ..config import FloatRange, IntRange, Tunable, config
 from ..data import NUM_CLASSES, to_float
-from .base import EpochCallback, TorchGenerator, train_likelihood
+from ..training import EpochCallback, train_likelihood
+from .base import TorchGenerator
 
 GRID = 7  # 28 / 4: two stride-2 convs
 PRIOR_HEADS = 4

@@ -1,0 +1,110 @@
+"""Training plumbing shared by generators, classifiers and the project's CLIP (no model of its own).
+
+The whole dataset lives on the device as one tensor and an epoch is a run of randperm index slices
+(``batches``), so there is no DataLoader.  ``train_likelihood`` is the loop for any network whose
+``loss(x, y) -> (loss, parts)`` is its own objective (the VAEs, diffusion, the CLIP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel
+
+from .data import to_float
+from .errors import GeneratorDiverged
+
+#: ``on_epoch(epoch, values)``: a training loop's per-epoch losses (and scores) for curves, pruning, timing
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device, amp: torch.dtype | None):
+    """``torch.autocast`` in ``amp``, or nothing when ``amp`` is None."""
+    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+
+
+def check_finite(parts: dict[str, float], *, where: str) -> None:
+    bad = {k: v for k, v in parts.items() if not math.isfinite(v)}
+    if bad:
+        raise GeneratorDiverged(f"{where}: non-finite loss {bad}")
+
+
+def batches(n: int, batch_size: int, *, device: torch.device, drop_last: bool = True):
+    """randperm index slices over a dataset held as one tensor (no DataLoader)."""
+    perm = torch.randperm(n, device=device)
+    stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+    for i in range(0, stop, batch_size):
+        yield perm[i:i + batch_size]
+
+
+def progress_bar(total: int, *, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    # disable=None hides the bar when stderr is not a TTY (CI, logs)
+    return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=False)
+
+
+def train_likelihood(
+    net: nn.Module, images: Tensor, labels: Tensor, *,
+    epochs: int, batch_size: int, lr: float, weight_decay: float = 0.0,
+    grad_clip: float | None = 1.0, ema: AveragedModel | None = None,
+    progress: bool = False, on_epoch: EpochCallback | None = None, desc: str = "train",
+    after_fit: Callable[[Tensor, Tensor], None] | None = None, amp: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Train a network whose ``loss(x, y) -> (loss, parts)`` gives its own objective (VAEs, diffusion, CLIP).
+
+    ``images`` is uint8 N×1×28×28 (or N×28×28), ``labels`` int64 N; both are moved to the network's device
+    once and sliced with randperm batches.  Returns the last epoch's mean loss parts.
+    """
+    device = next(net.parameters()).device
+    x_all = images.to(device)
+    y_all = labels.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
+    # fp16 autocast needs loss scaling against gradient underflow; for bf16/fp32 the scaler is a no-op
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    n = len(x_all)
+    bs = min(batch_size, n)
+    means: dict[str, float] = {}
+    with progress_bar(epochs, desc=desc, enabled=progress) as bar:
+        for epoch in range(epochs):
+            net.train()
+            sums: dict[str, float] = {}
+            steps = 0
+            for idx in batches(n, bs, device=device):
+                x = to_float(x_all[idx])
+                with autocast(device, amp):
+                    loss, parts = net.loss(x, y_all[idx])
+                if not torch.isfinite(loss):
+                    raise GeneratorDiverged(f"{desc}: loss became {loss.item()} at epoch {epoch}")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if grad_clip:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                if ema is not None:
+                    ema.update_parameters(net)
+                parts = {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                steps += 1
+            means = {k: v / max(steps, 1) for k, v in sums.items()}
+            check_finite(means, where=f"{desc} epoch {epoch}")
+            if on_epoch is not None:
+                on_epoch(epoch, means)
+            bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")
+            bar.update(1)
+    net.eval()
+    if after_fit is not None:
+        with torch.no_grad():
+            after_fit(x_all, y_all)
+    return means
