@@ -189,9 +189,9 @@ class BigGAN(AdversarialGenerator):
     adversarial_loss = "hinge"
 
     def build_generator(self) -> nn.Module:
-        cfg = self.config
-        g = BigGANGenerator(z_dim=cfg.z_dim, width=cfg.width, shared_dim=cfg.shared_dim)
-        return orthogonal_and_spectral(g, embeddings=False)  # G's shared embedding feeds SN'd linears
+        # G's shared embedding feeds spectrally normalised linears, so the embedding itself stays plain
+        return orthogonal_and_spectral(BigGANGenerator(z_dim=self.config.z_dim, width=self.config.width,
+                                                       shared_dim=self.config.shared_dim), embeddings=False)
 
     def build_discriminator(self) -> nn.Module:
         return orthogonal_and_spectral(BigGANDiscriminator(width=self.config.width), embeddings=True)
