@@ -59,6 +59,9 @@ def make_config(*, model: str, classifier: str = "cnn", regime: str = "balanced"
     clf_values = overrides.pop("clf", {})
     if model in generators.STRONG_RECIPE:  # the recipe's defaults, under what the user (or a study) sets
         clf_values = {**clf_cls.Config.strong.get(profile, {}), **clf_values}
+    recipe = clf_values.get("recipe")
+    if recipe is not None and recipe in getattr(clf_cls.Config, "recipes", {}):  # e.g. the seed study's
+        clf_values = {**clf_cls.Config.recipes[recipe], **clf_values}
     clf = build(clf_cls.Config, clf_values, profile=profile, prefix="clf")
     gen_values = overrides.pop("gen", {})
     if generators.is_baseline(model):
@@ -99,6 +102,13 @@ def _check_baseline_mix(model: str, mix_values: dict) -> None:
     if extra:
         raise UserError(f"model {model!r} mixes in no synthetic samples, so {', '.join('mix.' + k for k in extra)} "
                         f"{'does' if len(extra) == 1 else 'do'} not apply")
+
+
+def budget_images(cfg: RunConfig, n_real: int) -> int | None:
+    """How many images one classifier epoch passes over: the cell's real training images under the fair
+    protocol (every run of a cell trains the same number of steps, whatever it mixes in); None — the whole
+    mixed set — under the seed study's protocol (``clf.recipe=seed``), where synthetic images add steps."""
+    return None if getattr(cfg.clf, "recipe", "fair") == "seed" else n_real
 
 
 def uses_mix(cfg: RunConfig) -> bool:
@@ -329,10 +339,10 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
 
         try:
             fitted = clf.fit(x, y, sample_weight=w, val=(split.val_x, split.val_y), on_epoch=epoch_hook,
-                             progress=progress)
+                             progress=progress, budget_n=budget_images(cfg, len(split.train_y)))
         finally:
             run.log_series(curve)  # a pruned trial keeps its curve
-        run.log_metrics({f"train/clf_{k}": v for k, v in fitted.items() if k in ("epochs_run", "best_epoch")})
+        run.log_metrics({f"train/clf_{k}": v for k, v in fitted.items() if k in ("epochs_run", "best_epoch", "steps")})
         last_step = curve[-1][0] if curve else 0
         minority = split.minority_classes
         metrics: dict[str, float] = {}

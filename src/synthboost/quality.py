@@ -39,10 +39,12 @@ from .mixing import labels_for
 EXTRACTOR_FORMAT = 1  # bump when the extractor's architecture or state layout changes (invalidates cached runs)
 EXTRACTOR_SEED = 0
 # train_size None = the full 60k train set; smoke trains 1 epoch on a seeded 10k subset (for tests)
+#: the extractor keeps the network (and dropout) that every FID/KID in the store was measured with
+_EXTRACTOR_NET = {"net": "small3", "dropout": 0.25}
 EXTRACTOR_PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {"train_size": 10000, "clf": {"epochs": 1, "batch_size": 64}},
-    "quick": {"train_size": None, "clf": {"epochs": 4, "batch_size": 256, "lr": 3e-3}},
-    "paper": {"train_size": None, "clf": {"epochs": 15, "batch_size": 128}},
+    "smoke": {"train_size": 10000, "clf": {**_EXTRACTOR_NET, "epochs": 1, "batch_size": 64}},
+    "quick": {"train_size": None, "clf": {**_EXTRACTOR_NET, "epochs": 4, "batch_size": 256, "lr": 3e-3}},
+    "paper": {"train_size": None, "clf": {**_EXTRACTOR_NET, "epochs": 15, "batch_size": 128}},
 }
 
 
@@ -97,7 +99,7 @@ def load_extractor(state: dict, *, device=None) -> SmallCNN:
         raise ValueError(f"not an extractor checkpoint of format {EXTRACTOR_FORMAT} "
                          f"(kind={state.get('kind')!r}, format={state.get('format')!r})")
     cfg = state["config"]
-    net = SmallCNN(width=cfg["width"], dropout=cfg["dropout"])
+    net = SmallCNN(width=cfg["width"], dropout=cfg["dropout"], net=cfg.get("net", "small3"))
     net.load_state_dict(state["weights"])
     net = net.to(torch.device(device) if device else torch.device("cpu"), memory_format=torch.channels_last)
     return net.eval().requires_grad_(False)  # channels_last: ~1.8× faster inference on this CPU
