@@ -165,6 +165,12 @@ def augment(x: Tensor, *, policy: str, generator: torch.Generator, labels: Tenso
     return x
 
 
+def weighted_loss(loss_each: Tensor, weights: Tensor) -> Tensor:
+    """The batch's loss: per-image losses times their weights, averaged over the batch's *images* — not over
+    Σw, which would undo the weights of a batch that happens to be all synthetic."""
+    return (loss_each * weights).sum() / len(loss_each)
+
+
 def balanced_class_weights(y: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
     """scikit-learn's "balanced" class weights n / (K·n_k) over the K classes present (absent ones get 0)."""
     counts = torch.bincount(y, minlength=num_classes).float()
@@ -328,9 +334,7 @@ class CNNClassifier:
                                  flip_classes=cfg.flip_classes)  # real and synthetic alike
                     logits = self.net(to_float(xb))
                     loss_each = F.cross_entropy(logits, yb, reduction="none", label_smoothing=cfg.label_smoothing)
-                    # mean over the batch's images, not over Σw: a batch that happens to be all synthetic still
-                    # counts synthetic_weight × as much as a real one
-                    loss = (loss_each * w_all[idx]).sum() / len(idx)
+                    loss = weighted_loss(loss_each, w_all[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
