@@ -68,7 +68,8 @@ def _accuracy(model: str, regime: str, size: int, seed: int, gain: float) -> flo
     return BASE[(regime, size)] + SEED_BASE[seed] + gain + NOISE[model][seed]
 
 
-def _log(tracker, exp_id: str, model: str, regime: str, size: int, seed: int, gain: float, *, grid=None) -> str:
+def _log(tracker, exp_id: str, model: str, regime: str, size: int, seed: int, gain: float, *, grid=None,
+         recipe: str | None = None, steps: int | None = None) -> str:
     from mlflow.entities import Metric, Param
 
     client = tracker.client
@@ -81,10 +82,14 @@ def _log(tracker, exp_id: str, model: str, regime: str, size: int, seed: int, ga
               "mix.synthetic_weight": "1.0", "data.regime": regime, "data.size": str(size), "clf.epochs": "20"}
     if generator:
         params |= {"gen.latent_dim": "16", "gen.epochs": "30"}
+    if recipe is not None:  # runs of the fair protocol and after (older runs have no clf.recipe)
+        params["clf.recipe"] = recipe
     metrics = {"test/accuracy": acc, "test/balanced_accuracy": acc - 0.001, "test/macro_f1": acc - 0.01,
                "test/minority_recall": acc - 0.2, "val/accuracy": acc + 0.01}
     if generator:
         metrics |= {"gen/fid": FID[model] + seed, "gen/cas_cnn": 0.7 - FID[model] / 100}
+    if steps is not None:
+        metrics["train/clf_steps"] = steps
     run = client.create_run(exp_id, run_name=f"{model} {regime}/{size} seed={seed}", tags=tags)
     rid = run.info.run_id
     ts = int(time.time() * 1000)
@@ -347,3 +352,48 @@ def test_a_filtered_mix_is_its_own_cell_and_says_so():
     assert runs.groupby(rep.CELL).ngroups == 2
     labels = [rep.mix_label(1.0, "balance", 1.0, filter_=f) for f in runs["mix_filter"]]
     assert labels == ["1×balance", "1×balance confidence≥0.7", "1×balance"]
+
+
+# ---------------------------------------------------------------- protocols (fair budgets vs the seed study's)
+@pytest.fixture(scope="module")
+def protocol_store():
+    """Fair-protocol runs (equal steps) and seed-protocol runs (steps grow with the mix) of one cell."""
+    from synthboost.tracking import Tracker
+
+    folder = Path(tempfile.mkdtemp(prefix="synthboost-protocols-"))
+    tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
+    both, mismatched = tracker.experiment_id("protocols"), tracker.experiment_id("protocol-mismatch")
+    for seed in range(3):
+        _log(tracker, both, "none", "high", 500, seed, 0.0, recipe="fair", steps=520)
+        _log(tracker, both, "vae", "high", 500, seed, 0.01, recipe="fair", steps=520)
+        _log(tracker, both, "none", "high", 500, seed, -0.05, recipe="seed", steps=60)
+        _log(tracker, both, "vae", "high", 500, seed, 0.03, recipe="seed", steps=120)
+        _log(tracker, mismatched, "none", "high", 500, seed, 0.0, recipe="fair", steps=520)
+        _log(tracker, mismatched, "vae", "high", 500, seed, 0.03, recipe="seed", steps=120)
+    yield tracker
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_gains_are_paired_within_a_protocol_and_show_the_steps(protocol_store, tmp_path):
+    from synthboost.report import build_report
+
+    result = build_report(experiments=["protocols"], out_dir=tmp_path, formats={"md", "csv"},
+                          tracker=protocol_store, log_to_mlflow=False)
+    gains = result.analysis.gains
+    acc = gains[(gains["metric"] == "accuracy") & (gains["model"] == "vae")].set_index("protocol")["mean"]
+    # each protocol against its own baseline: +1.0 pp fair, +8.0 pp seed (0.03 vs the seed baseline's -0.05)
+    assert acc["fair"] == pytest.approx(0.01 + np.mean(NOISE["vae"][:3])) and len(acc) == 2
+    assert acc["seed"] == pytest.approx(0.08 + np.mean(NOISE["vae"][:3]))
+    res = result.analysis.results.set_index(["protocol", "model"])
+    assert res.loc[("fair", "vae"), "clf_steps_mean"] == res.loc[("fair", "none"), "clf_steps_mean"] == 520
+    text = (tmp_path / "report.md").read_text()
+    assert "| protocol |" in text and "| steps |" in text
+    assert {c.key.split()[-1] for c in result.claims} == {"fair", "seed"}  # each protocol's claims, apart
+
+
+def test_a_report_that_would_pair_across_protocols_exits_2(protocol_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", protocol_store.uri)
+    result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "r"), "--experiment", "protocol-mismatch"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "never paired across protocols" in lines[0] and "clf.recipe=seed" in lines[0]

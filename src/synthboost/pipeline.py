@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from . import classifiers, generators
+from . import classifiers, generators, tracking
 from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, replace
 from .data import NUM_CLASSES, Split, make_split, regime_counts
 from .errors import UserError
@@ -259,7 +259,7 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     run.log_metrics({f"train/gen_final_{k}": v for k, v in final.items()} | {"train/gen_seconds": seconds})
     run.log_checkpoint(gen.state_dict(), config_yaml=yaml.safe_dump(
         {"family": cfg.model, "generator_key": key, "config": cfg.to_dict()["gen"]}, sort_keys=False))
-    run.set_tags({"generator_trained": "true"})
+    run.set_tags({tracking.TAG_GENERATOR_TRAINED: "true"})
     return gen, run.id, False
 
 
@@ -273,7 +273,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
     ``on_epoch`` sees the classifier's per-epoch values (a study reports them to Optuna and may raise a
     pruning exception, listed in ``killed_on`` so the run ends KILLED); ``on_start`` gets the run id first.
     """
-    from . import plots, tracking
+    from . import plots
 
     tracker = tracker or tracking.Tracker()
     experiment = experiment or tracking.DEFAULT_EXPERIMENT
@@ -283,8 +283,9 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
     tags = {
         "model": cfg.model, "regime": cfg.data.regime, "size": cfg.data.size, "seed": cfg.seed,
         "profile": cfg.profile, "classifier": cfg.classifier, "data_digest": digest,
-        "git_commit": tracking.git_commit(), "generator_key": key, "synthboost.kind": "experiment",
-        "variant": cfg.model, "config_key": config_key(cfg),
+        "git_commit": tracking.git_commit(), tracking.TAG_GENERATOR_KEY: key,
+        tracking.TAG_KIND: tracking.KIND_EXPERIMENT, tracking.TAG_VARIANT: cfg.model,
+        tracking.TAG_CONFIG_KEY: config_key(cfg),
         "minority_classes": ",".join(map(str, split.minority_classes)), **(extra_tags or {}),
     }
     with tracker.run(experiment=experiment, name=run_name(cfg), tags=tags, parent_run_id=parent_run_id,
@@ -300,7 +301,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         if cfg.gen is not None:
             gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
                                                        progress=progress, use_cache=use_cache)
-            run.set_tags({"generator_run_id": gen_run_id, "generator_reused": str(reused).lower()})
+            run.set_tags({tracking.TAG_GENERATOR_RUN_ID: gen_run_id, tracking.TAG_GENERATOR_REUSED: str(reused).lower()})
             if gen.extra_metrics:
                 run.log_metrics({f"gen/{k}": v for k, v in gen.extra_metrics.items()})
             counts = synthetic_counts(real_counts, cfg.mix)
@@ -367,7 +368,7 @@ def project_clip(tracker, *, profile: str, progress: bool = False) -> tuple[dict
 
     Returns (state, run id); the run (experiment ``synthboost-models``) holds the zero-shot test accuracy.
     """
-    from . import clip_model, tracking
+    from . import clip_model
 
     return tracking.cached_model(tracker, kind="clip", key=clip_model.clip_key(profile), name=f"CLIP ({profile})",
                                  train=lambda: clip_model.train_clip(profile=profile, progress=progress))
@@ -378,7 +379,7 @@ def feature_extractor(tracker, *, profile: str) -> tuple[dict, str]:
 
     Returns (state, run id); the run (experiment ``synthboost-models``) holds its test accuracy.
     """
-    from . import quality, tracking
+    from . import quality
 
     return tracking.cached_model(tracker, kind="extractor", key=quality.extractor_key(profile),
                                  name=f"feature extractor ({profile})",
@@ -421,7 +422,7 @@ def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run) -> dict[str,
 def evaluate_run(run_id: str, *, tracker) -> dict[str, float]:
     """Compute the generator-quality metrics later for an existing run, from its logged checkpoint."""
     info = tracker.run_info(run_id)
-    gen_run = info["tags"].get("generator_run_id")
+    gen_run = info["tags"].get(tracking.TAG_GENERATOR_RUN_ID)
     if not gen_run:
         raise UserError(f"run {run_id} has no generator (model {info['tags'].get('model', '?')!r}); "
                         "evaluate needs a run that trained or reused one")

@@ -7,6 +7,7 @@ is kept in ``ReportResult.seconds`` (query, tables, grids, plots, write, log).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import tempfile
 import time
@@ -23,7 +24,7 @@ from . import render
 from .claims import Claim, seed
 from .figures import draw, sample_grids
 from .frame import tidy
-from .stats import analyse, check_baselines
+from .stats import Analysis, analyse, check_baselines
 
 REPORTS_EXPERIMENT = "synthboost-reports"
 
@@ -39,6 +40,7 @@ class ReportResult:
     n_runs: int
     run_id: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    analysis: Analysis | None = None  # the statistics behind the tables
 
 
 @contextlib.contextmanager
@@ -47,6 +49,15 @@ def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
     t0 = time.perf_counter()
     yield
     seconds[step] = time.perf_counter() - t0
+
+
+def protocol_claims(analysis: Analysis) -> list[Claim]:
+    """The seed study's claims; with several protocols in the store, judged on each apart, side by side."""
+    protocols = analysis.protocols()
+    if len(protocols) <= 1:
+        return seed.claims(analysis)
+    return [dataclasses.replace(c, key=f"{c.key} {p}", statement=f"{c.statement} [{p} protocol]")
+            for p in protocols for c in seed.claims(analysis.of_protocol(p))]
 
 
 def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[str], tracker,
@@ -71,7 +82,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
             raise UserError("the selected runs carry no test metrics (were they written by `synthboost run`?)")
         analysis = analyse(runs)
         check_baselines(analysis)
-        claim_list = seed.claims(analysis)
+        claim_list = protocol_claims(analysis)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +108,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
             run_id = log_report(tracker, files, meta=meta, claim_list=claim_list)
     return ReportResult(out_dir=out_dir, files=files, tables={k.removesuffix(".csv"): v for k, v in tables.items()},
                         claims=claim_list, figures=figures, experiments=names, n_runs=len(runs), run_id=run_id,
-                        seconds=seconds)
+                        seconds=seconds, analysis=analysis)
 
 
 def store_label(uri: str) -> str:

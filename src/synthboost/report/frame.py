@@ -18,8 +18,12 @@ METRICS = {"accuracy": "test/accuracy", "balanced_accuracy": "test/balanced_accu
 QUALITY = {"fid": "gen/fid", "cas_cnn": "gen/cas_cnn",  # generator quality, when it was measured
            "label_consistency": "gen/label_consistency"}
 #: what makes a cell (its seeds are the repeats); `setup` hashes gen.* and clf.* so tuned trials stay apart
-CELL = ["variant", "model", "profile", "regime", "size", "classifier", "mix_ratio", "mix_strategy", "mix_weight",
-        "mix_filter", "setup"]
+CELL = ["protocol", "variant", "model", "profile", "regime", "size", "classifier", "mix_ratio", "mix_strategy",
+        "mix_weight", "mix_filter", "setup"]
+#: ``protocol``: how the classifier's budget was set — ``fair`` (a fixed number of optimizer steps per cell),
+#: ``seed`` (the seed study's recipe: epochs over the mixed set), ``legacy`` (CNN runs recorded before budgets
+#: were fixed, also epochs over the mixed set).  Runs of different protocols are never paired or pooled.
+PROTOCOLS = ("fair", "seed", "legacy")
 REGIME_ORDER = ("balanced", "semi", "high")
 
 
@@ -39,6 +43,10 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     runs["regime"] = col("tags.regime", "params.data.regime")
     runs["size"] = pd.to_numeric(col("tags.size", "params.data.size"), errors="coerce")
     runs["classifier"] = col("tags.classifier", "params.classifier")
+    recipe = col("params.clf.recipe")
+    # scikit-learn models have no step budget, so every run of theirs is on the fair protocol
+    runs["protocol"] = recipe.where(recipe.notna(), np.where(runs["classifier"] == "cnn", "legacy", "fair"))
+    runs["clf_steps"] = pd.to_numeric(col("metrics.train/clf_steps"), errors="coerce")
     runs["seed"] = pd.to_numeric(col("tags.seed", "params.seed"), errors="coerce")
     runs["data_digest"] = col("tags.data_digest").fillna("")
     runs["mix_ratio"] = pd.to_numeric(col("params.mix.ratio"), errors="coerce").fillna(0.0)

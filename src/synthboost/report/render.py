@@ -57,7 +57,8 @@ def _fmt_gain(mean: float, lo: float, hi: float) -> str:
 
 def _id_columns(df: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     """The columns that name a cell, shown only when they tell cells apart."""
-    out = pd.DataFrame({"variant": df["variant"]})
+    out = pd.DataFrame({"protocol": df["protocol"]}) if results["protocol"].nunique() > 1 else pd.DataFrame(index=df.index)
+    out["variant"] = df["variant"]
     if (results["variant"] != results["model"]).any():
         out["model"] = df["model"]
     if results["profile"].nunique() > 1:
@@ -79,6 +80,8 @@ def display_results(analysis: Analysis) -> pd.DataFrame:
     for q in QUALITY:
         if f"{q}_mean" in res and res[f"{q}_mean"].notna().any():
             out[f"gen/{q}"] = ["—" if pd.isna(a) else f"{a:.3g}" for a in res[f"{q}_mean"]]
+    if "clf_steps_mean" in res and res["clf_steps_mean"].notna().any():  # the classifier's optimizer steps
+        out["steps"] = ["—" if pd.isna(a) else f"{a:.0f}" for a in res["clf_steps_mean"]]
     return out
 
 

@@ -16,7 +16,7 @@ from ..errors import UserError
 from .frame import BASELINES, CELL, METRICS, QUALITY, cell_name, regime_rank
 
 #: what a baseline run must share with a run for their difference to be a paired gain
-PAIR = ["profile", "regime", "size", "classifier", "seed", "data_digest"]
+PAIR = ["protocol", "profile", "regime", "size", "classifier", "seed", "data_digest"]
 MIN_SEEDS = 3
 
 
@@ -29,13 +29,25 @@ class Analysis:
     missing: pd.DataFrame
     baselines: list[str]  # baselines with at least one run
 
+    def protocols(self) -> list[str]:
+        return sorted(set(self.results["protocol"]))
+
+    def of_protocol(self, protocol: str) -> Analysis:
+        """The part of the analysis on one protocol (its claims are judged apart from the others')."""
+        def keep(df: pd.DataFrame) -> pd.DataFrame:
+            return df[df["protocol"] == protocol].reset_index(drop=True) if "protocol" in df else df
+
+        runs = keep(self.runs)
+        return Analysis(runs=runs, per_seed=self.per_seed, results=keep(self.results), gains=keep(self.gains),
+                        missing=keep(self.missing), baselines=[b for b in self.baselines if (runs["model"] == b).any()])
+
 
 def sort_cells(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of cells in the report's order: regime, size, classifier, profile, baselines first, then the mix."""
     order = {b: i for i, b in enumerate(BASELINES)}
     key = df.assign(_r=df["regime"].map(regime_rank), _b=df["model"].map(lambda m: order.get(m, len(order))))
     extra = ["baseline"] if "baseline" in df else []
-    key = key.sort_values(["_r", "size", "classifier", "profile", "_b", "variant", "mix_ratio", "mix_strategy",
+    key = key.sort_values(["protocol", "_r", "size", "classifier", "profile", "_b", "variant", "mix_ratio", "mix_strategy",
                            "mix_weight", "mix_filter", "setup", *extra])
     return key.drop(columns=["_r", "_b"]).reset_index(drop=True)
 
@@ -56,7 +68,7 @@ def _gain_targets(per_seed: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 def analyse(runs: pd.DataFrame) -> Analysis:
     metrics = [m for m in METRICS if m in runs]
-    values = metrics + [q for q in QUALITY if q in runs]
+    values = metrics + [q for q in QUALITY if q in runs] + (["clf_steps"] if "clf_steps" in runs else [])
     # integer ids for a cell and for "same data, seed, classifier, profile": every later groupby and merge is
     # on one int column instead of ten string columns (pandas' string factorising dominated the report's time)
     runs = runs.assign(cell=runs.groupby(CELL, sort=False).ngroup(), pair=runs.groupby(PAIR, sort=False).ngroup())
@@ -137,6 +149,14 @@ def check_baselines(analysis: Analysis) -> None:
     if (~analysis.gains["model"].isin(BASELINES)).any():
         return
     miss = analysis.missing[~analysis.missing["model"].isin(BASELINES)]
+    runs = analysis.runs
+    gen_protocols = set(runs.loc[~runs["model"].isin(BASELINES), "protocol"])
+    base_protocols = set(runs.loc[runs["model"].isin(BASELINES), "protocol"])
+    if base_protocols and not gen_protocols & base_protocols:
+        raise UserError(f"the generator runs use the {'/'.join(sorted(gen_protocols))} protocol and the baselines "
+                        f"the {'/'.join(sorted(base_protocols))} one: a gain is never paired across protocols — "
+                        f"record the baselines with the generators' recipe (e.g. `synthboost run --model none "
+                        f"--set clf.recipe={sorted(gen_protocols)[0] if gen_protocols - {'legacy'} else 'fair'}`)")
     needed = ", ".join(f"`{b}`" for b in dict.fromkeys(miss["baseline"])) or "`none`"
     examples = [f"{cell_name(r)} seeds {r['missing_seeds']}" for _, r in
                 miss.drop_duplicates(subset=CELL).head(3).iterrows()]
