@@ -93,6 +93,17 @@ class CNNConfig:
     }
 
 
+#: the CNN that *judges* samples — the quality metrics' CAS and the mix filter — keeps the network and budget it
+#: had when those numbers were first recorded (3-block, pooled to 3×3, batch 128, 20 epochs in quick), so a CAS
+#: or a filter decision means the same in every run of the store; it is not the classifier whose gains we report
+JUDGE_EPOCHS = {"smoke": 2, "quick": 20, "paper": 40}
+
+
+def judge_config(profile: str, **values) -> CNNConfig:
+    return build(CNNConfig, {"net": "small3", "dropout": 0.25, "batch_size": 128, "epochs": JUDGE_EPOCHS[profile],
+                             **values}, prefix="clf")
+
+
 @config
 class CARTConfig:
     max_depth: int | None = pydantic.Field(default=None, ge=1, le=200)

@@ -193,8 +193,7 @@ def filter_score(split: Split, *, profile: str, seed: int, use_cache: bool = Tru
     classes' samples — the ones a long-tailed regime needs — for being rare.  Trained once per data digest,
     profile and seed in a process."""
     def train():
-        clf = classifiers.CNNClassifier(build(classifiers.CNNConfig, {"class_weight": "balanced"}, profile=profile),
-                                        seed=seed)
+        clf = classifiers.CNNClassifier(classifiers.judge_config(profile, class_weight="balanced"), seed=seed)
         clf.fit(split.train_x, split.train_y)
         return clf
 

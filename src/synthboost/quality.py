@@ -30,7 +30,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .classifiers import CNNClassifier, CNNConfig, SmallCNN, SVMClassifier
+from .classifiers import CNNClassifier, CNNConfig, SmallCNN, SVMClassifier, judge_config
 from .config import PROFILES, as_dict, build, check_choice
 from .data import CLASS_NAMES, NUM_CLASSES, dataset_digest, load_fashion_mnist, to_float, to_uint8
 from .errors import UserError
@@ -236,7 +236,7 @@ def classifier_scores(synth_x: Tensor, synth_y: Tensor, *, train_x: Tensor, trai
     out: dict[str, float] = {}
     seconds = seconds if seconds is not None else {}
     for name, cls in (("cnn", CNNClassifier), ("svm", SVMClassifier)):
-        cfg = build(cls.Config, profile=profile, prefix=f"cas.{name}")
+        cfg = judge_config(profile) if cls is CNNClassifier else build(cls.Config, profile=profile, prefix=f"cas.{name}")
         for part, (x, y) in (("cas", (synth_x, synth_y)), ("real", (train_x, train_y))):
             with _timed(seconds, f"{part}_{name}"):
                 clf = cls(cfg, seed=seed, device=device)
