@@ -265,6 +265,9 @@ def step_budget(cfg: CNNConfig, n_budget: int) -> tuple[int, int]:
 class CNNClassifier:
     name = "cnn"
     Config = CNNConfig
+    #: bump when training behaviour changes: part of every cell's config key, so a grid re-runs its cells
+    #: (version 1: the fixed step budgets of the fair protocol)
+    code_version = 1
 
     def __init__(self, config: CNNConfig | None = None, *, seed: int = 0, device=None):
         self.config = config or build(CNNConfig)
@@ -390,6 +393,8 @@ class CNNClassifier:
 
 # ---------------------------------------------------------------- scikit-learn models
 class _SklearnClassifier:
+    code_version = 1  # as CNNClassifier.code_version
+
     def __init__(self, config=None, *, seed: int = 0, device=None):
         self.config = config or build(self.Config)
         self.seed = seed

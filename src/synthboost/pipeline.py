@@ -134,13 +134,31 @@ def generator_key(cfg: RunConfig, data_digest: str) -> str:
     sampling-only fields: a trial that changes only the guidance scale or the temperature reuses the weights)."""
     gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in sampling_values(cfg.gen)}
     payload = {"data": data_digest, "model": cfg.model, "gen": gen, "seed": cfg.seed,
-               "profile": cfg.profile, "val_fraction": cfg.data.val_fraction}
+               "profile": cfg.profile, "val_fraction": cfg.data.val_fraction,
+               **_versions(generator=generators.get(cfg.model).code_version)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_key(cfg: RunConfig) -> str:
-    """Hash of the whole cell config: a grid skips a cell whose FINISHED run has the same key."""
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Hash of the whole cell config and the code versions that train it: a grid skips a cell whose FINISHED run
+    has the same key, and re-runs it once the classifier's or the generator's code version is bumped."""
+    gen_version = 1 if cfg.gen is None else generators.get(cfg.model).code_version
+    payload = cfg.to_dict() | _versions(classifier=classifiers.get(cfg.classifier).code_version,
+                                        generator=gen_version)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def code_versions(cfg: RunConfig) -> dict[str, int]:
+    """The code versions a run was trained with (logged as tags, so the UI shows them)."""
+    out = {"code_version.classifier": classifiers.get(cfg.classifier).code_version}
+    if cfg.gen is not None:
+        out["code_version.generator"] = generators.get(cfg.model).code_version
+    return out
+
+
+def _versions(**versions: int) -> dict[str, int]:
+    # version 1 adds nothing, so keys from before versions existed stay valid (and their caches reused)
+    return {f"code_version.{k}": v for k, v in versions.items() if v != 1}
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -284,7 +302,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         "profile": cfg.profile, "classifier": cfg.classifier, "data_digest": digest,
         "git_commit": tracking.git_commit(), tracking.TAG_GENERATOR_KEY: key,
         tracking.TAG_KIND: tracking.KIND_EXPERIMENT, tracking.TAG_VARIANT: cfg.model,
-        tracking.TAG_CONFIG_KEY: config_key(cfg),
+        tracking.TAG_CONFIG_KEY: config_key(cfg), **code_versions(cfg),
         "minority_classes": ",".join(map(str, split.minority_classes)), **(extra_tags or {}),
     }
     with tracker.run(experiment=experiment, name=run_name(cfg), tags=tags, parent_run_id=parent_run_id,
