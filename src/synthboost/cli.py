@@ -105,6 +105,10 @@ def ui(
         return
     typer.echo(f"MLflow UI for {uri} at http://{host}:{port}  (runs table: the 'Model training' toggle, "
                "or /#/experiments/<id>/runs?workflowType=machine_learning)")
+    # one browser's UI: by default MLflow starts 4 web workers and 7 job-queue processes (GenAI jobs), each a
+    # full Python with mlflow imported — on a 2-core CPU that is seconds of start-up and memory for nothing
+    os.environ.setdefault("MLFLOW_WORKERS", "1")
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                                "--host", host, "--port", str(port)])
 

@@ -28,7 +28,7 @@ import yaml
 
 from . import classifiers, generators, tracking
 from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, replace
-from .data import NUM_CLASSES, Split, make_split, regime_counts
+from .data import NUM_CLASSES, Split, load_fashion_mnist, make_split, regime_counts
 from .errors import UserError
 from .metrics import classification_metrics, confusion
 from .mixing import filter_samples, labels_for, mix, oversample_indices, synthetic_counts
@@ -276,6 +276,7 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     run.log_metrics({f"train/gen_final_{k}": v for k, v in final.items()} | {"train/gen_seconds": seconds})
     run.log_checkpoint(gen.state_dict(), config_yaml=yaml.safe_dump(
         {"family": cfg.model, "generator_key": key, "config": cfg.to_dict()["gen"]}, sort_keys=False))
+    run.log_generator_model(gen.state_dict(), name=f"{cfg.model}-generator", tags={tracking.TAG_GENERATOR_KEY: key})
     run.set_tags({tracking.TAG_GENERATOR_TRAINED: "true"})
     return gen, run.id, False
 
@@ -311,6 +312,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             on_start(run.id)
         run.log_params(cfg.params())
         run.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
+        run.log_dataset(split, name=f"fashion-mnist {cfg.data.regime}/{cfg.data.size} seed={cfg.seed}",
+                        source=load_fashion_mnist().source)
         real_counts = torch.bincount(split.train_y, minlength=NUM_CLASSES).tolist()
         synth_x = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
         synth_y = torch.zeros(0, dtype=torch.long)
@@ -319,6 +322,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
                                                        progress=progress, use_cache=use_cache)
             run.set_tags({tracking.TAG_GENERATOR_RUN_ID: gen_run_id, tracking.TAG_GENERATOR_REUSED: str(reused).lower()})
+            if reused:
+                run.log_model_input(gen_run_id)  # the MLflow model it samples from, as the run's input
             if gen.extra_metrics:
                 run.log_metrics({f"gen/{k}": v for k, v in gen.extra_metrics.items()})
             counts = synthetic_counts(real_counts, cfg.mix)
