@@ -23,6 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from smoke_configs import SMOKE_STUDY
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -51,19 +52,7 @@ classifiers: [cnn]
 mixes: [{ratio: 1.0, strategy: balance}]
 fixed: {clf.epochs: 1}
 """
-STUDY = """
-regime: balanced
-size: 300
-classifier: cnn
-profile: smoke
-seeds: [0]
-n_trials: 3
-sampler: {name: random, seed: 0}
-pruner: {name: none}
-search_space:
-  mix.ratio: {low: 0.2, high: 1.0}
-fixed: {clf.epochs: 2}
-"""
+STUDY = SMOKE_STUDY.format(n_trials=3)
 STUDY_NAME = "ui-study"
 
 

@@ -104,6 +104,8 @@ def test_seed_recipe_is_the_seed_studys_classifier_under_the_users_values():
     assert mine.clf.epochs == 3 and mine.clf.net == "seed"
     fair = pipeline.make_config(model="vae", profile="quick")
     assert fair.clf.recipe == "fair" and fair.clf.net == "vgg" and pipeline.budget_images(fair, 850) == 850
+    # the runs table tells the two protocols apart by name
+    assert "recipe=seed" in pipeline.run_name(cfg) and "recipe" not in pipeline.run_name(fair)
 
 
 def test_seed_network_trains(split):

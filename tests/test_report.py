@@ -49,7 +49,6 @@ def store():
     folder = Path(tempfile.mkdtemp(prefix="synthboost-report-", dir=shm))
     tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
     grids = {m: _grid_png(folder, m, i) for i, m in enumerate(FID)}  # every generator run has one, as in pipeline
-    ids: dict[str, list[str]] = {}
     exp = tracker.experiment_id("report-a")
     for model in ("none", "vae", "dvae", "vqvae"):
         for (regime, size) in (("semi", 500), ("high", 500), ("high", 2000)):

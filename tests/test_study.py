@@ -14,22 +14,11 @@ from synthboost import queue
 from synthboost import study as study_mod
 from synthboost.cli import app
 
+from smoke_configs import SMOKE_STUDY
+
 runner = CliRunner()
 
-STUDY_YAML = """
-regime: balanced
-size: 300
-classifier: cnn
-profile: smoke
-seeds: [0]
-n_trials: 4
-sampler: {name: random, seed: 0}
-pruner: {name: none}
-search_space:
-  mix.ratio: {low: 0.2, high: 1.0}
-  mix.strategy: null
-fixed: {clf.epochs: 2}
-"""
+STUDY_YAML = SMOKE_STUDY.format(n_trials=4)
 
 
 @pytest.fixture()

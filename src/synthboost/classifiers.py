@@ -51,7 +51,7 @@ class CNNConfig:
     epochs: int = pydantic.Field(default=40, ge=1, le=500)
     steps: int | None = pydantic.Field(default=None, ge=1)  # an explicit step budget instead of epochs
     recipe: Literal["fair", "seed"] = "fair"
-    net: Literal["vgg", "small7", "small3", "seed"] = "vgg"  # see NETS below
+    net: Literal["vgg", "small7", "small3", "seed"] = "vgg"  # see SmallCNN and SeedCNN below
     batch_size: int = pydantic.Field(default=64, ge=8, le=8192)
     lr: float = pydantic.Field(default=2e-3, gt=0.0, le=1.0)
     weight_decay: float = pydantic.Field(default=5e-4, ge=0.0, le=1.0)
@@ -96,12 +96,13 @@ class CNNConfig:
 #: the CNN that *judges* samples — the quality metrics' CAS and the mix filter — keeps the network and budget it
 #: had when those numbers were first recorded (3-block, pooled to 3×3, batch 128, 20 epochs in quick), so a CAS
 #: or a filter decision means the same in every run of the store; it is not the classifier whose gains we report
+#: (the quality metrics' feature extractor keeps the same network, so FID/KID stay comparable too)
+JUDGE_NET = {"net": "small3", "dropout": 0.25}
 JUDGE_EPOCHS = {"smoke": 2, "quick": 20, "paper": 40}
 
 
 def judge_config(profile: str, **values) -> CNNConfig:
-    return build(CNNConfig, {"net": "small3", "dropout": 0.25, "batch_size": 128, "epochs": JUDGE_EPOCHS[profile],
-                             **values}, prefix="clf")
+    return build(CNNConfig, {**JUDGE_NET, "batch_size": 128, "epochs": JUDGE_EPOCHS[profile], **values}, prefix="clf")
 
 
 @config
@@ -319,10 +320,8 @@ class CNNClassifier:
         bs = min(cfg.batch_size, n)
         total_steps, steps_per_epoch = step_budget(cfg, min(budget_n or n, n))
         epochs = -(-total_steps // steps_per_epoch)
-        if cfg.optimizer == "adam":
-            opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
+        opt = optimizer(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = self._schedule(opt, total_steps)
 
         def stream():  # endless randperm passes over the (mixed) set, or class-balanced draws

@@ -309,10 +309,9 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
     study, parent = prepare(spec, units, storage_url=storage_url, tracker=tracker)
     name = study.study_name
     remaining = before.cells - before.done
-    counts = {"run": 0, "skipped": 0, "failed": 0}
     with tqdm(total=remaining, desc="cells", disable=None if show_progress else True) as bar:
         if workers <= 1:
-            counts = work(name, storage_url, experiment=spec.experiment, progress=bar.update)
+            work(name, storage_url, experiment=spec.experiment, progress=bar.update)
         else:
             exp = tracker.experiment_id(spec.experiment)
             keys = {c["key"] for u in units for c in u["cells"]}

@@ -164,7 +164,11 @@ def _versions(**versions: int) -> dict[str, int]:
 def run_name(cfg: RunConfig) -> str:
     """Says what the run is, since the MLflow runs table shows names first."""
     mix_part = f" mix={cfg.mix.ratio:g}×{cfg.mix.strategy}" if uses_mix(cfg) else ""
-    return f"{cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part} seed={cfg.seed}"
+    # runs under the seed study's recipe must not read like fair-protocol runs in the runs table
+    recipe = getattr(cfg.clf, "recipe", "fair")
+    recipe_part = f" recipe={recipe}" if recipe != "fair" else ""
+    return (f"{cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part}{recipe_part}"
+            f" seed={cfg.seed}")
 
 
 @dataclass
@@ -274,9 +278,10 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     seconds = time.perf_counter() - t0
     run.log_series(curves)
     run.log_metrics({f"train/gen_final_{k}": v for k, v in final.items()} | {"train/gen_seconds": seconds})
-    run.log_checkpoint(gen.state_dict(), config_yaml=yaml.safe_dump(
+    state = gen.state_dict()
+    run.log_checkpoint(state, config_yaml=yaml.safe_dump(
         {"family": cfg.model, "generator_key": key, "config": cfg.to_dict()["gen"]}, sort_keys=False))
-    run.log_generator_model(gen.state_dict(), name=f"{cfg.model}-generator", tags={tracking.TAG_GENERATOR_KEY: key})
+    run.log_generator_model(state, name=f"{cfg.model}-generator", tags={tracking.TAG_GENERATOR_KEY: key})
     run.set_tags({tracking.TAG_GENERATOR_TRAINED: "true"})
     return gen, run.id, False
 

@@ -15,13 +15,11 @@ precision/recall is written here (see ``precision_recall`` for why).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,21 +28,20 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .classifiers import CNNClassifier, CNNConfig, SmallCNN, SVMClassifier, judge_config
+from .classifiers import CNNClassifier, CNNConfig, SmallCNN, SVMClassifier, JUDGE_NET, judge_config
 from .config import PROFILES, as_dict, build, check_choice
 from .data import CLASS_NAMES, NUM_CLASSES, dataset_digest, load_fashion_mnist, to_float, to_uint8
 from .errors import UserError
 from .mixing import labels_for
+from .timing import timed
 
 EXTRACTOR_FORMAT = 1  # bump when the extractor's architecture or state layout changes (invalidates cached runs)
 EXTRACTOR_SEED = 0
 # train_size None = the full 60k train set; smoke trains 1 epoch on a seeded 10k subset (for tests)
-#: the extractor keeps the network (and dropout) that every FID/KID in the store was measured with
-_EXTRACTOR_NET = {"net": "small3", "dropout": 0.25}
 EXTRACTOR_PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {"train_size": 10000, "clf": {**_EXTRACTOR_NET, "epochs": 1, "batch_size": 64}},
-    "quick": {"train_size": None, "clf": {**_EXTRACTOR_NET, "epochs": 4, "batch_size": 256, "lr": 3e-3}},
-    "paper": {"train_size": None, "clf": {**_EXTRACTOR_NET, "epochs": 15, "batch_size": 128}},
+    "smoke": {"train_size": 10000, "clf": {**JUDGE_NET, "epochs": 1, "batch_size": 64}},
+    "quick": {"train_size": None, "clf": {**JUDGE_NET, "epochs": 4, "batch_size": 256, "lr": 3e-3}},
+    "paper": {"train_size": None, "clf": {**JUDGE_NET, "epochs": 15, "batch_size": 128}},
 }
 
 
@@ -238,7 +235,7 @@ def classifier_scores(synth_x: Tensor, synth_y: Tensor, *, train_x: Tensor, trai
     for name, cls in (("cnn", CNNClassifier), ("svm", SVMClassifier)):
         cfg = judge_config(profile) if cls is CNNClassifier else build(cls.Config, profile=profile, prefix=f"cas.{name}")
         for part, (x, y) in (("cas", (synth_x, synth_y)), ("real", (train_x, train_y))):
-            with _timed(seconds, f"{part}_{name}"):
+            with timed(seconds, f"{part}_{name}"):
                 clf = cls(cfg, seed=seed, device=device)
                 clf.fit(x, y)
                 out[f"{part}_{name}"] = float((clf.predict(test_x) == test_y.numpy()).mean())
@@ -341,15 +338,6 @@ class QualityResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step (for the benchmark)
 
 
-@contextlib.contextmanager
-def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
-
-
 def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y: Tensor, test_x: Tensor,
                       test_y: Tensor, train_x: Tensor, train_y: Tensor, n_per_class: int, seed: int,
                       cas_classifier_profile: str, cas_from_quality_draw: bool = False, device=None,
@@ -374,26 +362,26 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
     feats = ExtractorFeatures(extractor.to(torch.device(device)) if device else extractor)
     ref_x, ref_y = reference_set(real_x, real_y, n_per_class=n_per_class)
     fake_y = labels_for([n_per_class] * NUM_CLASSES)
-    with _timed(seconds, "sample"):
+    with timed(seconds, "sample"):
         fake_x = draw(generator, fake_y, seed=seed * 1000 + 11)  # offsets keep the draws independent
-    with _timed(seconds, "features"):
+    with timed(seconds, "features"):
         real_f, _ = feats.features_and_logits(ref_x)
         fake_f, fake_logits = feats.features_and_logits(fake_x)
 
     m: dict[str, float] = {}
-    with _timed(seconds, "fid"):
+    with timed(seconds, "fid"):
         m["fid"] = fid(real_f, fake_f)
-    with _timed(seconds, "kid"):
+    with timed(seconds, "kid"):
         m["kid_mean"], m["kid_std"] = kid(real_f, fake_f, subsets=kid_subsets, subset_size=kid_subset_size,
                                           seed=seed)
-    with _timed(seconds, "inception_score"):
+    with timed(seconds, "inception_score"):
         m["inception_score"], m["inception_score_std"] = inception_score(fake_logits, splits=is_splits, seed=seed)
-    with _timed(seconds, "precision_recall"):
+    with timed(seconds, "precision_recall"):
         m["precision"], m["recall"] = precision_recall(real_f, fake_f, k=pr_k)
-    with _timed(seconds, "fid_per_class"):
+    with timed(seconds, "fid_per_class"):
         for k in range(NUM_CLASSES):
             m[f"fid_class_{k}"] = fid(real_f[ref_y == k], fake_f[fake_y == k])
-    with _timed(seconds, "label_consistency"):
+    with timed(seconds, "label_consistency"):
         m["label_consistency"] = float((fake_logits.argmax(1) == fake_y).float().mean())
 
     if cas_from_quality_draw:
@@ -403,15 +391,15 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
             train_x, train_y = train_x[keep], train_y[keep]
     else:
         cas_y = labels_for(balanced_counts(len(train_y)))
-        with _timed(seconds, "cas_sample"):
+        with timed(seconds, "cas_sample"):
             cas_x = draw(generator, cas_y, seed=seed * 1000 + 12)
     m.update(classifier_scores(cas_x, cas_y, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
                                profile=cas_classifier_profile, seed=seed, device=device, seconds=seconds))
 
     figures: dict[str, Figure] = {}
-    with _timed(seconds, "pca"):
+    with timed(seconds, "pca"):
         figures["gen/pca.png"] = pca_figure(real_f, ref_y, fake_f, fake_y, seed=seed)
-    with _timed(seconds, "tsne"):
+    with timed(seconds, "tsne"):
         ri, fi = _first_per_class(ref_y, tsne_per_class), _first_per_class(fake_y, tsne_per_class)
         figures["gen/tsne.png"] = tsne_figure(real_f[ri], ref_y[ri], fake_f[fi], fake_y[fi], seed=seed)
 

@@ -6,13 +6,10 @@ is kept in ``ReportResult.seconds`` (query, tables, grids, plots, write, log).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import tempfile
-import time
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import pandas as pd
 
 from .. import tracking
 from ..errors import UserError
+from ..timing import timed
 from . import render
 from .claims import Claim, seed
 from .figures import draw, sample_grids
@@ -41,14 +39,6 @@ class ReportResult:
     run_id: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     analysis: Analysis | None = None  # the statistics behind the tables
-
-
-@contextlib.contextmanager
-def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
-    """Keep the wall time of the ``with`` block in ``seconds[step]`` (not when the block raises)."""
-    t0 = time.perf_counter()
-    yield
-    seconds[step] = time.perf_counter() - t0
 
 
 def protocol_claims(analysis: Analysis) -> list[Claim]:
