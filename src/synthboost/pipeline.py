@@ -288,8 +288,9 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         synth_y = torch.zeros(0, dtype=torch.long)
         gen_run_id, reused = None, False
         if cfg.gen is not None:
-            gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
-                                                       progress=progress, use_cache=use_cache)
+            with tracker.exclusive(f"generator-{key}"):  # one worker trains it, the others wait and reuse it
+                gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
+                                                           progress=progress, use_cache=use_cache)
             run.set_tags({"generator_run_id": gen_run_id, "generator_reused": str(reused).lower()})
             if gen.extra_metrics:
                 run.log_metrics({f"gen/{k}": v for k, v in gen.extra_metrics.items()})
