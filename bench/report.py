@@ -41,7 +41,7 @@ def run_shape(model: str, regime: str, size: int, seed: int, rng) -> tuple[dict,
     params = {"model": model, "classifier": "cnn", "profile": "quick", "seed": seed, "gen_metrics": generator,
               "data.regime": regime, "data.size": size, "data.val_fraction": 0.15, "data.minority_classes": "[2, 6]",
               "mix.ratio": 1.0 if generator else 0.0, "mix.strategy": "uniform", "mix.synthetic_weight": 1.0,
-              **{f"clf.p{k}": k for k in range(8)}}
+              **{f"clf.p{k}": k for k in range(8)}, **({"clf.p0": "strong"} if model == "none-strong" else {})}
     params |= {f"gen.p{k:02d}": k for k in range(40 - len(params))}
     base = 0.62 + 0.05 * np.log10(size / 200) - (0.06 if regime == "high" else 0.0)
     boost = GAIN[model] * (1.5 if regime == "high" else 1.0) * (200 / size) ** 0.3

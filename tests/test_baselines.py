@@ -28,36 +28,41 @@ def rng(seed: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------- augmentation
-def every_flip_crop(x: torch.Tensor) -> torch.Tensor:
-    """N×162×H×W: each image under both flips and all 9×9 pad-4 shifts."""
-    padded = F.pad(torch.cat([x, x.flip(3)], 1), (4, 4, 4, 4))  # N×2×36×36
-    return torch.stack([padded[:, :, dy:dy + 28, dx:dx + 28] for dy in range(9) for dx in range(9)], 2).flatten(1, 2)
+def every_flip_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """N×K×H×W: each image under both flips and every shift of up to ±``shift`` px."""
+    padded = F.pad(torch.cat([x, x.flip(3)], 1), (shift,) * 4)  # N×2×(28+2s)×(28+2s)
+    side = 2 * shift + 1
+    return torch.stack([padded[:, :, dy:dy + 28, dx:dx + 28] for dy in range(side) for dx in range(side)],
+                       2).flatten(1, 2)
 
 
-def test_flip_crop_keeps_shape_dtype_and_each_image_is_a_shifted_flip_of_its_own(split):
-    x = split.train_x[:64].unsqueeze(1)
-    out = augment(x, policy="flip_crop", generator=rng(0))
+@pytest.mark.parametrize("shift", [2, 4])
+def test_shift_flip_keeps_shape_dtype_and_each_image_is_a_shifted_flip_of_its_own(split, shift):
+    x, y = split.train_x[:64].unsqueeze(1), split.train_y[:64]
+    out = augment(x, policy="shift_flip", generator=rng(0), labels=y, shift=shift)
     assert out.shape == x.shape and out.dtype == torch.uint8
     # image i (so its label) stays at position i: it is one of its own flips/shifts, and not the untouched one
-    assert (out == every_flip_crop(x)).flatten(2).all(2).any(1).all()  # N×1 against N×162 candidates
+    assert (out == every_flip_shift(x, shift)).flatten(2).all(2).any(1).all()
     assert (out != x).flatten(1).any(1).float().mean() > 0.8
-    floats = augment(x.float() / 255, policy="flip_crop", generator=rng(0))
+    floats = augment(x.float() / 255, policy="shift_flip", generator=rng(0), labels=y, shift=shift)
     assert floats.dtype == torch.float32 and 0 <= floats.min() and floats.max() <= 1
     assert torch.equal(floats, out.float() / 255)  # the same draws whatever the dtype
 
 
 def test_augmentation_is_deterministic_under_a_seed_and_off_means_untouched(split):
-    x = split.train_x[:64].unsqueeze(1)
-    for policy in ("flip_crop", "flip_crop_erase"):
-        assert torch.equal(augment(x, policy=policy, generator=rng(3)), augment(x, policy=policy, generator=rng(3)))
-        assert not torch.equal(augment(x, policy=policy, generator=rng(3)), augment(x, policy=policy, generator=rng(4)))
+    x, y = split.train_x[:64].unsqueeze(1), split.train_y[:64]
+    for policy in ("shift", "shift_flip", "shift_flip_erase"):
+        assert torch.equal(augment(x, policy=policy, generator=rng(3), labels=y),
+                           augment(x, policy=policy, generator=rng(3), labels=y))
+        assert not torch.equal(augment(x, policy=policy, generator=rng(3), labels=y),
+                               augment(x, policy=policy, generator=rng(4), labels=y))
     assert augment(x, policy="none", generator=rng(0)) is x
 
 
-def test_erase_blanks_at_most_one_square_of_each_flip_crop(split):
-    x = split.train_x[:64].unsqueeze(1)
-    base = augment(x, policy="flip_crop", generator=rng(5))  # the same flip and crop draws come first
-    erased = augment(x, policy="flip_crop_erase", generator=rng(5))
+def test_erase_blanks_at_most_one_square_of_each_shift_flip(split):
+    x, y = split.train_x[:64].unsqueeze(1), split.train_y[:64]
+    base = augment(x, policy="shift_flip", generator=rng(5), labels=y)  # the same flip and shift draws come first
+    erased = augment(x, policy="shift_flip_erase", generator=rng(5), labels=y)
     assert erased.shape == x.shape and erased.dtype == torch.uint8
     changed = (base != erased)[:, 0]
     assert (erased[:, 0][changed] == 0).all()  # erasing only ever sets the background value
@@ -94,7 +99,7 @@ def test_class_balanced_sampler_draws_classes_uniformly_in_expectation():
 
 @pytest.mark.parametrize("options", [
     {"sampler": "class_balanced", "schedule": "cosine"},
-    {"augment": "flip_crop_erase", "class_weight": "balanced", "schedule": "constant"},
+    {"augment": "shift_flip_erase", "class_weight": "balanced", "schedule": "constant"},
 ])
 def test_cnn_options_train_and_are_reproducible(split, options):
     def fit():
@@ -252,8 +257,10 @@ def test_baselines_are_registered_with_studies_and_in_the_grid():
 
 def test_none_strong_applies_the_recipe_under_the_users_values():
     cfg = pipeline.make_config(model="none-strong", profile="quick")
-    assert (cfg.clf.augment, cfg.clf.class_weight, cfg.clf.epochs) == ("flip_crop", "balanced", 40)
-    assert pipeline.make_config(model="none-strong", profile="smoke").clf.epochs == 2
+    plain = pipeline.make_config(model="none", profile="quick")
+    assert (cfg.clf.augment, cfg.clf.class_weight) == ("shift_flip", "balanced")
+    # the same network and budget as the plain recipe: only the recipe differs
+    assert (cfg.clf.net, cfg.clf.epochs, cfg.clf.batch_size) == (plain.clf.net, plain.clf.epochs, plain.clf.batch_size)
     mine = pipeline.make_config(model="none-strong", profile="quick", overrides={"clf": {"augment": "none"}})
     assert mine.clf.augment == "none" and mine.clf.class_weight == "balanced"
     assert pipeline.make_config(model="none-strong", classifier="cart").clf.class_weight == "balanced"
@@ -294,7 +301,7 @@ def test_none_strong_smoke_run_is_tracked_as_its_own_baseline(tracker):
     cfg, r = run(tracker, model="none-strong")
     assert r.info.status == "FINISHED"
     assert r.data.tags["model"] == r.data.tags["variant"] == "none-strong"
-    assert r.data.params["clf.augment"] == "flip_crop" and r.data.params["clf.class_weight"] == "balanced"
+    assert r.data.params["clf.augment"] == "shift_flip" and r.data.params["clf.class_weight"] == "balanced"
     assert r.data.metrics["test/accuracy"] > 0.3 and r.data.metrics["train/clf_epochs_run"] == cfg.clf.epochs
     assert not any(k.startswith("mix/") for k in r.data.metrics)
 
@@ -313,7 +320,7 @@ def test_oversample_smoke_run_logs_its_copies(tracker):
 
 def test_filtered_generator_mix_on_the_strong_recipe(tracker):
     cfg, r = run(tracker, model="vae", mix_ratio=0.5, overrides={
-        "clf": {"augment": "flip_crop", "class_weight": "balanced", "early_stopping": 1},
+        "clf": {"augment": "shift_flip", "class_weight": "balanced", "early_stopping": 1},
         "mix": {"filter": "confidence", "filter_threshold": 0.0}})
     m = r.data.metrics
     assert r.info.status == "FINISHED" and r.data.params["mix.filter"] == "confidence"

@@ -110,7 +110,7 @@ def test_grid_runs_every_cell_once_and_resumes_after_an_interruption(tracker, tm
     (GRID.replace("[none, vae]", "[none, vea]"), "unknown model 'vea'"),
     (GRID + "colour: red\n", "colour"),
     (GRID.replace("clf.epochs: 1,", "clf.epochz: 1,"), "clf.epochz"),
-    (GRID.replace("[none, vae]", "[none, {{model: vae, clf: {{augmnt: flip_crop}}}}]"), "clf.augmnt"),
+    (GRID.replace("[none, vae]", "[none, {{model: vae, clf: {{augmnt: shift_flip}}}}]"), "clf.augmnt"),
     (GRID.replace("strategy: uniform}}", "strategy: uniform, filtr: confidence}}"), "filtr"),
     (GRID.replace("classifiers: [cnn]", "classifiers: [forest]"), "unknown classifier"),
 ])
@@ -122,12 +122,12 @@ def test_bad_grid_files_exit_2(grid_file, tmp_path, text, message):
 
 def test_a_variant_can_carry_classifier_options_and_mixes_can_filter(grid_file, tmp_path):
     """The strong recipe under a generator's mix, filtered or not, is a grid of its own (issue 11's runs)."""
-    text = GRID.replace("[none, vae]", "[none-strong, {{model: vae, name: vae-strong, clf: {{augment: flip_crop}}}}]")
+    text = GRID.replace("[none, vae]", "[none-strong, {{model: vae, name: vae-strong, clf: {{augment: shift_flip}}}}]")
     text = text.replace("strategy: uniform}}", "strategy: uniform, filter: confidence, filter_threshold: 0.7}}")
     spec = grid_mod.load_grid(grid_file("g-strong", text))
     units = grid_mod.plan(spec, str(tmp_path / "q.journal"))
     strong = [u for u in units if u["variant"] == "vae-strong"]
-    assert strong and all(c["overrides"]["clf"] == {"epochs": 1, "augment": "flip_crop"}
+    assert strong and all(c["overrides"]["clf"] == {"epochs": 1, "augment": "shift_flip"}
                           for u in strong for c in u["cells"])
     mixes = [c["overrides"]["mix"] for u in strong for c in u["cells"]]
     assert {"ratio": 1.0, "strategy": "uniform", "filter": "confidence", "filter_threshold": 0.7} in mixes

@@ -1,7 +1,10 @@
 """`synthboost report` on a store of runs logged directly through MlflowClient (known numbers, no training).
 
-Experiment ``report-a`` is built so the seed study's claims hold; ``report-b`` so they fail (or cannot be
-tested); ``report-nobase`` has generator runs and no baseline at all.
+Experiment ``report-a`` is built so the seed study's claims hold; ``report-b`` so they fail (or are
+inconclusive); ``report-nobase`` has generator runs and no baseline at all.  Every run carries its classifier
+recipe (``clf.*``): plain for generators, ``none`` and ``oversample``, strong for ``none-strong``.  A second store
+(``recipe_store``) mixes recipes, grid cells and study trials, and runs of unknown recipe; the verdict tests at the
+end build their frames by hand.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ NOISE = {"none": [0, 0, 0, 0], "vae": [0.004, -0.006, 0.001, 0], "dvae": [0.003,
          "vqvae": [-0.005, 0.002, 0.006, 0.003], "oversample": [0.001, -0.002, 0.004, 0],
          "none-strong": [0.002, -0.001, 0.001, 0]}
 GAINS_A = {"vae": {("semi", 500): 0.01, ("high", 500): 0.03, ("high", 2000): 0.01, ("high", 1000): 0.02},
-           "dvae": {("semi", 500): 0.04, ("high", 500): 0.11, ("high", 2000): 0.05},
+           "dvae": {("semi", 500): 0.04, ("high", 500): 0.13, ("high", 2000): 0.05},
            "vqvae": {("semi", 500): 0.03, ("high", 500): 0.08, ("high", 2000): 0.04},
            "oversample": {("high", 500): 0.025}}
 GAINS_B = {"vae": 0.05, "dvae": 0.02, "vqvae": 0.01, "none-strong": 0.03}
 VARIANT = {"dvae": "dvae-gaussian"}
 FID = {"vae": 20.0, "dvae": 5.0, "vqvae": 8.0}
+#: the classifier recipes (resolved clf.* as `synthboost run` logs them): plain for generators, `none` and
+#: `oversample`; the strong one for `none-strong` (the same network and budget, augment + class weights)
+PLAIN_CLF = {"clf.epochs": "20", "clf.net": "vgg", "clf.lr": "0.002", "clf.augment": "none", "clf.class_weight": "none"}
+STRONG_CLF = {**PLAIN_CLF, "clf.augment": "shift_flip", "clf.class_weight": "balanced"}
 
 
 @pytest.fixture(scope="module")
@@ -68,23 +75,33 @@ def _accuracy(model: str, regime: str, size: int, seed: int, gain: float) -> flo
     return BASE[(regime, size)] + SEED_BASE[seed] + gain + NOISE[model][seed]
 
 
-def _log(tracker, exp_id: str, model: str, regime: str, size: int, seed: int, gain: float, *, grid=None) -> str:
+def _log(tracker, exp_id: str, model: str, regime: str, size: int, seed: int, gain: float, *, grid=None,
+         recipe: str | None = "fair", steps: int | None = None, clf: dict | None = None, tags: dict | None = None,
+         variant: str | None = None) -> str:
+    """One finished run; ``clf`` its clf.* params (default: the recipe of its model, see ``PLAIN_CLF``; ``{}``
+    for none at all), ``recipe`` its clf.recipe (None: a legacy run), ``tags`` extra tags (study, grid)."""
     from mlflow.entities import Metric, Param
 
     client = tracker.client
     acc = _accuracy(model, regime, size, seed, gain)
     generator = model not in ("none", "none-strong", "oversample")
-    tags = {"synthboost.kind": "experiment", "model": model, "variant": VARIANT.get(model, model),
+    tags = {"synthboost.kind": "experiment", "model": model, "variant": variant or VARIANT.get(model, model),
             "regime": regime, "size": str(size), "seed": str(seed), "profile": "quick", "classifier": "cnn",
-            "data_digest": f"d-{regime}-{size}-{seed}", "minority_classes": "2,6", "config_key": f"k{seed}"}
+            "data_digest": f"d-{regime}-{size}-{seed}", "minority_classes": "2,6", "config_key": f"k{seed}",
+            **(tags or {})}
     params = {"model": model, "mix.ratio": "1.0" if generator else "0.0", "mix.strategy": "uniform",
-              "mix.synthetic_weight": "1.0", "data.regime": regime, "data.size": str(size), "clf.epochs": "20"}
+              "mix.synthetic_weight": "1.0", "data.regime": regime, "data.size": str(size)}
+    params |= dict(clf if clf is not None else STRONG_CLF if model == "none-strong" else PLAIN_CLF)
     if generator:
         params |= {"gen.latent_dim": "16", "gen.epochs": "30"}
+    if recipe is not None and clf != {}:  # runs of the fair protocol and after (older runs have no clf.recipe)
+        params["clf.recipe"] = recipe
     metrics = {"test/accuracy": acc, "test/balanced_accuracy": acc - 0.001, "test/macro_f1": acc - 0.01,
                "test/minority_recall": acc - 0.2, "val/accuracy": acc + 0.01}
     if generator:
         metrics |= {"gen/fid": FID[model] + seed, "gen/cas_cnn": 0.7 - FID[model] / 100}
+    if steps is not None:
+        metrics["train/clf_steps"] = steps
     run = client.create_run(exp_id, run_name=f"{model} {regime}/{size} seed={seed}", tags=tags)
     rid = run.info.run_id
     ts = int(time.time() * 1000)
@@ -142,7 +159,7 @@ def test_rows_are_one_per_cell_with_seed_counts_and_few_seed_marks(report_a):
     few = res[res["few_seeds"]]
     assert [(r.variant, r.size) for r in few.itertuples()] == [("vae", 1000)]
     row = res[(res["variant"] == "dvae-gaussian") & (res["regime"] == "high") & (res["size"] == 500)].iloc[0]
-    accs = [_accuracy("dvae", "high", 500, s, 0.11) for s in range(3)]
+    accs = [_accuracy("dvae", "high", 500, s, GAINS_A["dvae"][("high", 500)]) for s in range(3)]
     assert row["accuracy_mean"] == pytest.approx(np.mean(accs))
     assert row["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
     md = report_a.files["report.md"].read_text()
@@ -183,42 +200,71 @@ def test_missing_baselines_are_listed_never_invented(report_a):
     # oversample ran at high/500 only: every other generator cell lacks it, and says so
     assert set(mi[mi["baseline"] == "oversample"]["size"]) == {500, 1000, 2000}
     assert not ((mi["baseline"] == "oversample") & (mi["regime"] == "high") & (mi["size"] == 500)).any()
+    # every generator cell of report-a is on the plain recipe, and a missing baseline is missing on that recipe
+    (plain,) = set(report_a.analysis.runs["recipe"])
+    assert set(mi["on_recipe"]) == {plain}
     md = report_a.files["report.md"].read_text()
     section = md.split("## Missing baselines")[1]
-    assert "| vae | vae | high | 1000 | cnn | 1×uniform | none | 0,1 | no gain reported |" in section
-    assert "| vqvae | vqvae | semi | 500 | cnn | 1×uniform | none | 3 | gain over 3 of 4 seeds |" in section
+    assert f"| vae | vae | high | 1000 | cnn | 1×uniform | none | {plain} | 0,1 | no gain reported |" in section
+    assert f"| vqvae | vqvae | semi | 500 | cnn | 1×uniform | none | {plain} | 3 | gain over 3 of 4 seeds |" in section
 
 
-def test_claims_hold_on_data_built_to_support_them(report_a):
+def test_claims_hold_on_data_built_to_support_them(store, report_a):
     verdicts = {c.key: c for c in report_a.claims}
     assert verdicts["1"].verdict == "holds", verdicts["1"].detail
-    assert "dvae +6.9 pp, vqvae +5.1 pp, vae +1.6 pp" in verdicts["1"].detail
+    assert "on the 3 data cell(s) where all 3 families ran" in verdicts["1"].detail
+    assert "dvae +7.5 pp, vqvae +5.1 pp, vae +1.6 pp" in verdicts["1"].detail
+    assert (verdicts["1"].n, verdicts["1"].unit) == (9, "cell × seed pairs")  # 3 cells × 3 seeds
     assert verdicts["2a"].verdict == "holds", verdicts["2a"].detail
-    assert "500: +7.4 pp, 2000: +3.4 pp" in verdicts["2a"].detail
+    assert "500: +8.1 pp, 2000: +3.4 pp" in verdicts["2a"].detail
     assert verdicts["2b"].verdict == "holds", verdicts["2b"].detail
     assert verdicts["3"].verdict == "holds", verdicts["3"].detail
-    assert "+11.2 pp" in verdicts["3"].detail  # 0.11 + the mean of dvae's seed noise (0.002)
-    assert verdicts["4-none-strong"].verdict == "not testable"
+    assert "+13.2 pp" in verdicts["3"].detail  # 0.13 + the mean of dvae's seed noise (0.002)
+    # the deciding interval is the cell's own: its lower bound is past +10 pp
+    _, mean, lo, hi = _hand_gain(store, "report-a", "dvae-gaussian", "high", 500)
+    assert (verdicts["3"].n, verdicts["3"].ci_low, verdicts["3"].ci_high) == (3, pytest.approx(lo), pytest.approx(hi))
+    assert lo >= 0.10
+    assert verdicts["4-none-strong"].verdict == "inconclusive"
     assert "no `none-strong` runs" in verdicts["4-none-strong"].detail
-    assert verdicts["4-oversample"].verdict == "beaten by dvae-gaussian, vqvae", verdicts["4-oversample"].detail
+    assert verdicts["4-oversample"].verdict == "holds", verdicts["4-oversample"].detail
+    assert verdicts["4-oversample"].detail.startswith("Beaten by dvae-gaussian, vqvae.")
+    assert {c.verdict for c in report_a.claims} <= {"holds", "does not hold", "inconclusive"}
     md = report_a.files["report.md"].read_text()
-    assert "**(3) DVAE improves accuracy in the high regime by up to 10 points — holds.**" in md
+    assert (f"**(3) DVAE improves accuracy in the high regime by up to 10 points — holds** (n = 3 seeds, 95% CI "
+            f"[{100 * lo:+.1f}, {100 * hi:+.1f}] pp)") in md
+    html = report_a.files["report.html"].read_text()
+    assert '<span class="v holds">holds</span> (n = 3 seeds, 95% CI' in html
+    claims_csv = report_a.tables["claims"].set_index("claim")
+    assert claims_csv.loc["3", "ci_low"] == pytest.approx(lo) and claims_csv.loc["3", "n"] == 3
 
 
-def test_claims_fail_or_are_not_testable_on_contrary_data(store, tmp_path):
+def test_claims_fail_or_are_inconclusive_on_contrary_data(store, tmp_path):
     from synthboost.report import build_report
 
     result = build_report(experiments=["report-b"], out_dir=tmp_path, formats={"md"}, tracker=store,
                           log_to_mlflow=False)
     verdicts = {c.key: c for c in result.claims}
     assert verdicts["1"].verdict == "does not hold"
-    assert "The largest gains come from vae and dvae" in verdicts["1"].detail
-    assert verdicts["2a"].verdict == "not testable" and "same size (500)" in verdicts["2a"].detail
-    assert verdicts["2b"].verdict == "not testable" and "high regime only" in verdicts["2b"].detail
+    assert "vae +5.0 pp, dvae +2.2 pp, vqvae +1.1 pp" in verdicts["1"].detail
+    assert "vqvae − vae lies below 0" in verdicts["1"].detail and verdicts["1"].ci_high < 0
+    assert verdicts["2a"].verdict == "inconclusive" and "same size (500)" in verdicts["2a"].detail
+    assert verdicts["2b"].verdict == "inconclusive" and "high regime only" in verdicts["2b"].detail
     assert verdicts["3"].verdict == "does not hold" and "short of 10 points" in verdicts["3"].detail
-    assert verdicts["4-none-strong"].verdict == "beaten by vae", verdicts["4-none-strong"].detail
-    assert verdicts["4-oversample"].verdict == "not testable"
+    assert verdicts["3"].ci_high < 0.10
+    # the generators run the plain recipe, `none-strong` the strong one: they are never paired
+    strong = verdicts["4-none-strong"]
+    assert strong.verdict == "inconclusive" and strong.n is None, strong.detail
+    assert "no generator run shares data, seed, classifier and recipe with a `none-strong` run" in strong.detail
+    assert "--set clf.augment=shift_flip --set clf.class_weight=balanced" in strong.detail
+    gains = result.analysis.gains
+    assert not ((gains["baseline"] == "none-strong") & (gains["model"] != "none-strong")).any()
+    # ...but `none-strong` itself is compared with `none`, and says it is baseline vs plain baseline
+    vs_plain = gains[(gains["model"] == "none-strong") & (gains["metric"] == "accuracy")]
+    assert list(vs_plain["baseline"]) == ["none"] and list(vs_plain["comparison"]) == ["baseline vs plain baseline"]
+    assert verdicts["4-oversample"].verdict == "inconclusive"
     assert result.run_id is None and set(result.files) == {"report.md", *(f"plots/{n}.png" for n in result.figures)}
+    md = (tmp_path / "report.md").read_text()
+    assert "| none: baseline vs plain baseline, recipe " in md and "augment=shift_flip, class_weight=balanced" in md
 
 
 def test_plots_are_present_non_empty_pngs_and_embedded_in_the_html(report_a):
@@ -347,3 +393,297 @@ def test_a_filtered_mix_is_its_own_cell_and_says_so():
     assert runs.groupby(rep.CELL).ngroups == 2
     labels = [rep.mix_label(1.0, "balance", 1.0, filter_=f) for f in runs["mix_filter"]]
     assert labels == ["1×balance", "1×balance confidence≥0.7", "1×balance"]
+
+
+# ---------------------------------------------------------------- protocols (fair budgets vs the seed study's)
+@pytest.fixture(scope="module")
+def protocol_store():
+    """Fair-protocol runs (equal steps) and seed-protocol runs (steps grow with the mix) of one cell."""
+    from synthboost.tracking import Tracker
+
+    folder = Path(tempfile.mkdtemp(prefix="synthboost-protocols-"))
+    tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
+    both, mismatched = tracker.experiment_id("protocols"), tracker.experiment_id("protocol-mismatch")
+    for seed in range(3):
+        _log(tracker, both, "none", "high", 500, seed, 0.0, recipe="fair", steps=520)
+        _log(tracker, both, "vae", "high", 500, seed, 0.01, recipe="fair", steps=520)
+        _log(tracker, both, "none", "high", 500, seed, -0.05, recipe="seed", steps=60)
+        _log(tracker, both, "vae", "high", 500, seed, 0.03, recipe="seed", steps=120)
+        _log(tracker, mismatched, "none", "high", 500, seed, 0.0, recipe="fair", steps=520)
+        _log(tracker, mismatched, "vae", "high", 500, seed, 0.03, recipe="seed", steps=120)
+    yield tracker
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_gains_are_paired_within_a_protocol_and_show_the_steps(protocol_store, tmp_path):
+    from synthboost.report import build_report
+
+    result = build_report(experiments=["protocols"], out_dir=tmp_path, formats={"md", "csv"},
+                          tracker=protocol_store, log_to_mlflow=False)
+    gains = result.analysis.gains
+    acc = gains[(gains["metric"] == "accuracy") & (gains["model"] == "vae")].set_index("protocol")["mean"]
+    # each protocol against its own baseline: +1.0 pp fair, +8.0 pp seed (0.03 vs the seed baseline's -0.05)
+    assert acc["fair"] == pytest.approx(0.01 + np.mean(NOISE["vae"][:3])) and len(acc) == 2
+    assert acc["seed"] == pytest.approx(0.08 + np.mean(NOISE["vae"][:3]))
+    res = result.analysis.results.set_index(["protocol", "model"])
+    assert res.loc[("fair", "vae"), "clf_steps_mean"] == res.loc[("fair", "none"), "clf_steps_mean"] == 520
+    text = (tmp_path / "report.md").read_text()
+    assert "| protocol |" in text and "| steps |" in text
+    assert {c.key.split()[-1] for c in result.claims} == {"fair", "seed"}  # each protocol's claims, apart
+
+
+def test_a_report_that_would_pair_across_protocols_exits_2(protocol_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", protocol_store.uri)
+    result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "r"), "--experiment", "protocol-mismatch"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "never paired across protocols" in lines[0] and "clf.recipe=seed" in lines[0]
+
+
+# ---------------------------------------------------------------- matched recipes, study trials, bad input
+TUNED_CLF = {**PLAIN_CLF, "clf.lr": "0.005"}  # a recipe no baseline was run on
+
+
+@pytest.fixture(scope="module")
+def recipe_store():
+    """Runs of several classifier recipes, grid cells beside study trials, and runs of unknown recipe."""
+    from synthboost.tracking import Tracker
+
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    folder = Path(tempfile.mkdtemp(prefix="synthboost-recipes-", dir=shm))
+    tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
+    exp = {name: tracker.experiment_id(name) for name in ("recipes", "grid-x", "vae-study", "handmade", "legacy",
+                                                          "recipe-mismatch")}
+    grid = {"grid": "grid-grid-x"}
+    for seed in range(3):
+        _log(tracker, exp["recipes"], "none", "high", 500, seed, 0.0)
+        _log(tracker, exp["recipes"], "none-strong", "high", 500, seed, 0.03)
+        _log(tracker, exp["recipes"], "oversample", "high", 500, seed, 0.01)
+        _log(tracker, exp["recipes"], "vae", "high", 500, seed, 0.02)  # plain: pairs with none and oversample
+        _log(tracker, exp["recipes"], "vae", "high", 500, seed, 0.045, clf=STRONG_CLF)  # pairs with none-strong
+        _log(tracker, exp["recipes"], "dvae", "high", 500, seed, 0.05, clf=TUNED_CLF)  # no baseline of its recipe
+        _log(tracker, exp["grid-x"], "none", "high", 500, seed, 0.0, tags={**grid, "optuna.trial_number": "0"})
+        _log(tracker, exp["grid-x"], "vae", "high", 500, seed, 0.02, tags={**grid, "optuna.trial_number": "1"})
+        _log(tracker, exp["legacy"], "none", "high", 500, seed, 0.0, recipe=None)  # clf.* but no clf.recipe
+        _log(tracker, exp["legacy"], "vae", "high", 500, seed, 0.02, recipe=None)
+    for trial, gain in enumerate((0.04, 0.06)):  # study trials: seed 0, the same cell as the grid's vae
+        _log(tracker, exp["vae-study"], "vae", "high", 500, 0, gain,
+             tags={"optuna.study_name": "vae-study", "optuna.trial_number": str(trial)})
+    _log(tracker, exp["handmade"], "none", "high", 500, 0, 0.0, clf={})
+    _log(tracker, exp["handmade"], "vae", "high", 500, 0, 0.02, clf={})
+    _log(tracker, exp["recipe-mismatch"], "none", "high", 500, 0, 0.0)
+    _log(tracker, exp["recipe-mismatch"], "vae", "high", 500, 0, 0.02, clf=TUNED_CLF)
+    yield tracker
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _accs(store, experiment: str, model: str, **params) -> dict[int, float]:
+    """seed -> test accuracy of the runs of ``model`` whose clf.* params have the given values."""
+    exp = store.client.get_experiment_by_name(experiment).experiment_id
+    where = " and ".join([f"tags.model = '{model}'"] + [f"params.`clf.{k}` = '{v}'" for k, v in params.items()])
+    return {int(r.data.tags["seed"]): r.data.metrics["test/accuracy"] for r in store.client.search_runs([exp], where)}
+
+
+def test_pairing_never_crosses_recipes_and_a_missing_matched_baseline_is_listed(recipe_store, tmp_path):
+    from scipy import stats as sps
+
+    from synthboost.report import build_report
+
+    result = build_report(experiments=["recipes"], out_dir=tmp_path, formats={"md", "csv"}, tracker=recipe_store,
+                          log_to_mlflow=False)
+    a = result.analysis
+    gains = a.gains[a.gains["metric"] == "accuracy"]
+    def recipe(model: str, value: str) -> str:
+        (r,) = set(a.runs.loc[(a.runs["model"] == model) & a.runs["clf"].str.contains(value, regex=False), "recipe"])
+        return r
+
+    plain, strong, tuned = recipe("none", "augment=none"), recipe("none-strong", "augment="), recipe("dvae", "lr=")
+    assert len({plain, strong, tuned}) == 3 and recipe("vae", "augment=shift_flip") == strong
+    vae = gains[gains["model"] == "vae"].set_index(["recipe", "baseline"])
+    # the plain mix against the plain baselines only, the strong mix against `none-strong` only
+    assert set(vae.index) == {(plain, "none"), (plain, "oversample"), (strong, "none-strong")}
+    for rec, baseline, augment in [(plain, "none", "none"), (plain, "oversample", "none"),
+                                   (strong, "none-strong", "shift_flip")]:
+        gen = _accs(recipe_store, "recipes", "vae", augment=augment)
+        base = _accs(recipe_store, "recipes", baseline, augment=augment)
+        diffs = [gen[s] - base[s] for s in range(3)]
+        row = vae.loc[(rec, baseline)]
+        assert row["mean"] == pytest.approx(np.mean(diffs), abs=1e-12) and row["n"] == 3
+        assert row["baseline_recipe"] == rec and row["comparison"] == "matched recipe"
+        assert row["p_value"] == pytest.approx(sps.ttest_rel([gen[s] for s in range(3)],
+                                                             [base[s] for s in range(3)]).pvalue)
+    # the tuned dvae has no baseline of its recipe: no gain at all, and the missing table says which recipe
+    assert gains[gains["model"] == "dvae"].empty
+    mi = a.missing
+    row = mi[mi["model"] == "dvae"]
+    assert list(row["baseline"]) == ["none"] and list(row["on_recipe"]) == [tuned]
+    assert list(row["missing_seeds"]) == ["0,1,2"]
+    # nothing else is missing: the plain mix does not need `none-strong`, the strong one not `none`/`oversample`
+    assert set(mi["model"]) == {"dvae"}
+    section = (tmp_path / "report.md").read_text().split("## Missing baselines")[1]
+    assert f"| none | {tuned} (augment=none, class_weight=none, lr=0.005) | 0,1,2 | no gain reported |" in section
+    # the stronger baselines: compared with `none` across recipes, on purpose, and labelled so
+    plain_rows = gains[gains["model"].isin(["none-strong", "oversample"])]
+    assert set(plain_rows["comparison"]) == {"baseline vs plain baseline"}
+    assert set(plain_rows["baseline_recipe"]) == {plain}
+    claim = {c.key: c for c in result.claims}["4-none-strong"]
+    assert claim.n == 3 and "vae high/500" in claim.detail  # the strong mix is the one tested against it
+
+
+def test_study_trials_are_left_out_unless_asked_for(recipe_store, tmp_path):
+    from synthboost.report import build_report
+
+    both = ["grid-x", "vae-study"]
+    default = build_report(experiments=both, out_dir=tmp_path / "d", formats={"csv"}, tracker=recipe_store,
+                           log_to_mlflow=False)
+    assert default.n_runs == 6 and default.experiments == ["grid-x"]  # grid cells carry optuna.trial_number too
+    assert (default.analysis.runs["study"] == "").all()
+    with_trials = build_report(experiments=both, out_dir=tmp_path / "s", formats={"md", "csv"},
+                               tracker=recipe_store, log_to_mlflow=False, include_studies=True)
+    assert with_trials.n_runs == 8 and with_trials.experiments == both
+    runs = with_trials.analysis.runs
+    assert sorted(runs.loc[runs["study"] != "", "experiment"]) == ["vae-study", "vae-study"]
+    assert set(runs.loc[runs["experiment"] == "grid-x", "study"]) == {""}
+    assert "2 study trials are included." in (tmp_path / "s" / "report.md").read_text()
+
+
+def test_legacy_runs_with_clf_params_still_pair(recipe_store, tmp_path):
+    from synthboost.report import build_report
+
+    result = build_report(experiments=["legacy"], out_dir=tmp_path, formats={"csv"}, tracker=recipe_store,
+                          log_to_mlflow=False)
+    gains = result.analysis.gains
+    row = gains[(gains["model"] == "vae") & (gains["metric"] == "accuracy")]
+    assert list(row["protocol"]) == ["legacy"] and list(row["n"]) == [3]
+
+
+RECIPE_BAD = [
+    (["--experiment", "vae-study"], "holds only study trials", "add --include-studies"),
+    (["--experiment", "grid-x", "--include-studies"], "--include-studies:", "hold no study trials"),
+    (["--include-studies", "--experiment", "recipes"], "'recipes' hold no study trials", "drop the flag"),
+    (["--experiment", "handmade"], "2 run(s) in experiment(s) 'handmade' carry no params.clf.*",
+     "log the classifier's clf.* params"),
+    (["--experiment", "recipe-mismatch"], "never paired across recipes", "--set clf.lr=0.005"),
+]
+
+
+@pytest.mark.parametrize("args,message,fix", RECIPE_BAD, ids=["trials-only", "no-trials", "no-trials-2",
+                                                               "unknown-recipe", "recipe-mismatch"])
+def test_cli_bad_selection_exits_2_with_one_line_naming_the_fix(recipe_store, tmp_path, monkeypatch, args, message,
+                                                                 fix):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", recipe_store.uri)
+    result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and fix in lines[0], result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------- verdicts on frames built by hand
+def _frame(rows) -> "pd.DataFrame":
+    """A ``tracking.runs_frame``-shaped frame: rows of (model, regime, size, seed, test accuracy)."""
+    import pandas as pd
+
+    out = []
+    for i, (model, regime, size, seed, acc) in enumerate(rows):
+        clf = STRONG_CLF if model == "none-strong" else PLAIN_CLF
+        out.append({"run_id": f"r{i:04d}", "experiment": "hand", "run_name": f"{model} {seed}", "start_time": i,
+                    "tags.model": model, "tags.regime": regime, "tags.size": str(size), "tags.classifier": "cnn",
+                    "tags.seed": str(seed), "tags.profile": "quick", "tags.data_digest": f"d-{regime}-{size}-{seed}",
+                    "params.mix.ratio": "0.0" if model in ("none", "none-strong", "oversample") else "1.0",
+                    **{f"params.{k}": v for k, v in clf.items()}, "params.clf.recipe": "fair",
+                    "metrics.test/accuracy": acc})
+    return pd.DataFrame(out)
+
+
+def _analyse(rows):
+    from synthboost.report import analyse, tidy
+
+    return analyse(tidy(_frame(rows)))
+
+
+MARGINAL = [0.02, 0.03, 0.04]  # paired differences: p = 0.035 on 2 degrees of freedom, interval [+0.5, +5.5] pp
+NULL = [0.01, -0.01, 0.005]
+
+
+def test_holm_turns_a_marginal_cell_into_not_beaten_when_many_cells_are_tested():
+    from scipy import stats as sps
+
+    from synthboost.report.claims import seed
+
+    def rows(sizes):
+        out = []
+        for size in sizes:
+            for s in range(3):
+                out.append(("oversample", "high", size, s, 0.70 + 0.01 * s))
+                out.append(("vae", "high", size, s, 0.70 + 0.01 * s + (MARGINAL if size == 100 else NULL)[s]))
+        return out
+
+    p_one = sps.ttest_1samp(MARGINAL, 0.0).pvalue
+    assert 0.01 < p_one < 0.05
+    alone = seed.claim_beats(_analyse(rows([100])), "oversample")
+    assert alone.verdict == "holds" and alone.detail.startswith("Beaten by vae."), alone.detail
+    assert alone.ci_low > 0 and f"p = {p_one:.2g}" in alone.detail
+
+    many = _analyse(rows(range(100, 1100, 100)))  # the same cell among ten
+    g = many.gains[(many.gains["metric"] == "accuracy") & (many.gains["size"] == 100)].iloc[0]
+    assert g["p_value"] == pytest.approx(p_one) and g["ci_low"] > 0  # on its own, still "above 0"
+    claim = seed.claim_beats(many, "oversample")
+    assert claim.verdict == "inconclusive", claim.detail
+    assert claim.detail.startswith("Not beaten after the correction.")
+    assert f"Holm = {min(1.0, 10 * p_one):.2g}" in claim.detail
+    assert "1 cell(s) have an uncorrected interval above 0" in claim.detail
+    assert "in 10 cell(s)" in claim.detail
+
+
+def test_a_baseline_ahead_in_every_cell_makes_the_beats_claim_not_hold():
+    from synthboost.report.claims import seed
+
+    rows = []
+    for size in (500, 1000):
+        for s in range(3):
+            rows += [("oversample", "high", size, s, 0.75), ("vae", "high", size, s, 0.75 - [0.03, 0.04, 0.05][s])]
+    claim = seed.claim_beats(_analyse(rows), "oversample")
+    assert claim.verdict == "does not hold" and claim.ci_high < 0, claim.detail
+    assert claim.detail.startswith("Not beaten: `oversample` is ahead in every one of the 2 cell(s)")
+
+
+def test_claim_1_compares_families_only_on_cells_where_all_of_them_ran():
+    from synthboost.report.claims import seed
+    from synthboost.report.stats import accuracy_gains
+
+    noise = [0.002, -0.001, 0.0]
+    gain = {("high", "vae"): 0.08, ("high", "dvae"): 0.03, ("high", "vqvae"): 0.02,
+            ("semi", "dvae"): 0.15, ("semi", "vqvae"): 0.14}  # vae ran in `high` only
+    rows = []
+    for regime in ("high", "semi"):
+        for s in range(3):
+            rows.append(("none", regime, 500, s, 0.7))
+            rows += [(m, regime, 500, s, 0.7 + g + noise[(s + i) % 3])
+                     for i, ((r, m), g) in enumerate(gain.items()) if r == regime]
+    analysis = _analyse(rows)
+    overall = accuracy_gains(analysis.gains).groupby("model")["mean"].mean()
+    assert overall.idxmax() == "dvae" and overall["vqvae"] > overall["vae"]  # over each family's own cells
+    claim = seed.claim_best_families(analysis)
+    assert claim.verdict == "does not hold", claim.detail
+    assert "on the 1 data cell(s) where all 3 families ran (3 cell × seed pairs" in claim.detail
+    assert "vae +8.0 pp, dvae +3.0 pp, vqvae +2.0 pp" in claim.detail
+    assert claim.n == 3 and claim.ci_high < 0
+
+
+def test_two_seeds_are_always_inconclusive(store):
+    from synthboost import tracking
+    from synthboost.report import analyse, tidy
+    from synthboost.report.claims import seed
+
+    runs = tidy(tracking.runs_frame(store, ["report-a"]))
+    one = seed.claims(analyse(runs[runs["seed"] == 0]))  # one seed: no interval at all
+    assert {c.verdict for c in one} == {"inconclusive"} and {c.n for c in one} - {None} == {1, 3}
+    claims = {c.key: c for c in seed.claims(analyse(runs[runs["seed"] < 2]))}  # report-a's strong gains, 2 seeds
+    for key in ("1", "2a", "2b", "3", "4-oversample"):
+        assert claims[key].verdict == "inconclusive", (key, claims[key].detail)
+    assert "Fewer than 3 seeds" in claims["1"].detail and claims["1"].n == 6
+    # DVAE's high/500 interval on 2 seeds lies above +10 pp, and still decides nothing
+    assert claims["3"].n == 2 and claims["3"].ci_low > 0.10, claims["3"].detail
+    assert "on fewer than 3 seeds, which decide nothing" in claims["3"].detail
+    assert "every cell has fewer than 3 seeds" in claims["4-oversample"].detail

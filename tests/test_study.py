@@ -208,7 +208,11 @@ def test_dashboard_serves_the_study_and_stops_cleanly(tmp_path, study_file, trac
         assert status == 200 and body["name"] == "dash"
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30)
+        try:  # gunicorn gives a busy worker up to its 30 s graceful timeout before it kills it
+            out, _ = proc.communicate(timeout=75)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
     assert f"/dashboard/studies/{study_id}" in out
 
 

@@ -105,6 +105,10 @@ def ui(
         return
     typer.echo(f"MLflow UI for {uri} at http://{host}:{port}  (runs table: the 'Model training' toggle, "
                "or /#/experiments/<id>/runs?workflowType=machine_learning)")
+    # one browser's UI: by default MLflow starts 4 web workers and 7 job-queue processes (GenAI jobs), each a
+    # full Python with mlflow imported — on a 2-core CPU that is seconds of start-up and memory for nothing
+    os.environ.setdefault("MLFLOW_WORKERS", "1")
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execvp(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                                "--host", host, "--port", str(port)])
 
@@ -282,6 +286,9 @@ def report(
                              "runs).")] = None,
     out: Annotated[str, typer.Option(help="Folder for report.md, report.html and the CSV tables.")] = "report",
     format_: Annotated[str, typer.Option("--format", help="Comma-separated subset of md,html,csv.")] = "md,html,csv",
+    include_studies: Annotated[bool, typer.Option(
+        "--include-studies", help="Also read study trials (runs tagged optuna.study_name that are not grid cells); "
+                                  "by default the report reads grid and single runs only.")] = False,
 ) -> None:
     """Compare models from the tracking store: tables, gains over the baselines, plots, claims; logged to MLflow."""
     from pathlib import Path
@@ -291,11 +298,11 @@ def report(
 
     formats = report_mod.parse_formats(format_)  # a typo fails before the store is touched
     result = report_mod.build_report(experiments=experiment or None, out_dir=Path(out), formats=formats,
-                                     tracker=tracking.Tracker())
+                                     tracker=tracking.Tracker(), include_studies=include_studies)
     typer.echo(f"report on {', '.join(result.experiments)} ({result.n_runs} runs) written to {result.out_dir}: "
                + ", ".join(sorted(result.files, key=lambda f: (f.count("/"), f))))
     for c in result.claims:
-        typer.echo(f"  ({c.key}) {c.statement}: {c.verdict}")
+        typer.echo(f"  ({c.key}) {c.statement}: {c.verdict} ({c.evidence()})")
     if result.run_id:
         where = "the run `mlflow run` opened" if tracking.env_run_id() else report_mod.REPORTS_EXPERIMENT
         typer.echo(f"logged as MLflow run {result.run_id} ({where}; tag {tracking.TAG_KIND} = {tracking.KIND_REPORT}); "

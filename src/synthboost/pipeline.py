@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import yaml
 
-from . import classifiers, generators
+from . import classifiers, generators, tracking
 from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, replace
-from .data import NUM_CLASSES, Split, make_split, regime_counts
+from .data import NUM_CLASSES, Split, load_fashion_mnist, make_split, regime_counts
 from .errors import UserError
 from .metrics import classification_metrics, confusion
 from .mixing import filter_samples, labels_for, mix, oversample_indices, synthetic_counts
@@ -59,6 +59,9 @@ def make_config(*, model: str, classifier: str = "cnn", regime: str = "balanced"
     clf_values = overrides.pop("clf", {})
     if model in generators.STRONG_RECIPE:  # the recipe's defaults, under what the user (or a study) sets
         clf_values = {**clf_cls.Config.strong.get(profile, {}), **clf_values}
+    recipe = clf_values.get("recipe")
+    if recipe is not None and recipe in getattr(clf_cls.Config, "recipes", {}):  # e.g. the seed study's
+        clf_values = {**clf_cls.Config.recipes[recipe], **clf_values}
     clf = build(clf_cls.Config, clf_values, profile=profile, prefix="clf")
     gen_values = overrides.pop("gen", {})
     if generators.is_baseline(model):
@@ -101,6 +104,13 @@ def _check_baseline_mix(model: str, mix_values: dict) -> None:
                         f"{'does' if len(extra) == 1 else 'do'} not apply")
 
 
+def budget_images(cfg: RunConfig, n_real: int) -> int | None:
+    """How many images one classifier epoch passes over: the cell's real training images under the fair
+    protocol (every run of a cell trains the same number of steps, whatever it mixes in); None — the whole
+    mixed set — under the seed study's protocol (``clf.recipe=seed``), where synthetic images add steps."""
+    return None if getattr(cfg.clf, "recipe", "fair") == "seed" else n_real
+
+
 def uses_mix(cfg: RunConfig) -> bool:
     """Whether the run adds samples to the real ones (a generator's, or ``oversample``'s copies)."""
     return cfg.gen is not None or cfg.model in generators.OVERSAMPLING
@@ -124,13 +134,31 @@ def generator_key(cfg: RunConfig, data_digest: str) -> str:
     sampling-only fields: a trial that changes only the guidance scale or the temperature reuses the weights)."""
     gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in sampling_values(cfg.gen)}
     payload = {"data": data_digest, "model": cfg.model, "gen": gen, "seed": cfg.seed,
-               "profile": cfg.profile, "val_fraction": cfg.data.val_fraction}
+               "profile": cfg.profile, "val_fraction": cfg.data.val_fraction,
+               **_versions(generator=generators.get(cfg.model).code_version)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_key(cfg: RunConfig) -> str:
-    """Hash of the whole cell config: a grid skips a cell whose FINISHED run has the same key."""
-    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Hash of the whole cell config and the code versions that train it: a grid skips a cell whose FINISHED run
+    has the same key, and re-runs it once the classifier's or the generator's code version is bumped."""
+    gen_version = 1 if cfg.gen is None else generators.get(cfg.model).code_version
+    payload = cfg.to_dict() | _versions(classifier=classifiers.get(cfg.classifier).code_version,
+                                        generator=gen_version)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def code_versions(cfg: RunConfig) -> dict[str, int]:
+    """The code versions a run was trained with (logged as tags, so the UI shows them)."""
+    out = {"code_version.classifier": classifiers.get(cfg.classifier).code_version}
+    if cfg.gen is not None:
+        out["code_version.generator"] = generators.get(cfg.model).code_version
+    return out
+
+
+def _versions(**versions: int) -> dict[str, int]:
+    # version 1 adds nothing, so keys from before versions existed stay valid (and their caches reused)
+    return {f"code_version.{k}": v for k, v in versions.items() if v != 1}
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -183,8 +211,7 @@ def filter_score(split: Split, *, profile: str, seed: int, use_cache: bool = Tru
     classes' samples — the ones a long-tailed regime needs — for being rare.  Trained once per data digest,
     profile and seed in a process."""
     def train():
-        clf = classifiers.CNNClassifier(build(classifiers.CNNConfig, {"class_weight": "balanced"}, profile=profile),
-                                        seed=seed)
+        clf = classifiers.CNNClassifier(classifiers.judge_config(profile, class_weight="balanced"), seed=seed)
         clf.fit(split.train_x, split.train_y)
         return clf
 
@@ -249,7 +276,8 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     run.log_metrics({f"train/gen_final_{k}": v for k, v in final.items()} | {"train/gen_seconds": seconds})
     run.log_checkpoint(gen.state_dict(), config_yaml=yaml.safe_dump(
         {"family": cfg.model, "generator_key": key, "config": cfg.to_dict()["gen"]}, sort_keys=False))
-    run.set_tags({"generator_trained": "true"})
+    run.log_generator_model(gen.state_dict(), name=f"{cfg.model}-generator", tags={tracking.TAG_GENERATOR_KEY: key})
+    run.set_tags({tracking.TAG_GENERATOR_TRAINED: "true"})
     return gen, run.id, False
 
 
@@ -263,7 +291,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
     ``on_epoch`` sees the classifier's per-epoch values (a study reports them to Optuna and may raise a
     pruning exception, listed in ``killed_on`` so the run ends KILLED); ``on_start`` gets the run id first.
     """
-    from . import plots, tracking
+    from . import plots
 
     tracker = tracker or tracking.Tracker()
     experiment = experiment or tracking.DEFAULT_EXPERIMENT
@@ -273,8 +301,9 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
     tags = {
         "model": cfg.model, "regime": cfg.data.regime, "size": cfg.data.size, "seed": cfg.seed,
         "profile": cfg.profile, "classifier": cfg.classifier, "data_digest": digest,
-        "git_commit": tracking.git_commit(), "generator_key": key, "synthboost.kind": "experiment",
-        "variant": cfg.model, "config_key": config_key(cfg),
+        "git_commit": tracking.git_commit(), tracking.TAG_GENERATOR_KEY: key,
+        tracking.TAG_KIND: tracking.KIND_EXPERIMENT, tracking.TAG_VARIANT: cfg.model,
+        tracking.TAG_CONFIG_KEY: config_key(cfg), **code_versions(cfg),
         "minority_classes": ",".join(map(str, split.minority_classes)), **(extra_tags or {}),
     }
     with tracker.run(experiment=experiment, name=run_name(cfg), tags=tags, parent_run_id=parent_run_id,
@@ -283,6 +312,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             on_start(run.id)
         run.log_params(cfg.params())
         run.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
+        run.log_dataset(split, name=f"fashion-mnist {cfg.data.regime}/{cfg.data.size} seed={cfg.seed}",
+                        source=load_fashion_mnist().source)
         real_counts = torch.bincount(split.train_y, minlength=NUM_CLASSES).tolist()
         synth_x = torch.zeros(0, 1, 28, 28, dtype=torch.uint8)
         synth_y = torch.zeros(0, dtype=torch.long)
@@ -291,7 +322,9 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             with tracker.exclusive(f"generator-{key}"):  # one worker trains it, the others wait and reuse it
                 gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
                                                            progress=progress, use_cache=use_cache)
-            run.set_tags({"generator_run_id": gen_run_id, "generator_reused": str(reused).lower()})
+            run.set_tags({tracking.TAG_GENERATOR_RUN_ID: gen_run_id, tracking.TAG_GENERATOR_REUSED: str(reused).lower()})
+            if reused:
+                run.log_model_input(gen_run_id)  # the MLflow model it samples from, as the run's input
             if gen.extra_metrics:
                 run.log_metrics({f"gen/{k}": v for k, v in gen.extra_metrics.items()})
             counts = synthetic_counts(real_counts, cfg.mix)
@@ -330,10 +363,10 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
 
         try:
             fitted = clf.fit(x, y, sample_weight=w, val=(split.val_x, split.val_y), on_epoch=epoch_hook,
-                             progress=progress)
+                             progress=progress, budget_n=budget_images(cfg, len(split.train_y)))
         finally:
             run.log_series(curve)  # a pruned trial keeps its curve
-        run.log_metrics({f"train/clf_{k}": v for k, v in fitted.items() if k in ("epochs_run", "best_epoch")})
+        run.log_metrics({f"train/clf_{k}": v for k, v in fitted.items() if k in ("epochs_run", "best_epoch", "steps")})
         last_step = curve[-1][0] if curve else 0
         minority = split.minority_classes
         metrics: dict[str, float] = {}
@@ -358,7 +391,7 @@ def project_clip(tracker, *, profile: str, progress: bool = False) -> tuple[dict
 
     Returns (state, run id); the run (experiment ``synthboost-models``) holds the zero-shot test accuracy.
     """
-    from . import clip_model, tracking
+    from . import clip_model
 
     return tracking.cached_model(tracker, kind="clip", key=clip_model.clip_key(profile), name=f"CLIP ({profile})",
                                  train=lambda: clip_model.train_clip(profile=profile, progress=progress))
@@ -369,7 +402,7 @@ def feature_extractor(tracker, *, profile: str) -> tuple[dict, str]:
 
     Returns (state, run id); the run (experiment ``synthboost-models``) holds its test accuracy.
     """
-    from . import quality, tracking
+    from . import quality
 
     return tracking.cached_model(tracker, kind="extractor", key=quality.extractor_key(profile),
                                  name=f"feature extractor ({profile})",
@@ -412,7 +445,7 @@ def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run) -> dict[str,
 def evaluate_run(run_id: str, *, tracker) -> dict[str, float]:
     """Compute the generator-quality metrics later for an existing run, from its logged checkpoint."""
     info = tracker.run_info(run_id)
-    gen_run = info["tags"].get("generator_run_id")
+    gen_run = info["tags"].get(tracking.TAG_GENERATOR_RUN_ID)
     if not gen_run:
         raise UserError(f"run {run_id} has no generator (model {info['tags'].get('model', '?')!r}); "
                         "evaluate needs a run that trained or reused one")

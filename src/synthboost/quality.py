@@ -30,7 +30,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .classifiers import CNNClassifier, CNNConfig, SmallCNN, SVMClassifier
+from .classifiers import CNNClassifier, CNNConfig, SmallCNN, SVMClassifier, judge_config
 from .config import PROFILES, as_dict, build, check_choice
 from .data import CLASS_NAMES, NUM_CLASSES, dataset_digest, load_fashion_mnist, to_float, to_uint8
 from .errors import UserError
@@ -39,10 +39,12 @@ from .mixing import labels_for
 EXTRACTOR_FORMAT = 1  # bump when the extractor's architecture or state layout changes (invalidates cached runs)
 EXTRACTOR_SEED = 0
 # train_size None = the full 60k train set; smoke trains 1 epoch on a seeded 10k subset (for tests)
+#: the extractor keeps the network (and dropout) that every FID/KID in the store was measured with
+_EXTRACTOR_NET = {"net": "small3", "dropout": 0.25}
 EXTRACTOR_PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {"train_size": 10000, "clf": {"epochs": 1, "batch_size": 64}},
-    "quick": {"train_size": None, "clf": {"epochs": 4, "batch_size": 256, "lr": 3e-3}},
-    "paper": {"train_size": None, "clf": {"epochs": 15, "batch_size": 128}},
+    "smoke": {"train_size": 10000, "clf": {**_EXTRACTOR_NET, "epochs": 1, "batch_size": 64}},
+    "quick": {"train_size": None, "clf": {**_EXTRACTOR_NET, "epochs": 4, "batch_size": 256, "lr": 3e-3}},
+    "paper": {"train_size": None, "clf": {**_EXTRACTOR_NET, "epochs": 15, "batch_size": 128}},
 }
 
 
@@ -97,7 +99,7 @@ def load_extractor(state: dict, *, device=None) -> SmallCNN:
         raise ValueError(f"not an extractor checkpoint of format {EXTRACTOR_FORMAT} "
                          f"(kind={state.get('kind')!r}, format={state.get('format')!r})")
     cfg = state["config"]
-    net = SmallCNN(width=cfg["width"], dropout=cfg["dropout"])
+    net = SmallCNN(width=cfg["width"], dropout=cfg["dropout"], net=cfg.get("net", "small3"))
     net.load_state_dict(state["weights"])
     net = net.to(torch.device(device) if device else torch.device("cpu"), memory_format=torch.channels_last)
     return net.eval().requires_grad_(False)  # channels_last: ~1.8× faster inference on this CPU
@@ -234,7 +236,7 @@ def classifier_scores(synth_x: Tensor, synth_y: Tensor, *, train_x: Tensor, trai
     out: dict[str, float] = {}
     seconds = seconds if seconds is not None else {}
     for name, cls in (("cnn", CNNClassifier), ("svm", SVMClassifier)):
-        cfg = build(cls.Config, profile=profile, prefix=f"cas.{name}")
+        cfg = judge_config(profile) if cls is CNNClassifier else build(cls.Config, profile=profile, prefix=f"cas.{name}")
         for part, (x, y) in (("cas", (synth_x, synth_y)), ("real", (train_x, train_y))):
             with _timed(seconds, f"{part}_{name}"):
                 clf = cls(cfg, seed=seed, device=device)

@@ -496,6 +496,66 @@ class Run:
         self.client.set_terminated(self.id, status)
         self.status = status
 
+    # -- MLflow-native records (the runs table's Dataset and Models columns; mlflow_native.py) -------------
+    def log_dataset(self, split, *, name: str, source: str, context: str = "training") -> None:
+        """The run's real split (train + validation) as an MLflow dataset input: ``name``, the project's
+        full-content digest (its first 36 characters, MLflow's limit; the whole in the profile), ``source`` (the
+        data folder) and the per-class counts."""
+        from . import mlflow_native
+        from .data import CLASS_NAMES
+
+        dataset = mlflow_native.split_dataset(name=name, digest=split.digest, source=source,
+                                              train_y=split.train_y.numpy(), val_y=split.val_y.numpy(),
+                                              class_names=CLASS_NAMES)
+        with self._timed():
+            self.client.log_inputs(self.id, datasets=[mlflow_native.dataset_input(dataset, context)])
+
+    def log_generator_model(self, state: dict, *, name: str, tags: dict[str, Any] | None = None) -> str:
+        """A trained generator's checkpoint as an MLflow model of this run: a pyfunc whose ``predict(labels)``
+        returns images (``mlflow_native``), shown in the runs table's Models column and loadable with
+        ``mlflow.pyfunc.load_model("models:/<id>")``.  Returns the model id.
+
+        Logged through this tracker's client (as ``log_model(name=…)`` does through the fluent API, which would
+        take the experiment and store from process-wide state): create the LoggedModel in the run's experiment,
+        link it as the run's output, upload, mark it READY."""
+        import torch
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+        from mlflow.models import Model
+
+        from . import mlflow_native
+
+        with self._timed():
+            exp_id = self.client.get_run(self.id).info.experiment_id
+            model = self.client.create_logged_model(exp_id, name=name, source_run_id=self.id,
+                                                    tags={k: str(v) for k, v in (tags or {}).items()},
+                                                    model_type=mlflow_native.MODEL_TYPE)
+            try:
+                with tempfile.TemporaryDirectory(prefix="synthboost-model-") as tmp:
+                    torch.save(state, Path(tmp) / "model.pt")
+                    meta = Model(artifact_path=model.artifact_location, run_id=self.id, model_id=model.model_id,
+                                 model_uuid=model.model_id)
+                    mlflow_native.save_generator_model(Path(tmp) / "model", checkpoint=Path(tmp) / "model.pt",
+                                                       mlflow_model=meta)
+                    self.client.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
+                self.client.log_outputs(self.id, [LoggedModelOutput(model.model_id, step=0)])
+            except BaseException:
+                self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+                raise
+            self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        return model.model_id
+
+    def log_model_input(self, source_run_id: str) -> str | None:
+        """Record the MLflow model(s) ``source_run_id`` logged (a reused generator) as inputs of this run, so
+        the run links to the model it sampled from; None when that run logged none (older runs)."""
+        from mlflow.entities import LoggedModelInput
+
+        with self._timed():
+            outputs = self.client.get_run(source_run_id).outputs
+            ids = [o.model_id for o in (outputs.model_outputs if outputs else [])]
+            if ids:
+                self.client.log_inputs(self.id, models=[LoggedModelInput(i) for i in ids])
+        return ids[0] if ids else None
+
 
 def _param_str(value: Any) -> str:
     text = str(list(value)) if isinstance(value, tuple) else str(value)

@@ -50,7 +50,7 @@ FAMILIES: dict[str, Entry] = {
 #: models that train no generator (the real-only controls); the pipeline handles them
 BASELINES: dict[str, str] = {
     "none": "real images only, plain classifier (the seed study's baseline)",
-    "none-strong": "real images only, strong recipe (CNN: flips + crops, balanced loss, 2x epochs)",
+    "none-strong": "real images only, strong recipe (CNN: ±2 px shifts, class-keeping flips, balanced loss; same steps)",
     "oversample": "real images only, each class oversampled (copies) to the `balance` mix's counts",
 }
 #: baselines whose classifier starts from its config's ``strong`` defaults (the user's clf.* still win)

@@ -98,6 +98,9 @@ class TorchGenerator(abc.ABC):
     exemplar_sampling: ClassVar[bool] = False
     #: True when a sample costs a whole reverse chain (diffusion): quality metrics then draw fewer samples
     slow_sampling: ClassVar[bool] = False
+    #: bump when the family's training behaviour changes (network, loss, loop): it is part of the generator key,
+    #: so checkpoints trained by the older code are no longer reused
+    code_version: ClassVar[int] = 1
 
     def __init__(self, config=None, *, device: torch.device | str | None = None):
         self.config = config if config is not None else build(self.Config)

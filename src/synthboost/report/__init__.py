@@ -1,18 +1,21 @@
 """Read the tracking store back and compare models: tables, plots, claims, Markdown/HTML/CSV.
 
 Everything comes from one ``search_runs`` query (``tracking.runs_frame``) into pandas, so the report works
-against any MLflow server.  A *cell* is one variant × regime × size × classifier × mix setting (and profile);
-its runs on different seeds give mean ± std.  A *gain* is a paired difference: each run minus the real-only
-baseline run (``none``, and ``none-strong`` / ``oversample`` when present) on the same data draw, seed,
-classifier and profile, averaged over the paired seeds with a 95% t-interval.  A cell without its baseline is
-listed, never given an invented gain.  The report is written to a folder and logged as an MLflow run.
+against any MLflow server; study trials are left out unless asked for.  A *cell* is one variant × regime × size
+× classifier × mix setting (and profile, protocol and classifier recipe); its runs on different seeds give mean ±
+std.  A *gain* is a paired difference: each generator run minus the baseline run (``none``, ``none-strong``,
+``oversample``) on the same data draw, seed, classifier, profile, protocol and classifier recipe (the hash of its
+resolved ``clf.*``), averaged over the paired seeds with a 95% t-interval and a paired t-test p; the stronger
+baselines are also compared with ``none`` ("baseline vs plain baseline").  A cell without its baseline of its
+recipe is listed, never given an invented gain.  Claims get a verdict — holds, does not hold, inconclusive —
+from those intervals.  The report is written to a folder and logged as an MLflow run.
 
 One module per step, in the order the data flows:
 
 ==================  =====================================================================================
 ``frame.py``        runs -> tidy frame: one row per run, the columns that name its cell (``CELL``)
-``stats.py``        per-cell mean ± std, paired gains with 95% intervals, missing baselines (``analyse``)
-``claims/``         a study's claims checked on those numbers: ``Claim``, and ``seed.py`` for the seed study
+``stats.py``        per-cell mean ± std, matched paired gains with 95% intervals and p, missing baselines, Holm
+``claims/``         a study's claims judged on those numbers: ``Claim`` and its three verdicts, ``seed.py``
 ``figures.py``      the plots, as PNG bytes
 ``render.py``       Markdown, HTML and CSV files
 ``build.py``        ``build_report``: the steps above in order, timed, and the report logged as an MLflow run

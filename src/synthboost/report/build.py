@@ -7,6 +7,7 @@ is kept in ``ReportResult.seconds`` (query, tables, grids, plots, write, log).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import tempfile
 import time
@@ -22,8 +23,8 @@ from ..errors import UserError
 from . import render
 from .claims import Claim, seed
 from .figures import draw, sample_grids
-from .frame import tidy
-from .stats import analyse, check_baselines
+from .frame import check_recipes, select_runs, tidy
+from .stats import Analysis, analyse, check_baselines
 
 REPORTS_EXPERIMENT = "synthboost-reports"
 
@@ -39,6 +40,7 @@ class ReportResult:
     n_runs: int
     run_id: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    analysis: Analysis | None = None  # the statistics behind the tables
 
 
 @contextlib.contextmanager
@@ -49,13 +51,25 @@ def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
     seconds[step] = time.perf_counter() - t0
 
 
+def protocol_claims(analysis: Analysis) -> list[Claim]:
+    """The seed study's claims; with several protocols in the store, judged on each apart, side by side."""
+    protocols = analysis.protocols()
+    if len(protocols) <= 1:
+        return seed.claims(analysis)
+    return [dataclasses.replace(c, key=f"{c.key} {p}", statement=f"{c.statement} [{p} protocol]")
+            for p in protocols for c in seed.claims(analysis.of_protocol(p))]
+
+
 def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[str], tracker,
-                 log_to_mlflow: bool = True) -> ReportResult:
+                 log_to_mlflow: bool = True, include_studies: bool = False) -> ReportResult:
     """Query the store, compare, write ``out_dir`` (report.md / report.html / CSVs) and log it as an MLflow run.
 
-    ``experiments=None`` reads every experiment holding experiment runs.  Raises ``UserError`` for an unknown
-    experiment, a selection without finished experiment runs, an unknown format, or when no generator cell has
-    any real-only baseline to be compared with.
+    ``experiments=None`` reads every experiment holding experiment runs.  Study trials (runs tagged
+    ``optuna.study_name`` that are not grid cells) are left out unless ``include_studies``.  Raises ``UserError``
+    for an unknown experiment, a selection without finished experiment runs, an unknown format,
+    ``include_studies`` without study trials, a selection of study trials only without it, runs of unknown
+    classifier recipe (no ``params.clf.*``), or when no generator cell has any real-only baseline to be compared
+    with.
     """
     render.check_formats(formats)
     seconds: dict[str, float] = {}
@@ -69,14 +83,17 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
         runs = tidy(frame)
         if runs.empty:
             raise UserError("the selected runs carry no test metrics (were they written by `synthboost run`?)")
+        runs = select_runs(runs, include_studies=include_studies)
+        check_recipes(runs)
         analysis = analyse(runs)
         check_baselines(analysis)
-        claim_list = seed.claims(analysis)
+        claim_list = protocol_claims(analysis)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = sorted(runs["experiment"].unique())
     meta = {"experiments": names, "n_runs": len(runs), "n_cells": len(analysis.results),
+            "study_trials": int((runs["study"] != "").sum()),
             "store": store_label(tracker.uri), "when": datetime.datetime.now().isoformat(timespec="seconds")}
     figures: dict[str, bytes] = {}
     if formats & {"md", "html"}:  # CSV alone needs no figures
@@ -97,7 +114,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
             run_id = log_report(tracker, files, meta=meta, claim_list=claim_list)
     return ReportResult(out_dir=out_dir, files=files, tables={k.removesuffix(".csv"): v for k, v in tables.items()},
                         claims=claim_list, figures=figures, experiments=names, n_runs=len(runs), run_id=run_id,
-                        seconds=seconds)
+                        seconds=seconds, analysis=analysis)
 
 
 def store_label(uri: str) -> str:
@@ -135,7 +152,8 @@ def log_report(tracker, files: dict[str, Path], *, meta: dict, claim_list: list[
     """
     name = f"report: {', '.join(meta['experiments'])} ({meta['n_runs']} runs)"[:250]
     tags = {tracking.TAG_KIND: tracking.KIND_REPORT, "report.experiments": ",".join(meta["experiments"]),
-            "report.runs": meta["n_runs"], "git_commit": tracking.git_commit()}
+            "report.runs": meta["n_runs"], "report.study_trials": meta.get("study_trials", 0),
+            "git_commit": tracking.git_commit()}
     tags |= {f"claim.{c.key}": c.verdict for c in claim_list}
     with tracker.run(experiment=REPORTS_EXPERIMENT, name=name, tags=tags) as run:
         run.log_metrics({"report/runs": meta["n_runs"], "report/cells": meta["n_cells"]})

@@ -1,15 +1,21 @@
 """Runs -> tidy frame: one row per finished experiment run, with the columns that name its cell.
 
-A *cell* is one variant × regime × size × classifier × mix setting (and profile and setup); its runs on
-different seeds are the repeats.  This module also says how a cell is named in the report's texts.
+A *cell* is one variant × regime × size × classifier × mix setting (and profile, setup and classifier recipe);
+its runs on different seeds are the repeats.  A run's *recipe* is a hash of its resolved ``params.clf.*`` values
+(all of them); a gain pairs a generator run only with baseline runs of the same recipe.  ``select_runs`` keeps
+study trials out of the default report, ``check_recipes`` refuses runs whose recipe is unknown.  This module
+also says how a cell is named in the report's texts.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pandas as pd
 
 from .. import generators, tracking
+from ..errors import UserError
 
 #: the real-only controls a gain is measured against, strongest last; `none` is the seed study's baseline
 BASELINES: tuple[str, ...] = tuple(dict.fromkeys(("none", "none-strong", "oversample", *generators.BASELINES)))
@@ -18,9 +24,38 @@ METRICS = {"accuracy": "test/accuracy", "balanced_accuracy": "test/balanced_accu
 QUALITY = {"fid": "gen/fid", "cas_cnn": "gen/cas_cnn",  # generator quality, when it was measured
            "label_consistency": "gen/label_consistency"}
 #: what makes a cell (its seeds are the repeats); `setup` hashes gen.* and clf.* so tuned trials stay apart
-CELL = ["variant", "model", "profile", "regime", "size", "classifier", "mix_ratio", "mix_strategy", "mix_weight",
-        "mix_filter", "setup"]
+CELL = ["protocol", "variant", "model", "profile", "regime", "size", "classifier", "mix_ratio", "mix_strategy",
+        "mix_weight", "mix_filter", "setup", "recipe"]
+#: ``protocol``: how the classifier's budget was set — ``fair`` (a fixed number of optimizer steps per cell),
+#: ``seed`` (the seed study's recipe: epochs over the mixed set), ``legacy`` (CNN runs recorded before budgets
+#: were fixed, also epochs over the mixed set).  Runs of different protocols are never paired or pooled.
+PROTOCOLS = ("fair", "seed", "legacy")
 REGIME_ORDER = ("balanced", "semi", "high")
+#: the tags that tell a study trial (``optuna.study_name`` without ``grid``) from a grid cell (both carry
+#: ``optuna.trial_number``; a grid cell is tagged ``grid`` too) — see study.py and grid.py
+TAG_STUDY, TAG_GRID = "optuna.study_name", "grid"
+SEP = "; "  # between the key=value pairs of a run's ``clf`` column
+
+
+def recipe_values(text: str) -> dict[str, str]:
+    """A run's ``clf`` column (``key=value; …``) as a dict."""
+    return dict(kv.split("=", 1) for kv in text.split(SEP) if "=" in kv)
+
+
+def _recipes(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Per run: its resolved ``clf.*`` values as ``key=value; …`` (sorted, without the prefix) and their hash
+    (6 hex digits; ``""`` for both when the run logged no ``clf.*`` param).  The hash of a run does not depend
+    on which other runs are in the selection."""
+    cols = sorted(c for c in frame.columns if c.startswith("params.clf."))
+    if not cols:
+        return [""] * len(frame), [""] * len(frame)
+    names = [c.removeprefix("params.clf.") for c in cols]
+    texts, hashes = [], []
+    for row in frame[cols].itertuples(index=False, name=None):
+        text = SEP.join(f"{k}={v}" for k, v in zip(names, row) if isinstance(v, str) or pd.notna(v))
+        texts.append(text)
+        hashes.append(hashlib.sha1(text.encode()).hexdigest()[:6] if text else "")
+    return texts, hashes
 
 
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
@@ -39,6 +74,10 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     runs["regime"] = col("tags.regime", "params.data.regime")
     runs["size"] = pd.to_numeric(col("tags.size", "params.data.size"), errors="coerce")
     runs["classifier"] = col("tags.classifier", "params.classifier")
+    recipe = col("params.clf.recipe")
+    # scikit-learn models have no step budget, so every run of theirs is on the fair protocol
+    runs["protocol"] = recipe.where(recipe.notna(), np.where(runs["classifier"] == "cnn", "legacy", "fair"))
+    runs["clf_steps"] = pd.to_numeric(col("metrics.train/clf_steps"), errors="coerce")
     runs["seed"] = pd.to_numeric(col("tags.seed", "params.seed"), errors="coerce")
     runs["data_digest"] = col("tags.data_digest").fillna("")
     runs["mix_ratio"] = pd.to_numeric(col("params.mix.ratio"), errors="coerce").fillna(0.0)
@@ -54,6 +93,10 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
         runs["setup"] = [f"{h:016x}"[:6] for h in hashed]
     else:
         runs["setup"] = ""
+    runs["clf"], runs["recipe"] = _recipes(frame)
+    # a study trial: tagged with its study's name, and not a grid cell (those carry `grid` too)
+    grid = col(f"tags.{TAG_GRID}").fillna("").astype(str)
+    runs["study"] = col(f"tags.{TAG_STUDY}").fillna("").astype(str).where(grid == "", "")
     for short, name in METRICS.items():
         runs[short] = pd.to_numeric(col(f"metrics.{name}"), errors="coerce")
     for short, name in QUALITY.items():
@@ -62,6 +105,69 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     runs = runs.dropna(subset=["model", "regime", "size", "classifier", "seed", "accuracy"])
     runs = runs.astype({"size": int, "seed": int})
     return runs.reset_index(drop=True)
+
+
+def select_runs(runs: pd.DataFrame, *, include_studies: bool = False) -> pd.DataFrame:
+    """The runs a report reads: grid cells and single runs; study trials only with ``include_studies``.
+
+    A study trial is one seed of one sampled setting, kept or pruned by its study — not a repeat of a cell —
+    so the default report leaves them out.  ``UserError`` when the flag finds no trial, or when the selection
+    holds nothing but trials and the flag is missing.
+    """
+    trial = runs["study"] != ""
+    if include_studies:
+        if not trial.any():
+            exps = ", ".join(map(repr, sorted(runs["experiment"].unique())))
+            raise UserError(f"--include-studies: the selected experiment(s) {exps} hold no study trials (runs tagged "
+                            f"{TAG_STUDY} without a {TAG_GRID} tag); drop the flag or name a study's experiment "
+                            f"with --experiment")
+        return runs
+    if trial.all():
+        studies = ", ".join(map(repr, sorted(runs["study"].unique())))
+        raise UserError(f"the selection holds only study trials ({len(runs)} runs of study {studies}); the report "
+                        f"reads grid and run experiments by default — add --include-studies to report on them")
+    return runs[~trial].reset_index(drop=True)
+
+
+def check_recipes(runs: pd.DataFrame) -> None:
+    """Every run has a known classifier recipe: ``params.clf.*`` (legacy CNN runs without ``clf.recipe`` still
+    have their other ``clf.*`` values).  A run without any — e.g. logged by hand — cannot be matched to a
+    baseline, so the report refuses it rather than guess."""
+    unknown = runs[runs["recipe"] == ""]
+    if unknown.empty:
+        return
+    exps = ", ".join(map(repr, sorted(unknown["experiment"].astype(str).unique())))
+    first = unknown.iloc[0]
+    raise UserError(f"{len(unknown)} run(s) in experiment(s) {exps} carry no params.clf.* (e.g. run "
+                    f"{str(first['run_id'])[:8]} {first['run_name']!r}), so their classifier recipe is unknown and no "
+                    f"baseline can be matched to them — log the classifier's clf.* params with each run (as "
+                    f"`synthboost run` does) or leave those experiments out with --experiment")
+
+
+def recipe_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """recipe hash -> how the report names it: the hash, plus the ``clf.*`` values that tell it apart from the
+    other recipes of the same classifier in the selection, e.g. ``1a2b3c (augment=shift_flip, class_weight=balanced)``.
+    """
+    labels: dict[str, str] = {}
+    table = runs.drop_duplicates("recipe")[["recipe", "clf", "classifier"]]
+    for _, group in table.groupby("classifier", sort=False):
+        values = {r: recipe_values(text) for r, text in zip(group["recipe"], group["clf"])}
+        keys = sorted({k for v in values.values() for k in v})
+        varying = [k for k in keys if len({v.get(k, "—") for v in values.values()}) > 1]
+        for r, v in values.items():
+            shown = ", ".join(f"{k}={v.get(k, '—')}" for k in varying)
+            labels[r] = f"{r} ({shown})" if shown else r
+    return labels
+
+
+def recipe_diff(runs: pd.DataFrame, have: str, want: str) -> str:
+    """The ``--set clf.k=v`` options that turn recipe ``have`` into ``want`` (the values that differ)."""
+    def values(r: str) -> dict[str, str]:
+        text = runs.loc[runs["recipe"] == r, "clf"]
+        return recipe_values(text.iloc[0] if len(text) else "")
+
+    a, b = values(have), values(want)
+    return " ".join(f"--set clf.{k}={b[k]}" for k in sorted(b) if a.get(k) != b[k])
 
 
 def regime_rank(regime: str) -> tuple[int, str]:

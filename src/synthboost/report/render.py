@@ -17,7 +17,7 @@ from ..errors import UserError
 from .claims import Claim
 from .figures import FIGURE_TITLES
 from .frame import CELL, METRICS, QUALITY, row_mix
-from .stats import MIN_SEEDS, Analysis, sort_cells
+from .stats import MATCHED, MIN_SEEDS, Analysis, sort_cells
 
 FORMATS = ("md", "html", "csv")
 LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
@@ -55,9 +55,11 @@ def _fmt_gain(mean: float, lo: float, hi: float) -> str:
     return f"{100 * mean:+.1f}" + (" (1 seed)" if pd.isna(lo) else f" [{100 * lo:+.1f}, {100 * hi:+.1f}]")
 
 
-def _id_columns(df: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
-    """The columns that name a cell, shown only when they tell cells apart."""
-    out = pd.DataFrame({"variant": df["variant"]})
+def _id_columns(df: pd.DataFrame, results: pd.DataFrame, recipes: dict[str, str] | None = None) -> pd.DataFrame:
+    """The columns that name a cell, shown only when they tell cells apart (``recipes``: how to name a recipe;
+    without it, no recipe column)."""
+    out = pd.DataFrame({"protocol": df["protocol"]}) if results["protocol"].nunique() > 1 else pd.DataFrame(index=df.index)
+    out["variant"] = df["variant"]
     if (results["variant"] != results["model"]).any():
         out["model"] = df["model"]
     if results["profile"].nunique() > 1:
@@ -66,12 +68,14 @@ def _id_columns(df: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     out["mix"] = df.apply(row_mix, axis=1) if len(df) else []
     if (results.groupby([c for c in CELL if c != "setup"])["setup"].nunique() > 1).any():
         out["setup"] = df["setup"]
+    if recipes is not None and results["recipe"].nunique() > 1:
+        out["recipe"] = [recipes.get(r, r) for r in df["recipe"]]
     return out
 
 
 def display_results(analysis: Analysis) -> pd.DataFrame:
     res = analysis.results
-    out = _id_columns(res, res)
+    out = _id_columns(res, res, analysis.recipes)
     out["seeds"] = [f"{n}{FEW if few else ''}" for n, few in zip(res["seeds"], res["few_seeds"])]
     for m in METRICS:
         if f"{m}_mean" in res:
@@ -79,6 +83,8 @@ def display_results(analysis: Analysis) -> pd.DataFrame:
     for q in QUALITY:
         if f"{q}_mean" in res and res[f"{q}_mean"].notna().any():
             out[f"gen/{q}"] = ["—" if pd.isna(a) else f"{a:.3g}" for a in res[f"{q}_mean"]]
+    if "clf_steps_mean" in res and res["clf_steps_mean"].notna().any():  # the classifier's optimizer steps
+        out["steps"] = ["—" if pd.isna(a) else f"{a:.0f}" for a in res["clf_steps_mean"]]
     return out
 
 
@@ -86,14 +92,19 @@ def display_gains(analysis: Analysis) -> pd.DataFrame:
     g = analysis.gains
     if g.empty:
         return pd.DataFrame()
-    keys = CELL + ["baseline"]
-    wide = g.set_index(keys + ["metric"])[["mean", "ci_low", "ci_high", "n"]].unstack("metric")
+    keys = CELL + ["baseline", "baseline_recipe", "comparison"]
+    wide = g.set_index(keys + ["metric"])[["mean", "ci_low", "ci_high", "n", "p_value"]].unstack("metric")
     flat = sort_cells(wide.index.to_frame(index=False))
     wide = wide.reindex(pd.MultiIndex.from_frame(flat[keys]))
-    out = _id_columns(flat, analysis.results)
-    out["vs"] = flat["baseline"].to_numpy()
+    out = _id_columns(flat, analysis.results, analysis.recipes)
+    several = analysis.results["recipe"].nunique() > 1
+    out["vs"] = [b if c == MATCHED else f"{b}: baseline vs plain baseline"
+                 + (f", recipe {analysis.recipe(r)}" if several else "")
+                 for b, r, c in zip(flat["baseline"], flat["baseline_recipe"], flat["comparison"])]
     n = wide["n"].max(axis=1).to_numpy()  # pairs of the metric with the most (minority recall may be absent)
     out["pairs"] = [f"{int(k)}{FEW if k < MIN_SEEDS else ''}" for k in n]
+    if ("p_value", "accuracy") in wide:
+        out["p (accuracy)"] = ["—" if pd.isna(p) else f"{p:.2g}" for p in wide[("p_value", "accuracy")]]
     for m in METRICS:
         if ("mean", m) in wide:
             out[f"Δ {LABELS[m]}"] = [_fmt_gain(a, lo, hi) for a, lo, hi in
@@ -107,6 +118,8 @@ def display_missing(analysis: Analysis) -> pd.DataFrame:
         return pd.DataFrame()
     out = _id_columns(mi, analysis.results)
     out["missing baseline"] = mi["baseline"].to_numpy()
+    out["on recipe"] = ["any (baseline vs plain baseline)" if r == "any" else analysis.recipe(r)
+                        for r in mi["on_recipe"]]
     out["seeds without it"] = mi["missing_seeds"].to_numpy()
     out["consequence"] = ["no gain reported" if p == 0 else f"gain over {p} of {s} seeds"
                           for p, s in zip(mi["paired_seeds"], mi["seeds"])]
@@ -129,17 +142,26 @@ def _intro(meta: dict) -> list[str]:
     return [f"Experiments: {', '.join(meta['experiments'])} — {meta['n_runs']} finished experiment runs, "
             f"{meta['n_cells']} cells (store `{meta['store']}`, generated {meta['when']}).",
             "Metrics are on the official test set, in %, mean ± std over seeds. A gain is the paired difference "
-            "to a real-only baseline run on the same data draw, seed, classifier and profile, in percentage "
-            f"points (pp): mean over the paired seeds with a 95% t-interval. {FEW} marks cells with fewer than "
-            f"{MIN_SEEDS} seeds."]
+            "to a baseline run on the same data draw, seed, classifier, profile and classifier recipe (its "
+            "resolved `clf.*`), in percentage points (pp): mean over the paired seeds with a 95% t-interval and "
+            "a paired t-test p; a cell without a baseline of its recipe is listed under missing baselines, never "
+            "paired with another recipe (the stronger baselines alone are also compared with `none`: baseline vs "
+            f"plain baseline). {FEW} marks cells with fewer than {MIN_SEEDS} seeds.",
+            "A claim holds or does not hold only when its 95% interval lies on one side of its threshold; "
+            f"otherwise, or on fewer than {MIN_SEEDS} seeds, it is inconclusive. \"Some generator beats\" claims "
+            "are Holm-corrected over their cells (family-wise α = 0.05). "
+            + (f"{meta['study_trials']} study trials are included." if meta.get("study_trials") else
+               "Study trials are left out (`--include-studies` adds them).")]
 
 
 def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
               plot_paths: dict[str, str]) -> str:
-    intro, how = _intro(meta)
-    parts = ["# synthboost report", "", intro, "", how, "", "## Claims", ""]
+    parts = ["# synthboost report", ""]
+    for text in _intro(meta):
+        parts += [text, ""]
+    parts += ["## Claims", ""]
     for c in claim_list:
-        parts.append(f"- **({c.key}) {c.statement} — {c.verdict}.** {c.detail}")
+        parts.append(f"- **({c.key}) {c.statement} — {c.verdict}** ({c.evidence()}). {c.detail}")
     parts += ["", "## Plots", ""]
     for name, rel in plot_paths.items():
         parts += [f"**{FIGURE_TITLES[name]}**", "", f"![{name}]({rel})", ""]
@@ -165,21 +187,15 @@ text-align:left;white-space:nowrap} th{background:#f5f5f5;position:sticky;top:0}
 tbody tr:hover{background:#fafafa} .meta{color:#555;font-size:.9rem}
 .claim{margin:.6rem 0;padding:.5rem .8rem;border-left:4px solid #999;background:#fafafa}
 .v{font-weight:600;padding:.05rem .45rem;border-radius:3px;color:#fff;background:#777}
-.v.holds,.v.beaten{background:#2e7d32} .v.not-hold,.v.not-beaten{background:#c62828}
-.v.not-testable{background:#757575} code{background:#f0f0f0;padding:0 .2rem;border-radius:3px}
+.v.holds{background:#2e7d32} .v.not-hold{background:#c62828} .v.inconclusive{background:#757575}
+code{background:#f0f0f0;padding:0 .2rem;border-radius:3px}
 figure{margin:1rem 0} figcaption{font-weight:600;margin-bottom:.3rem}
 img{max-width:100%;border:1px solid #eee}
 """
 
 
 def _verdict_class(verdict: str) -> str:
-    if verdict == "holds":
-        return "holds"
-    if verdict == "does not hold":
-        return "not-hold"
-    if verdict == "not testable":
-        return "not-testable"
-    return "beaten" if verdict.startswith("beaten") else "not-beaten"
+    return {"holds": "holds", "does not hold": "not-hold"}.get(verdict, "inconclusive")
 
 
 def _html_table(df: pd.DataFrame, empty: str) -> str:
@@ -195,7 +211,8 @@ def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, 
     body = ["<h1>synthboost report</h1>", *(f'<p class="meta">{esc(t)}</p>' for t in _intro(meta)), "<h2>Claims</h2>"]
     for c in claim_list:
         body.append(f'<div class="claim"><b>({esc(c.key)}) {esc(c.statement)}</b> '
-                    f'<span class="v {_verdict_class(c.verdict)}">{esc(c.verdict)}</span><br>{esc(c.detail)}</div>')
+                    f'<span class="v {_verdict_class(c.verdict)}">{esc(c.verdict)}</span> ({esc(c.evidence())})'
+                    f'<br>{esc(c.detail)}</div>')
     body.append("<h2>Plots</h2>")
     for name, png in figures.items():
         data = base64.b64encode(png).decode()
@@ -214,7 +231,8 @@ def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, 
 
 
 def csv_tables(analysis: Analysis, claim_list: list[Claim]) -> dict[str, pd.DataFrame]:
-    claims_df = pd.DataFrame([{"claim": c.key, "statement": c.statement, "verdict": c.verdict, "detail": c.detail}
+    claims_df = pd.DataFrame([{"claim": c.key, "statement": c.statement, "verdict": c.verdict, "n": c.n,
+                               "unit": c.unit, "ci_low": c.ci_low, "ci_high": c.ci_high, "detail": c.detail}
                               for c in claim_list])
     runs = analysis.runs.drop(columns=["start_time"])
     return {"runs.csv": runs, "results.csv": analysis.results, "gains.csv": analysis.gains,

@@ -1,23 +1,34 @@
-"""Tidy frame -> statistics: per-cell mean ± std over seeds, paired gains with 95% t-intervals, missing baselines.
+"""Tidy frame -> statistics: per-cell mean ± std over seeds, paired gains with 95% t-intervals and paired
+t-test p-values, missing baselines.
 
-A *gain* is a paired difference: each run minus the real-only baseline run (``none``, and ``none-strong`` /
-``oversample`` when present) on the same data draw, seed, classifier and profile, averaged over the paired
-seeds with a 95% t-interval.  A cell without its baseline is listed, never given an invented gain.
+A *gain* is a paired difference: a generator run minus the baseline run (``none``, ``none-strong``,
+``oversample``) on the same data draw, seed, classifier, profile, protocol *and classifier recipe* (the hash of
+its resolved ``clf.*``, see frame.py), averaged over the paired seeds with a 95% t-interval.  So a plain-recipe
+mix is compared with ``none`` (and a plain ``oversample``), a mix on the strong recipe with ``none-strong``.  A
+generator cell whose baseline of its recipe is missing is listed, never paired with another recipe and never
+given an invented gain.  One comparison crosses recipes on purpose, and says so: each stronger baseline against
+``none`` on the same data and seed — "baseline vs plain baseline", the gain of the stronger recipe itself (one
+row per ``none`` recipe in that data cell, named in ``baseline_recipe``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from .frame import BASELINES, CELL, METRICS, QUALITY, cell_name, regime_rank
+from .frame import BASELINES, CELL, METRICS, QUALITY, cell_name, recipe_diff, recipe_labels, regime_rank
 
-#: what a baseline run must share with a run for their difference to be a paired gain
-PAIR = ["profile", "regime", "size", "classifier", "seed", "data_digest"]
+#: what a baseline run must share with a run for their difference to be a paired gain ("baseline vs plain
+#: baseline" pairs on this alone); a generator run must share ``MATCH``: the classifier recipe too
+PAIR = ["protocol", "profile", "regime", "size", "classifier", "seed", "data_digest"]
+MATCH = PAIR + ["recipe"]
 MIN_SEEDS = 3
+#: the real-only controls: a generator cell needs one of them on its own recipe (or is listed as missing `none`)
+REAL_ONLY = ("none", "none-strong")
+MATCHED, PLAIN = "matched recipe", "baseline vs plain baseline"  # the ``comparison`` column of the gains
 
 
 @dataclass
@@ -25,49 +36,143 @@ class Analysis:
     runs: pd.DataFrame
     per_seed: pd.DataFrame
     results: pd.DataFrame
-    gains: pd.DataFrame  # long: CELL + baseline + metric + n, mean, std, ci_low, ci_high, few_seeds, seeds
+    gains: pd.DataFrame  # long: CELL + baseline, baseline_recipe, comparison, metric + n, mean, std, ci, p, seeds
     missing: pd.DataFrame
     baselines: list[str]  # baselines with at least one run
+    #: the paired differences themselves, one row per cell × baseline × baseline recipe × seed (CELL columns,
+    #: ``baseline``, ``baseline_recipe``, ``seed`` and one column per metric): what the claims' intervals pool
+    diffs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recipes: dict[str, str] = field(default_factory=dict)  # recipe hash -> its label (frame.recipe_labels)
+
+    def protocols(self) -> list[str]:
+        return sorted(set(self.results["protocol"]))
+
+    def of_protocol(self, protocol: str) -> Analysis:
+        """The part of the analysis on one protocol (its claims are judged apart from the others')."""
+        def keep(df: pd.DataFrame) -> pd.DataFrame:
+            return df[df["protocol"] == protocol].reset_index(drop=True) if "protocol" in df else df
+
+        runs = keep(self.runs)
+        return Analysis(runs=runs, per_seed=self.per_seed, results=keep(self.results), gains=keep(self.gains),
+                        missing=keep(self.missing), baselines=[b for b in self.baselines if (runs["model"] == b).any()],
+                        diffs=keep(self.diffs), recipes=self.recipes)
+
+    def recipe(self, recipe: str) -> str:
+        """How the report names a recipe hash."""
+        return self.recipes.get(recipe, recipe)
 
 
 def sort_cells(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of cells in the report's order: regime, size, classifier, profile, baselines first, then the mix."""
     order = {b: i for i, b in enumerate(BASELINES)}
     key = df.assign(_r=df["regime"].map(regime_rank), _b=df["model"].map(lambda m: order.get(m, len(order))))
-    extra = ["baseline"] if "baseline" in df else []
-    key = key.sort_values(["_r", "size", "classifier", "profile", "_b", "variant", "mix_ratio", "mix_strategy",
-                           "mix_weight", "mix_filter", "setup", *extra])
+    extra = [c for c in ("baseline", "baseline_recipe") if c in df]
+    key = key.sort_values(["protocol", "_r", "size", "classifier", "profile", "_b", "variant", "mix_ratio", "mix_strategy",
+                           "mix_weight", "mix_filter", "setup", "recipe", *extra])
     return key.drop(columns=["_r", "_b"]).reset_index(drop=True)
 
 
-def _t_interval(mean: pd.Series, std: pd.Series, n: pd.Series) -> tuple[pd.Series, pd.Series]:
+def t_interval(mean, std, n) -> tuple:
+    """95% Student-t interval of a mean of ``n`` paired differences (NaN below 2)."""
     from scipy.special import stdtrit  # Student t quantile; scipy.stats would add ~1 s of imports
 
-    dof = (n - 1).where(n >= 2)
-    half = pd.Series(stdtrit(dof.to_numpy(dtype=float), 0.975), index=n.index) * std / np.sqrt(n)
-    return mean - half, mean + half
+    n = np.asarray(n, dtype=float)
+    dof = np.where(n >= 2, n - 1, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stdtrit(dof, 0.975) * np.asarray(std, dtype=float) / np.sqrt(n)
+    return np.asarray(mean, dtype=float) - half, np.asarray(mean, dtype=float) + half
 
 
-def _gain_targets(per_seed: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Generators are compared with every baseline; the stronger baselines with ``none`` only."""
+def t_pvalue(mean, std, n):
+    """Two-sided p-value of the paired t-test "mean difference = 0" (``scipy.stats.ttest_1samp`` on the
+    differences); NaN below 2 pairs, 0 for a non-zero mean with no spread."""
+    from scipy.special import stdtr
+
+    mean, std, n = (np.asarray(a, dtype=float) for a in (mean, std, n))
+    dof = np.where(n >= 2, n - 1, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = mean / (std / np.sqrt(n))
+        p = 2 * stdtr(dof, -np.abs(t))
+    return np.where(np.isnan(dof), np.nan, p)
+
+
+def holm(p: pd.Series) -> pd.Series:
+    """Holm–Bonferroni adjusted p-values (NaN stays NaN): reject where the adjusted p < α keeps the
+    family-wise error rate at α over all the tests given."""
+    valid = p.dropna().sort_values(kind="stable")
+    m = len(valid)
+    adjusted = (valid * (m - np.arange(m))).cummax().clip(upper=1.0)
+    return adjusted.reindex(p.index)
+
+
+def _seeds_text(s: pd.Series) -> str:
+    return ",".join(map(str, sorted(set(s))))
+
+
+def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of: pd.Series) -> tuple[pd.DataFrame,
+                                                                                                    pd.DataFrame]:
+    """(paired differences, unpaired targets) of every cell compared with ``baseline``.
+
+    Generators pair on ``match`` (data, seed and recipe); with ``none``, the stronger baselines pair on
+    ``pair`` alone (baseline vs plain baseline), one difference per ``none`` recipe of that pair.  A generator
+    cell counts as unpaired only where ``baseline`` applies to it: that baseline has runs on the cell's protocol
+    and recipe, or — for ``none`` — the cell has no real-only control of its recipe at all.
+    """
+    base_rows = per_seed[per_seed["model"] == baseline]
     is_gen = ~per_seed["model"].isin(BASELINES)
-    return per_seed[is_gen | ((baseline == "none") & (per_seed["model"] != "none"))]
+    parts, lost = [], []
+    # generators: matched recipe
+    gens = per_seed[is_gen]
+    if len(gens):
+        base = base_rows.groupby("match")[metrics].mean()
+        hit = gens["match"].isin(base.index)
+        paired = gens[hit]
+        if len(paired):
+            d = paired[metrics].to_numpy() - base.loc[paired["match"], metrics].to_numpy()
+            parts.append(pd.DataFrame(d, columns=metrics).assign(
+                cell=paired["cell"].to_numpy(), seed=paired["seed"].to_numpy(),
+                baseline_recipe=recipe_of.reindex(paired["cell"]).to_numpy(), comparison=MATCHED))
+        here = set(zip(base_rows["protocol"], base_rows["recipe"]))
+        real = set(zip(*(per_seed.loc[per_seed["model"].isin(REAL_ONLY), c] for c in ("protocol", "recipe"))))
+        key = list(zip(gens["protocol"], gens["recipe"]))
+        applies = np.array([k in here or (baseline == "none" and k not in real) for k in key], dtype=bool)
+        lost.append(gens[~hit.to_numpy() & applies])
+    # the stronger baselines against the plain one, whatever their recipe
+    if baseline == "none":
+        others = per_seed[~is_gen & (per_seed["model"] != "none")]
+        if len(others):
+            base = base_rows.groupby(["pair", "recipe"])[metrics].mean().reset_index()
+            merged = others[["cell", "pair", "seed", *metrics]].merge(base, on="pair", suffixes=("", "_b"))
+            if len(merged):
+                d = merged[metrics].to_numpy() - merged[[f"{m}_b" for m in metrics]].to_numpy()
+                parts.append(pd.DataFrame(d, columns=metrics).assign(
+                    cell=merged["cell"].to_numpy(), seed=merged["seed"].to_numpy(),
+                    baseline_recipe=merged["recipe"].to_numpy(), comparison=PLAIN))
+            lost.append(others[~others["pair"].isin(base["pair"])])
+    diffs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return diffs.assign(baseline=baseline) if len(diffs) else diffs, pd.concat(lost) if lost else per_seed.iloc[:0]
 
 
 def analyse(runs: pd.DataFrame) -> Analysis:
     metrics = [m for m in METRICS if m in runs]
-    values = metrics + [q for q in QUALITY if q in runs]
-    # integer ids for a cell and for "same data, seed, classifier, profile": every later groupby and merge is
-    # on one int column instead of ten string columns (pandas' string factorising dominated the report's time)
-    runs = runs.assign(cell=runs.groupby(CELL, sort=False).ngroup(), pair=runs.groupby(PAIR, sort=False).ngroup())
+    values = metrics + [q for q in QUALITY if q in runs] + (["clf_steps"] if "clf_steps" in runs else [])
+    if "recipe" not in runs:  # a frame from before recipes (tests that build one by hand)
+        runs = runs.assign(recipe="", clf="")
+    # integer ids for a cell, for "same data, seed, classifier, profile" and for that plus the recipe: every later
+    # groupby and merge is on one int column instead of ten string columns (pandas' string factorising dominated
+    # the report's time)
+    runs = runs.assign(cell=runs.groupby(CELL, sort=False).ngroup(), pair=runs.groupby(PAIR, sort=False).ngroup(),
+                       match=runs.groupby(MATCH, sort=False).ngroup())
     keys = runs.drop_duplicates("cell").set_index("cell")[CELL]
 
     grouped = runs.groupby(["cell", "pair"], sort=False)
     per_seed = grouped[values].mean()
     per_seed["runs"] = grouped.size()
     per_seed["seed"] = grouped["seed"].first()
+    per_seed["match"] = grouped["match"].first()  # a cell has one recipe, so (cell, pair) fixes the match
     per_seed = per_seed.reset_index()
-    per_seed["model"] = keys["model"].reindex(per_seed["cell"]).to_numpy()
+    for c in ("model", "protocol", "recipe"):
+        per_seed[c] = keys[c].reindex(per_seed["cell"]).to_numpy()
 
     cells = per_seed.groupby("cell", sort=False)
     results = cells[values].agg(["mean", "std"])
@@ -78,50 +183,58 @@ def analyse(runs: pd.DataFrame) -> Analysis:
     results = sort_cells(keys.join(results).reset_index(drop=True))
 
     present = [b for b in BASELINES if (runs["model"] == b).any()]
-    gain_parts, missing_parts = [], []
+    diff_parts, missing_parts = [], []
     for baseline in dict.fromkeys(["none", *present]):
-        base = per_seed[per_seed["model"] == baseline].groupby("pair")[metrics].mean()
-        targets = _gain_targets(per_seed, baseline)
-        matched = targets["pair"].isin(base.index)
-        lost = targets[~matched]
+        diffs, lost = _pairs(per_seed, baseline, metrics, keys["recipe"])
+        if len(diffs):
+            diff_parts.append(diffs)
         if not lost.empty:
-            miss = lost.groupby("cell", sort=False)["seed"].agg(lambda s: ",".join(map(str, sorted(s))))
-            missing_parts.append(pd.DataFrame({"baseline": baseline, "missing_seeds": miss,
-                                               "missing_count": lost.groupby("cell", sort=False).size()}))
-        paired = targets[matched]
-        if paired.empty:
-            continue
-        diff = paired[metrics].to_numpy() - base.loc[paired["pair"], metrics].to_numpy()
-        diff = pd.DataFrame(diff, columns=metrics, index=paired.index).assign(cell=paired["cell"].to_numpy())
-        stats_ = diff.groupby("cell", sort=False)[metrics].agg(["count", "mean", "std"])
-        long = stats_.stack(level=0).rename_axis(["cell", "metric"]).reset_index()
+            g = lost.groupby("cell", sort=False)
+            missing_parts.append(pd.DataFrame({"baseline": baseline, "missing_seeds": g["seed"].agg(_seeds_text),
+                                               "missing_count": g.size()}))
+    diff_cols = CELL + ["baseline", "baseline_recipe", "comparison", "seed", *metrics]
+    if diff_parts:
+        diffs = pd.concat(diff_parts, ignore_index=True)
+        diffs = keys.reindex(diffs["cell"]).reset_index(drop=True).join(diffs.drop(columns="cell"))[diff_cols]
+    else:
+        diffs = pd.DataFrame(columns=diff_cols)
+
+    gkeys = CELL + ["baseline", "baseline_recipe", "comparison"]
+    columns = gkeys + ["metric", "n", "mean", "std", "ci_low", "ci_high", "p_value", "few_seeds", "seeds"]
+    if len(diffs):
+        # one groupby on integer ids: the cell, and the (baseline, baseline recipe) it was compared with
+        comp = diffs.groupby(["baseline", "baseline_recipe"], sort=False).ngroup()
+        by = [diffs.groupby(CELL, sort=False).ngroup().rename("_c"), comp.rename("_k")]
+        grouped = diffs.groupby(by, sort=False)
+        stats_ = grouped[metrics].agg(["count", "mean", "std"])
+        long = stats_.stack(level=0).rename_axis(["_c", "_k", "metric"]).reset_index()
         long = long.rename(columns={"count": "n"}).dropna(subset=["mean"])
-        seeds = paired.groupby("cell", sort=False)["seed"].agg(lambda s: ",".join(map(str, sorted(s))))
-        long["seeds"] = seeds.reindex(long["cell"]).to_numpy()
-        gain_parts.append(long.assign(baseline=baseline))
-    columns = CELL + ["baseline", "metric", "n", "mean", "std", "ci_low", "ci_high", "few_seeds", "seeds"]
-    if gain_parts:
-        gains = pd.concat(gain_parts, ignore_index=True)
-        gains = keys.reindex(gains["cell"]).reset_index(drop=True).join(gains.drop(columns="cell"))
+        ident = grouped[gkeys].first()
+        ident["seeds"] = grouped["seed"].agg(_seeds_text)
+        gains = long.merge(ident.reset_index(), on=["_c", "_k"]).drop(columns=["_c", "_k"])
         gains["n"] = gains["n"].astype(int)
-        gains["ci_low"], gains["ci_high"] = _t_interval(gains["mean"], gains["std"], gains["n"])
+        gains["ci_low"], gains["ci_high"] = t_interval(gains["mean"], gains["std"], gains["n"])
+        gains["p_value"] = t_pvalue(gains["mean"], gains["std"], gains["n"])
         gains["few_seeds"] = gains["n"] < MIN_SEEDS
         gains = sort_cells(gains[columns])
     else:
         gains = pd.DataFrame(columns=columns)
 
-    mcols = CELL + ["baseline", "seeds", "paired_seeds", "missing_seeds"]
+    mcols = CELL + ["baseline", "on_recipe", "seeds", "paired_seeds", "missing_seeds"]
     if missing_parts:
         missing = pd.concat(missing_parts).rename_axis("cell").reset_index()
         missing["seeds"] = cells.size().reindex(missing["cell"]).to_numpy()
         missing["paired_seeds"] = missing["seeds"] - missing["missing_count"]
         missing = keys.reindex(missing["cell"]).reset_index(drop=True).join(missing.drop(columns=["cell",
                                                                                                 "missing_count"]))
+        # the recipe the missing baseline must have: the cell's own, except for baseline vs plain baseline
+        plain = missing["model"].isin(BASELINES)
+        missing["on_recipe"] = missing["recipe"].where(~plain, "any")
         missing = sort_cells(missing[mcols])
     else:
         missing = pd.DataFrame(columns=mcols)
-    return Analysis(runs=runs.drop(columns=["cell", "pair"]), per_seed=per_seed, results=results, gains=gains,
-                    missing=missing, baselines=present)
+    return Analysis(runs=runs.drop(columns=["cell", "pair", "match"]), per_seed=per_seed, results=results, gains=gains,
+                    missing=missing, baselines=present, diffs=diffs, recipes=recipe_labels(runs))
 
 
 def accuracy_gains(gains: pd.DataFrame, baseline: str = "none") -> pd.DataFrame:
@@ -137,11 +250,30 @@ def check_baselines(analysis: Analysis) -> None:
     if (~analysis.gains["model"].isin(BASELINES)).any():
         return
     miss = analysis.missing[~analysis.missing["model"].isin(BASELINES)]
+    runs = analysis.runs
+    is_base = runs["model"].isin(BASELINES)
+    gen_protocols = set(runs.loc[~is_base, "protocol"])
+    base_protocols = set(runs.loc[is_base, "protocol"])
+    if base_protocols and not gen_protocols & base_protocols:
+        raise UserError(f"the generator runs use the {'/'.join(sorted(gen_protocols))} protocol and the baselines "
+                        f"the {'/'.join(sorted(base_protocols))} one: a gain is never paired across protocols — "
+                        f"record the baselines with the generators' recipe (e.g. `synthboost run --model none "
+                        f"--set clf.recipe={sorted(gen_protocols)[0] if gen_protocols - {'legacy'} else 'fair'}`)")
+    gen_recipes = runs.loc[~is_base, "recipe"]
+    base_recipes = runs.loc[is_base & runs["protocol"].isin(gen_protocols), "recipe"]
+    if len(base_recipes) and not set(gen_recipes) & set(base_recipes):
+        want, have = gen_recipes.mode().iloc[0], base_recipes.mode().iloc[0]
+        sets = recipe_diff(runs, have, want)
+        raise UserError(f"no baseline run shares the generator runs' classifier recipe (params.clf.*): the generators "
+                        f"use {analysis.recipe(want)}, the baselines {analysis.recipe(have)} — a gain is never "
+                        f"paired across recipes; record `none` with the generators' clf.* values (e.g. `synthboost "
+                        f"run --model none {sets or '--set clf.…'}`)")
     needed = ", ".join(f"`{b}`" for b in dict.fromkeys(miss["baseline"])) or "`none`"
     examples = [f"{cell_name(r)} seeds {r['missing_seeds']}" for _, r in
                 miss.drop_duplicates(subset=CELL).head(3).iterrows()]
     more = len(miss.drop_duplicates(subset=CELL)) - len(examples)
-    raise UserError(f"no real-only baseline run shares data, seed, classifier and profile with any generator run: "
-                    f"missing baselines {needed} for {'; '.join(examples)}" + (f" and {more} more cells" if more > 0
-                                                                               else "")
-                    + " — record them with `synthboost run --model none --regime R --size N --seed S`")
+    raise UserError(f"no real-only baseline run shares data, seed, classifier, profile and recipe with any generator "
+                    f"run: missing baselines {needed} for {'; '.join(examples)}"
+                    + (f" and {more} more cells" if more > 0 else "")
+                    + " — record them with `synthboost run --model none --regime R --size N --seed S` and the "
+                      "generators' --set clf.* values")

@@ -1,24 +1,50 @@
 """Claims: a study's statements checked against the statistics, one module per study (``seed.py``: the seed study).
 
-A claim's verdict is "holds", "does not hold" or "not testable" (a baseline finding: "beaten by …" or "not
-beaten"); its detail gives the numbers.  The helpers below word those numbers the same way for every study.
+Every claim gets one of three verdicts, decided from 95% intervals — never from a mean or a maximum alone:
+
+* **holds** — the interval that decides it lies on the claim's side of its threshold;
+* **does not hold** — the intervals lie on the other side;
+* **inconclusive** — an interval straddles the threshold, the evidence rests on fewer than ``MIN_SEEDS``
+  seeds, or there is nothing to test (the detail says which).
+
+A claim states its ``n`` (what it counts: seeds, or cell × seed pairs) and the deciding interval; its detail
+gives the numbers behind them.  The helpers below word those numbers the same way for every study.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from ..stats import MIN_SEEDS
+from ..stats import MIN_SEEDS, t_interval
+
+HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
 
 
 @dataclass
 class Claim:
     key: str
     statement: str
-    verdict: str  # "holds" | "does not hold" | "not testable" | for the baseline findings: "beaten …" / "not beaten"
+    verdict: str  # one of VERDICTS
     detail: str
+    n: int | None = None  # how many units the deciding interval rests on
+    unit: str = "seeds"  # what n counts
+    ci_low: float = math.nan  # the deciding 95% interval (a fraction; shown in pp)
+    ci_high: float = math.nan
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"a claim's verdict is one of {VERDICTS}, got {self.verdict!r}")
+
+    def evidence(self) -> str:
+        """``n = 3 seeds, 95% CI [+9.1, +13.0] pp`` — or what is missing."""
+        if self.n is None:
+            return "n = 0, no interval"
+        return f"n = {self.n} {self.unit}, " + ci(self.ci_low, self.ci_high) + ("" if pd.isna(self.ci_low) else " pp")
 
 
 def pp(x: float) -> str:
@@ -35,3 +61,30 @@ def few_note(df: pd.DataFrame) -> str:
     """How many of the gain cells a claim rests on have too few seeds (nothing when none has)."""
     k = int(df["few_seeds"].sum())
     return f" ({k} of these {len(df)} cells have fewer than {MIN_SEEDS} seeds.)" if k else ""
+
+
+def untestable(key: str, statement: str, why: str) -> Claim:
+    """Nothing to judge the claim on: inconclusive, and the detail says what is missing."""
+    return Claim(key, statement, INCONCLUSIVE, f"Not testable here: {why}.")
+
+
+def interval_verdict(lo: float, hi: float, threshold: float, seeds: int) -> str:
+    """holds above ``threshold``, does not hold below it, inconclusive when the interval straddles it or
+    rests on fewer than ``MIN_SEEDS`` seeds."""
+    if seeds < MIN_SEEDS or pd.isna(lo):
+        return INCONCLUSIVE
+    if lo > threshold:
+        return HOLDS
+    if hi < threshold:
+        return FAILS
+    return INCONCLUSIVE
+
+
+def mean_interval(values) -> tuple[int, float, float, float]:
+    """n, mean and 95% t-interval of a sample of differences."""
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    mean = float(v.mean()) if n else math.nan
+    std = float(v.std(ddof=1)) if n >= 2 else math.nan
+    lo, hi = t_interval(mean, std, n)
+    return n, mean, float(lo), float(hi)
