@@ -64,3 +64,9 @@ samples: setup
 
 ui: setup
 	$(PY) -m synthboost ui
+
+# Server mode (tracking/README.md): a local PostgreSQL + MLflow server in tracking/server/ (idempotent); prints the
+# two lines every worker needs. `synthboost server status` / `synthboost server stop` for the rest.
+.PHONY: server
+server: setup
+	$(PY) -m synthboost server start

@@ -173,6 +173,7 @@ def study(
         "n_trials": n_trials, "regime": regime, "size": size, "profile": profile})
     name = name or f"{model}-{spec.regime}-{spec.size}-{spec.profile}"
     url = storage or queue.default_storage()
+    queue.check_storage(url)
     summary = study_mod.run_study(spec, name=name, storage_url=url, experiment=experiment, workers=workers,
                                   progress=sys.stderr.isatty())
     t = summary["trials"]
@@ -219,12 +220,12 @@ def dashboard(
         store = queue.open_storage(url)
         names = optuna.study.get_all_study_names(store)
         if name not in names:
-            raise UserError(f"no study named {name!r} in {url} (studies: {', '.join(names) or 'none'})")
+            raise UserError(f"no study named {name!r} in {queue.redact(url)} (studies: {', '.join(names) or 'none'})")
         page += f"/studies/{store.get_study_id_from_name(name)}"
     exe = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     if exe is None:
         raise UserError("optuna-dashboard is not installed; `pip install optuna-dashboard`")
-    typer.echo(f"optuna-dashboard for {url} at {page}", err=False)
+    typer.echo(f"optuna-dashboard for {queue.redact(url)} at {page}", err=False)
     sys.stdout.flush()
     os.execv(exe, [exe, url, "--host", host, "--port", str(port)])
 
@@ -246,6 +247,7 @@ def grid(
         raise UserError(f"--workers must be >= 1, got {workers}")
     spec = grid_mod.load_grid(config, profile=profile)
     url = storage or queue.default_storage()
+    queue.check_storage(url)
     if dry_run:
         units = grid_mod.plan(spec, url)
         st = grid_mod.status(spec, units, tracking.Tracker())
@@ -305,6 +307,56 @@ def report(
         where = "the run `mlflow run` opened" if tracking.env_run_id() else report_mod.REPORTS_EXPERIMENT
         typer.echo(f"logged as MLflow run {result.run_id} ({where}; tag {tracking.TAG_KIND} = {tracking.KIND_REPORT}); "
                    "open it with `synthboost ui`")
+
+
+server_app = typer.Typer(no_args_is_help=True, help="Server mode: a local PostgreSQL + MLflow server for workers "
+                                                    "anywhere (tracking/README.md).")
+app.add_typer(server_app, name="server")
+ServerDir = Annotated[str | None, typer.Option("--dir", help="The server's folder (default: tracking/server).")]
+
+
+@server_app.command("start")
+@guarded
+def server_start(
+    dir_: ServerDir = None,
+    port: Annotated[int | None, typer.Option(help="MLflow server port (default 5000, or the last one used).")] = None,
+    pg_port: Annotated[int | None, typer.Option("--pg-port", help="PostgreSQL port (default 5433, or the last "
+                                                                    "one used).")] = None,
+) -> None:
+    """Start PostgreSQL and the MLflow server (idempotent) and print the two lines every worker needs."""
+    from pathlib import Path
+
+    from . import server
+
+    state = server.start(Path(dir_) if dir_ else None, port=port, pg_port=pg_port, say=typer.echo)
+    for line in server.describe(server.status(Path(dir_) if dir_ else None))[1:3]:
+        typer.echo(line)
+    typer.echo("Every worker (any machine that reaches both) needs only these two lines — they hold the password:")
+    for line in server.worker_lines(state):
+        typer.echo(line)
+
+
+@server_app.command("status")
+@guarded
+def server_status(dir_: ServerDir = None) -> None:
+    """Say what runs where: pids, ports, URIs (password hidden)."""
+    from pathlib import Path
+
+    from . import server
+
+    for line in server.describe(server.status(Path(dir_) if dir_ else None)):
+        typer.echo(line)
+
+
+@server_app.command("stop")
+@guarded
+def server_stop(dir_: ServerDir = None) -> None:
+    """Stop the MLflow server and PostgreSQL; the data stays in the folder for the next start."""
+    from pathlib import Path
+
+    from . import server
+
+    server.stop(Path(dir_) if dir_ else None, say=typer.echo)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -223,12 +223,12 @@ def prepare(spec: GridSpec, units: list[dict], *, storage_url: str, tracker):
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = queue.create_study(f"grid-{spec.experiment}", storage_url)
-    # a grid keeps its parent on a resume even when `mlflow run` opened a new run for it (a study moves)
-    parent, _ = queue.open_parent_run(study, tracker, experiment=spec.experiment, name=f"grid {spec.experiment}",
-                                      kind=KIND_GRID, storage_url=storage_url, tags={"profile": spec.profile},
-                                      follow_env_run=False)
-    with queue.budget_lock(storage_url):
+    with queue.budget_lock(storage_url):  # the same grid started on several machines at once: one study, one parent
+        study = queue.create_study(f"grid-{spec.experiment}", storage_url)
+        # a grid keeps its parent on a resume even when `mlflow run` opened a new run for it (a study moves)
+        parent, _ = queue.open_parent_run(study, tracker, experiment=spec.experiment, name=f"grid {spec.experiment}",
+                                          kind=KIND_GRID, storage_url=storage_url, tags={"profile": spec.profile},
+                                          follow_env_run=False)
         queue.recover_stale_trials(study, tracker)
         done_keys = _finished_keys(tracker, tracker.experiment_id(spec.experiment))
         queued = {t.user_attrs.get("unit_id") for t in study.get_trials(
@@ -327,6 +327,9 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
                                       args=lambda i: ["--experiment", spec.experiment], while_waiting=show_finished)
             if any(codes):
                 print(f"warning: worker exit codes {codes}; re-run to resume", file=sys.stderr)
+        # the same grid started on other machines: wait for their units (and take over any whose worker died)
+        queue.wait_for_others(study, storage_url, tracker, lambda: work(name, storage_url, experiment=spec.experiment,
+                                                                        progress=bar.update))
     after = status(spec, units, tracker)
     if after.done == after.cells:
         tracker.close_run(parent, "FINISHED")

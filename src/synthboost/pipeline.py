@@ -324,8 +324,9 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         synth_y = torch.zeros(0, dtype=torch.long)
         gen_run_id, reused = None, False
         if cfg.gen is not None:
-            gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
-                                                       progress=progress, use_cache=use_cache)
+            with tracker.exclusive(f"generator-{key}"):  # one worker trains it, the others wait and reuse it
+                gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
+                                                           progress=progress, use_cache=use_cache)
             run.set_tags({tracking.TAG_GENERATOR_RUN_ID: gen_run_id, tracking.TAG_GENERATOR_REUSED: str(reused).lower()})
             if reused:
                 run.log_model_input(gen_run_id)  # the MLflow model it samples from, as the run's input

@@ -8,7 +8,9 @@ journal file the check-and-ask is done under a file lock.  Optuna 5's JournalSto
 liveness is one mechanism for every storage: each running trial records its worker (host:pid) and a
 heartbeat timestamp; a trial whose worker is gone (dead pid on this host, or a heartbeat older than the
 grace period) is marked FAIL, its MLflow run is closed as FAILED, and the same parameters (and a grid
-unit's payload) are enqueued again as a retry.
+unit's payload) are enqueued again as a retry.  On a database (PostgreSQL: many machines) the heartbeat is
+RDBStorage's own (``heartbeat_interval``, ``grace_period``), its stale trials are failed by Optuna's
+``fail_stale_trials`` and retried the same way, and the check-and-ask lock is a PostgreSQL advisory lock.
 
 The study and the MLflow parent run name each other: the parent is tagged ``optuna.study_name`` /
 ``optuna.storage`` and the study carries the parent's id as the user attribute ``mlflow_parent_run_id``.
@@ -17,6 +19,8 @@ The study and the MLflow parent run name each other: the parent is tagged ``optu
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
 import socket
 import subprocess
@@ -29,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TrackingUnavailable, UserError
-from .tracking import TAG_KIND, env_run_id, tracking_dir
+from .tracking import TAG_KIND, check_database, env_run_id, file_lock, redact, tracking_dir
 
 HEARTBEAT_SECONDS = 15.0
 GRACE_SECONDS = 120.0
@@ -60,20 +64,20 @@ def open_storage(url: str):
         except OSError as err:
             raise TrackingUnavailable(f"cannot open the Optuna journal {path} ({err.strerror})") from None
     engine_kwargs = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else None
+    check_storage(url)  # wrong credentials or database: one clear line, now
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat arguments
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=int(HEARTBEAT_SECONDS),
+                                          grace_period=int(GRACE_SECONDS), heartbeat_stale_trial_callback=_StaleRetry())
     except Exception as err:  # sqlalchemy raises many types for a bad or unreachable URL
         raise TrackingUnavailable(f"Optuna storage {redact(url)} is unreachable or invalid "
                                   f"({type(err).__name__}); check --storage / SYNTHBOOST_OPTUNA_STORAGE") from None
 
 
-def redact(url: str) -> str:
-    """Hide a password in a storage URL before it goes into a tag or a message."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        return f"{scheme}://{cred.split(':')[0]}:***@{host}"
-    return url
+def check_storage(url: str) -> None:
+    """Fail now, in one line, on a database URL with wrong credentials or database (before any other work)."""
+    if url.startswith(("postgresql", "mysql")):
+        check_database(url, "Optuna storage", hint="check --storage / SYNTHBOOST_OPTUNA_STORAGE")
 
 
 def create_study(name: str, storage_url: str, **kwargs):
@@ -111,7 +115,7 @@ def open_parent_run(study, tracker, *, experiment: str, name: str, kind: str, st
         parent = tracker.open_parent(experiment=experiment, name=name, tags={
             TAG_KIND: kind, "optuna.study_name": study.study_name, "optuna.storage": redact(storage_url), **tags})
         study.set_user_attr(PARENT_RUN_ATTR, parent)
-        study.set_user_attr("mlflow_tracking_uri", tracker.uri)
+        study.set_user_attr("mlflow_tracking_uri", redact(tracker.uri))
         return parent, True
     tracker.reopen(parent)
     return parent, False
@@ -140,28 +144,55 @@ def run_workers(command: str, n: int, *, name: str, storage_url: str,
     return [p.returncode for p in procs]
 
 
-@contextlib.contextmanager
 def budget_lock(storage_url: str):
-    """Serialise check-and-ask between processes on one machine (journal files); no-op for databases."""
-    if not is_journal(storage_url):
-        yield
-        return
-    import fcntl
+    """Serialise check-and-ask (and a study's creation) between every worker of the storage."""
+    return storage_lock(storage_url, "budget")
 
-    with open(storage_url + ".budget-lock", "a") as fh:  # not ".lock": Optuna's own journal lock uses it
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+
+def storage_lock(storage_url: str, name: str) -> contextlib.AbstractContextManager:
+    """An exclusive lock named ``name`` shared by every worker of the storage, wherever it runs.
+
+    A journal file (one machine): a file lock beside it; PostgreSQL: a transaction-level advisory lock, which
+    the server drops by itself when a worker dies; a SQLite URL: a file lock beside the database.
+    """
+    if is_journal(storage_url):  # the budget's file keeps its name: not ".lock", Optuna's journal lock uses it
+        return file_lock(Path(storage_url + ".budget-lock") if name == "budget"
+                         else Path(storage_url + ".locks") / f"{name}.lock")
+    if storage_url.startswith("postgresql"):
+        return _advisory_lock(storage_url, name)
+    if storage_url.startswith("sqlite:///"):
+        return file_lock(Path(storage_url[len("sqlite:///"):] + f".{name}.lock"))
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _advisory_lock(storage_url: str, name: str) -> Iterator[None]:
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    with _lock_engine(storage_url).begin() as conn:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        yield  # released when the transaction ends (or the connection drops with a dead worker)
+
+
+@functools.lru_cache(maxsize=None)
+def _lock_engine(storage_url: str):
+    import sqlalchemy
+
+    check_storage(storage_url)
+    return sqlalchemy.create_engine(storage_url, connect_args={"connect_timeout": 5}, pool_pre_ping=True)
 
 
 def next_trials(study, storage_url: str, tracker, *, budget: int = 0) -> Iterator[Any]:
     """Ask for trials one at a time until none is owed; each check-and-ask holds the budget lock.
 
     A waiting trial (enqueued, or the retry of a stale one) is always owed; beyond those, new trials are
-    asked until ``budget`` of them are done or running (0: only enqueued trials, as a grid's units).
+    asked until ``budget`` of them are done or running (0: only enqueued trials, as a grid's units).  The
+    tracker borrows the storage's locks, so a generator is trained once across every worker (``exclusive``).
     """
+    tracker.lock_factory = functools.partial(storage_lock, storage_url)
+    # ask/tell with RDBStorage's heartbeat is what this module is for (Heartbeat beats, recover_stale_trials fails)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     while True:
         with budget_lock(storage_url):
             recover_stale_trials(study, tracker)
@@ -170,6 +201,26 @@ def next_trials(study, storage_url: str, tracker, *, budget: int = 0) -> Iterato
                 return
             trial = study.ask()
         yield trial
+
+
+def wait_for_others(study, storage_url: str, tracker, work: Callable[[], Any], *, every: float = 2.0) -> None:
+    """After this worker's loop: wait while workers elsewhere still hold trials, and ``work`` again whenever one
+    of theirs comes back to the queue (its worker died), so that the caller summarises a finished study."""
+    said = False
+    while True:
+        with budget_lock(storage_url):
+            recover_stale_trials(study, tracker)
+            counts = budget_counts(study)
+        if counts["waiting"]:
+            work()
+        elif not counts["running"]:
+            return
+        else:
+            if not said:
+                print(f"waiting for {counts['running']} trial(s) running in other workers (a trial whose worker "
+                      f"stops beating for {GRACE_SECONDS:.0f} s is retried here)", file=sys.stderr)
+                said = True
+            time.sleep(every)
 
 
 def budget_counts(study) -> dict[str, int]:
@@ -190,12 +241,16 @@ def recover_stale_trials(study, tracker) -> list[int]:
     from optuna.trial import TrialState
 
     host, now, failed = socket.gethostname(), time.time(), []
+    native = _native_heartbeat(study._storage)
+    if native:  # a database: Optuna fails the trials whose heartbeat is older than the grace period ...
+        failed += _recover_native(study, tracker)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker", "")
         w_host, _, w_pid = worker.partition(":")
         beat = t.user_attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else now)
         dead_here = w_host == host and w_pid.isdigit() and not _pid_alive(int(w_pid))
-        if not (dead_here or now - beat > GRACE_SECONDS):
+        # ... here: a dead pid on this host at once, and (a database) a trial whose worker never beat at all
+        if not (dead_here or (now - beat > GRACE_SECONDS and (not native or not worker))):
             continue
         reason = f"worker {worker or '?'} died (no heartbeat since {time.ctime(beat)})"
         # Optuna has no public call that changes another worker's trial: its storage does it
@@ -204,10 +259,51 @@ def recover_stale_trials(study, tracker) -> list[int]:
         run_id = t.user_attrs.get("mlflow_run_id")
         if run_id and tracker.run_status(run_id) == "RUNNING":  # a grid unit's earlier cells may be FINISHED
             tracker.close_run(run_id, "FAILED", error=reason)
-        carry = {k: v for k, v in t.user_attrs.items() if k in ("unit", "unit_id")}  # a grid unit's payload
-        study.enqueue_trial(t.params, user_attrs={**carry, "retry_of": t.number}, skip_if_exists=False)
+        _enqueue_retry(study, t)
         failed.append(t.number)
     return failed
+
+
+def _enqueue_retry(study, t) -> None:
+    """The same parameters again, with a grid unit's payload (``unit``, ``unit_id``) and ``retry_of``."""
+    carry = {k: v for k, v in t.user_attrs.items() if k in ("unit", "unit_id")}
+    study.enqueue_trial(t.params, user_attrs={**carry, "retry_of": t.number}, skip_if_exists=False)
+
+
+def _native_heartbeat(storage) -> bool:
+    """Whether the storage keeps Optuna's own heartbeats (RDBStorage opened by ``open_storage``)."""
+    return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
+
+
+class _StaleRetry:
+    """RDBStorage's ``heartbeat_stale_trial_callback``: retry the trial with its payload (Optuna's own
+    ``RetryHeartbeatStaleTrialCallback`` would copy every user attribute, the dead run's id among them); the
+    trials it saw wait in ``seen`` for their MLflow runs to be closed."""
+
+    def __init__(self):
+        self.seen: list[Any] = []
+
+    def __call__(self, study, trial) -> None:
+        _enqueue_retry(study, trial)
+        self.seen.append(trial)
+
+
+def _recover_native(study, tracker) -> list[int]:
+    from optuna.storages import fail_stale_trials
+
+    callback = study._storage.get_heartbeat_stale_trial_callback()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental
+        fail_stale_trials(study)
+    stale = []
+    if isinstance(callback, _StaleRetry):
+        stale, callback.seen[:] = list(callback.seen), []
+    for t in stale:
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id and tracker.run_status(run_id) == "RUNNING":
+            tracker.close_run(run_id, "FAILED", error=f"worker {t.user_attrs.get('worker', '?')} stopped beating "
+                                                      f"for {GRACE_SECONDS:.0f} s; the trial is retried")
+    return [t.number for t in stale]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -229,14 +325,22 @@ class Heartbeat:
 
     def __init__(self, trial):
         self.trial, self.stop = trial, threading.Event()
+        self.storage = trial.study._storage
+        self.native = _native_heartbeat(self.storage)  # a database: RDBStorage's own heartbeat table
+        self._stamp()  # first: a trial that names its worker has a heartbeat
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("heartbeat", time.time())
         self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _stamp(self):
+        if self.native:
+            self.storage.record_heartbeat(self.trial._trial_id)
+        else:
+            self.trial.set_user_attr("heartbeat", time.time())
 
     def _beat(self):
         while not self.stop.wait(HEARTBEAT_SECONDS):
             with contextlib.suppress(Exception):  # a storage hiccup must not kill the trial
-                self.trial.set_user_attr("heartbeat", time.time())
+                self._stamp()
 
     def __enter__(self):
         self.thread.start()

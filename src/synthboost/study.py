@@ -152,18 +152,22 @@ def split_fixed(fixed: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 # ---------------------------------------------------------------- creating / resuming a study
 def prepare(spec: StudySpec, *, name: str, storage_url: str, experiment: str, tracker) -> Any:
-    """Create or resume the study and its MLflow parent run; returns the optuna Study."""
-    study = queue.create_study(name, storage_url, direction="maximize")
-    old = study.user_attrs.get("synthboost.spec")
-    new = spec_json(spec)
-    if old is not None and {**json.loads(old), "n_trials": 0} != {**json.loads(new), "n_trials": 0}:
-        raise UserError(f"study {name!r} exists with a different spec; choose another --name to start afresh")
-    study.set_user_attr("synthboost.spec", new)  # a higher n_trials on resume raises the budget
-    study.set_metric_names([spec.objective])
-    parent, created = queue.open_parent_run(
-        study, tracker, experiment=experiment, name=f"study {name}", kind=KIND_STUDY, storage_url=storage_url,
-        tags={"model": spec.model, "regime": spec.regime, "size": spec.size, "profile": spec.profile,
-              "classifier": spec.classifier})
+    """Create or resume the study and its MLflow parent run; returns the optuna Study.
+
+    Under the storage's lock: the same command started on several machines at once makes one study, one parent.
+    """
+    with queue.budget_lock(storage_url):
+        study = queue.create_study(name, storage_url, direction="maximize")
+        old = study.user_attrs.get("synthboost.spec")
+        new = spec_json(spec)
+        if old is not None and {**json.loads(old), "n_trials": 0} != {**json.loads(new), "n_trials": 0}:
+            raise UserError(f"study {name!r} exists with a different spec; choose another --name to start afresh")
+        study.set_user_attr("synthboost.spec", new)  # a higher n_trials on resume raises the budget
+        study.set_metric_names([spec.objective])
+        parent, created = queue.open_parent_run(
+            study, tracker, experiment=experiment, name=f"study {name}", kind=KIND_STUDY, storage_url=storage_url,
+            tags={"model": spec.model, "regime": spec.regime, "size": spec.size, "profile": spec.profile,
+                  "classifier": spec.classifier})
     if created:
         flat = {f"study.{k}": (json.dumps(v) if isinstance(v, (dict, list)) else v)
                 for k, v in json.loads(new).items() if k != "n_trials"}  # n_trials may grow on resume: a tag
@@ -289,7 +293,8 @@ def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress:
 # ---------------------------------------------------------------- running a whole study
 def run_study(spec: StudySpec, *, name: str, storage_url: str, experiment: str, workers: int = 1,
               progress: bool = False, use_cache: bool = True) -> dict[str, Any]:
-    """Create/resume, run ``workers`` processes (or this one), then summarise into the parent run."""
+    """Create/resume, run ``workers`` processes (or this one), wait for workers elsewhere (the same command on
+    other machines), then summarise into the parent run."""
     from .tracking import Tracker
 
     tracker = Tracker()
@@ -301,6 +306,8 @@ def run_study(spec: StudySpec, *, name: str, storage_url: str, experiment: str, 
                                   args=lambda i: ["--worker-index", str(i)])
         if any(codes):
             print(f"warning: worker exit codes {codes}; re-run the same command to resume", file=sys.stderr)
+    queue.wait_for_others(study, storage_url, tracker, lambda: work(name, storage_url, progress=progress,
+                                                                    use_cache=use_cache))
     return finalize(study, tracker)
 
 

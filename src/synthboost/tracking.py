@@ -83,8 +83,8 @@ def check_reachable(uri: str) -> None:
                 resp.read()
         except (urllib.error.URLError, OSError, ValueError) as err:
             reason = getattr(err, "reason", err)
-            raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({reason}); start it, or unset "
-                                      "MLFLOW_TRACKING_URI to use the embedded store") from None
+            raise TrackingUnavailable(f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it, or "
+                                      "unset MLFLOW_TRACKING_URI to use the embedded store") from None
     elif (folder := _local_store_dir(uri)) is not None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -94,9 +94,87 @@ def check_reachable(uri: str) -> None:
         if not os.access(folder, os.W_OK):
             raise TrackingUnavailable(f"tracking store folder {folder} is not writable; "
                                       "set MLFLOW_TRACKING_URI to a writable location")
-    elif not uri.startswith(("postgresql", "mysql", "mssql", "databricks", "file:")):
+    elif uri.startswith(("postgresql", "mysql")):  # MLflow straight on a database: try the credentials now
+        check_database(uri, "MLflow tracking store", hint="check MLFLOW_TRACKING_URI")
+    elif not uri.startswith(("mssql", "databricks", "file:")):
         raise TrackingUnavailable(f"unsupported MLFLOW_TRACKING_URI {uri!r}; use http(s)://, sqlite:/// or "
                                   "postgresql://")
+
+
+# ---------------------------------------------------------------- server mode: database URLs, locks, new stores
+def redact(url: str) -> str:
+    """Hide a password in a URL (``scheme://user:***@host/…``) before it goes into a tag or a message."""
+    if "://" in url and "@" in url.split("://", 1)[1]:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        user, colon, _ = cred.partition(":")
+        return f"{scheme}://{user}{':***' if colon else ''}@{host}"
+    return url
+
+
+@functools.lru_cache(maxsize=None)
+def check_database(url: str, what: str, hint: str) -> None:
+    """Connect once (5 s at most) so that wrong credentials, an unknown database or no server at all fail now, in
+    one line naming the URL with its password hidden, instead of deep inside MLflow or Optuna."""
+    import sqlalchemy
+
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5} if url.startswith("postgresql")
+                                          else {})
+        with engine.connect():
+            pass
+    except ModuleNotFoundError as err:
+        raise TrackingUnavailable(f"{what} {redact(url)} needs the database driver {err.name!r}; "
+                                  "pip install 'psycopg[binary]'") from None
+    except Exception as err:  # sqlalchemy wraps the driver's errors; the driver's text says what went wrong
+        text = str(getattr(err, "orig", None) or err)
+        if "password authentication failed" in text or "no password supplied" in text:
+            reason = "wrong user or password"
+        elif "does not exist" in text:
+            reason = text.split("FATAL:")[-1].strip().splitlines()[0]  # database "x" / role "y" does not exist
+        elif "refused" in text or "timeout" in text or "could not translate host" in text:
+            reason = "unreachable (" + ("connection refused" if "refused" in text else "no answer") + ")"
+        else:
+            reason = f"cannot connect ({type(err).__name__})"
+        raise TrackingUnavailable(f"{what} {redact(url)}: {reason}; {hint}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created with its folder), for processes on one machine."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _open_client(uri: str):
+    """An ``MlflowClient``; a SQLite store is created (migrated) by one process at a time.
+
+    Several processes opening a store that does not exist yet would each run MLflow's migrations on it, and all
+    but one crash (``duplicate column name``); the first use runs under a file lock beside the database, so the
+    others wait for it and then find the store ready.
+    """
+    from mlflow.tracking import MlflowClient
+
+    if _local_store_dir(uri) is None:
+        if uri.startswith(("http://", "https://")):  # MLflow would print a "View run … at" link for every run
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        return MlflowClient(tracking_uri=uri)
+    db = Path(uri[len("sqlite:///"):]).resolve()
+    with file_lock(db.with_name(db.name + ".init-lock")):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # creates and migrates the store when it is new
+    return client
 
 
 def git_commit() -> str:
@@ -115,12 +193,20 @@ class Tracker:
     """A thin wrapper over ``MlflowClient`` for one tracking URI."""
 
     def __init__(self, uri: str | None = None):
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri or tracking_uri()
         check_reachable(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = _open_client(self.uri)
         self.seconds = 0.0  # wall time spent in MLflow calls (for the overhead benchmark)
+        # name -> a lock every worker of this store shares (the work queue lends its storage's; see exclusive)
+        self.lock_factory: Callable[[str], contextlib.AbstractContextManager] | None = None
+
+    def exclusive(self, name: str) -> contextlib.AbstractContextManager:
+        """A lock shared by every process on this store (e.g. to train one generator once): the work queue's when
+        it lent one (``lock_factory``), a file lock beside a SQLite store, else none."""
+        if self.lock_factory is not None:
+            return self.lock_factory(name)
+        folder = _local_store_dir(self.uri)
+        return file_lock(folder / "locks" / f"{name}.lock") if folder else contextlib.nullcontext()
 
     def experiment_id(self, name: str = DEFAULT_EXPERIMENT, *, create: bool = True) -> str:
         exp = self.client.get_experiment_by_name(name)

@@ -123,11 +123,7 @@ def store_label(uri: str) -> str:
     elif "://" not in uri:
         prefix, path = "", uri
     else:
-        parts = urllib.parse.urlsplit(uri)
-        if parts.password is None:
-            return uri
-        host = parts.netloc.rpartition("@")[2]
-        return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+        return tracking.redact(uri)
     resolved = Path(path).resolve()
     try:
         return prefix + resolved.relative_to(tracking.project_root()).as_posix()

@@ -1,0 +1,395 @@
+"""Server mode on one machine: a private PostgreSQL and an MLflow tracking server on it, for workers anywhere.
+
+``synthboost server start`` brings up, in DIR (default ``tracking/server/``):
+
+- ``postgres/data`` — a PostgreSQL cluster from the machine's own packages (``initdb`` the first time),
+  listening on 127.0.0.1 only (no Unix socket), password-protected, with the databases ``mlflow`` and
+  ``optuna``.  PostgreSQL refuses to run as root; as root it runs as the ``postgres`` system user (which
+  owns ``postgres/``), otherwise as the calling user.  Its log is ``postgres/postgres.log``.
+- an ``mlflow server`` on the ``mlflow`` database that proxies artifacts into ``artifacts/`` (so workers need
+  no shared file system), in its own session so that it outlives the command; log ``mlflow.log``.
+- ``server.json`` (mode 0600): ports, the MLflow server's pid and the generated password.
+
+Then it prints the two lines a worker needs (``MLFLOW_TRACKING_URI=…``, ``SYNTHBOOST_OPTUNA_STORAGE=…``).
+Starting again while it runs changes nothing and prints them again; ``status`` says what runs where with the
+password hidden; ``stop`` stops both and checks that nothing is left.  The database password travels to
+the MLflow server in its environment, never on a command line that ``ps`` shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import UserError
+from .queue import _pid_alive
+from .tracking import file_lock, redact, tracking_dir
+
+HOST = "127.0.0.1"
+DEFAULT_PORT, DEFAULT_PG_PORT = 5000, 5433
+PG_USER = "synthboost"
+DATABASES = ("mlflow", "optuna")
+MLFLOW_WORKERS = 2  # request-handling processes of the MLflow server
+START_TIMEOUT = 120.0  # the first start migrates a new database: ~15 s here
+
+
+def default_dir() -> Path:
+    return tracking_dir() / "server"
+
+
+@dataclass
+class State:
+    """What ``server.json`` keeps between commands."""
+
+    port: int
+    pg_port: int
+    password: str
+    mlflow_pid: int | None = None
+    user: str = PG_USER
+
+    def db_url(self, database: str, *, hide: bool = False) -> str:
+        url = f"postgresql://{self.user}:{self.password}@{HOST}:{self.pg_port}/{database}"
+        return redact(url) if hide else url
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@dataclass
+class Status:
+    dir: Path
+    state: State | None
+    pg_pid: int | None
+    mlflow_pid: int | None
+    mlflow_healthy: bool
+
+    @property
+    def running(self) -> bool:
+        return bool(self.pg_pid and self.mlflow_pid and self.mlflow_healthy)
+
+
+# ---------------------------------------------------------------- the commands
+def start(folder: Path | None = None, *, port: int | None = None, pg_port: int | None = None,
+          say=print) -> State:
+    """Start whatever is not running yet (PostgreSQL, then MLflow) and return the state; idempotent."""
+    folder = _prepare_dir(folder or default_dir())
+    with file_lock(folder / ".server-lock"):  # two starts at once: the second finds the first's servers
+        return _start(folder, port, pg_port, say)
+
+
+def _start(folder: Path, port: int | None, pg_port: int | None, say) -> State:
+    st = status(folder)
+    state = st.state
+    if st.running:
+        asked = [f"--{n} {v}" for n, v, have in (("port", port, state.port), ("pg-port", pg_port, state.pg_port))
+                 if v is not None and v != have]
+        say(f"already running in {folder}" + (f" (ignored {', '.join(asked)}: `synthboost server stop` first to "
+                                                "change ports)" if asked else ""))
+        return state
+    if state is None:
+        state = State(port=port or DEFAULT_PORT, pg_port=pg_port or DEFAULT_PG_PORT,
+                      password=secrets.token_urlsafe(18))
+    elif not st.pg_pid and not st.mlflow_pid:  # stopped: a new start may move the ports
+        state.port, state.pg_port = port or state.port, pg_port or state.pg_port
+    _save(folder, state)  # the password first: initdb sets it
+    if not st.pg_pid:
+        _check_port_free(state.pg_port, "--pg-port")
+        _start_postgres(folder, state, say)
+    _create_databases(state)
+    if not (st.mlflow_pid and st.mlflow_healthy):
+        if st.mlflow_pid:  # alive but not answering: replace it
+            _stop_group(st.mlflow_pid)
+        _check_port_free(state.port, "--port")
+        state.mlflow_pid = _start_mlflow(folder, state, say)
+    _save(folder, state)
+    return state
+
+
+def status(folder: Path | None = None) -> Status:
+    folder = Path(folder or default_dir()).resolve()
+    state = _load(folder)
+    pg_pid = _postmaster_pid(folder)
+    mlflow_pid = state.mlflow_pid if state and state.mlflow_pid and _is_mlflow(state.mlflow_pid) else None
+    healthy = bool(mlflow_pid and state and _healthy(state.tracking_uri))
+    return Status(dir=folder, state=state, pg_pid=pg_pid, mlflow_pid=mlflow_pid, mlflow_healthy=healthy)
+
+
+def stop(folder: Path | None = None, *, say=print) -> None:
+    """Stop the MLflow server (its whole process group), then PostgreSQL; check that nothing is left."""
+    folder = Path(folder or default_dir()).resolve()
+    if not folder.is_dir():
+        say(f"nothing running in {folder}")
+        return
+    with file_lock(folder / ".server-lock"):
+        _stop(folder, say)
+
+
+def _stop(folder: Path, say) -> None:
+    st = status(folder)
+    if st.mlflow_pid:
+        _stop_group(st.mlflow_pid)
+        say(f"MLflow server (pid {st.mlflow_pid}) stopped")
+    if st.pg_pid:
+        out = _pg_run("pg_ctl", "stop", "-D", str(_data_dir(folder)), "-m", "fast", "-w", "-t", "60")
+        if out.returncode != 0 or _pid_alive(st.pg_pid):
+            raise RuntimeError(f"PostgreSQL (pid {st.pg_pid}) did not stop: {out.stdout.strip()}")
+        say(f"PostgreSQL (pid {st.pg_pid}) stopped")
+    if not (st.mlflow_pid or st.pg_pid):
+        say(f"nothing running in {folder}")
+    if st.state is not None:
+        st.state.mlflow_pid = None
+        _save(folder, st.state)
+
+
+def worker_lines(state: State) -> list[str]:
+    """The two environment lines every worker needs (password included)."""
+    return [f"MLFLOW_TRACKING_URI={state.tracking_uri}", f"SYNTHBOOST_OPTUNA_STORAGE={state.db_url('optuna')}"]
+
+
+def describe(st: Status) -> list[str]:
+    """What runs where, password hidden (``synthboost server status``)."""
+    if st.state is None:
+        return [f"no server in {st.dir} (start one with `synthboost server start --dir {st.dir}`)"]
+    s = st.state
+    pg = (f"running, pid {st.pg_pid}" if st.pg_pid else "stopped")
+    ml = ("running" + ("" if st.mlflow_healthy else " but not answering") + f", pid {st.mlflow_pid}"
+          if st.mlflow_pid else "stopped")
+    return [f"server folder   {st.dir}",
+            f"PostgreSQL      {pg}; {HOST}:{s.pg_port}, data {_data_dir(st.dir)}, "
+            f"log {_pg_dir(st.dir) / 'postgres.log'}",
+            f"MLflow server   {ml}; {s.tracking_uri}, artifacts {st.dir / 'artifacts'}, log {st.dir / 'mlflow.log'}",
+            f"MLflow store    {s.db_url('mlflow', hide=True)}",
+            f"Optuna storage  {s.db_url('optuna', hide=True)}",
+            "(`synthboost server start` prints the workers' two lines with the password)"]
+
+
+# ---------------------------------------------------------------- PostgreSQL
+def _pg_bin(name: str) -> str:
+    """A PostgreSQL program: on PATH, else the newest under Debian's /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                      key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0, reverse=True)
+    if not versions:
+        raise UserError(f"PostgreSQL's {name} is not installed; install it (Debian: apt-get install postgresql) "
+                        "or point the workers at a PostgreSQL you already run (tracking/README.md)")
+    return str(versions[0])
+
+
+def _pg_owner() -> str | None:
+    """The user PostgreSQL runs as: ``postgres`` when we are root (it refuses root), else ourselves (None)."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise UserError("running as root, and PostgreSQL refuses to run as root: create the system user "
+                        "'postgres' (Debian's postgresql package does) or run as another user") from None
+    return "postgres"
+
+
+def _pg_run(program: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [_pg_bin(program), *args]
+    owner = _pg_owner()
+    if owner:
+        cmd = ["runuser", "-u", owner, "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd="/", timeout=180, stdin=subprocess.DEVNULL)
+
+
+def _pg_dir(folder: Path) -> Path:
+    return folder / "postgres"
+
+
+def _data_dir(folder: Path) -> Path:
+    return _pg_dir(folder) / "data"
+
+
+def _start_postgres(folder: Path, state: State, say) -> None:
+    data = _data_dir(folder)
+    if not (data / "PG_VERSION").is_file():
+        _initdb(folder, state)
+        say(f"created a PostgreSQL cluster in {data}")
+    log = _pg_dir(folder) / "postgres.log"
+    out = _pg_run("pg_ctl", "start", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", f"-p {state.pg_port}")
+    if out.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.is_file() else []
+        raise UserError(f"PostgreSQL did not start (see {log}): {' / '.join(tail) or out.stderr.strip()}")
+
+
+def _initdb(folder: Path, state: State) -> None:
+    pg = _pg_dir(folder)
+    pg.mkdir(exist_ok=True)
+    owner = _pg_owner()
+    if owner:
+        shutil.chown(pg, owner, owner)
+        probe = subprocess.run(["runuser", "-u", owner, "--", "test", "-w", str(pg)], capture_output=True)
+        if probe.returncode != 0:
+            raise UserError(f"the '{owner}' user PostgreSQL runs as cannot reach {pg}: a parent folder is closed "
+                            "to other users (e.g. mode 0700); choose a --dir elsewhere")
+    os.chmod(pg, 0o700)
+    pwfile = pg / "pwfile"
+    pwfile.write_text(state.password + "\n")
+    os.chmod(pwfile, 0o600)
+    if owner:
+        shutil.chown(pwfile, owner, owner)
+    try:
+        out = _pg_run("initdb", "-D", str(_data_dir(folder)), "-U", state.user, f"--pwfile={pwfile}",
+                      "--auth=scram-sha-256", "-E", "UTF8", "--no-locale")
+    finally:
+        pwfile.unlink(missing_ok=True)
+    if out.returncode != 0:
+        raise UserError(f"initdb failed: {(out.stderr or out.stdout).strip().splitlines()[-1]}")
+    # loopback only, TCP only (no socket file whose path length or folder rights could get in the way), and
+    # room for many workers (each holds a few connections)
+    with open(_data_dir(folder) / "postgresql.conf", "a") as fh:
+        fh.write(f"\n# synthboost server\nlisten_addresses = '{HOST}'\nunix_socket_directories = ''\n"
+                 "max_connections = 200\n")
+
+
+def _postmaster_pid(folder: Path) -> int | None:
+    pidfile = _data_dir(folder) / "postmaster.pid"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        pid = int(pidfile.read_text().splitlines()[0])
+        if _pid_alive(pid) and "postgres" in _cmdline(pid):
+            return pid
+    return None
+
+
+def _create_databases(state: State) -> None:
+    """The ``mlflow`` and ``optuna`` databases, and Optuna's tables (so that workers starting at once need not
+    race to create them)."""
+    import psycopg
+
+    with psycopg.connect(host=HOST, port=state.pg_port, user=state.user, password=state.password,
+                         dbname="postgres", connect_timeout=10, autocommit=True) as conn:
+        have = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        for db in DATABASES:
+            if db not in have:
+                conn.execute(f'CREATE DATABASE "{db}"')
+    from .queue import open_storage
+
+    open_storage(state.db_url("optuna"))
+
+
+# ---------------------------------------------------------------- the MLflow server
+def _start_mlflow(folder: Path, state: State, say) -> int:
+    artifacts = folder / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    log_path = folder / "mlflow.log"
+    env = os.environ.copy()
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(k, None)
+    env["MLFLOW_BACKEND_STORE_URI"] = state.db_url("mlflow")  # the password stays off the command line
+    # MLflow's job runner (GenAI scorers, prompt optimisation) would add 8 polling processes of ~280 MB each
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", str(artifacts), "--host", HOST,
+           "--port", str(state.port), "--workers", str(MLFLOW_WORKERS)]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=folder, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)  # its own session: it outlives this command
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise UserError(f"the MLflow server exited at start (see {log_path}): {' / '.join(tail)}")
+        if _healthy(state.tracking_uri):
+            return proc.pid
+        time.sleep(0.5)
+    _stop_group(proc.pid)
+    raise UserError(f"the MLflow server did not answer within {START_TIMEOUT:.0f} s (see {log_path})")
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(uri + "/health", timeout=3) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _is_mlflow(pid: int) -> bool:
+    return _pid_alive(pid) and "mlflow" in _cmdline(pid) and "server" in _cmdline(pid)
+
+
+def _stop_group(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM the process group ``pid`` leads (the server, its uvicorn workers, its job runner), then SIGKILL."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _group_alive(pid):
+            time.sleep(0.2)
+        if not _group_alive(pid):
+            return
+    raise RuntimeError(f"process group {pid} did not stop")
+
+
+def _group_alive(pgid: int) -> bool:
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    return True
+    return False
+
+
+# ---------------------------------------------------------------- small helpers
+def _prepare_dir(folder: Path) -> Path:
+    folder = Path(folder).resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if _pg_owner():  # the postgres user must be able to pass through (not list) the folder
+            os.chmod(folder, folder.stat().st_mode | 0o001)
+    except OSError as err:
+        raise UserError(f"cannot use {folder} for the server ({err.strerror}); choose another --dir") from None
+    return folder
+
+
+def _check_port_free(port: int, option: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no obstacle
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            raise UserError(f"port {port} on {HOST} is in use; choose another with {option}") from None
+
+
+def _load(folder: Path) -> State | None:
+    path = folder / "server.json"
+    if not path.is_file():
+        return None
+    try:
+        return State(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise UserError(f"{path} is unreadable ({err}); stop what runs and remove it") from None
+
+
+def _save(folder: Path, state: State) -> None:
+    path = folder / "server.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=1))
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
