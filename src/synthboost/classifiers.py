@@ -33,7 +33,7 @@ from .config import PROFILES, Choice, FloatRange, IntRange, Tunable, build, conf
 from .data import NUM_CLASSES, to_float
 from .errors import UserError
 from .metrics import balanced_accuracy
-from .training import EpochCallback, batches, progress_bar
+from .training import EpochCallback, autocast, batches, optimizer_options, progress_bar, resolve_amp
 
 
 # ---------------------------------------------------------------- configs
@@ -69,6 +69,16 @@ class CNNConfig:
     # stop after this many epochs without a better validation balanced accuracy, then restore the best
     # weights (0 = off; needs the validation split)
     early_stopping: int = pydantic.Field(default=0, ge=0, le=500)
+    # speed levers (bench/bound.py measures each against the sgemm bound).  They are config values, so a run
+    # logs what it used and a change of default re-keys the grid's cells instead of silently changing results:
+    # channels_last lets oneDNN pick its fastest conv kernels; compile = torch.compile (inductor) of the
+    # training step's network; amp = bf16 autocast of forward and loss ("auto": bf16 only on a CPU with native
+    # bf16 — AVX512-BF16/AMX — or a CUDA device that has it, else fp32); optimizer_impl: foreach is bitwise the
+    # per-parameter loop (tests/test_speed_levers.py), fused is not
+    channels_last: bool = True
+    compile: bool = False
+    amp: Literal["off", "bf16", "auto"] = "off"
+    optimizer_impl: Literal["foreach", "fused", "loop"] = "foreach"
 
     profiles: ClassVar[dict] = {
         "smoke": {"epochs": 2},
@@ -275,8 +285,8 @@ class CNNClassifier:
         self.seed = seed
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(seed)
-        # channels_last lets oneDNN/cuDNN pick their fastest conv kernels; the maths is unchanged
-        self.net = make_net(self.config).to(self.device, memory_format=torch.channels_last)
+        fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        self.net = make_net(self.config).to(self.device, memory_format=fmt)
 
     def loss_weights(self, y: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         """Per-sample loss weights: ``sample_weight`` (1 by default) times the class weight of each label."""
@@ -321,7 +331,10 @@ class CNNClassifier:
         total_steps, steps_per_epoch = step_budget(cfg, min(budget_n or n, n))
         epochs = -(-total_steps // steps_per_epoch)
         optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-        opt = optimizer(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = optimizer(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                        **optimizer_options(cfg.optimizer_impl))
+        amp = resolve_amp(cfg.amp, dev)
+        step_net = torch.compile(self.net) if cfg.compile else self.net  # shares the weights; predict stays eager
         sched = self._schedule(opt, total_steps)
 
         def stream():  # endless randperm passes over the (mixed) set, or class-balanced draws
@@ -345,17 +358,19 @@ class CNNClassifier:
                     yb = y_all[idx]
                     xb = augment(x_all[idx], policy=cfg.augment, generator=rng, labels=yb, shift=cfg.shift,
                                  flip_classes=cfg.flip_classes)  # real and synthetic alike
-                    logits = self.net(to_float(xb))
-                    loss_each = F.cross_entropy(logits, yb, reduction="none", label_smoothing=cfg.label_smoothing)
+                    with autocast(dev, amp):
+                        logits = step_net(to_float(xb))
+                    loss_each = F.cross_entropy(logits.float(), yb, reduction="none",
+                                                label_smoothing=cfg.label_smoothing)
                     loss = weighted_loss(loss_each, w_all[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     sched.step()
                     step += 1
-                    total += float(loss.detach()) * len(idx)
+                    total = total + loss.detach() * len(idx)  # summed as a tensor: no sync per step
                     seen += len(idx)
-                last = {"loss": total / max(seen, 1)}
+                last = {"loss": float(total) / max(seen, 1)}
                 if val is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs):
                     pred = self.predict(val[0])
                     last["val_balanced_accuracy"] = balanced_accuracy(val[1].numpy(), pred)
