@@ -48,6 +48,7 @@ bench: setup
 	$(PY) bench/tracking_overhead.py
 	$(PY) bench/study_cache.py
 	$(PY) bench/generators.py --profile quick
+	$(PY) bench/bound.py
 	$(PY) bench/quality.py
 	$(PY) bench/report.py
 
