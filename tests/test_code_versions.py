@@ -55,16 +55,15 @@ def test_a_bumped_classifier_version_makes_the_grid_rerun_its_cells(tracker, tmp
     assert out["ran"] == 1 and out["missing"] == 0
 
 
-def test_version_one_leaves_the_keys_of_older_stores_unchanged():
-    cfg = pipeline.make_config(model="vae", profile="smoke")
-    # the keys as computed before code versions existed (sha256 of the same payloads without them)
-    import hashlib
-    import json
+def test_version_one_and_neutral_levers_leave_the_keys_of_recorded_cells_unchanged():
+    """Keys recorded by the fair-high-1000 grid (before code versions and the CNN's speed levers existed) still
+    name the same cells, so a grid resumes them instead of re-running."""
+    def key(**kw):
+        return pipeline.config_key(pipeline.make_config(regime="high", size=1000, seed=0, profile="quick", **kw))
 
-    gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in pipeline.sampling_values(cfg.gen)}
-    payload = {"data": "d", "model": "vae", "gen": gen, "seed": 0, "profile": "smoke",
-               "val_fraction": cfg.data.val_fraction}
-    assert pipeline.generator_key(cfg, "d") == hashlib.sha256(
-        json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    assert pipeline.config_key(cfg) == hashlib.sha256(
-        json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert key(model="none") == "431d450f3e96e2cd"
+    assert key(model="none", overrides={"clf": {"recipe": "seed"}}) == "15409cf7f8f55831"
+    ddpm = pipeline.make_config(model="ddpm", regime="high", size=1000, seed=0, profile="quick", mix_ratio=1.0)
+    assert pipeline.generator_key(ddpm, "x") == "3eacdeb6fa57087e"
+    # a lever away from its neutral value is a different cell
+    assert key(model="none", overrides={"clf": {"amp": "bf16"}}) != key(model="none")

@@ -394,6 +394,26 @@ def test_a_filtered_mix_is_its_own_cell_and_says_so():
     assert labels == ["1×balance", "1×balance confidence≥0.7", "1×balance"]
 
 
+def test_runs_from_before_a_speed_lever_share_the_cell_and_recipe_of_runs_at_its_neutral_value():
+    """A CNN run recorded before clf.channels_last/compile/amp/optimizer_impl existed pairs with a new run at the
+    values that train the same way; a run at another value (bf16) is a recipe of its own."""
+    import pandas as pd
+
+    from synthboost import report as rep
+
+    base = {"run_id": "old", "experiment": "e", "run_name": "n", "start_time": 0, "tags.model": "none",
+            "tags.regime": "high", "tags.size": "1000", "tags.classifier": "cnn", "tags.seed": "0",
+            "params.mix.ratio": "0.0", "params.clf.recipe": "fair", "params.clf.lr": "0.002",
+            "metrics.test/accuracy": 0.8}
+    new = {"params.clf.channels_last": "True", "params.clf.compile": "False", "params.clf.optimizer_impl": "foreach"}
+    frame = pd.DataFrame([base, {**base, "run_id": "new", **new, "params.clf.amp": "off"},
+                          {**base, "run_id": "bf16", **new, "params.clf.amp": "bf16"}])
+    runs = rep.tidy(frame)
+    old, now, bf16 = runs["recipe"]
+    assert old == now != bf16
+    assert runs.groupby(rep.CELL).ngroups == 2
+
+
 # ---------------------------------------------------------------- protocols (fair budgets vs the seed study's)
 @pytest.fixture(scope="module")
 def protocol_store():

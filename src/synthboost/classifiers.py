@@ -79,6 +79,8 @@ class CNNConfig:
     compile: bool = False
     amp: Literal["off", "bf16", "auto"] = "off"
     optimizer_impl: Literal["foreach", "fused", "loop"] = "foreach"
+    #: the speed levers' values that train exactly as runs recorded before the levers existed (see config.key_dict)
+    key_neutral: ClassVar[dict] = {"channels_last": True, "compile": False, "amp": "off", "optimizer_impl": "foreach"}
 
     profiles: ClassVar[dict] = {
         "smoke": {"epochs": 2},

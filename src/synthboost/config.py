@@ -98,6 +98,14 @@ def as_dict(cfg) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def key_dict(cfg) -> dict[str, Any]:
+    """``cfg``'s values as cache and grid keys see them.  A field added after results were recorded declares, in the
+    class's ``key_neutral``, the value that reproduces those results; at that value it is left out, so adding a
+    knob neither re-keys (and re-runs) every cell recorded before it nor splits them from new runs in the report."""
+    neutral = getattr(type(cfg), "key_neutral", {})
+    return {k: v for k, v in as_dict(cfg).items() if not (k in neutral and v == neutral[k])}
+
+
 def replace(cfg, values: dict[str, Any], *, prefix: str = ""):
     """A validated copy of ``cfg`` with ``values`` changed (unknown keys and bad values are ``UserError``)."""
     return build(type(cfg), as_dict(cfg) | values, prefix=prefix)

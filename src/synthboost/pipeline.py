@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from . import classifiers, generators, tracking
-from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, replace
+from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, key_dict, check_choice, replace
 from .data import NUM_CLASSES, Split, load_fashion_mnist, make_split, regime_counts
 from .errors import UserError
 from .metrics import classification_metrics, confusion
@@ -132,7 +132,7 @@ def load_generator(tracker, run_id: str, gen_cfg):
 def generator_key(cfg: RunConfig, data_digest: str) -> str:
     """Hash of everything a generator's training depends on (not the mix, not the classifier, and not the
     sampling-only fields: a trial that changes only the guidance scale or the temperature reuses the weights)."""
-    gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in sampling_values(cfg.gen)}
+    gen = {k: v for k, v in key_dict(cfg.gen).items() if k not in sampling_values(cfg.gen)}
     payload = {"data": data_digest, "model": cfg.model, "gen": gen, "seed": cfg.seed,
                "profile": cfg.profile, "val_fraction": cfg.data.val_fraction,
                **_versions(generator=generators.get(cfg.model).code_version)}
@@ -143,8 +143,8 @@ def config_key(cfg: RunConfig) -> str:
     """Hash of the whole cell config and the code versions that train it: a grid skips a cell whose FINISHED run
     has the same key, and re-runs it once the classifier's or the generator's code version is bumped."""
     gen_version = 1 if cfg.gen is None else generators.get(cfg.model).code_version
-    payload = cfg.to_dict() | _versions(classifier=classifiers.get(cfg.classifier).code_version,
-                                        generator=gen_version)
+    payload = cfg.to_dict() | {"clf": key_dict(cfg.clf), "gen": key_dict(cfg.gen) if cfg.gen is not None else {}}
+    payload |= _versions(classifier=classifiers.get(cfg.classifier).code_version, generator=gen_version)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

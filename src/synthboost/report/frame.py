@@ -58,8 +58,26 @@ def _recipes(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
     return texts, hashes
 
 
+def neutral_params(models) -> dict[str, str]:
+    """``params.<section>.<field>`` -> the logged value at which a later-added field trains as runs recorded before
+    it did (the configs' ``key_neutral``, see config.key_dict): such a value counts as absent when runs are keyed.
+    Generator families are imported only for the ``models`` at hand."""
+    from .. import classifiers
+
+    out = {f"params.clf.{k}": str(v) for c in classifiers.CLASSIFIERS.values()
+           for k, v in getattr(c.Config, "key_neutral", {}).items()}
+    for name in sorted({m for m in models if m in generators.FAMILIES}):
+        out |= {f"params.gen.{k}": str(v) for k, v in getattr(generators.get(name).Config, "key_neutral", {}).items()}
+    return out
+
+
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run with typed columns: the cell keys, seed, data digest, the four test metrics, quality."""
+    frame = frame.copy()
+    models = frame.get("tags.model", pd.Series(dtype=object)).dropna().unique()
+    for name, value in neutral_params(models).items():  # so recipe and setup hashes match runs from before the field
+        if name in frame:
+            frame[name] = frame[name].where(frame[name].astype(str) != value)
     def col(name: str, fallback: str | None = None) -> pd.Series:
         s = frame[name] if name in frame else pd.Series(np.nan, index=frame.index, dtype=object)
         if fallback is not None and fallback in frame:
