@@ -39,8 +39,9 @@ class AuxModels(Protocol):
     """Auxiliary models a family may train on, each trained once and cached by the caller (the pipeline keeps them
     as MLflow runs of their own, so that ``generators/`` never imports ``tracking``)."""
 
-    def clip(self, profile: str) -> tuple[dict, str]:
-        """The project's CLIP of ``profile``: its state (``clip_model.load_clip``) and the id of the run holding it."""
+    def clip(self, profile: str, *, split: Split | None = None) -> tuple[dict, str]:
+        """The project's CLIP of ``profile`` trained on ``split``'s training images only (None: the full CLIP on
+        the official train set): its state (``clip_model.load_clip``) and the id of the run holding it."""
         ...
 
 
@@ -118,6 +119,12 @@ class TorchGenerator(abc.ABC):
         """One image per requested label: float [0,1] or uint8, N×1×28×28, on the device."""
 
     # -- training ----------------------------------------------------------------------------------------
+    @classmethod
+    def external_data(cls, config) -> str | None:
+        """What a generator of ``config`` learns from beyond its run's real training images (e.g. a CLIP trained
+        on more labelled data), in a few words; None when nothing.  Such runs are tagged and reported apart."""
+        return None
+
     def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
         """The keyword arguments ``fit`` needs beyond ``split``'s training images and labels (an unlabelled pool,
         a cached CLIP, …) and the run tags that record them.  ``models`` provides cached auxiliary models; with
