@@ -15,7 +15,7 @@ logged as an MLflow run.
 One module per step, in the order the data flows:
 
 ==================  =====================================================================================
-``frame.py``        runs -> tidy frame: one row per run, the columns that name its cell (``CELL``); external data apart
+``frame.py``        runs -> tidy frame: one row per run, the columns that name its cell (``CELL``)
 ``stats.py``        per-cell mean ± std, matched paired gains with 95% intervals and p, missing baselines, Holm
 ``claims/``         a study's claims judged on those numbers: ``Claim`` and its three verdicts, ``seed.py``
 ``figures.py``      the plots, as PNG bytes
