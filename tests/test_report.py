@@ -724,3 +724,21 @@ def test_external_data_runs_are_listed_apart_never_paired_or_claimed(tmp_path):
     result = CliRunner().invoke(app, ["report", "--experiment", "clip-data-only", "--out", str(tmp_path / "x")],
                                 env=monkey_env)
     assert result.exit_code == 2 and "use external data" in result.stderr.strip().splitlines()[0], result.output
+
+
+def test_clip_runs_from_before_own_data_clips_count_as_external_data():
+    """A `clip` run of code version 1 (or untagged, from before versions) trained its CLIP on the official 60k:
+    the report sets it apart though it carries no external-data tag; a version-2 run is the cell's own."""
+    import pandas as pd
+
+    from synthboost import report as rep
+
+    base = {"run_id": "r", "experiment": "e", "run_name": "n", "start_time": 0, "tags.model": "clip",
+            "tags.regime": "high", "tags.size": "1000", "tags.classifier": "cnn", "tags.seed": "0",
+            "params.mix.ratio": "1.0", "params.clf.recipe": "fair", "metrics.test/accuracy": 0.8}
+    frame = pd.DataFrame([base, {**base, "run_id": "v1", "tags.code_version.generator": "1"},
+                          {**base, "run_id": "v2", "tags.code_version.generator": "2"},
+                          {**base, "run_id": "ddpm", "tags.model": "ddpm"}])
+    runs = rep.tidy(frame)
+    assert runs["external_data"].tolist() == [True, True, False, False]
+    assert "code version" in runs["external_source"].iloc[0]

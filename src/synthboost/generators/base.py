@@ -102,6 +102,9 @@ class TorchGenerator(abc.ABC):
     #: bump when the family's training behaviour changes (network, loss, loop): it is part of the generator key,
     #: so checkpoints trained by the older code are no longer reused
     code_version: ClassVar[int] = 1
+    #: runs of code versions up to this one learned from labelled images beyond their cell's (before the family
+    #: was fixed, e.g. clip's CLIP on the official 60k) though they carry no tag saying so: the report sets them apart
+    external_data_until: ClassVar[int] = 0
 
     def __init__(self, config=None, *, device: torch.device | str | None = None):
         self.config = config if config is not None else build(self.Config)

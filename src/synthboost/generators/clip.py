@@ -126,6 +126,7 @@ class CLIPDiffusion(DiffusionGenerator):
     Config = CLIPDiffusionConfig
     #: 2: the CLIP trains on the run's own training images by default (gen.clip_data=own), not the official 60k
     code_version = 2
+    external_data_until = 1  # version 1 trained its CLIP on the official 60k labelled images
 
     def build(self) -> nn.Module:
         self.clip_state: dict | None = None

@@ -100,6 +100,12 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     # runs that learned from more than their cell's real images: reported apart (``split_external``)
     runs["external_data"] = col(f"tags.{tracking.TAG_EXTERNAL_DATA}").fillna("").astype(str) == "true"
     runs["external_source"] = col(f"tags.{tracking.TAG_EXTERNAL_SOURCE}").fillna("").astype(str)
+    version = pd.to_numeric(col("tags.code_version.generator"), errors="coerce").fillna(1)
+    for model in sorted(set(runs["model"].dropna()) & set(generators.FAMILIES)):
+        until = generators.get(model).external_data_until  # runs from before the family stopped using more data
+        old = (runs["model"] == model) & (version <= until) & ~runs["external_data"]
+        runs.loc[old, "external_data"] = True
+        runs.loc[old, "external_source"] = f"{model} code version ≤ {until}"
     for short, name in METRICS.items():
         runs[short] = pd.to_numeric(col(f"metrics.{name}"), errors="coerce")
     for short, name in QUALITY.items():
