@@ -52,18 +52,39 @@ def _project_clip(profile: str):
     return train_clip(profile=profile, device="cpu")
 
 
+_OWN_CLIPS: dict = {}
+
+
+def _own_clip(profile: str, split):
+    from synthboost.clip_model import train_clip
+
+    key = (profile, split.digest)
+    if key not in _OWN_CLIPS:
+        _OWN_CLIPS[key] = train_clip(profile=profile, images=split.train_x, labels=split.train_y, device="cpu")
+    return _OWN_CLIPS[key]
+
+
 @pytest.fixture(scope="session")
 def smoke_clip():
-    """(state, metrics, params) of the smoke CLIP, trained once per session (the same one ``trained`` uses)."""
+    """(state, metrics, params) of the full smoke CLIP (official train set), trained once per session."""
     return _project_clip("smoke")
 
 
-class _TestModels:
-    """``generators.base.AuxModels`` for tests: the project CLIP trained in-process, once per profile."""
+@pytest.fixture(scope="session")
+def own_smoke_clip(split):
+    """(state, metrics, params) of the smoke CLIP trained on ``split``'s training images (the one ``trained``
+    uses: the clip family's default, gen.clip_data=own)."""
+    return _own_clip("smoke", split)
 
-    def clip(self, profile: str) -> tuple[dict, str]:
+
+class _TestModels:
+    """``generators.base.AuxModels`` for tests: the project CLIP trained in-process, once per profile and data."""
+
+    def clip(self, profile: str, *, split=None) -> tuple[dict, str]:
         with torch.random.fork_rng():  # whether or not it trains here, the caller's RNG stream stays as it was
-            return _project_clip(profile)[0], f"test-clip-{profile}"
+            if split is None:
+                return _project_clip(profile)[0], f"test-clip-{profile}"
+            return _own_clip(profile, split)[0], f"test-clip-own-{profile}-{split.digest[:8]}"
 
 
 class Trained:

@@ -189,12 +189,12 @@ def test_clip_key_depends_on_profile():
     assert clip_key("smoke") == clip_key("smoke") != clip_key("quick")
 
 
-def test_clip_generator_carries_its_clip(trained, smoke_clip):
+def test_clip_generator_carries_its_clip(trained, own_smoke_clip):
     gen = trained("clip")
     loaded = generators.load(gen.state_dict(), device="cpu")
-    ref = text_embeddings(load_clip(smoke_clip[0]), torch.arange(3))
+    ref = text_embeddings(load_clip(own_smoke_clip[0]), torch.arange(3))
     assert torch.allclose(text_embeddings(loaded.clip(), torch.arange(3)), ref)
-    assert gen.extra_metrics["clip_zero_shot_accuracy"] == smoke_clip[1]["test/zero_shot_accuracy"]
+    assert gen.extra_metrics["clip_zero_shot_accuracy"] == own_smoke_clip[1]["test/zero_shot_accuracy"]
 
 
 # ---------------------------------------------------------------- pretrained CLIPs: local cache only
@@ -241,9 +241,12 @@ def test_clip_train_command_logs_the_clip_once_and_the_clip_family_reuses_it(tra
     again = runner.invoke(app, ["clip", "train", "--profile", "smoke"])
     assert again.exit_code == 0 and run_id in again.stdout
 
-    cfg = pipeline.make_config(model="clip", regime="balanced", size=300, profile="smoke")
+    cfg = pipeline.make_config(model="clip", regime="balanced", size=300, profile="smoke",
+                               overrides={"gen": {"clip_data": "full"}})  # the full CLIP is opt-in
     result = pipeline.run_experiment(cfg, tracker=tracker, experiment="clip-reuse", progress=False, use_cache=False)
-    assert tracker.run_info(result.run_id)["tags"]["gen.clip_run_id"] == run_id
+    tags = tracker.run_info(result.run_id)["tags"]
+    assert tags["gen.clip_run_id"] == run_id
+    assert tags["uses_external_data"] == "true" and "3000 labelled" in tags["external_data"]
 
     bad = runner.invoke(app, ["clip", "train", "--profile", "huge"])
     assert bad.exit_code == 2 and "unknown profile 'huge'" in bad.stderr

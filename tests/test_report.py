@@ -706,3 +706,59 @@ def test_two_seeds_are_always_inconclusive(store):
     assert claims["3"].n == 2 and claims["3"].ci_low > 0.10, claims["3"].detail
     assert "on fewer than 3 seeds, which decide nothing" in claims["3"].detail
     assert "every cell has fewer than 3 seeds" in claims["4-oversample"].detail
+
+
+# ---------------------------------------------------------------- runs that used external data
+def test_external_data_runs_are_listed_apart_never_paired_or_claimed(tmp_path):
+    """A `clip` run whose CLIP trained on the official train set (tag uses_external_data) saw more labelled images
+    than its cell: it is never paired with a baseline nor pooled into a claim, and has a section of its own."""
+    from synthboost.report import build_report
+    from synthboost.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = tracker.experiment_id("clip-data")
+    ext = {"uses_external_data": "true", "external_data": "CLIP (quick) trained on 60000 labelled images"}
+    for seed in range(3):
+        _log(tracker, exp, "none", "high", 500, seed, 0.0)
+        _log(tracker, exp, "vae", "high", 500, seed, 0.01)
+        _log(tracker, exp, "vqvae", "high", 500, seed, 0.20, tags=ext, variant="clip-full")
+    result = build_report(experiments=["clip-data"], out_dir=tmp_path / "r", formats={"md", "html", "csv"},
+                          tracker=tracker, log_to_mlflow=False)
+    a = result.analysis
+    assert set(a.runs["variant"]) == {"none", "vae"} and set(a.gains["variant"]) == {"vae"}
+    assert "clip-full" not in set(a.missing.get("variant", []))  # not even listed as lacking a baseline
+    assert list(a.external["variant"]) == ["clip-full"] and a.external["seeds"].tolist() == [3]
+    assert a.external["accuracy_mean"].iloc[0] == pytest.approx(np.mean([_accuracy("vqvae", "high", 500, s, 0.20)
+                                                                        for s in range(3)]))
+    assert all("clip-full" not in c.detail for c in result.claims)
+    md = (tmp_path / "r" / "report.md").read_text()
+    main, apart = md.split("## Runs using external data")
+    assert "clip-full" not in main and "clip-full" in apart and "60000 labelled images" in apart
+    assert "3 runs that used external data are listed apart" in md
+    assert "Runs using external data" in (tmp_path / "r" / "report.html").read_text()
+    assert (tmp_path / "r" / "external_results.csv").is_file()
+
+    only = tracker.experiment_id("clip-data-only")
+    _log(tracker, only, "vqvae", "high", 500, 0, 0.2, tags=ext)
+    monkey_env = {"MLFLOW_TRACKING_URI": tracker.uri}
+    result = CliRunner().invoke(app, ["report", "--experiment", "clip-data-only", "--out", str(tmp_path / "x")],
+                                env=monkey_env)
+    assert result.exit_code == 2 and "use external data" in result.stderr.strip().splitlines()[0], result.output
+
+
+def test_clip_runs_from_before_own_data_clips_count_as_external_data():
+    """A `clip` run of code version 1 (or untagged, from before versions) trained its CLIP on the official 60k:
+    the report sets it apart though it carries no external-data tag; a version-2 run is the cell's own."""
+    import pandas as pd
+
+    from synthboost import report as rep
+
+    base = {"run_id": "r", "experiment": "e", "run_name": "n", "start_time": 0, "tags.model": "clip",
+            "tags.regime": "high", "tags.size": "1000", "tags.classifier": "cnn", "tags.seed": "0",
+            "params.mix.ratio": "1.0", "params.clf.recipe": "fair", "metrics.test/accuracy": 0.8}
+    frame = pd.DataFrame([base, {**base, "run_id": "v1", "tags.code_version.generator": "1"},
+                          {**base, "run_id": "v2", "tags.code_version.generator": "2"},
+                          {**base, "run_id": "ddpm", "tags.model": "ddpm"}])
+    runs = rep.tidy(frame)
+    assert runs["external_data"].tolist() == [True, True, False, False]
+    assert "code version" in runs["external_source"].iloc[0]

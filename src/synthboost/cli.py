@@ -134,7 +134,10 @@ app.add_typer(clip_app, name="clip")
 def clip_train(
     profile: Annotated[str, typer.Option(help="smoke (seconds) | quick (minutes, CPU) | paper (GPU)")] = "quick",
 ) -> None:
-    """Train the project's CLIP on Fashion-MNIST captions once per profile and log it as an MLflow run."""
+    """Train the project's full CLIP (official train set) once per profile and log it as an MLflow run.
+
+    It is what `clip` runs with gen.clip_data=full use (tagged as external data); by default a `clip` run trains
+    its CLIP on its own training images instead."""
     from . import config, pipeline, tracking
 
     config.check_choice("profile", profile, config.PROFILES)
@@ -142,7 +145,8 @@ def clip_train(
     state, run_id = pipeline.project_clip(tracker, profile=profile, progress=sys.stderr.isatty())
     acc = tracker.run_info(run_id)["metrics"].get("test/zero_shot_accuracy", float("nan"))
     typer.echo(f"CLIP ({profile}) in run {run_id} (experiment {tracking.MODELS_EXPERIMENT}): zero-shot test "
-               f"accuracy {acc:.4f}; the `clip` family with gen.clip_profile={profile} uses it")
+               f"accuracy {acc:.4f}; `clip` runs with gen.clip_profile={profile} gen.clip_data=full use it "
+               "(external data)")
 
 
 @app.command()

@@ -1,6 +1,9 @@
 """The project's small CLIP: open_clip's ``CLIP`` built small and trained on Fashion-MNIST image/caption pairs.
 
-It is the frozen text encoder of the ``clip`` generator family.  Captions are "a photo of a {class name}."
+It is the frozen text encoder of the ``clip`` generator family.  By default it trains on the run's own real training
+images only (``train_clip(images=…, labels=…)``, cached per data digest: ``clip_key(profile, data_digest=…)``), so
+a ``clip`` run sees no labelled image beyond its cell's; the "full" CLIP (``train_size`` images of the official
+train set, ``synthboost clip train``) is the explicit, external-data alternative.  Captions are "a photo of a {class name}."
 and a few other templates.  The text tower uses open_clip's BPE tokenizer, with the ids renumbered onto the
 ~60 that the captions use: its token table shrinks from 49,408 rows to ~60 and its context to 16, which is
 most of a standard small CLIP's parameters.  Training reuses the shared likelihood loop
@@ -10,7 +13,8 @@ batch repeats every caption many times, and CLIP's one-positive loss would push 
 The reported metric is zero-shot accuracy on the official test set (prompts = the mean of the templates).
 
 API (the tracking layer keeps the state as its own MLflow run, keyed by ``clip_key``):
-``train_clip(profile=…) -> (state, metrics, params)``, ``clip_key(profile)``, ``load_clip(state)``,
+``train_clip(profile=…, images=…, labels=…) -> (state, metrics, params)``, ``clip_key(profile, data_digest=…)``,
+``load_clip(state)``,
 ``text_embeddings(clip, labels)``.  ``pretrained_state("ViT-B-32/openai")`` describes a pretrained open_clip
 model instead; ``load_clip`` then loads it from the local cache only and raises ``UserError`` if it is absent.
 """
@@ -69,17 +73,19 @@ class CLIPConfig:
     text_width: int = pydantic.Field(default=64, ge=16, le=1024, multiple_of=16)
     text_layers: int = pydantic.Field(default=2, ge=1, le=24)
     context_length: int = pydantic.Field(default=CAPTION_TOKENS, ge=CAPTION_TOKENS, le=77)
-    train_size: int = pydantic.Field(default=60000, ge=100, le=60000)  # images of the official train set
+    train_size: int = pydantic.Field(default=60000, ge=100, le=60000)  # the full CLIP's images (official train set)
     epochs: int = pydantic.Field(default=1, ge=1, le=1000)
+    # at least this many optimizer steps: a run's own 850 images make 3 batches an epoch, the full set 234
+    min_steps: int = pydantic.Field(default=230, ge=0, le=1_000_000)
     batch_size: int = pydantic.Field(default=256, ge=8, le=8192)
     lr: float = pydantic.Field(default=1e-3, gt=0.0, le=1.0)
 
     profiles: ClassVar[dict] = {
         "smoke": {"embed_dim": 32, "image_width": 64, "image_layers": 2, "patch_size": 7, "text_width": 32,
-                  "text_layers": 1, "train_size": 3000, "epochs": 1, "batch_size": 128},
+                  "text_layers": 1, "train_size": 3000, "epochs": 1, "batch_size": 128, "min_steps": 20},
         "quick": {},
         "paper": {"embed_dim": 128, "image_width": 256, "image_layers": 6, "patch_size": 4, "text_width": 128,
-                  "text_layers": 4, "epochs": 10, "lr": 5e-4},
+                  "text_layers": 4, "epochs": 10, "lr": 5e-4, "min_steps": 2300},
     }
 
 
@@ -157,7 +163,11 @@ class FrozenCLIP(nn.Module):
     @torch.no_grad()
     def encode_image(self, x: Tensor) -> Tensor:
         """Unit-norm image embeddings of [0,1] (or uint8) N×1×28×28 images."""
-        x = _prep_images(to_float(x).to(self.device), size=self.image_size, mean=self.mean, std=self.std)
+        return self.image_features(to_float(x))
+
+    def image_features(self, x: Tensor) -> Tensor:
+        """``encode_image`` of float [0,1] images, differentiable in ``x`` (CLIP guidance steers by its gradient)."""
+        x = _prep_images(x.to(self.device), size=self.image_size, mean=self.mean, std=self.std)
         return self.model.encode_image(x, normalize=True)
 
     @torch.no_grad()
@@ -241,22 +251,37 @@ def _train_subset(cfg: CLIPConfig) -> tuple[Tensor, Tensor]:
     return data.train_x[idx], data.train_y[idx]
 
 
-def clip_key(profile: str) -> str:
-    """What the CLIP's training depends on: its config, the captions, the data and the format."""
+def clip_key(profile: str, *, data_digest: str | None = None) -> str:
+    """What the CLIP's training depends on: its config, the captions, the data and the format.
+
+    ``data_digest``: the run's data digest for a CLIP trained on that run's own training images (``clip-own-…``);
+    None for the full CLIP on the official train set (``clip-<profile>-…``).
+    """
     cfg = clip_config(profile)
-    data = load_fashion_mnist()
+    if data_digest is None:
+        data = load_fashion_mnist()
+        source, prefix = dataset_digest(data.train_x, data.train_y), f"clip-{profile}-"
+    else:
+        source, prefix = {"own": data_digest}, f"clip-own-{profile}-"
     what = json.dumps({"format": CLIP_FORMAT, "config": as_dict(cfg), "templates": TEMPLATES,
-                       "names": class_caption_names(),
-                       "data": dataset_digest(data.train_x, data.train_y)}, sort_keys=True)
-    return f"clip-{profile}-" + hashlib.sha256(what.encode()).hexdigest()[:16]
+                       "names": class_caption_names(), "data": source}, sort_keys=True)
+    return prefix + hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
-def train_clip(*, profile: str = "quick", device: torch.device | str | None = None, progress: bool = False,
+def train_clip(*, profile: str = "quick", images: Tensor | None = None, labels: Tensor | None = None,
+               device: torch.device | str | None = None, progress: bool = False,
                seed: int = 0) -> tuple[dict, dict[str, float], dict]:
-    """Train the project's CLIP; returns (state for ``load_clip``, metrics, params)."""
+    """Train the project's CLIP on ``images``/``labels`` (a run's own training images), or, with None, on the
+    full CLIP's ``train_size`` images of the official train set; returns (state for ``load_clip``, metrics,
+    params).  At least ``min_steps`` optimizer steps either way."""
     cfg = clip_config(profile)
     device = torch.device(device) if device is not None else pick_device()
-    x, y = _train_subset(cfg)
+    if (images is None) != (labels is None):
+        raise ValueError("train_clip: pass both images and labels, or neither")
+    own = images is not None
+    x, y = (images, labels) if own else _train_subset(cfg)
+    per_epoch = max(1, len(y) // max(1, min(cfg.batch_size, len(y))))
+    epochs = max(cfg.epochs, -(-cfg.min_steps // per_epoch))
     vocab = caption_vocab()
     tokenizer = CompactTokenizer(vocab, context_length=cfg.context_length)
     table = tokenizer([c for per_class in captions() for c in per_class]).view(NUM_CLASSES, len(TEMPLATES), -1)
@@ -264,10 +289,11 @@ def train_clip(*, profile: str = "quick", device: torch.device | str | None = No
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         net = ContrastiveCLIP(new_clip(cfg, tokenizer.vocab_size), table).to(device)
-        losses = train_likelihood(net, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+        losses = train_likelihood(net, x, y, epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                   progress=progress, desc="clip")
     seconds = time.perf_counter() - start
     state = {"format": CLIP_FORMAT, "kind": "clip", "profile": profile, "config": as_dict(cfg), "vocab": vocab,
+             "data": "own" if own else "full", "train_images": len(y),
              "weights": {k: v.detach().cpu() for k, v in net.model.state_dict().items()}}
     data = load_fashion_mnist()
     acc = zero_shot_accuracy(load_clip(state, device=device), data.test_x, data.test_y)
@@ -275,7 +301,8 @@ def train_clip(*, profile: str = "quick", device: torch.device | str | None = No
     metrics = {"test/zero_shot_accuracy": acc, "train/loss": losses.get("loss", float("nan")),
                "train/seconds": seconds}
     params = {**flatten({"clip": as_dict(cfg)}), "clip.profile": profile,
-              "clip.params": sum(p.numel() for p in net.model.parameters())}
+              "clip.params": sum(p.numel() for p in net.model.parameters()), "clip.data": state["data"],
+              "clip.train_images": len(y), "clip.epochs_run": epochs}
     return state, metrics, params
 
 

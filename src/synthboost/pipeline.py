@@ -161,13 +161,25 @@ def _versions(**versions: int) -> dict[str, int]:
     return {f"code_version.{k}": v for k, v in versions.items() if v != 1}
 
 
+def external_data(cfg: RunConfig) -> str | None:
+    """What the run learns from beyond its cell's real images (its generator's ``external_data``), or None."""
+    return None if cfg.gen is None else generators.get(cfg.model).external_data(cfg.gen)
+
+
+def external_tags(cfg: RunConfig) -> dict[str, str]:
+    """The tags of a run that uses external data (none otherwise): the report keeps such runs apart."""
+    source = external_data(cfg)
+    return {} if source is None else {tracking.TAG_EXTERNAL_DATA: "true", tracking.TAG_EXTERNAL_SOURCE: source}
+
+
 def run_name(cfg: RunConfig) -> str:
     """Says what the run is, since the MLflow runs table shows names first."""
     mix_part = f" mix={cfg.mix.ratio:g}×{cfg.mix.strategy}" if uses_mix(cfg) else ""
     # runs under the seed study's recipe must not read like fair-protocol runs in the runs table
     recipe = getattr(cfg.clf, "recipe", "fair")
     recipe_part = f" recipe={recipe}" if recipe != "fair" else ""
-    return (f"{cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part}{recipe_part}"
+    external = " +external data" if external_data(cfg) else ""  # nor may runs that saw more labelled images
+    return (f"{cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part}{recipe_part}{external}"
             f" seed={cfg.seed}")
 
 
@@ -254,8 +266,8 @@ class ProjectModels:
 
     tracker: Any
 
-    def clip(self, profile: str) -> tuple[dict, str]:
-        return project_clip(self.tracker, profile=profile)
+    def clip(self, profile: str, *, split: Split | None = None) -> tuple[dict, str]:
+        return project_clip(self.tracker, profile=profile, split=split)
 
 
 def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, progress: bool, use_cache: bool):
@@ -309,7 +321,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         "git_commit": tracking.git_commit(), tracking.TAG_GENERATOR_KEY: key,
         tracking.TAG_KIND: tracking.KIND_EXPERIMENT, tracking.TAG_VARIANT: cfg.model,
         tracking.TAG_CONFIG_KEY: config_key(cfg), **code_versions(cfg),
-        "minority_classes": ",".join(map(str, split.minority_classes)), **(extra_tags or {}),
+        "minority_classes": ",".join(map(str, split.minority_classes)), **external_tags(cfg), **(extra_tags or {}),
     }
     with tracker.run(experiment=experiment, name=run_name(cfg), tags=tags, parent_run_id=parent_run_id,
                      use_env_run=use_env_run, killed_on=killed_on) as run:
@@ -391,15 +403,23 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                      tags={k: str(v) for k, v in tags.items()})
 
 
-def project_clip(tracker, *, profile: str, progress: bool = False) -> tuple[dict, str]:
-    """The project's CLIP of ``profile`` (``synthboost clip train``): trained once, then loaded from its run.
+def project_clip(tracker, *, profile: str, split: Split | None = None, progress: bool = False) -> tuple[dict, str]:
+    """The project's CLIP of ``profile``: trained once, then loaded from its run.
 
+    With ``split``, trained on its training images alone (not validation, not test) and cached per data digest
+    (the ``clip`` family's default); without, the full CLIP on the official train set (``synthboost clip train``).
     Returns (state, run id); the run (experiment ``synthboost-models``) holds the zero-shot test accuracy.
     """
     from . import clip_model
 
-    return tracking.cached_model(tracker, kind="clip", key=clip_model.clip_key(profile), name=f"CLIP ({profile})",
-                                 train=lambda: clip_model.train_clip(profile=profile, progress=progress))
+    if split is None:
+        return tracking.cached_model(tracker, kind="clip", key=clip_model.clip_key(profile), name=f"CLIP ({profile})",
+                                     train=lambda: clip_model.train_clip(profile=profile, progress=progress))
+    return tracking.cached_model(
+        tracker, kind="clip", key=clip_model.clip_key(profile, data_digest=split.digest),
+        name=f"CLIP ({profile}, own data {split.digest[:8]})",
+        train=lambda: clip_model.train_clip(profile=profile, images=split.train_x, labels=split.train_y,
+                                            progress=progress))
 
 
 def feature_extractor(tracker, *, profile: str) -> tuple[dict, str]:

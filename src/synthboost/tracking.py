@@ -36,6 +36,10 @@ TAG_GENERATOR_RUN_ID = "generator_run_id"  # the run whose checkpoint a run used
 TAG_GENERATOR_REUSED = "generator_reused"
 TAG_VARIANT = "variant"  # the grid's name for a configured model (e.g. dvae-blur); the model otherwise
 TAG_ERROR = "error"
+#: "true" on runs that learned from more than their cell's real images (e.g. a CLIP trained on the official train
+#: set): the report keeps them apart; TAG_EXTERNAL_SOURCE says what the external data was
+TAG_EXTERNAL_DATA = "uses_external_data"
+TAG_EXTERNAL_SOURCE = "external_data"
 KIND_EXPERIMENT, KIND_STUDY, KIND_GRID, KIND_REPORT, KIND_MODEL = "experiment", "study", "grid", "report", "model"
 
 

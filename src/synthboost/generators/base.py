@@ -39,8 +39,9 @@ class AuxModels(Protocol):
     """Auxiliary models a family may train on, each trained once and cached by the caller (the pipeline keeps them
     as MLflow runs of their own, so that ``generators/`` never imports ``tracking``)."""
 
-    def clip(self, profile: str) -> tuple[dict, str]:
-        """The project's CLIP of ``profile``: its state (``clip_model.load_clip``) and the id of the run holding it."""
+    def clip(self, profile: str, *, split: Split | None = None) -> tuple[dict, str]:
+        """The project's CLIP of ``profile`` trained on ``split``'s training images only (None: the full CLIP on
+        the official train set): its state (``clip_model.load_clip``) and the id of the run holding it."""
         ...
 
 
@@ -101,6 +102,9 @@ class TorchGenerator(abc.ABC):
     #: bump when the family's training behaviour changes (network, loss, loop): it is part of the generator key,
     #: so checkpoints trained by the older code are no longer reused
     code_version: ClassVar[int] = 1
+    #: runs of code versions up to this one learned from labelled images beyond their cell's (before the family
+    #: was fixed, e.g. clip's CLIP on the official 60k) though they carry no tag saying so: the report sets them apart
+    external_data_until: ClassVar[int] = 0
 
     def __init__(self, config=None, *, device: torch.device | str | None = None):
         self.config = config if config is not None else build(self.Config)
@@ -118,6 +122,12 @@ class TorchGenerator(abc.ABC):
         """One image per requested label: float [0,1] or uint8, N×1×28×28, on the device."""
 
     # -- training ----------------------------------------------------------------------------------------
+    @classmethod
+    def external_data(cls, config) -> str | None:
+        """What a generator of ``config`` learns from beyond its run's real training images (e.g. a CLIP trained
+        on more labelled data), in a few words; None when nothing.  Such runs are tagged and reported apart."""
+        return None
+
     def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
         """The keyword arguments ``fit`` needs beyond ``split``'s training images and labels (an unlabelled pool,
         a cached CLIP, …) and the run tags that record them.  ``models`` provides cached auxiliary models; with

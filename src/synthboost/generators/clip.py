@@ -10,16 +10,26 @@ the ddpm family's (``ddpm.DiffusionNet`` / ``DiffusionGenerator``).
 
 The CLIP: the project's own small one (``synthboost.clip_model``, profile ``gen.clip_profile``), or a
 pretrained open_clip model named by ``gen.clip_pretrained`` (``ViT-B-32/openai``), taken from the local cache
-only.  ``fit`` gets it, in this order, from ``clip_pretrained``, the ``clip_state=`` keyword (``fit_inputs``
-asks its ``models`` for the project CLIP, which the pipeline caches as an MLflow run, ``synthboost clip train``),
-or trains one in-process.  The caption embeddings are buffers of the network, so sampling needs neither the CLIP
-nor training data; the CLIP state itself also travels in the checkpoint (``extra.clip``; a pretrained one by
-name) so ``clip()`` re-creates the exact text encoder.
+only.  ``gen.clip_data`` says what the project CLIP learns from: ``own`` (default) the run's own real training
+images — never its validation split, never another image — so a ``clip`` run sees no more labelled data than
+its cell; ``full`` the official train set (``synthboost clip train``), which is external data: such runs, like
+pretrained ones, are tagged ``uses_external_data`` and the report keeps them apart.  ``fit`` gets the CLIP, in
+this order, from ``clip_pretrained``, the ``clip_state=`` keyword (``fit_inputs`` asks its ``models`` for it; the
+pipeline caches it as an MLflow run, keyed by the data digest for ``own``), or trains one in-process.  The
+caption embeddings are buffers of the network, so sampling needs neither the CLIP nor training data; the CLIP
+state itself also travels in the checkpoint (``extra.clip``; a pretrained one by name) so ``clip()`` re-creates
+the exact encoders.
+
+Guidance (``gen.guidance``, sampling only — it is not part of the generator key, so a study of it trains one
+model): ``cfg`` is caption conditioning with classifier-free guidance at ``gen.guidance_scale``; ``clip_grad``
+is the seed study's CLIP-guided diffusion — the unconditional prediction, whose clean-image estimate x̂0 is moved
+at every step by ``gen.clip_guidance_scale`` × ∇ cos(CLIP image embedding of x̂0, the requested label's caption
+embedding); ``both`` applies the CLIP gradient on top of classifier-free guidance.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import pydantic
 import torch
@@ -27,8 +37,8 @@ from diffusers import UNet2DConditionModel
 from torch import Tensor, nn
 
 from ..clip_model import (CAPTION_TOKENS, TEMPLATES, FrozenCLIP, caption_features, clip_config, load_clip,
-                          pretrained_dims, pretrained_state, train_clip)
-from ..config import Profile, Tunable, config
+                          pretrained_dims, pretrained_state, text_embeddings, train_clip)
+from ..config import Choice, FloatRange, Profile, Tunable, config
 from ..data import NUM_CLASSES, Split
 from ..errors import UserError
 from ..training import EpochCallback
@@ -40,13 +50,20 @@ from .ddpm import NULL_LABEL, DDPMConfig, DiffusionGenerator, DiffusionNet
 class CLIPDiffusionConfig(DDPMConfig):
     clip_profile: Profile = "quick"  # the project CLIP (synthboost clip train --profile)
     clip_pretrained: str | None = None  # "<open_clip model>/<tag>", e.g. ViT-B-32/openai; local cache only
+    # what the project CLIP trains on: the run's own training images, or the official train set (external data)
+    clip_data: Literal["own", "full"] = "own"
+    guidance: Literal["cfg", "clip_grad", "both"] = "cfg"  # sampling only (see the module's docstring)
+    clip_guidance_scale: float = pydantic.Field(default=20.0, ge=0.0, le=1000.0)  # x̂0 step per unit gradient
 
     profiles: ClassVar[dict] = {
         "smoke": {**DDPMConfig.profiles["smoke"], "clip_profile": "smoke"},
         "quick": {**DDPMConfig.profiles["quick"], "clip_profile": "quick"},
         "paper": {**DDPMConfig.profiles["paper"], "clip_profile": "paper"},
     }
-    tunables: ClassVar[dict[str, Tunable]] = dict(DDPMConfig.tunables)
+    sampling_fields: ClassVar[tuple[str, ...]] = (*DDPMConfig.sampling_fields, "guidance", "clip_guidance_scale")
+    tunables: ClassVar[dict[str, Tunable]] = {**DDPMConfig.tunables,
+                                              "guidance": Choice(("cfg", "clip_grad", "both")),
+                                              "clip_guidance_scale": FloatRange(2.0, 100.0, log=True)}
 
     @pydantic.field_validator("clip_pretrained")
     @classmethod
@@ -57,6 +74,16 @@ class CLIPDiffusionConfig(DDPMConfig):
         if not (model and sep and tag):
             raise ValueError("expected <model>/<tag>, e.g. ViT-B-32/openai")
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _coherent_clip_options(self):
+        if self.clip_pretrained and self.clip_data == "full":
+            raise ValueError("clip_data=full trains the project CLIP on the official train set, but clip_pretrained "
+                             "replaces it: drop one of them")
+        if self.guidance != "cfg" and self.clip_guidance_scale == 0:
+            raise ValueError(f"guidance={self.guidance} steers by the CLIP gradient: give clip_guidance_scale > 0 "
+                             "(or use guidance=cfg)")
+        return self
 
 
 class TextUNet(DiffusionNet):
@@ -97,9 +124,13 @@ class CLIPDiffusion(DiffusionGenerator):
 
     name = "clip"
     Config = CLIPDiffusionConfig
+    #: 2: the CLIP trains on the run's own training images by default (gen.clip_data=own), not the official 60k
+    code_version = 2
+    external_data_until = 1  # version 1 trained its CLIP on the official 60k labelled images
 
     def build(self) -> nn.Module:
         self.clip_state: dict | None = None
+        self.guide: tuple[FrozenCLIP, Tensor] | None = None  # CLIP guidance's encoder and prompts, built lazily
         cfg = self.config
         if cfg.clip_pretrained:
             embed_dim, width = pretrained_dims(cfg.clip_pretrained)
@@ -108,27 +139,43 @@ class CLIPDiffusion(DiffusionGenerator):
             embed_dim, width = ccfg.embed_dim, ccfg.text_width
         return TextUNet(cfg, embed_dim=embed_dim, text_width=width)
 
+    @classmethod
+    def external_data(cls, config: CLIPDiffusionConfig) -> str | None:
+        if config.clip_pretrained:
+            return f"pretrained CLIP {config.clip_pretrained}"
+        if config.clip_data == "full":
+            n = clip_config(config.clip_profile).train_size
+            return f"CLIP ({config.clip_profile}) trained on {n} labelled Fashion-MNIST train images"
+        return None
+
     def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
-        """The project CLIP of ``gen.clip_profile`` from ``models`` (its run id as tag ``gen.clip_run_id``); nothing
-        when a pretrained CLIP is configured or there is no cache (``fit`` then trains one)."""
+        """The project CLIP of ``gen.clip_profile`` from ``models`` — trained on ``split``'s training images for
+        ``clip_data=own`` — with its run id as tag ``gen.clip_run_id``; nothing when a pretrained CLIP is
+        configured or there is no cache (``fit`` then trains one)."""
         if self.config.clip_pretrained or models is None:
             return FitInputs()
-        state, run_id = models.clip(self.config.clip_profile)
+        own = self.config.clip_data == "own"
+        state, run_id = models.clip(self.config.clip_profile, split=split if own else None)
         return FitInputs(kwargs={"clip_state": state}, tags={"gen.clip_run_id": run_id})
 
-    def resolve_clip_state(self, clip_state: dict | None = None) -> dict:
+    def resolve_clip_state(self, clip_state: dict | None = None, *, images: Tensor | None = None,
+                           labels: Tensor | None = None) -> dict:
         """The CLIP to condition on: pretrained by name (wins over an injected one), injected (the pipeline passes
-        the cached project CLIP of ``synthboost clip train``), or trained here."""
+        the cached project CLIP), or trained here — on ``images``/``labels`` for ``clip_data=own``."""
         cfg = self.config
         if cfg.clip_pretrained:
             return pretrained_state(cfg.clip_pretrained)
         if clip_state is not None:
             return clip_state
+        if cfg.clip_data == "own":
+            if images is None or labels is None:
+                raise ValueError("clip_data=own: the CLIP trains on the run's images; pass them")
+            return train_clip(profile=cfg.clip_profile, images=images, labels=labels, device=self.device)[0]
         return train_clip(profile=cfg.clip_profile, device=self.device)[0]
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
             on_epoch: EpochCallback | None = None, clip_state: dict | None = None) -> dict[str, float]:
-        state = self.resolve_clip_state(clip_state)
+        state = self.resolve_clip_state(clip_state, images=images, labels=labels)
         clip = load_clip(state, device=self.device)
         net: TextUNet = self.net
         if (clip.embed_dim, clip.text_width) != (net.embed_dim, net.text_width):
@@ -136,12 +183,42 @@ class CLIPDiffusion(DiffusionGenerator):
                             f"but gen.clip_profile={self.config.clip_profile} builds "
                             f"{net.embed_dim}/{net.text_width}: pass the CLIP of that profile")
         net.set_captions(*caption_features(clip))
-        self.clip_state = state
+        self.clip_state, self.guide = state, None
         zero_shot = state.get("metrics", {}).get("test/zero_shot_accuracy")
         if zero_shot is not None:
             self.extra_metrics["clip_zero_shot_accuracy"] = float(zero_shot)
-        del clip  # only its caption features are needed from here on
+        del clip  # only its caption features are needed for training
         return super().fit(images, labels, progress=progress, on_epoch=on_epoch)
+
+    # -- CLIP-gradient guidance (sampling only) --------------------------------------------------------------
+    def cfg_scale(self, scale: float) -> float:
+        # the seed study's CLIP-guided diffusion: the unconditional model, steered by the CLIP alone
+        return 0.0 if self.config.guidance == "clip_grad" else scale
+
+    def steer(self, x_t: Tensor, t: Tensor, out: Tensor, labels: Tensor) -> Tensor:
+        """Move the clean-image estimate x̂0 along ∇ cos(CLIP(x̂0), caption of the label), then re-express it as
+        the network's prediction at ``x_t``, so the scheduler steps (and thresholds) the steered x̂0."""
+        cfg = self.config
+        if cfg.guidance == "cfg":
+            return out
+        alpha = self.net.scheduler.alphas_cumprod.to(x_t.device)[int(t)].float()
+        a, s = alpha.sqrt(), (1 - alpha).sqrt()
+        eps_pred = cfg.prediction_type == "epsilon"
+        x0 = (x_t - s * out) / a if eps_pred else a * x_t - s * out
+        x0 = x0 + cfg.clip_guidance_scale * self.clip_similarity_grad(x0, labels)
+        return (x_t - a * x0) / s if eps_pred else (a * x_t - x0) / s
+
+    def clip_similarity_grad(self, x0: Tensor, labels: Tensor) -> Tensor:
+        """∇ over x̂0 ∈ [-1, 1] of each image's cosine similarity to the zero-shot caption embedding of its label."""
+        if self.guide is None:  # the frozen CLIP and its per-class caption embeddings, built once
+            clip = self.clip()
+            self.guide = clip, text_embeddings(clip, torch.arange(NUM_CLASSES))
+        clip, prompts = self.guide
+        with torch.enable_grad():
+            x = x0.detach().float().requires_grad_(True)
+            sim = (clip.image_features((x + 1) / 2) * prompts[labels.to(prompts.device)]).sum()
+            (grad,) = torch.autograd.grad(sim, x)
+        return grad
 
     def clip(self) -> FrozenCLIP:
         """The frozen CLIP this generator was trained with (rebuilt from the checkpoint)."""
@@ -153,4 +230,4 @@ class CLIPDiffusion(DiffusionGenerator):
         return {"clip": self.clip_state}
 
     def load_extra_state(self, extra: dict) -> None:
-        self.clip_state = extra.get("clip")
+        self.clip_state, self.guide = extra.get("clip"), None

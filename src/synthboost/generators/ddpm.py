@@ -190,7 +190,7 @@ class DiffusionGenerator(TorchGenerator):
                  steps: int | None = None) -> Tensor:
         """``sample`` with guidance scale, sampler and step count overridable; float [0, 1] N×1×28×28."""
         cfg = self.config
-        scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
+        scale = self.cfg_scale(cfg.guidance_scale if guidance_scale is None else guidance_scale)
         labels = labels.to(self.device).long()
         if len(labels) == 0:
             return torch.zeros(0, 1, 28, 28, device=self.device)
@@ -205,8 +205,16 @@ class DiffusionGenerator(TorchGenerator):
         for t in sched.timesteps:
             with autocast(self.device, amp):
                 out = self.net.guided(sched.scale_model_input(x, t), t, cond, null, scale=scale)
-            x = sched.step(out.float(), t, x).prev_sample
+            x = sched.step(self.steer(x, t, out.float(), labels), t, x).prev_sample
         return ((x + 1) / 2).clamp(0, 1)
+
+    def cfg_scale(self, scale: float) -> float:
+        """The classifier-free guidance scale sampling uses (the clip family's ``clip_grad`` mode drops it)."""
+        return scale
+
+    def steer(self, x_t: Tensor, t: Tensor, out: Tensor, labels: Tensor) -> Tensor:
+        """The network's (guided) prediction at ``x_t``, changed by any further guidance; here: unchanged."""
+        return out
 
 
 # ---------------------------------------------------------------- the ddpm family

@@ -8,7 +8,9 @@ std.  A *gain* is a paired difference: each generator run minus the baseline run
 resolved ``clf.*``), averaged over the paired seeds with a 95% t-interval and a paired t-test p; the stronger
 baselines are also compared with ``none`` ("baseline vs plain baseline").  A cell without its baseline of its
 recipe is listed, never given an invented gain.  Claims get a verdict — holds, does not hold, inconclusive —
-from those intervals.  The report is written to a folder and logged as an MLflow run.
+from those intervals.  Runs tagged ``uses_external_data`` (e.g. a ``clip`` run whose CLIP trained on the official
+train set) are never paired or pooled: they get a section of their own.  The report is written to a folder and
+logged as an MLflow run.
 
 One module per step, in the order the data flows:
 

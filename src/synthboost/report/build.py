@@ -21,8 +21,8 @@ from ..timing import timed
 from . import render
 from .claims import Claim, seed
 from .figures import draw, sample_grids
-from .frame import check_recipes, select_runs, tidy
-from .stats import Analysis, analyse, check_baselines
+from .frame import check_recipes, select_runs, split_external, tidy
+from .stats import Analysis, analyse_apart, check_baselines
 
 REPORTS_EXPERIMENT = "synthboost-reports"
 
@@ -58,8 +58,8 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
     ``optuna.study_name`` that are not grid cells) are left out unless ``include_studies``.  Raises ``UserError``
     for an unknown experiment, a selection without finished experiment runs, an unknown format,
     ``include_studies`` without study trials, a selection of study trials only without it, runs of unknown
-    classifier recipe (no ``params.clf.*``), or when no generator cell has any real-only baseline to be compared
-    with.
+    classifier recipe (no ``params.clf.*``), a selection of external-data runs only, or when no generator cell has
+    any real-only baseline to be compared with.  Runs tagged ``uses_external_data`` are listed apart, never paired.
     """
     render.check_formats(formats)
     seconds: dict[str, float] = {}
@@ -75,7 +75,8 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
             raise UserError("the selected runs carry no test metrics (were they written by `synthboost run`?)")
         runs = select_runs(runs, include_studies=include_studies)
         check_recipes(runs)
-        analysis = analyse(runs)
+        runs, external = split_external(runs)
+        analysis = analyse_apart(runs, external)
         check_baselines(analysis)
         claim_list = protocol_claims(analysis)
 
@@ -83,7 +84,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
     out_dir.mkdir(parents=True, exist_ok=True)
     names = sorted(runs["experiment"].unique())
     meta = {"experiments": names, "n_runs": len(runs), "n_cells": len(analysis.results),
-            "study_trials": int((runs["study"] != "").sum()),
+            "study_trials": int((runs["study"] != "").sum()), "external_runs": len(external),
             "store": store_label(tracker.uri), "when": datetime.datetime.now().isoformat(timespec="seconds")}
     figures: dict[str, bytes] = {}
     if formats & {"md", "html"}:  # CSV alone needs no figures

@@ -115,6 +115,15 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     # a study trial: tagged with its study's name, and not a grid cell (those carry `grid` too)
     grid = col(f"tags.{TAG_GRID}").fillna("").astype(str)
     runs["study"] = col(f"tags.{TAG_STUDY}").fillna("").astype(str).where(grid == "", "")
+    # runs that learned from more than their cell's real images: reported apart (``split_external``)
+    runs["external_data"] = col(f"tags.{tracking.TAG_EXTERNAL_DATA}").fillna("").astype(str) == "true"
+    runs["external_source"] = col(f"tags.{tracking.TAG_EXTERNAL_SOURCE}").fillna("").astype(str)
+    version = pd.to_numeric(col("tags.code_version.generator"), errors="coerce").fillna(1)
+    for model in sorted(set(runs["model"].dropna()) & set(generators.FAMILIES)):
+        until = generators.get(model).external_data_until  # runs from before the family stopped using more data
+        old = (runs["model"] == model) & (version <= until) & ~runs["external_data"]
+        runs.loc[old, "external_data"] = True
+        runs.loc[old, "external_source"] = f"{model} code version ≤ {until}"
     for short, name in METRICS.items():
         runs[short] = pd.to_numeric(col(f"metrics.{name}"), errors="coerce")
     for short, name in QUALITY.items():
@@ -145,6 +154,19 @@ def select_runs(runs: pd.DataFrame, *, include_studies: bool = False) -> pd.Data
         raise UserError(f"the selection holds only study trials ({len(runs)} runs of study {studies}); the report "
                         f"reads grid and run experiments by default — add --include-studies to report on them")
     return runs[~trial].reset_index(drop=True)
+
+
+def split_external(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(own-data runs, runs using external data).  A run tagged ``uses_external_data`` (e.g. a ``clip`` run whose
+    CLIP trained on the official train set) saw more labelled images than its cell's baseline, so it is never
+    paired with one nor pooled into a claim; the report lists it apart.  ``UserError`` when nothing else is left."""
+    ext = runs["external_data"] if "external_data" in runs else pd.Series(False, index=runs.index)
+    own, external = runs[~ext].reset_index(drop=True), runs[ext].reset_index(drop=True)
+    if own.empty:
+        raise UserError(f"all {len(external)} selected runs use external data (tag {tracking.TAG_EXTERNAL_DATA}"
+                        f"=true, e.g. gen.clip_data=full), which the report never pairs with a baseline — add the "
+                        f"experiments of own-data runs with --experiment, or record them (the default gen.clip_data=own)")
+    return own, external
 
 
 def check_recipes(runs: pd.DataFrame) -> None:

@@ -74,8 +74,25 @@ def _id_columns(df: pd.DataFrame, results: pd.DataFrame, recipes: dict[str, str]
 
 
 def display_results(analysis: Analysis) -> pd.DataFrame:
-    res = analysis.results
-    out = _id_columns(res, res, analysis.recipes)
+    return _display_cells(analysis.results, analysis.recipes)
+
+
+def display_external(analysis: Analysis) -> pd.DataFrame:
+    """The cells of runs that used external data, as the results table shows cells (no gains: never paired)."""
+    return pd.DataFrame() if analysis.external.empty else _display_cells(analysis.external, analysis.recipes)
+
+
+EXTERNAL_TITLE = "Runs using external data (kept apart: never paired with a baseline, never in a claim)"
+
+
+def external_note(analysis: Analysis) -> str:
+    sources = "; ".join(analysis.external_sources) or "unspecified"
+    return (f"These runs learned from more than their cell's real images (tag `uses_external_data`; {sources}), so "
+            "a difference to a real-only baseline would not measure the synthetic images alone.")
+
+
+def _display_cells(res: pd.DataFrame, recipes: dict[str, str]) -> pd.DataFrame:
+    out = _id_columns(res, res, recipes)
     out["seeds"] = [f"{n}{FEW if few else ''}" for n, few in zip(res["seeds"], res["few_seeds"])]
     for m in METRICS:
         if f"{m}_mean" in res:
@@ -151,7 +168,9 @@ def _intro(meta: dict) -> list[str]:
             f"otherwise, or on fewer than {MIN_SEEDS} seeds, it is inconclusive. \"Some generator beats\" claims "
             "are Holm-corrected over their cells (family-wise α = 0.05). "
             + (f"{meta['study_trials']} study trials are included." if meta.get("study_trials") else
-               "Study trials are left out (`--include-studies` adds them).")]
+               "Study trials are left out (`--include-studies` adds them).")
+            + (f" {meta['external_runs']} runs that used external data are listed apart at the end, never paired."
+               if meta.get("external_runs") else "")]
 
 
 def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
@@ -175,6 +194,9 @@ def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, by
     missing = display_missing(analysis)
     parts += ["## Missing baselines", "",
               _md_table(missing) if not missing.empty else "None: every cell has all its baseline runs.", ""]
+    external = display_external(analysis)
+    if not external.empty:
+        parts += [f"## {EXTERNAL_TITLE}", "", external_note(analysis), "", _md_table(external), ""]
     return "\n".join(parts)
 
 
@@ -226,6 +248,9 @@ def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, 
              _html_table(display_gains(analysis), "No cell has a paired baseline."),
              "<h2>Missing baselines</h2>",
              _html_table(display_missing(analysis), "None: every cell has all its baseline runs.")]
+    if not analysis.external.empty:
+        body += [f"<h2>{esc(EXTERNAL_TITLE)}</h2>", f"<p>{esc(external_note(analysis))}</p>",
+                 _html_table(display_external(analysis), "")]
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>synthboost report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
 
@@ -235,8 +260,11 @@ def csv_tables(analysis: Analysis, claim_list: list[Claim]) -> dict[str, pd.Data
                                "unit": c.unit, "ci_low": c.ci_low, "ci_high": c.ci_high, "detail": c.detail}
                               for c in claim_list])
     runs = analysis.runs.drop(columns=["start_time"])
-    return {"runs.csv": runs, "results.csv": analysis.results, "gains.csv": analysis.gains,
-            "missing_baselines.csv": analysis.missing, "claims.csv": claims_df}
+    tables = {"runs.csv": runs, "results.csv": analysis.results, "gains.csv": analysis.gains,
+              "missing_baselines.csv": analysis.missing, "claims.csv": claims_df}
+    if not analysis.external.empty:
+        tables["external_results.csv"] = analysis.external
+    return tables
 
 
 def write(out_dir: Path, formats: set[str], *, analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes],

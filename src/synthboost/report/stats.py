@@ -43,6 +43,10 @@ class Analysis:
     #: ``baseline``, ``baseline_recipe``, ``seed`` and one column per metric): what the claims' intervals pool
     diffs: pd.DataFrame = field(default_factory=pd.DataFrame)
     recipes: dict[str, str] = field(default_factory=dict)  # recipe hash -> its label (frame.recipe_labels)
+    #: cells of the runs that used external data (``frame.split_external``): their own mean ± std, never paired
+    #: with a baseline or pooled into a claim; ``external_sources`` says what the external data was
+    external: pd.DataFrame = field(default_factory=pd.DataFrame)
+    external_sources: list[str] = field(default_factory=list)
 
     def protocols(self) -> list[str]:
         return sorted(set(self.results["protocol"]))
@@ -235,6 +239,16 @@ def analyse(runs: pd.DataFrame) -> Analysis:
         missing = pd.DataFrame(columns=mcols)
     return Analysis(runs=runs.drop(columns=["cell", "pair", "match"]), per_seed=per_seed, results=results, gains=gains,
                     missing=missing, baselines=present, diffs=diffs, recipes=recipe_labels(runs))
+
+
+def analyse_apart(runs: pd.DataFrame, external: pd.DataFrame) -> Analysis:
+    """``analyse`` of the own-data runs, with the external-data runs' cells summarised on their own beside it."""
+    analysis = analyse(runs)
+    if len(external):
+        analysis.external = analyse(external).results
+        analysis.external_sources = sorted(set(external["external_source"]) - {""})
+        analysis.recipes = {**recipe_labels(external), **analysis.recipes}
+    return analysis
 
 
 def accuracy_gains(gains: pd.DataFrame, baseline: str = "none") -> pd.DataFrame:
