@@ -85,7 +85,7 @@ def run(
 @app.command()
 @guarded
 def demo(
-    profile: Annotated[str, typer.Option(help="quick (the demo, ~2 min on a 2-core CPU) | smoke (seconds, wiring "
+    profile: Annotated[str, typer.Option(help="quick (the demo: ~80 s of one CPU core) | smoke (seconds, wiring "
                                               "only) | paper (GPU)")] = "quick",
     experiment: Annotated[str, typer.Option(help="MLflow experiment of the two runs.")] = "demo",
     out: Annotated[str, typer.Option(help="Folder for the demo's report (report.md and CSVs).")] = "report/demo",
