@@ -393,7 +393,9 @@ class CNNClassifier:
         return out
 
     @torch.no_grad()
-    def predict_proba(self, x: Tensor, *, batch_size: int = 2000) -> np.ndarray:
+    def predict_proba(self, x: Tensor, *, batch_size: int = 128) -> np.ndarray:
+        # batches of 128 keep the activations in cache: 2.4× less CPU than 2,000 for the 10k test set on this
+        # CPU, with bitwise-equal outputs (eval mode: no image depends on its batch)
         self.net.eval()
         x = x if x.dim() == 4 else x.unsqueeze(1)
         out = [F.softmax(self.net(to_float(x[i:i + batch_size].to(self.device))), 1).cpu()

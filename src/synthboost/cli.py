@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from .errors import TrainingError, UserError
+from .stages import Stages
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Does synthetic data from a generative model help a classifier? Tracked in MLflow.")
@@ -68,14 +69,56 @@ def run(
     cfg = pipeline.make_config(model=model, classifier=classifier, regime=regime, size=size, seed=seed,
                                profile=profile, mix_ratio=mix_ratio, mix_strategy=mix_strategy,
                                overrides=config.parse_overrides(set_), gen_metrics=gen_metrics)
+    if not sys.stderr.isatty():
+        tracking.quiet_artifact_bars()
     tracker = tracking.Tracker()
-    result = pipeline.run_experiment(cfg, tracker=tracker, experiment=experiment, progress=sys.stderr.isatty())
+    result = pipeline.run_experiment(cfg, tracker=tracker, experiment=experiment, progress=sys.stderr.isatty(),
+                                     stage=Stages())
     m = result.metrics
     typer.echo(f"run {result.run_id}: test accuracy {m['test/accuracy']:.4f}, balanced accuracy "
                f"{m['test/balanced_accuracy']:.4f}, macro-F1 {m['test/macro_f1']:.4f}"
                + (f" (generator {'reused from' if result.generator_reused else 'trained in'} run "
                   f"{result.generator_run_id})" if result.generator_run_id else ""))
     typer.echo(f"store: {tracker.uri}  (open it with `synthboost ui`)")
+
+
+@app.command()
+@guarded
+def demo(
+    profile: Annotated[str, typer.Option(help="quick (the demo: ~80 s of one CPU core) | smoke (seconds, wiring "
+                                              "only) | paper (GPU)")] = "quick",
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of the two runs.")] = "demo",
+    out: Annotated[str, typer.Option(help="Folder for the demo's report (report.md and CSVs).")] = "report/demo",
+    gen_metrics: Annotated[bool, typer.Option("--gen-metrics/--no-gen-metrics", help=(
+        "Also compute generator quality (FID, KID, IS, precision/recall, CAS); the first time trains the quality "
+        "extractor for this machine (minutes)."))] = False,
+) -> None:
+    """The main job: a real-only baseline and a VAE mix on one long-tailed draw, then their gain table."""
+    from pathlib import Path
+
+    from . import config, tracking
+    from . import demo as demo_mod
+
+    config.check_choice("profile", profile, config.PROFILES)
+    tty = sys.stderr.isatty()
+    if not tty:
+        tracking.quiet_artifact_bars()
+    tracker = tracking.Tracker()
+    result = demo_mod.run_demo(tracker=tracker, out_dir=Path(out), profile=profile, experiment=experiment,
+                               gen_metrics=gen_metrics, progress=tty, stage=Stages())
+    tables = result.tables()
+    typer.echo("\nResults (official test set, %; † fewer than 3 seeds):")
+    typer.echo(tables["results"].to_string(index=False))
+    typer.echo("\nGain over the real-only baseline (pp; an interval needs 3 seeds or more):")
+    typer.echo(tables["gains"].to_string(index=False) if len(tables["gains"]) else "(no paired baseline)")
+    generator = result.runs[-1]
+    typer.echo(f"\nruns: {', '.join(r.run_id for r in result.runs)} in experiment {experiment!r} of "
+               f"{tracking.redact(tracker.uri)}; "
+               f"report: {result.report.out_dir / 'report.md'}; open the runs with `synthboost ui`")
+    if not gen_metrics:
+        typer.echo(f"generator quality (FID, KID, IS, precision/recall, CAS) was skipped to keep the demo short: "
+                   f"`synthboost evaluate --run-id {generator.run_id}` adds it (its first use trains the quality "
+                   "extractor once for this machine, a few minutes on a CPU)")
 
 
 @app.command()
@@ -119,7 +162,7 @@ def evaluate(run_id: Annotated[str, typer.Option("--run-id", help="An existing r
     """Compute generator-quality metrics (gen/*) for an existing run from its logged checkpoint."""
     from . import pipeline, tracking
 
-    m = pipeline.evaluate_run(run_id, tracker=tracking.Tracker())
+    m = pipeline.evaluate_run(run_id, tracker=tracking.Tracker(), stage=Stages())
     typer.echo(f"run {run_id}: FID {m['fid']:.2f}, KID {m['kid_mean']:.4f}±{m['kid_std']:.4f}, IS "
                f"{m['inception_score']:.2f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
                f"label consistency {m['label_consistency']:.3f}, CAS cnn {m['cas_cnn']:.3f} (real {m['real_cnn']:.3f})")

@@ -32,6 +32,7 @@ from .data import NUM_CLASSES, Split, load_fashion_mnist, make_split, regime_cou
 from .errors import UserError
 from .metrics import classification_metrics, confusion
 from .mixing import filter_samples, labels_for, mix, oversample_indices, synthetic_counts
+from .stages import StageFn, silent
 from .training import EpochCallback
 
 
@@ -270,13 +271,19 @@ class ProjectModels:
         return project_clip(self.tracker, profile=profile, split=split)
 
 
-def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, progress: bool, use_cache: bool):
+def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, progress: bool, use_cache: bool,
+                     stage: StageFn = silent):
     """Load the generator with ``key`` from the run that trained it, or train it here and log it."""
     cls = generators.get(cfg.model)
     if use_cache:
         found = tracker.find_generator_run(key)
         if found is not None:
+            stage("generator", f"{cfg.model} reused from run {found} (same generator key {key})")
             return load_generator(tracker, found, cfg.gen), found, True
+    epochs = getattr(cfg.gen, "epochs", None)
+    stage("generator training", f"{cfg.model} on {len(split.train_y)} real images"
+          + (f", {epochs} epoch{'s' if epochs != 1 else ''}" if epochs else "")
+          + " (trained once per generator key, then reused)")
     seed_everything(cfg.seed)
     gen = cls(cfg.gen)
     curves: list[tuple[int, dict[str, float]]] = []
@@ -302,17 +309,20 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                    use_env_run: bool = True, on_epoch: EpochCallback | None = None, progress: bool = True,
                    use_cache: bool = True, extra_tags: dict[str, str] | None = None,
                    killed_on: tuple[type[BaseException], ...] = (),
-                   on_start: Callable[[str], None] | None = None) -> RunResult:
+                   on_start: Callable[[str], None] | None = None, stage: StageFn = silent) -> RunResult:
     """Run one experiment cell and record it as one MLflow run.
 
     ``on_epoch`` sees the classifier's per-epoch values (a study reports them to Optuna and may raise a
-    pruning exception, listed in ``killed_on`` so the run ends KILLED); ``on_start`` gets the run id first.
+    pruning exception, listed in ``killed_on`` so the run ends KILLED); ``on_start`` gets the run id first;
+    ``stage`` hears of each stage as it starts (data, generator, sampling, classifier, metrics, quality).
     """
     from . import plots
 
     tracker = tracker or tracking.Tracker()
     experiment = experiment or tracking.DEFAULT_EXPERIMENT
     split = make_split(cfg.data, cfg.seed)
+    stage("data", f"Fashion-MNIST {cfg.data.regime}/{cfg.data.size}, seed {cfg.seed}: {len(split.train_y)} train, "
+          f"{len(split.val_y)} validation, {len(split.test_y)} test images")
     digest = split.digest
     key = generator_key(cfg, digest) if cfg.gen is not None else ""
     tags = {
@@ -338,13 +348,15 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         if cfg.gen is not None:
             with tracker.exclusive(f"generator-{key}"):  # one worker trains it, the others wait and reuse it
                 gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
-                                                           progress=progress, use_cache=use_cache)
+                                                           progress=progress, use_cache=use_cache, stage=stage)
             run.set_tags({tracking.TAG_GENERATOR_RUN_ID: gen_run_id, tracking.TAG_GENERATOR_REUSED: str(reused).lower()})
             if reused:
                 run.log_model_input(gen_run_id)  # the MLflow model it samples from, as the run's input
             if gen.extra_metrics:
                 run.log_metrics({f"gen/{k}": v for k, v in gen.extra_metrics.items()})
             counts = synthetic_counts(real_counts, cfg.mix)
+            stage("sampling", f"{sum(counts)} synthetic images ({cfg.mix.ratio:g}×{cfg.mix.strategy}"
+                  + (f", filter {cfg.mix.filter}" if cfg.mix.filter != "none" else "") + ")")
             filtering = cfg.mix.filter != "none"
             filter_key = (cfg.mix.filter, cfg.mix.filter_threshold, cfg.mix.filter_max_factor) if filtering else ()
             sampling = json.dumps(sampling_values(cfg.gen), sort_keys=True, default=str)
@@ -367,6 +379,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         x, y, w, _ = mix(split.train_x, split.train_y, synth_x, synth_y, synthetic_weight=cfg.mix.synthetic_weight)
 
         seed_everything(cfg.seed)
+        stage("classifier", f"{cfg.classifier} on {len(split.train_y)} real + {len(synth_y)} "
+              f"{'copied' if cfg.model in generators.OVERSAMPLING else 'synthetic'} images")
         clf = classifiers.get(cfg.classifier)(cfg.clf, seed=cfg.seed)
         curve: list[tuple[int, dict[str, float]]] = []
 
@@ -386,6 +400,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         run.log_metrics({f"train/clf_{k}": v for k, v in fitted.items() if k in ("epochs_run", "best_epoch", "steps")})
         last_step = curve[-1][0] if curve else 0
         minority = split.minority_classes
+        stage("metrics", f"validation and official test set ({len(split.test_y)} images)")
         metrics: dict[str, float] = {}
         for part, (px, py) in {"val": (split.val_x, split.val_y), "test": (split.test_x, split.test_y)}.items():
             pred = clf.predict(px)
@@ -395,7 +410,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                 test_pred = pred
         run.log_metrics(metrics, step=last_step)
         if cfg.gen_metrics and cfg.gen is not None:
-            log_quality(gen, cfg, split, tracker=tracker, run=run)
+            log_quality(gen, cfg, split, tracker=tracker, run=run, stage=stage)
         matrix = confusion(split.test_y.numpy(), test_pred)
         run.log_figure(plots.confusion_figure(matrix, title=f"{run_name(cfg)} — test"), "classifier/confusion_matrix.png")
         run.log_text(_per_class_csv(metrics, matrix), "classifier/per_class.csv")
@@ -422,16 +437,24 @@ def project_clip(tracker, *, profile: str, split: Split | None = None, progress:
                                             progress=progress))
 
 
-def feature_extractor(tracker, *, profile: str) -> tuple[dict, str]:
+def feature_extractor(tracker, *, profile: str, stage: StageFn = silent) -> tuple[dict, str]:
     """The quality metrics' feature extractor of ``profile``: trained once, then loaded from its run.
 
-    Returns (state, run id); the run (experiment ``synthboost-models``) holds its test accuracy.
+    Returns (state, run id); the run (experiment ``synthboost-models``) holds its test accuracy.  Training it is
+    minutes of silence on a CPU, so ``stage`` hears of it first, with the estimate and where it will be kept.
     """
     from . import quality
 
-    return tracking.cached_model(tracker, kind="extractor", key=quality.extractor_key(profile),
-                                 name=f"feature extractor ({profile})",
-                                 train=lambda: quality.train_extractor(profile=profile))
+    key = quality.extractor_key(profile)
+
+    def train():
+        stage("quality extractor", f"training the quality extractor once for this machine "
+                                   f"(~{quality.extractor_seconds(profile):.0f} s on a 2-core CPU); cached at "
+                                   f"{tracking.redact(tracker.uri)}, experiment {tracking.MODELS_EXPERIMENT}, "
+                                   f"key {key}")
+        return quality.train_extractor(profile=profile)
+
+    return tracking.cached_model(tracker, kind="extractor", key=key, name=f"feature extractor ({profile})", train=train)
 
 
 #: generated samples per class for FID/KID/IS/precision-recall (the real reference has as many per class)
@@ -441,7 +464,7 @@ QUALITY_PER_CLASS = {"smoke": 50, "quick": 500, "paper": 1000}
 SLOW_QUALITY_PER_CLASS = {"smoke": 20, "quick": 100, "paper": 1000}
 
 
-def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run) -> dict[str, float]:
+def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run, stage: StageFn = silent) -> dict[str, float]:
     """Generator-quality metrics (gen/*), their plots and the extractor's run id, logged into ``run``.
 
     The real reference set is the official test set (first n per class): these numbers are reported, never
@@ -451,11 +474,13 @@ def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run) -> dict[str,
     from . import quality
 
     slow = getattr(gen, "slow_sampling", False)
-    state, extractor_run = feature_extractor(tracker, profile=cfg.profile)
+    state, extractor_run = feature_extractor(tracker, profile=cfg.profile, stage=stage)
+    n_per_class = (SLOW_QUALITY_PER_CLASS if slow else QUALITY_PER_CLASS)[cfg.profile]
+    stage("generator quality", f"FID, KID, IS, precision/recall on {n_per_class} samples per class, CAS")
     result = quality.generator_quality(
         gen, extractor=quality.load_extractor(state), real_x=split.test_x, real_y=split.test_y,
         test_x=split.test_x, test_y=split.test_y, train_x=split.train_x, train_y=split.train_y,
-        n_per_class=(SLOW_QUALITY_PER_CLASS if slow else QUALITY_PER_CLASS)[cfg.profile], seed=cfg.seed,
+        n_per_class=n_per_class, seed=cfg.seed,
         cas_classifier_profile=cfg.profile, cas_from_quality_draw=slow)
     run.set_tags({"gen.extractor_run_id": extractor_run})
     run.log_params({f"gen_metrics.{k}": v for k, v in result.params.items()})
@@ -467,7 +492,7 @@ def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run) -> dict[str,
     return result.metrics
 
 
-def evaluate_run(run_id: str, *, tracker) -> dict[str, float]:
+def evaluate_run(run_id: str, *, tracker, stage: StageFn = silent) -> dict[str, float]:
     """Compute the generator-quality metrics later for an existing run, from its logged checkpoint."""
     info = tracker.run_info(run_id)
     gen_run = info["tags"].get(tracking.TAG_GENERATOR_RUN_ID)
@@ -483,7 +508,7 @@ def evaluate_run(run_id: str, *, tracker) -> dict[str, float]:
     if split.digest != info["tags"].get("data_digest"):
         raise UserError(f"run {run_id}: the data on this machine differs from the run's (data_digest mismatch)")
     gen = load_generator(tracker, gen_run, cfg.gen)  # with the run's own guidance / temperature / truncation
-    return log_quality(gen, cfg, split, tracker=tracker, run=tracker.attach(run_id))
+    return log_quality(gen, cfg, split, tracker=tracker, run=tracker.attach(run_id), stage=stage)
 
 
 def _per_class_csv(metrics: dict[str, float], matrix: np.ndarray) -> str:

@@ -43,6 +43,9 @@ EXTRACTOR_PROFILES: dict[str, dict[str, Any]] = {
     "quick": {"train_size": None, "clf": {**JUDGE_NET, "epochs": 4, "batch_size": 256, "lr": 3e-3}},
     "paper": {"train_size": None, "clf": {**JUDGE_NET, "epochs": 15, "batch_size": 128}},
 }
+#: the extractor's training speed on the project's CPU (training images per second, test pass included): the quick
+#: recipe took 128 s of CPU on one thread (2026-12-01); it only sizes the "training once (~N s)" message
+EXTRACTOR_IMAGES_PER_SECOND = 1900.0
 
 
 # ---------------------------------------------------------------- the feature extractor
@@ -58,6 +61,14 @@ def extractor_key(profile: str) -> str:
     payload = {"format": EXTRACTOR_FORMAT, "profile": profile, "recipe": EXTRACTOR_PROFILES[profile],
                "seed": EXTRACTOR_SEED, "data": _train_set_digest()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def extractor_seconds(profile: str) -> float:
+    """A rough wall time for training the extractor of ``profile`` on a 2-core CPU (for the message only)."""
+    check_choice("profile", profile, PROFILES)
+    recipe = EXTRACTOR_PROFILES[profile]
+    images = recipe["train_size"] or len(load_fashion_mnist().train_y)
+    return images * recipe["clf"]["epochs"] / EXTRACTOR_IMAGES_PER_SECOND
 
 
 def train_extractor(*, profile: str, device=None) -> tuple[dict, dict[str, float], dict[str, Any]]:

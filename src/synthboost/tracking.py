@@ -106,6 +106,12 @@ def check_reachable(uri: str) -> None:
 
 
 # ---------------------------------------------------------------- server mode: database URLs, locks, new stores
+def quiet_artifact_bars() -> None:
+    """Turn MLflow's artifact up/download bars off (unless the user set them): off a terminal they write
+    carriage-return noise into the log between a command's stage lines."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def redact(url: str) -> str:
     """Hide a password in a URL (``scheme://user:***@host/…``) before it goes into a tag or a message."""
     if "://" in url and "@" in url.split("://", 1)[1]:
