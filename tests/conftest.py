@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +37,32 @@ def tracker(isolated_home):
     from synthboost.tracking import Tracker
 
     return Tracker()
+
+
+# ---------------------------------------------------------------- server mode (tests/servers.py)
+@pytest.fixture(scope="module")
+def server(request):
+    """A local PostgreSQL + MLflow server for one test module, stopped (and anything left killed, by pid) even
+    when a test fails."""
+    from servers import HAVE_POSTGRES, Server, free_port
+
+    if not HAVE_POSTGRES:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    folder = Path(tempfile.mkdtemp(prefix="synthboost-server-"))
+    srv = Server(folder, free_port(), free_port())
+
+    def cleanup():
+        srv.stop()
+        for line in srv.leftovers():  # a failed stop must not leave servers behind: end what we started, by pid
+            try:
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
+
+    request.addfinalizer(cleanup)
+    srv.start()
+    return srv
 
 
 # ---------------------------------------------------------------- generator families (tests/test_<kind>_family.py)

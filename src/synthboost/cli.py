@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import TrainingError, UserError
+from .errors import ResourceError, TrainingError, UserError
 from .stages import Stages
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -38,6 +38,13 @@ def guarded(fn):
         except TrainingError as err:
             typer.echo(f"failed: {err}", err=True)
             raise typer.Exit(1) from None
+        except ResourceError as err:  # a full disk, a store gone too long: what happened and how to resume
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: the run in progress ended KILLED; re-run the same command to resume (finished "
+                       "trials and cells are kept)", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper
 
@@ -224,7 +231,8 @@ def study(
     summary = study_mod.run_study(spec, name=name, storage_url=url, experiment=experiment, workers=workers,
                                   progress=sys.stderr.isatty())
     t = summary["trials"]
-    typer.echo(f"study {name}: {t['COMPLETE']} complete, {t['PRUNED']} pruned, {t['FAIL']} failed; "
+    retried = f" ({t['RETRIED']} retried after a crash or an interrupt)" if t["RETRIED"] else ""
+    typer.echo(f"study {name}: {t['COMPLETE']} complete, {t['PRUNED']} pruned, {t['FAIL']} failed{retried}; "
                + (f"best {spec.objective} {summary['best_value']:.4f} (trial {summary['best_trial']}, run "
                   f"{summary['best_run_id']}) with {summary['best_params']}" if "best_value" in summary
                   else "no complete trial yet"))

@@ -19,3 +19,19 @@ class TrainingError(RuntimeError):
 
 class GeneratorDiverged(TrainingError):
     """A generator's loss became NaN/inf or training collapsed."""
+
+
+class ResourceError(RuntimeError):
+    """The machine or a store ran out (disk space, a server gone too long): one line that says how to resume."""
+
+
+class DiskFull(ResourceError):
+    """A write failed for lack of space (ENOSPC, or EFBIG under a file-size limit)."""
+
+
+class StoreOutage(ResourceError):
+    """The tracking server or the database stayed unreachable for longer than the outage bound."""
+
+
+class CheckpointIncomplete(RuntimeError):
+    """A stored checkpoint does not match the digest recorded after its upload (partly written or damaged)."""

@@ -22,7 +22,7 @@ import pydantic
 
 from . import classifiers, generators, queue
 from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, build, config, load_yaml, unflatten
-from .errors import UserError
+from .errors import ResourceError, UserError
 from .study import split_fixed
 from .tracking import KIND_EXPERIMENT, KIND_GRID, TAG_CONFIG_KEY, TAG_VARIANT
 
@@ -261,29 +261,41 @@ def work(name: str, storage_url: str, *, experiment: str, progress=None) -> dict
             continue
         unit = json.loads(trial.user_attrs["unit"])
         failures = []
-        with queue.Heartbeat(trial):
-            done_keys = _finished_keys(tracker, exp_id)
-            for cell in unit["cells"]:
-                if cell["key"] in done_keys:
-                    counts["skipped"] += 1
-                    if progress:
-                        progress(1)
-                    continue
-                try:
-                    _run_cell(unit, cell, trial=trial, tracker=tracker, parent=parent, experiment=experiment)
-                    counts["run"] += 1
-                except Exception as err:  # recorded as a FAILED run with the reason; the grid goes on
-                    failures.append(f"{cell['classifier']}/{cell['mix_label']}: {type(err).__name__}: {err}")
-                    counts["failed"] += 1
-                    print(f"cell {unit_id(unit)} {failures[-1]}", file=sys.stderr)
-                if progress:
-                    progress(1)
+        try:
+            with queue.Heartbeat(trial):
+                _run_unit(unit, trial=trial, tracker=tracker, parent=parent, experiment=experiment,
+                          done_keys=_finished_keys(tracker, exp_id), counts=counts, failures=failures,
+                          progress=progress)
+        except KeyboardInterrupt:  # the cell's run ended KILLED; the unit fails and waits for a resume
+            queue.interrupted(study, trial)
+            raise
         if failures:
             trial.set_user_attr("fail_reason", "; ".join(failures)[:2000])
             study.tell(trial, state=TrialState.FAIL)
         else:
             study.tell(trial, float(len(unit["cells"])))
     return counts
+
+
+def _run_unit(unit: dict, *, trial, tracker, parent: str, experiment: str, done_keys, counts: dict[str, int],
+              failures: list[str], progress) -> None:
+    for cell in unit["cells"]:
+        if cell["key"] in done_keys:
+            counts["skipped"] += 1
+            if progress:
+                progress(1)
+            continue
+        try:
+            _run_cell(unit, cell, trial=trial, tracker=tracker, parent=parent, experiment=experiment)
+            counts["run"] += 1
+        except ResourceError:  # the disk or a store is gone: stop here; the unit is retried on resume
+            raise
+        except Exception as err:  # recorded as a FAILED run with the reason; the grid goes on
+            failures.append(f"{cell['classifier']}/{cell['mix_label']}: {type(err).__name__}: {err}")
+            counts["failed"] += 1
+            print(f"cell {unit_id(unit)} {failures[-1]}", file=sys.stderr)
+        if progress:
+            progress(1)
 
 
 def _run_cell(unit: dict, cell: dict, *, trial, tracker, parent: str, experiment: str) -> None:

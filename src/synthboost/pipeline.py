@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,10 +27,10 @@ import numpy as np
 import torch
 import yaml
 
-from . import classifiers, generators, tracking
-from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, key_dict, check_choice, replace
+from . import classifiers, faults, generators, tracking
+from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, key_dict, replace
 from .data import NUM_CLASSES, Split, load_fashion_mnist, make_split, regime_counts
-from .errors import UserError
+from .errors import CheckpointIncomplete, UserError
 from .metrics import classification_metrics, confusion
 from .mixing import filter_samples, labels_for, mix, oversample_indices, synthetic_counts
 from .stages import StageFn, silent
@@ -276,10 +277,14 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     """Load the generator with ``key`` from the run that trained it, or train it here and log it."""
     cls = generators.get(cfg.model)
     if use_cache:
-        found = tracker.find_generator_run(key)
-        if found is not None:
+        for found in tracker.generator_runs(key):
+            try:
+                gen = load_generator(tracker, found, cfg.gen)
+            except CheckpointIncomplete as err:  # partly written or damaged: never sampled from
+                print(f"warning: {err}; not reusing it", file=sys.stderr)
+                continue
             stage("generator", f"{cfg.model} reused from run {found} (same generator key {key})")
-            return load_generator(tracker, found, cfg.gen), found, True
+            return gen, found, True
     epochs = getattr(cfg.gen, "epochs", None)
     stage("generator training", f"{cfg.model} on {len(split.train_y)} real images"
           + (f", {epochs} epoch{'s' if epochs != 1 else ''}" if epochs else "")
@@ -291,17 +296,22 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     if inputs.tags:
         run.set_tags(inputs.tags)
     t0 = time.perf_counter()
-    final = gen.fit(split.train_x, split.train_y, progress=progress,
-                    on_epoch=lambda e, m: curves.append((e, {f"train/gen_{k}": v for k, v in m.items()})),
-                    **inputs.kwargs)
+
+    def on_epoch(epoch: int, m: dict[str, float]) -> None:
+        curves.append((epoch, {f"train/gen_{k}": v for k, v in m.items()}))
+        faults.point("generator-training")
+
+    final = gen.fit(split.train_x, split.train_y, progress=progress, on_epoch=on_epoch, **inputs.kwargs)
     seconds = time.perf_counter() - t0
     run.log_series(curves)
     run.log_metrics({f"train/gen_final_{k}": v for k, v in final.items()} | {"train/gen_seconds": seconds})
     state = gen.state_dict()
-    run.log_checkpoint(state, config_yaml=yaml.safe_dump(
+    digest = run.log_checkpoint(state, config_yaml=yaml.safe_dump(
         {"family": cfg.model, "generator_key": key, "config": cfg.to_dict()["gen"]}, sort_keys=False))
+    faults.point("checkpoint-uploaded")
     run.log_generator_model(state, name=f"{cfg.model}-generator", tags={tracking.TAG_GENERATOR_KEY: key})
-    run.set_tags({tracking.TAG_GENERATOR_TRAINED: "true"})
+    # last, once everything is up: only now may another run take this checkpoint as a cached generator
+    run.set_tags(digest | {tracking.TAG_GENERATOR_TRAINED: "true"})
     return gen, run.id, False
 
 
@@ -389,6 +399,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             if "val_balanced_accuracy" in m:
                 row["val/balanced_accuracy"] = m["val_balanced_accuracy"]
             curve.append((epoch, row))
+            faults.point("classifier-training")
             if on_epoch is not None:
                 on_epoch(epoch, m)
 

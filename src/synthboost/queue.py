@@ -22,6 +22,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from . import outage
 from .errors import TrackingUnavailable, UserError
 from .tracking import TAG_KIND, check_database, env_run_id, file_lock, redact, tracking_dir
 
@@ -63,15 +65,40 @@ def open_storage(url: str):
             return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         except OSError as err:
             raise TrackingUnavailable(f"cannot open the Optuna journal {path} ({err.strerror})") from None
-    engine_kwargs = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else None
+    # pre-ping: after a database restart, pooled connections are dead; take fresh ones instead of failing
+    engine_kwargs = ({"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True} if url.startswith("postgresql")
+                     else None)
     check_storage(url)  # wrong credentials or database: one clear line, now
     try:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat arguments
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=int(HEARTBEAT_SECONDS),
-                                          grace_period=int(GRACE_SECONDS), heartbeat_stale_trial_callback=_StaleRetry())
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                             heartbeat_interval=int(HEARTBEAT_SECONDS), grace_period=int(GRACE_SECONDS),
+                                             heartbeat_stale_trial_callback=_StaleRetry())
     except Exception as err:  # sqlalchemy raises many types for a bad or unreachable URL
         raise TrackingUnavailable(f"Optuna storage {redact(url)} is unreachable or invalid "
                                   f"({type(err).__name__}); check --storage / SYNTHBOOST_OPTUNA_STORAGE") from None
+    return _patient_storage(storage, what=f"Optuna storage {redact(url)}")
+
+
+#: RDBStorage's private methods that Optuna's own wrappers (_CachedStorage, fail_stale_trials) call
+_RDB_PRIVATE_CALLS = ("_create_new_trial", "_set_trial_param", "_get_best_trial_id", "_get_trials",
+                      "_get_stale_trial_ids")
+#: left alone: local look-ups, and the heartbeat (its thread shrugs off a missed beat)
+_RDB_LOCAL = ("record_heartbeat", "get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "remove_session")
+
+
+def _patient_storage(storage, *, what: str):
+    """The storage with each database call riding out an outage (``outage.patient``), on the instance itself so
+    that Optuna still sees an RDBStorage (heartbeats, caching)."""
+    for name in [n for n in dir(storage) if not n.startswith("_") and n not in _RDB_LOCAL] + list(_RDB_PRIVATE_CALLS):
+        method = getattr(storage, name, None)
+        if callable(method):
+            setattr(storage, name, functools.partial(_call_patiently, method, what))
+    return storage
+
+
+def _call_patiently(method, what: str, *args, **kwargs):
+    return outage.patient(lambda: method(*args, **kwargs), what=what)
 
 
 def check_storage(url: str) -> None:
@@ -136,11 +163,21 @@ def run_workers(command: str, n: int, *, name: str, storage_url: str,
     """
     procs = [subprocess.Popen([sys.executable, "-m", "synthboost", command, "--name", name, "--storage",
                                storage_url, *args(i)]) for i in range(n)]
-    if while_waiting is None:
-        return [p.wait() for p in procs]
-    while any(p.poll() is None for p in procs):
-        time.sleep(every)
-        while_waiting()
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(every if while_waiting else 0.5)
+            if while_waiting:
+                while_waiting()
+    except KeyboardInterrupt:  # Ctrl-C reached the workers too (one process group); else pass it on, then wait
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            procs[0].wait(timeout=3)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=60)
+        raise
     return [p.returncode for p in procs]
 
 
@@ -170,9 +207,25 @@ def _advisory_lock(storage_url: str, name: str) -> Iterator[None]:
     import sqlalchemy
 
     key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-    with _lock_engine(storage_url).begin() as conn:
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    engine = _lock_engine(storage_url)
+
+    def acquire():
+        conn = engine.connect()
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    conn = outage.patient(acquire, what=f"Optuna storage {redact(storage_url)}")
+    try:
         yield  # released when the transaction ends (or the connection drops with a dead worker)
+    finally:
+        with contextlib.suppress(Exception):  # a connection lost in an outage took the lock with it
+            conn.rollback()
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 @functools.lru_cache(maxsize=None)
@@ -262,6 +315,15 @@ def recover_stale_trials(study, tracker) -> list[int]:
         _enqueue_retry(study, t)
         failed.append(t.number)
     return failed
+
+
+def interrupted(study, trial) -> None:
+    """Ctrl-C during ``trial``: it ends FAIL (reason "interrupted") and waits as a retry, so a resume runs it."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("fail_reason", "interrupted (SIGINT)")
+    study.tell(trial, state=TrialState.FAIL)
+    _enqueue_retry(study, trial)
 
 
 def _enqueue_retry(study, t) -> None:

@@ -23,7 +23,7 @@ import pydantic
 from . import classifiers, generators, queue
 from .config import (Choice, FloatRange, IntRange, MixConfig, Profile, Regime, Tunable, build, config, load_yaml,
                      unflatten)
-from .errors import UserError
+from .errors import ResourceError, UserError
 from .tracking import KIND_STUDY, env_run_id
 
 FIXED_SECTIONS = ("data", "mix", "clf", "gen")
@@ -279,8 +279,13 @@ def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress:
             value = objective(trial, spec, study_name=study.study_name, tracker=tracker, parent=parent,
                               progress=progress, use_cache=use_cache)
         study.tell(trial, value)
+    except KeyboardInterrupt:  # the run already ended KILLED; the trial fails and waits for a resume
+        queue.interrupted(study, trial)
+        raise
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
+    except ResourceError:  # the disk or a store is gone: stop here; the trial is retried on resume
+        raise
     except UserError as err:  # a sampled combination the configs reject: fail the trial, keep going
         trial.set_user_attr("fail_reason", str(err))
         study.tell(trial, state=TrialState.FAIL)
@@ -319,6 +324,10 @@ def finalize(study, tracker) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     states = {s.name: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED,
                                                                     TrialState.FAIL, TrialState.RUNNING)}
+    # a trial whose worker died or was interrupted, run again as a retry: not a failure of the study
+    retried = len({t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs})
+    states["FAIL"] -= retried
+    states["RETRIED"] = retried
     summary: dict[str, Any] = {"study": study.study_name, "parent_run_id": parent, "trials": states}
     metrics = {f"study/n_{k.lower()}": v for k, v in states.items()}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import TrackingUnavailable, UserError
+from . import outage
+from .errors import CheckpointIncomplete, DiskFull, TrackingUnavailable, UserError
 
 DEFAULT_EXPERIMENT = "synthboost"
 MODELS_EXPERIMENT = "synthboost-models"  # auxiliary models: feature extractor, CLIP
@@ -40,6 +41,7 @@ TAG_ERROR = "error"
 #: set): the report keeps them apart; TAG_EXTERNAL_SOURCE says what the external data was
 TAG_EXTERNAL_DATA = "uses_external_data"
 TAG_EXTERNAL_SOURCE = "external_data"
+TAG_SHA256 = "sha256."  # + an artifact path: the digest of a checkpoint, set only once it is wholly uploaded
 KIND_EXPERIMENT, KIND_STUDY, KIND_GRID, KIND_REPORT, KIND_MODEL = "experiment", "study", "grid", "report", "model"
 
 
@@ -179,12 +181,37 @@ def _open_client(uri: str):
     if _local_store_dir(uri) is None:
         if uri.startswith(("http://", "https://")):  # MLflow would print a "View run … at" link for every run
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-        return MlflowClient(tracking_uri=uri)
+            # MLflow's own retries wait minutes in silence; outage.patient waits saying so, up to its bound
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        return _PatientClient(MlflowClient(tracking_uri=uri), what=_store_name(uri))
     db = Path(uri[len("sqlite:///"):]).resolve()
     with file_lock(db.with_name(db.name + ".init-lock")):
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # creates and migrates the store when it is new
     return client
+
+
+def _store_name(uri: str) -> str:
+    return (f"MLflow tracking server {uri}" if uri.startswith(("http://", "https://"))
+            else f"MLflow tracking store {redact(uri)}")
+
+
+class _PatientClient:
+    """An ``MlflowClient`` for a server or database whose calls ride out an outage (``outage.patient``)."""
+
+    def __init__(self, client, *, what: str):
+        self._client, self._what = client, what
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args, **kwargs):
+            return outage.patient(lambda: attr(*args, **kwargs), what=self._what)
+
+        return call
 
 
 def git_commit() -> str:
@@ -354,14 +381,23 @@ class Tracker:
 
     def find_generator_run(self, generator_key: str) -> str | None:
         """The run that trained and logged the generator with this key (any experiment), if any."""
+        runs = self.generator_runs(generator_key, max_results=1)
+        return runs[0] if runs else None
+
+    def generator_runs(self, generator_key: str, *, max_results: int = 5) -> list[str]:
+        """Runs that trained and wholly logged the generator with this key, newest first (the tag is set only
+        after the upload, so a run killed while uploading is never among them)."""
         runs = self.search(f"tags.{TAG_GENERATOR_KEY} = '{generator_key}' and tags.{TAG_GENERATOR_TRAINED} = 'true'",
-                           max_results=1)
-        return runs[0].info.run_id if runs else None
+                           max_results=max_results)
+        return [r.info.run_id for r in runs]
 
     def load_checkpoint(self, run_id: str, path: str = "generator/model.pt") -> dict:
+        """A checkpoint, checked against the digest its run recorded after uploading it (older runs have none);
+        a mismatch (a partly written or damaged file) raises ``CheckpointIncomplete``."""
         t0 = time.perf_counter()
         try:
-            return _load_checkpoint(self.uri, run_id, path)
+            expected = self.client.get_run(run_id).data.tags.get(TAG_SHA256 + path)
+            return _load_checkpoint(self.uri, run_id, path, expected)
         finally:
             self.seconds += time.perf_counter() - t0
 
@@ -377,8 +413,10 @@ class Tracker:
 
 
 @functools.lru_cache(maxsize=16)
-def _load_checkpoint(uri: str, run_id: str, path: str) -> dict:
+def _load_checkpoint(uri: str, run_id: str, path: str, sha256: str | None = None) -> dict:
     """Download and load a checkpoint once per process (studies reuse one generator many times)."""
+    import hashlib
+
     import mlflow
     import torch
 
@@ -387,12 +425,16 @@ def _load_checkpoint(uri: str, run_id: str, path: str) -> dict:
     # checkpoint it downloads
     with tempfile.TemporaryDirectory(prefix="synthboost-ckpt-") as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri,
-                                                        dst_path=tmp)
+            local = outage.patient(lambda: mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, tracking_uri=uri, dst_path=tmp), what=_store_name(uri))
         except Exception as err:  # MLflow raises several types for a missing artifact
             raise UserError(f"run {run_id} has no {path} ({type(err).__name__}); it holds no generator "
                             "checkpoint") from None
-        return torch.load(local, map_location="cpu", weights_only=True)
+        data = Path(local).read_bytes()
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise CheckpointIncomplete(f"run {run_id}'s {path} ({len(data)} bytes) does not match the digest "
+                                       "recorded after its upload")
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def cached_model(tracker: Tracker, *, kind: str, key: str, name: str,
@@ -412,7 +454,7 @@ def cached_model(tracker: Tracker, *, kind: str, key: str, name: str,
         state, metrics, params = train()
         run.log_params(params)
         run.log_metrics(metrics)
-        run.log_checkpoint(state, artifact_path="model")
+        run.set_tags(run.log_checkpoint(state, artifact_path="model"))
     return state, run.id
 
 
@@ -483,15 +525,31 @@ class Run:
             Path(tmp, fname).write_bytes(png)
             self.log_file(Path(tmp, fname), folder or None)
 
-    def log_checkpoint(self, state: dict, *, artifact_path: str = "generator", config_yaml: str | None = None) -> None:
+    def log_checkpoint(self, state: dict, *, artifact_path: str = "generator",
+                       config_yaml: str | None = None) -> dict[str, str]:
+        """Upload ``model.pt`` (and ``config.yaml``) under ``artifact_path``; returns the digest tag to set once
+        the checkpoint counts as complete.  A full disk raises ``DiskFull`` (one line, how to resume)."""
+        import errno
+        import hashlib
+
         import torch
 
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save(state, Path(tmp) / "model.pt")
-            if config_yaml is not None:
-                (Path(tmp) / "config.yaml").write_text(config_yaml)
-            with self._timed():
-                self.client.log_artifacts(self.id, tmp, artifact_path)
+        buf = io.BytesIO()
+        torch.save(state, buf)  # into memory first: a full disk then fails in a plain write, with its errno
+        data = buf.getvalue()
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                Path(tmp, "model.pt").write_bytes(data)
+                if config_yaml is not None:
+                    Path(tmp, "config.yaml").write_text(config_yaml)
+                with self._timed():
+                    self.client.log_artifacts(self.id, tmp, artifact_path)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise
+            raise DiskFull(f"no space left writing the {artifact_path} checkpoint ({len(data) / 1e6:.1f} MB): "
+                           f"{err.strerror}; free some space, then re-run the same command to resume") from None
+        return {f"{TAG_SHA256}{artifact_path}/model.pt": hashlib.sha256(data).hexdigest()}
 
     def fail(self, err: BaseException) -> None:
         msg = f"{type(err).__name__}: {err}"

@@ -1,0 +1,84 @@
+"""Riding out a store outage: a tracking server or a database that stops and comes back within a bound.
+
+Calls to a server or a database go through ``patient(call, what=…)``: when one fails because the store cannot
+be reached, it is retried with exponential backoff (1 s, 2 s, … at most 15 s apart), and stderr says so once
+per outage and again when the store is back.  After ``SYNTHBOOST_OUTAGE_SECONDS`` (default 600) without an
+answer it raises ``StoreOutage`` with how to resume.  Retried calls are the stores' own writes and reads,
+which fail before they commit while the store is down (a write whose answer alone was lost may be applied
+twice: a duplicate metric point or tag, never a lost one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from .errors import StoreOutage
+
+T = TypeVar("T")
+DEFAULT_BOUND = 600.0
+MAX_DELAY = 15.0
+#: the text a failure to reach a server or database leaves somewhere in its exception chain
+_SIGNS = ("connection refused", "max retries exceeded", "could not connect", "server closed the connection",
+          "terminating connection", "the database system is starting up", "the database system is shutting down",
+          "connection reset", "remote end closed connection", "connection aborted", "failed to establish",
+          "no connection to the server", "connection to server", "is the server running", "bad gateway",
+          "service unavailable", "connection is closed")
+_NAMES = ("ConnectionError", "MaxRetryError", "NewConnectionError", "RemoteDisconnected", "ConnectionRefusedError",
+          "ConnectionResetError")
+_lock = threading.Lock()
+_down_since: dict[str, float] = {}  # what -> when this process first saw it unreachable
+
+
+def bound() -> float:
+    try:
+        return float(os.environ.get("SYNTHBOOST_OUTAGE_SECONDS", DEFAULT_BOUND))
+    except ValueError:
+        return DEFAULT_BOUND
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it wraps) says the store could not be reached, not that a call was wrong."""
+    seen = 0
+    while err is not None and seen < 10:
+        if type(err).__name__ in _NAMES or any(s in str(err).lower() for s in _SIGNS):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def patient(call: Callable[[], T], *, what: str) -> T:
+    """``call()``, retried while ``what`` (e.g. "MLflow tracking server http://…") is unreachable, up to the bound."""
+    delay, start = 1.0, None
+    while True:
+        try:
+            value = call()
+        except Exception as err:
+            if not unreachable(err):
+                raise
+            now = time.monotonic()
+            with _lock:
+                start = _down_since.setdefault(what, now)
+                first = start == now
+            waited = now - start
+            if waited >= bound():
+                raise StoreOutage(f"{what} unreachable for {waited:.0f} s (more than SYNTHBOOST_OUTAGE_SECONDS="
+                                  f"{bound():.0f}); start it again, then re-run the same command to resume "
+                                  "(finished trials and cells are kept)") from None
+            if first:
+                print(f"{what} unreachable ({type(err).__name__}); waiting for it with backoff, up to "
+                      f"{bound():.0f} s", file=sys.stderr, flush=True)
+            time.sleep(min(delay, max(0.1, bound() - waited)))
+            delay = min(2 * delay, MAX_DELAY)
+            continue
+        if start is not None or what in _down_since:
+            with _lock:
+                began = _down_since.pop(what, None)
+            if began is not None:
+                print(f"{what} is back after {time.monotonic() - began:.0f} s; carrying on", file=sys.stderr,
+                      flush=True)
+        return value

@@ -1,0 +1,345 @@
+"""Faults a long study meets, each provoked for real and checked the way a user would notice it (issue 20).
+
+Workers are real ``synthboost`` processes on the smoke profile.  They are killed at a named stage through the
+``SYNTHBOOST_FAULT`` hook (synthboost/faults.py: inert unless set), so each fault lands at the same moment on
+every machine.  tests/README.md lists each fault, what the user sees and the test that covers it.  Every
+process a test starts is ended by the test (or its fixture) even when it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from synthboost import queue
+from synthboost.tracking import Tracker
+
+from servers import worker_env
+
+pytestmark = pytest.mark.slow
+
+STUDY = """
+regime: balanced
+size: 300
+classifier: cnn
+profile: smoke
+seeds: [0]
+n_trials: {n_trials}
+sampler: {{name: random, seed: 0}}
+pruner: {{name: none}}
+search_space:
+  mix.ratio: {{low: 0.2, high: 1.0}}
+fixed: {{clf.epochs: 2, gen.epochs: 2, gen.latent_dim: {latent}}}
+"""
+# gen.epochs 2: "during generator training" is after its first epoch, with one still to go
+
+GRID = """
+experiment: faults-grid
+profile: smoke
+models: [vae]
+regimes: [balanced]
+sizes: [300]
+seeds: [0]
+classifiers: [cnn]
+mixes: [{ratio: 0.5, strategy: balance}, {ratio: 1.0, strategy: uniform}]
+fixed: {clf.epochs: 2, gen.latent_dim: 9}
+"""
+# one unit (one generator) of two cells
+
+
+# ---------------------------------------------------------------- helpers
+def embedded_env(home: Path, **extra: str) -> dict[str, str]:
+    """A fresh clone's environment: the embedded default stores under ``home``, nothing inherited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SYNTHBOOST_"))}
+    return env | {"SYNTHBOOST_HOME": str(home), "OMP_NUM_THREADS": "1",
+                  "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"} | extra
+
+
+class Procs:
+    """Starts ``synthboost`` processes and kills whatever is still running at the end of the test."""
+
+    def __init__(self):
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], *, env: dict, cwd: Path, stderr=subprocess.PIPE, **kw) -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, "-m", "synthboost", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                             stderr=stderr, text=True, **kw)
+        self.started.append(p)
+        return p
+
+    def run(self, args: list[str], *, env: dict, cwd: Path, timeout: float = 600, **kw) -> tuple[int, str, str]:
+        p = self.start(args, env=env, cwd=cwd, **kw)
+        out, err = p.communicate(timeout=timeout)
+        return p.returncode, out, err
+
+    def cleanup(self):
+        for p in self.started:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+
+
+@pytest.fixture
+def procs():
+    p = Procs()
+    yield p
+    p.cleanup()
+
+
+def embedded_tracker(home: Path) -> Tracker:
+    return Tracker(f"sqlite:///{home / 'tracking' / 'mlflow.db'}")
+
+
+def journal_study(home: Path, name: str):
+    return optuna.load_study(study_name=name, storage=queue.open_storage(str(home / "tracking" / "optuna.journal")))
+
+
+def all_runs(tracker: Tracker):
+    return tracker.client.search_runs(tracker.experiment_ids(), max_results=1000)
+
+
+def status_counts(runs) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in runs:
+        out[r.info.status] = out.get(r.info.status, 0) + 1
+    return out
+
+
+def trained_runs(runs) -> list:
+    return [r for r in runs if r.data.tags.get("generator_trained") == "true"]
+
+
+def one_line_error(err: str) -> str:
+    """The CLI's message: no traceback, and the last line of stderr says what happened."""
+    assert "Traceback" not in err, err[-3000:]
+    return err.strip().splitlines()[-1]
+
+
+def write_study(home: Path, n_trials: int, latent: int) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "study.yaml"
+    path.write_text(STUDY.format(n_trials=n_trials, latent=latent))
+    return path
+
+
+# ---------------------------------------------------------------- SIGKILL of a worker
+@pytest.mark.parametrize("stage", ["generator-training", "checkpoint-uploaded"])
+def test_a_study_worker_killed_resumes_and_completes_each_trial_once(stage, procs, tmp_path):
+    """Killed while training its generator, or once the checkpoint is uploaded but not yet marked complete:
+    the same command again finishes the study; the generator is trained (and marked) once, by the retry."""
+    home = tmp_path / "clone"
+    study_file = write_study(home, 1, latent=7 if stage == "generator-training" else 6)
+    args = ["study", "--model", "vae", "--config", str(study_file), "--name", "k"]
+    code, out, err = procs.run(args, env=embedded_env(home, SYNTHBOOST_FAULT=f"{stage}:SIGKILL"), cwd=home)
+    assert code == -signal.SIGKILL and f"fault point {stage} reached" in err, err[-3000:]
+    tracker = embedded_tracker(home)
+    killed = [r for r in all_runs(tracker) if r.data.tags.get("optuna.trial_number") == "0"]
+    assert [r.info.status for r in killed] == ["RUNNING"]  # what a crash leaves behind
+    if stage == "checkpoint-uploaded":  # the checkpoint is in the store, the completion mark is not
+        assert Path(killed[0].info.artifact_uri.removeprefix("file://"), "generator", "model.pt").is_file()
+        assert "generator_trained" not in killed[0].data.tags
+
+    code, out, err = procs.run(args, env=embedded_env(home), cwd=home)
+    assert code == 0, err[-3000:]
+    assert "study k: 1 complete, 0 pruned, 0 failed (1 retried" in out, out
+
+    trials = journal_study(home, "k").get_trials()
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL"]
+    failed, done = sorted(trials, key=lambda t: t.state.name != "FAIL")
+    assert "died" in failed.user_attrs["fail_reason"] and done.user_attrs["retry_of"] == failed.number
+    runs = all_runs(tracker)
+    assert status_counts(runs) == {"FINISHED": 2, "FAILED": 1}  # parent + the retry; the killed run closed
+    by_id = {r.info.run_id: r for r in runs}
+    assert by_id[failed.user_attrs["mlflow_run_id"]].info.status == "FAILED"
+    retry = by_id[done.user_attrs["mlflow_run_id"]]
+    assert [r.info.run_id for r in trained_runs(runs)] == [retry.info.run_id]  # trained once, by the retry
+    assert retry.data.tags["generator_run_id"] == retry.info.run_id
+
+
+def test_a_grid_worker_killed_while_training_its_classifier_the_grid_still_runs_each_cell_once(procs, tmp_path):
+    """Two grid workers; one is killed in its first cell's classifier training.  The same `synthboost grid`
+    command retries the unit: its generator (complete) is reused, each cell ends FINISHED exactly once."""
+    home = tmp_path / "clone"
+    home.mkdir()
+    (home / "grid.yaml").write_text(GRID)
+    env = embedded_env(home, SYNTHBOOST_FAULT="classifier-training:SIGKILL",
+                       SYNTHBOOST_FAULT_ONCE=str(tmp_path / "fault-once"))
+    code, out, err = procs.run(["grid", "--config", "grid.yaml", "--workers", "2"], env=env, cwd=home)
+    assert code == 0, out + err[-3000:]
+    assert "fault point classifier-training reached" in err and "-9" in err, err[-3000:]  # a worker did die
+    assert "0 missing of 2" in out, out
+
+    runs = all_runs(embedded_tracker(home))
+    cells = [r for r in runs if r.data.tags.get("synthboost.kind") == "experiment"]
+    finished = [r for r in cells if r.info.status == "FINISHED"]
+    assert len(finished) == 2 and len({r.data.tags["config_key"] for r in finished}) == 2  # each cell once
+    assert status_counts(runs) == {"FINISHED": 3, "FAILED": 1}  # two cells + the parent; the killed cell closed
+    killed = next(r for r in cells if r.info.status == "FAILED")
+    assert "died" in killed.data.tags["error"]
+    # the killed run had finished its generator (complete and marked): the retry reused it, trained nothing
+    assert [r.info.run_id for r in trained_runs(runs)] == [killed.info.run_id]
+    assert {r.data.tags["generator_run_id"] for r in finished} == {killed.info.run_id}
+    units = journal_study(home, "grid-faults-grid").get_trials()
+    assert sorted(t.state.name for t in units) == ["COMPLETE", "FAIL"]
+
+
+def test_a_damaged_checkpoint_is_never_taken_as_a_cached_generator(tmp_path, capsys):
+    """A checkpoint whose bytes no longer match the digest recorded after its upload is not sampled from."""
+    from synthboost.pipeline import make_config, run_experiment
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = make_config(model="vae", regime="balanced", size=300, profile="smoke",
+                      overrides={"clf": {"epochs": 1}, "gen": {"latent_dim": 5}})
+    first = run_experiment(cfg, tracker=tracker, progress=False, use_env_run=False)
+    assert not first.generator_reused
+    run = tracker.client.get_run(first.run_id)
+    ckpt = Path(run.info.artifact_uri.removeprefix("file://"), "generator", "model.pt")
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # e.g. a copy cut short
+    second = run_experiment(cfg, tracker=tracker, progress=False, use_env_run=False)
+    assert not second.generator_reused and second.generator_run_id == second.run_id  # trained again
+    assert "does not match the digest" in capsys.readouterr().err
+    third = run_experiment(cfg, tracker=tracker, progress=False, use_env_run=False)
+    assert third.generator_reused and third.generator_run_id == second.run_id  # the good one is reused
+
+
+# ---------------------------------------------------------------- Ctrl-C
+def test_ctrl_c_ends_the_run_killed_fails_the_trial_and_says_how_to_resume(procs, tmp_path):
+    home = tmp_path / "clone"
+    study_file = write_study(home, 1, latent=8)
+    errfile = tmp_path / "stderr"
+    with open(errfile, "w") as fh:
+        p = procs.start(["study", "--model", "vae", "--config", str(study_file), "--name", "c"],
+                        env=embedded_env(home, SYNTHBOOST_FAULT="classifier-training:wait"), cwd=home, stderr=fh)
+        deadline = time.time() + 300
+        while "fault point classifier-training reached" not in errfile.read_text():
+            assert p.poll() is None and time.time() < deadline, errfile.read_text()[-3000:]
+            time.sleep(0.5)
+        p.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        t0 = time.monotonic()
+        p.wait(timeout=60)
+        seconds = time.monotonic() - t0
+    err = errfile.read_text()
+    assert p.returncode == 130, err[-3000:]
+    line = one_line_error(err)
+    assert "interrupted" in line and "re-run the same command to resume" in line
+    assert seconds < 30, seconds  # promptly: no waiting for the store or a worker
+
+    trials = journal_study(home, "c").get_trials()
+    assert sorted(t.state.name for t in trials) == ["FAIL", "WAITING"]  # the retry a resume will run
+    failed = next(t for t in trials if t.state.name == "FAIL")
+    assert failed.user_attrs["fail_reason"] == "interrupted (SIGINT)"
+    run = embedded_tracker(home).client.get_run(failed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["error"] == "interrupted"
+
+
+# ---------------------------------------------------------------- a full disk
+def _limit_file_size(limit: int):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_clear_line_and_the_store_stays_readable(procs, tmp_path):
+    """RLIMIT_FSIZE in the child makes any file past 4 MB fail as a full disk would (EFBIG, handled as ENOSPC):
+    the 6.7 MB checkpoint fails, the 1 MB SQLite store does not."""
+    home = tmp_path / "clone"
+    home.mkdir()
+    args = ["run", "--model", "vae", "--profile", "smoke", "--size", "300", "--set", "gen.hidden=128",
+            "--set", "clf.epochs=1"]
+    code, out, err = procs.run(args, env=embedded_env(home), cwd=home, preexec_fn=_limit_file_size(4_000_000))
+    assert code == 1, err[-3000:]
+    line = one_line_error(err)
+    assert line.startswith("error: no space left writing the generator checkpoint") and "re-run" in line, line
+    assert "File too large" in line or "No space left" in line
+
+    tracker = embedded_tracker(home)  # readable: the failed run is there, FAILED, with the reason
+    runs = all_runs(tracker)
+    assert [r.info.status for r in runs] == ["FAILED"] and "no space left" in runs[0].data.tags["error"]
+    assert not trained_runs(runs)  # never a cached generator
+    code, out, err = procs.run(args, env=embedded_env(home), cwd=home)  # space again: the same command works
+    assert code == 0, err[-3000:]
+    assert "generator trained in run" in out
+    assert status_counts(all_runs(tracker)) == {"FAILED": 1, "FINISHED": 1}
+
+
+# ---------------------------------------------------------------- server mode: the server goes away
+def _wait_for(predicate, *, timeout: float, what: str, proc=None):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        assert proc is None or proc.poll() is None, f"the worker exited while waiting for {what}"
+        time.sleep(1)
+
+
+def _trials_in(server, name: str, state: str) -> int:
+    try:
+        st = optuna.load_study(study_name=name, storage=server.storage)
+    except Exception:  # not created yet
+        return 0
+    return sum(t.state.name == state for t in st.get_trials())
+
+
+def test_server_stopped_mid_study_and_back_within_the_bound_nothing_is_lost(server, procs, tmp_path):
+    home = tmp_path / "machine"
+    study_file = write_study(home, 2, latent=12)
+    env = worker_env(server, home) | {"SYNTHBOOST_OUTAGE_SECONDS": "300"}
+    errfile = tmp_path / "stderr"
+    with open(errfile, "w") as fh:
+        p = procs.start(["study", "--model", "vae", "--config", str(study_file), "--name", "outage",
+                         "--experiment", "faults-outage"], env=env, cwd=home, stderr=fh)
+        _wait_for(lambda: _trials_in(server, "outage", "COMPLETE") >= 1, timeout=300, what="a first trial", proc=p)
+        assert server.stop().returncode == 0  # both: the MLflow server and PostgreSQL
+        time.sleep(8)
+        server.start()  # the same ports and password
+        out, _ = p.communicate(timeout=600)
+    err = errfile.read_text()
+    assert p.returncode == 0, err[-3000:]
+    assert "unreachable" in err and "waiting for it with backoff" in err and "is back after" in err, err[-3000:]
+    assert "study outage: 2 complete, 0 pruned, 0 failed" in out, out + err[-2000:]
+    st = optuna.load_study(study_name="outage", storage=server.storage)
+    assert sorted(t.state.name for t in st.get_trials()) == ["COMPLETE"] * 2  # nothing lost, nothing retried
+    tracker = Tracker(server.tracking_uri)
+    exp = tracker.client.get_experiment_by_name("faults-outage")
+    runs = tracker.client.search_runs([exp.experiment_id], max_results=100)
+    assert status_counts(runs) == {"FINISHED": 3}  # the parent and one run per trial
+    assert {t.user_attrs["mlflow_run_id"] for t in st.get_trials()} <= {r.info.run_id for r in runs}
+
+
+def test_server_gone_longer_than_the_bound_exits_saying_how_to_resume(server, procs, tmp_path):
+    home = tmp_path / "machine"
+    study_file = write_study(home, 1, latent=13)
+    env = worker_env(server, home) | {"SYNTHBOOST_OUTAGE_SECONDS": "10"}
+    args = ["study", "--model", "vae", "--config", str(study_file), "--name", "gone", "--experiment", "faults-gone"]
+    errfile = tmp_path / "stderr"
+    try:
+        with open(errfile, "w") as fh:
+            p = procs.start(args, env=env, cwd=home, stderr=fh)
+            _wait_for(lambda: _trials_in(server, "gone", "RUNNING") >= 1, timeout=300, what="a trial", proc=p)
+            assert server.stop().returncode == 0
+            t0 = time.monotonic()
+            p.wait(timeout=180)
+            seconds = time.monotonic() - t0
+    finally:
+        server.start()
+    err = errfile.read_text()
+    assert p.returncode == 1, err[-3000:]
+    line = one_line_error(err)
+    assert "unreachable for" in line and "SYNTHBOOST_OUTAGE_SECONDS=10" in line, line
+    assert "re-run the same command to resume" in line
+    assert seconds < 120, seconds  # bounded: it did not hang on MLflow's or the driver's own retries
+    # and the same command, with the server back, finishes the study: the dead worker's trial is retried
+    code, out, err = procs.run(args, env=env, cwd=home)
+    assert code == 0, err[-3000:]
+    assert "1 complete, 0 pruned, 0 failed (1 retried" in out, out
+    tracker = Tracker(server.tracking_uri)
+    exp = tracker.client.get_experiment_by_name("faults-gone")
+    assert "RUNNING" not in status_counts(tracker.client.search_runs([exp.experiment_id], max_results=100))
