@@ -36,6 +36,8 @@ TAG_GENERATOR_RUN_ID = "generator_run_id"  # the run whose checkpoint a run used
 TAG_GENERATOR_REUSED = "generator_reused"
 TAG_VARIANT = "variant"  # the grid's name for a configured model (e.g. dvae-blur); the model otherwise
 TAG_ERROR = "error"
+TAG_TUNED_STUDY = "tuned.study"  # a grid cell run from a study's best: that study's name
+TAG_TUNED_BUDGET = "tuned.budget"  # … and its tuning budget (study.budget_label), which the report pairs on
 KIND_EXPERIMENT, KIND_STUDY, KIND_GRID, KIND_REPORT, KIND_MODEL = "experiment", "study", "grid", "report", "model"
 
 
