@@ -109,7 +109,7 @@ def holm(p: pd.Series) -> pd.Series:
 
 
 def _seeds_text(s: pd.Series) -> str:
-    return ",".join(map(str, sorted(set(s))))
+    return ",".join(map(str, sorted(set(s.astype(int)))))  # ints even where a concat made the column float
 
 
 def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of: pd.Series) -> tuple[pd.DataFrame,
