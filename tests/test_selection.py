@@ -152,3 +152,24 @@ def test_bad_kfold_exits_2_with_one_line_naming_the_fix(tmp_path, selection, mes
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and fix in lines[0], out.stderr
     assert not storage.exists()
+
+
+def test_a_study_stored_before_selection_existed_still_resumes(tracker, tmp_path):
+    """Its stored spec lacks `selection`; it means the holdout, so the same study file resumes it."""
+    import json
+
+    from synthboost import study as study_mod
+    from synthboost.tracking import Tracker
+
+    path = tmp_path / "old.yaml"
+    path.write_text(KFOLD_STUDY.format(n_trials=1, selection=""))
+    spec = study_mod.load_spec(model="none-strong", path=path)
+    storage = str(tmp_path / "s.journal")
+    st = optuna.create_study(study_name="old", storage=queue.open_storage(storage), direction="maximize")
+    stored = json.loads(study_mod.spec_json(spec))
+    del stored["selection"]
+    st.set_user_attr("synthboost.spec", json.dumps(stored))
+    study_mod.prepare(spec, name="old", storage_url=storage, experiment="test-selection-old", tracker=Tracker())
+    kfold = study_mod.load_spec(model="none-strong", path=path, overrides={"selection": {"kfold": 2}})
+    with pytest.raises(study_mod.UserError, match="exists with a different spec"):
+        study_mod.prepare(kfold, name="old", storage_url=storage, experiment="test-selection-old", tracker=Tracker())

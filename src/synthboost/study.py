@@ -192,6 +192,8 @@ def prepare(spec: StudySpec, *, name: str, storage_url: str, experiment: str, tr
         study = queue.create_study(name, storage_url, direction="maximize")
         old = study.user_attrs.get("synthboost.spec")
         new = spec_json(spec)
+        if old is not None:  # a study stored before a field existed has that field's default
+            old = spec_json(build(StudySpec, json.loads(old)))
         if old is not None and {**json.loads(old), "n_trials": 0} != {**json.loads(new), "n_trials": 0}:
             raise UserError(f"study {name!r} exists with a different spec; choose another --name to start afresh")
         study.set_user_attr("synthboost.spec", new)  # a higher n_trials on resume raises the budget
