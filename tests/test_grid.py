@@ -189,3 +189,8 @@ def test_from_study_carries_the_best_classifier_recipe_and_tags_tuned_cells(grid
     assert gan["overrides"]["mix"]["ratio"] == 0.5 and gan["tags"]["tuned.budget"] == budget
     assert cells[("cgan", '{"ratio": 1.0, "strategy": "uniform"}')]["overrides"]["clf"]["lr"] == 0.002
     assert len({c["key"] for c in cells.values()}) == len(cells)  # every tuned cell is a cell of its own
+    # another family borrows cgan's best mix, but neither its gen.*/clf.* nor its tuned tags
+    borrowed = grid_mod.plan(grid_mod.load_grid(grid_file("g-borrow", text.replace("cgan]", "cgan, vae]"))), storage)
+    vae = [c for u in borrowed if u["variant"] == "vae" for c in u["cells"] if c["mix_label"] == "best of cs"]
+    assert vae and all(c["tags"] == {} and c["overrides"]["mix"]["ratio"] == 0.5 and c["overrides"]["clf"]["lr"] == 0.002
+                       for c in vae)

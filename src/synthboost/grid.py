@@ -183,7 +183,8 @@ def plan(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
                                               gen_metrics=spec.gen_metrics)
                             cells.append({"classifier": clf, "overrides": overrides, "key": config_key(cfg),
                                           "mix_label": mx["label"] if mx else "real only",
-                                          "tags": mx["tags"] if mx else {}})
+                                          # tuned only by its own study (another family's best mix is borrowed)
+                                          "tags": mx["tags"] if mx and mx["study_model"] == v.model else {}})
                     units.append({"variant": v.name, "model": v.model, "regime": regime, "size": size,
                                   "seed": seed, "profile": spec.profile, "gen_metrics": spec.gen_metrics,
                                   "cells": cells})
