@@ -181,6 +181,8 @@ def study(
                + (f"best {spec.objective} {summary['best_value']:.4f} (trial {summary['best_trial']}, run "
                   f"{summary['best_run_id']}) with {summary['best_params']}" if "best_value" in summary
                   else "no complete trial yet"))
+    if "agreement" in summary:
+        typer.echo(summary["agreement"])
     typer.echo(f"MLflow parent run {summary['parent_run_id']}; watch it with `synthboost dashboard --name {name}`")
 
 

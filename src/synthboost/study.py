@@ -345,10 +345,10 @@ def run_study(spec: StudySpec, *, name: str, storage_url: str, experiment: str, 
             print(f"warning: worker exit codes {codes}; re-run the same command to resume", file=sys.stderr)
     queue.wait_for_others(study, storage_url, tracker, lambda: work(name, storage_url, progress=progress,
                                                                     use_cache=use_cache))
-    return finalize(study, tracker)
+    return finalize(study, tracker, storage_url=storage_url)
 
 
-def finalize(study, tracker) -> dict[str, Any]:
+def finalize(study, tracker, *, storage_url: str) -> dict[str, Any]:
     """Best value/params and Optuna's matplotlib plots into the parent run; the parent ends FINISHED."""
     from optuna.trial import TrialState
 
@@ -370,6 +370,13 @@ def finalize(study, tracker) -> dict[str, Any]:
         for fname, fig in _plots(study).items():
             run.log_figure(fig, f"optuna/{fname}")
     tracker.attach(parent).log_metrics(metrics)
+    if len(complete) >= 3:  # how far the choice can be trusted: val↔test rank agreement into the parent run
+        from . import selection
+
+        try:
+            summary["agreement"] = selection.study_agreement(study.study_name, storage_url, tracker=tracker).text()
+        except UserError:  # fewer than 3 complete trials with a test score (e.g. runs still being written)
+            pass
     if env_run_id() != parent:  # `mlflow run` ends its own run
         tracker.close_run(parent, "FINISHED")
     return summary
