@@ -135,9 +135,62 @@ def test_a_variant_can_carry_classifier_options_and_mixes_can_filter(grid_file, 
     assert len(baseline) == 4 and all("mix" not in c["overrides"] for c in baseline)
 
 
-@pytest.mark.parametrize("name", ["grid", "gan-balanced", "gan-high", "diffusion-balanced", "diffusion-high"])
+@pytest.mark.parametrize("name", ["grid", "gan-balanced", "gan-high", "diffusion-balanced", "diffusion-high",
+                                  "tuned-high"])
 def test_the_shipped_grid_files_are_valid(name):
     from synthboost.study import studies_dir
 
     spec = grid_mod.load_grid(studies_dir() / f"{name}.yaml")
     assert grid_mod.variants(spec) and spec.profile == "quick"
+
+
+def _finished_study(storage: str, name: str, model: str, params: dict, path=None) -> None:
+    """A study of ``model`` (its shipped study file, or ``path``) with one COMPLETE trial of ``params``."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from synthboost import queue
+    from synthboost import study as study_mod
+
+    spec = study_mod.load_spec(model=model, path=path)
+    st = optuna.create_study(study_name=name, storage=queue.open_storage(storage), direction="maximize")
+    st.set_user_attr("synthboost.spec", study_mod.spec_json(spec))
+    trial = st.ask({k: CategoricalDistribution([v]) for k, v in params.items()})
+    st.tell(trial, 0.8)
+
+
+def test_from_study_carries_the_best_classifier_recipe_and_tags_tuned_cells(grid_file, tmp_path):
+    """A baseline's study adds its tuned cell (its best clf.*, oversample's ratio too) beside the default one; a
+    generator's study gives its mix, gen.* and clf.*; every such cell names its study and budget."""
+    storage = str(tmp_path / "q.journal")
+    _finished_study(storage, "ns", "none-strong", {"clf.lr": 0.004, "clf.dropout": 0.1})
+    _finished_study(storage, "os", "oversample", {"mix.ratio": 2.0, "clf.class_weight": "none"})
+    _finished_study(storage, "cs", "cgan", {"mix.ratio": 0.5, "gen.truncation": 0.8, "clf.lr": 0.001})
+    text = GRID.replace("[none, vae]", "[none, none-strong, oversample, cgan]").replace(
+        "gen.latent_dim: 12", "clf.lr: 0.002").replace(
+        "mixes: [{{ratio: 0.5, strategy: balance}}, {{ratio: 1.0, strategy: uniform}}]",
+        "mixes: [{{ratio: 1.0, strategy: uniform}}, {{from_study: ns}}, {{from_study: os}}, {{from_study: cs}}]")
+    units = grid_mod.plan(grid_mod.load_grid(grid_file("g-tuned", text)), storage)
+    cells = {(u["variant"], c["mix_label"]): c for u in units if u["seed"] == 0 and u["regime"] == "high"
+             for c in u["cells"]}
+    budget = "12 trials of val/balanced_accuracy, holdout"  # the shipped none-strong/oversample/cgan budgets
+    assert set(cells) == {("none", "real only"), ("none-strong", "real only"), ("none-strong", "best of ns"),
+                          ("oversample", "real only"), ("oversample", "best of os"),
+                          ("cgan", '{"ratio": 1.0, "strategy": "uniform"}'), ("cgan", "best of cs")}
+    tuned = cells[("none-strong", "best of ns")]
+    assert tuned["overrides"]["clf"] == {"epochs": 1, "lr": 0.004, "dropout": 0.1}  # the study's lr over the grid's
+    assert tuned["tags"] == {"tuned.study": "ns", "tuned.budget": budget}
+    assert cells[("none-strong", "real only")]["tags"] == {}
+    assert cells[("none-strong", "real only")]["overrides"]["clf"] == {"epochs": 1, "lr": 0.002}
+    over = cells[("oversample", "best of os")]
+    assert over["overrides"]["mix"] == {"ratio": 2.0} and over["overrides"]["clf"]["class_weight"] == "none"
+    gan = cells[("cgan", "best of cs")]
+    assert gan["overrides"]["clf"]["lr"] == 0.001 and gan["overrides"]["gen"]["truncation"] == 0.8
+    assert gan["overrides"]["mix"]["ratio"] == 0.5 and gan["tags"]["tuned.budget"] == budget
+    assert cells[("cgan", '{"ratio": 1.0, "strategy": "uniform"}')]["overrides"]["clf"]["lr"] == 0.002
+    assert len({c["key"] for c in cells.values()}) == len(cells)  # every tuned cell is a cell of its own
+    # another family borrows cgan's best mix, but neither its gen.*/clf.* nor its tuned tags
+    borrowed = grid_mod.plan(grid_mod.load_grid(grid_file("g-borrow", text.replace("cgan]", "cgan, vae]"))), storage)
+    vae = [c for u in borrowed if u["variant"] == "vae" for c in u["cells"] if c["mix_label"] == "best of cs"]
+    assert vae and all(c["tags"] == {} and c["overrides"]["mix"]["ratio"] == 0.5 and c["overrides"]["clf"]["lr"] == 0.002
+                       for c in vae)

@@ -762,3 +762,47 @@ def test_clip_runs_from_before_own_data_clips_count_as_external_data():
     runs = rep.tidy(frame)
     assert runs["external_data"].tolist() == [True, True, False, False]
     assert "code version" in runs["external_source"].iloc[0]
+
+
+# ---------------------------------------------------------------- tuned baselines, budget-fair
+BUDGET = "12 trials of val/balanced_accuracy, holdout"
+
+
+def test_a_tuned_generator_is_compared_with_the_tuned_baselines_of_its_budget():
+    """Cells run from a study's best (tag tuned.budget) pair across recipes only with baselines tuned with the
+    same budget, say so, and get their own claim; a tuned generator without one is listed as missing."""
+    from synthboost.report import analyse, tidy
+    from synthboost.report.claims import seed
+    from synthboost.report.stats import TUNED
+
+    rows, extra = [], []
+    for s in range(3):
+        base = 0.70 + 0.01 * s
+        rows += [("none", "high", 500, s, base), ("none-strong", "high", 500, s, base + 0.02),
+                 ("none-strong", "high", 500, s, base + 0.03), ("cgan", "high", 500, s, base + 0.05 + 0.002 * s),
+                 ("cgan", "high", 500, s, base + 0.04)]
+        extra += [{}, {}, {"tags.tuned.budget": BUDGET, "params.clf.lr": "0.004"},
+                  {"tags.tuned.budget": BUDGET, "params.mix.ratio": "0.5"},
+                  {"tags.tuned.budget": "40 trials of val/balanced_accuracy, holdout", "params.mix.ratio": "2.0"}]
+    frame = _frame(rows)
+    for i, e in enumerate(extra):
+        for k, v in e.items():
+            frame.loc[i, k] = v
+    a = analyse(tidy(frame))
+    acc = a.gains[(a.gains["metric"] == "accuracy") & (a.gains["comparison"] == TUNED)]
+    assert len(acc) == 1  # only the 12-trial cgan, only against the 12-trial none-strong
+    row = acc.iloc[0]
+    assert row["model"] == "cgan" and row["baseline"] == "none-strong" and row["n"] == 3
+    assert row["mean"] == pytest.approx(0.05 + 0.002 - 0.03, abs=1e-9)  # (cgan − tuned none-strong) over seeds
+    assert row["baseline_recipe"] != row["recipe"]  # across recipes, on purpose: each is what its budget found
+    # the untuned none-strong never pairs with the tuned cgan, and the tuned cgan still pairs with `none` on its recipe
+    matched = a.gains[(a.gains["metric"] == "accuracy") & (a.gains["comparison"] == "matched recipe")]
+    assert set(matched.loc[matched["model"] == "cgan", "baseline"]) == {"none"}
+    mi = a.missing[a.missing["on_recipe"].str.startswith("tuned: ")]
+    assert list(mi["on_recipe"]) == ["tuned: 40 trials of val/balanced_accuracy, holdout"]
+    assert list(mi["baseline"]) == ["none-strong"] and list(mi["missing_seeds"]) == ["0,1,2"]
+    claims = {c.key: c for c in seed.claims(a)}
+    tuned = claims["4-none-strong-tuned"]
+    assert tuned.statement == "Some tuned generator beats `none-strong` tuned with the same budget"
+    assert tuned.verdict == "holds" and tuned.n == 3, tuned.detail
+    assert claims["4-oversample-tuned"].verdict == "inconclusive"  # no oversample runs at all

@@ -53,6 +53,9 @@ def test_two_workers_meet_the_budget_exactly_with_one_child_run_per_trial(tracke
     assert len(children) == 4
     assert tracker.client.get_run(parent).info.status == "FINISHED"
     assert tracker.client.get_run(parent).data.tags["optuna.study_name"] == "two"
+    # the parent also says how far the choice can be trusted: val↔test rank agreement over the 4 trials
+    assert "Spearman ρ(val val/balanced_accuracy, test/accuracy)" in result.stdout
+    assert tracker.client.get_run(parent).data.metrics["selection/n"] == 4
     by_id = {r.info.run_id: r for r in children}
     for t in st.trials:
         run = by_id[t.user_attrs["mlflow_run_id"]]  # the trial names its run ...

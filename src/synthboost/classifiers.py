@@ -99,6 +99,7 @@ class CNNConfig:
         "dropout": FloatRange(0.0, 0.5),
         "label_smoothing": FloatRange(0.0, 0.2),
         "augment": Choice(("none", "shift", "shift_flip", "shift_flip_erase")),
+        "shift": IntRange(1, 4),
         "class_weight": Choice(("none", "balanced")),
         "sampler": Choice(("uniform", "class_balanced")),
         "schedule": Choice(("onecycle", "cosine", "constant")),

@@ -236,7 +236,28 @@ def study(
                + (f"best {spec.objective} {summary['best_value']:.4f} (trial {summary['best_trial']}, run "
                   f"{summary['best_run_id']}) with {summary['best_params']}" if "best_value" in summary
                   else "no complete trial yet"))
+    if "agreement" in summary:
+        typer.echo(summary["agreement"])
     typer.echo(f"MLflow parent run {summary['parent_run_id']}; watch it with `synthboost dashboard --name {name}`")
+
+
+@app.command()
+@guarded
+def agreement(
+    name: Annotated[str, typer.Option(help="The study to check.")],
+    storage: Annotated[str | None, typer.Option(help="Optuna storage (default: the project's).")] = None,
+    first: Annotated[int | None, typer.Option(help="Only trials numbered below N (to compare two studies of one "
+                                                   "seeded random sampler on the same settings); not logged.")] = None,
+) -> None:
+    """How far a study's choice can be trusted: Spearman rank agreement of its validation objective with test
+    accuracy over its complete trials (n, 95% bootstrap CI); logged into the study's parent run."""
+    from . import queue, selection, tracking
+
+    if first is not None and first < 3:
+        raise UserError(f"--first must be >= 3 (rank agreement needs 3 trials), got {first}")
+    url = storage or queue.default_storage()
+    queue.check_storage(url)
+    typer.echo(selection.study_agreement(name, url, tracker=tracking.Tracker(), first=first).text())
 
 
 @app.command("study-worker", hidden=True)

@@ -184,6 +184,14 @@ class DataConfig:
     val_fraction: float = pydantic.Field(default=0.15, gt=0.0, lt=0.5)
     # semi: the two classes that get 1/6 of a majority class's count (default: Pullover, Shirt)
     minority_classes: tuple[int, int] = (2, 6)
+    # k-fold selection (a study's ``selection: {kfold: k}``): the regime subset is cut into ``kfold`` stratified
+    # folds and fold ``fold`` validates, instead of the ``val_fraction`` holdout; None = the holdout
+    kfold: int | None = pydantic.Field(default=None, ge=2)
+    fold: int = pydantic.Field(default=0, ge=0)
+
+    #: fields added after runs were recorded: left out of a holdout run's config (and so of its key), so every
+    #: holdout run keeps the config key — and the grid its finished cells — it had before
+    later_defaults: ClassVar[tuple[str, ...]] = ("kfold", "fold")
 
 
 @config
@@ -233,7 +241,8 @@ class RunConfig:
             "profile": self.profile,
             "seed": self.seed,
             "gen_metrics": self.gen_metrics,
-            "data": as_dict(self.data),
+            "data": {k: v for k, v in as_dict(self.data).items()  # a holdout run: without the k-fold fields
+                     if self.data.kfold is not None or k not in DataConfig.later_defaults},
             "mix": as_dict(self.mix),
             "clf": as_dict(self.clf),
             "gen": as_dict(self.gen) if self.gen is not None else {},

@@ -166,6 +166,17 @@ def _largest_remainder(exact: np.ndarray) -> list[int]:
     return floor.tolist()
 
 
+def check_folds(counts, k: int, *, where: str) -> None:
+    """k-fold selection needs every class in every fold: ``k`` ≥ 2 and no more folds than the smallest class has
+    images (a ``DataError`` naming the fix otherwise)."""
+    if k < 2:
+        raise DataError(f"selection.kfold must be at least 2 (got {k}); use kfold: 2 or more, or drop `selection` "
+                        "for the holdout split")
+    if k > min(counts):
+        raise DataError(f"selection.kfold {k} is more folds than the smallest class of {where} has images "
+                        f"({min(counts)}); use kfold: {min(counts)} or fewer, or a larger size")
+
+
 @dataclass(frozen=True)
 class Split:
     """The real images of one run: train and val are disjoint and carved from the same regime subset."""
@@ -195,11 +206,23 @@ def make_split(cfg: DataConfig, seed: int, *, data: FashionMNIST | None = None) 
     """Draw the regime subset (seeded), then carve a stratified validation split from it."""
     data = data or load_fashion_mnist()
     counts = regime_counts(cfg.regime, cfg.size, seed, minority_classes=cfg.minority_classes)
+    if cfg.kfold is not None:
+        check_folds(counts, cfg.kfold, where=f"{cfg.regime}/{cfg.size} seed {seed}")
+        if cfg.fold >= cfg.kfold:
+            raise DataError(f"data.fold {cfg.fold} is not one of the {cfg.kfold} folds (0…{cfg.kfold - 1})")
     gen = torch.Generator().manual_seed(seed)
     train_idx, val_idx = [], []
     for k, n in enumerate(counts):
         pool = torch.nonzero(data.train_y == k).flatten()
-        chosen = pool[torch.randperm(len(pool), generator=gen)[:n]]
+        chosen = pool[torch.randperm(len(pool), generator=gen)[:n]]  # the same draw for the holdout and the folds
+        if cfg.kfold is not None:
+            # stratified k-fold: every k-th image of each class's (already shuffled) draw, so the folds partition
+            # the regime subset and each holds ⌊n/k⌋ or ⌈n/k⌉ images of every class
+            held = torch.zeros(n, dtype=torch.bool)
+            held[cfg.fold::cfg.kfold] = True
+            val_idx.append(chosen[held])
+            train_idx.append(chosen[~held])
+            continue
         n_val = max(1, int(round(n * cfg.val_fraction)))
         val_idx.append(chosen[:n_val])
         train_idx.append(chosen[n_val:])

@@ -24,7 +24,7 @@ from . import classifiers, generators, queue
 from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, build, config, load_yaml, unflatten
 from .errors import ResourceError, UserError
 from .study import split_fixed
-from .tracking import KIND_EXPERIMENT, KIND_GRID, TAG_CONFIG_KEY, TAG_VARIANT
+from .tracking import KIND_EXPERIMENT, KIND_GRID, TAG_CONFIG_KEY, TAG_TUNED_BUDGET, TAG_TUNED_STUDY, TAG_VARIANT
 
 
 @config
@@ -41,8 +41,9 @@ class GridSpec:
     sizes: list[int] = pydantic.Field(default_factory=lambda: [1000, 5000])
     seeds: list[int] = pydantic.Field(default_factory=lambda: [0, 1, 2], min_length=1)
     classifiers: list[str] = pydantic.Field(default_factory=lambda: ["cnn"])
-    # each: mix.* values ({ratio, strategy, synthetic_weight, filter, …}) or {from_study: NAME} (that
-    # study's best mix.* params, and its gen.* params for the model it tuned)
+    # each: mix.* values ({ratio, strategy, synthetic_weight, filter, …}) or {from_study: NAME}: that study's
+    # best mix.* params for every generator, and its gen.* and clf.* params for the model it tuned — a baseline's
+    # study (none-strong, oversample) adds that baseline's tuned cell beside its default one
     mixes: list[dict[str, Any]] = pydantic.Field(default_factory=lambda: [{"ratio": 1.0, "strategy": "balance"}])
     fixed: dict[str, Any] = pydantic.Field(default_factory=dict)  # section.key -> value for every cell
     gen_metrics: bool = False
@@ -111,9 +112,14 @@ def _mix_settings(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
             unknown = set(m) - {f.name for f in dataclasses.fields(MixConfig)}  # e.g. filter, filter_threshold
             if unknown:
                 raise UserError(f"grid: unknown mix key(s) {sorted(unknown)}")
-            out.append({"mix": dict(m), "gen": {}, "study_model": None, "label": json.dumps(m, sort_keys=True)})
+            out.append({"mix": dict(m), "gen": {}, "clf": {}, "study_model": None, "tags": {},
+                        "label": json.dumps(m, sort_keys=True)})
             continue
+        if set(m) != {"from_study"}:
+            raise UserError(f"grid: a from_study mix takes no other keys, got {sorted(set(m) - {'from_study'})}")
         import optuna
+
+        from .study import StudySpec, budget_label
 
         try:
             study = optuna.load_study(study_name=m["from_study"], storage=queue.open_storage(storage_url))
@@ -122,11 +128,23 @@ def _mix_settings(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
             raise UserError(f"grid: no study named {m['from_study']!r} in {queue.redact(storage_url)}") from None
         except ValueError:
             raise UserError(f"grid: study {m['from_study']!r} has no complete trial yet") from None
-        model = json.loads(study.user_attrs["synthboost.spec"])["model"]
+        spec = build(StudySpec, json.loads(study.user_attrs["synthboost.spec"]))
         split = unflatten(best)
-        out.append({"mix": split.get("mix", {}), "gen": split.get("gen", {}), "study_model": model,
-                    "label": f"best of {m['from_study']}"})
+        # the cells run from a study's best name it and its budget, so the report compares a tuned generator
+        # with the tuned baselines of the same budget
+        tags = {TAG_TUNED_STUDY: m["from_study"], TAG_TUNED_BUDGET: budget_label(spec)}
+        out.append({"mix": split.get("mix", {}), "gen": split.get("gen", {}), "clf": split.get("clf", {}),
+                    "study_model": spec.model, "tags": tags, "label": f"best of {m['from_study']}"})
     return out
+
+
+def _settings_for(model: str, mixes: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    """The mix settings a variant of ``model`` runs: a baseline its real-only cell (None) plus the best of each
+    of its own studies; a generator every fixed mix and the best of every generator study (a baseline's study
+    tunes no mix a generator could use)."""
+    if generators.is_baseline(model):
+        return [None] + [mx for mx in mixes if mx["study_model"] == model]
+    return [mx for mx in mixes if mx["study_model"] is None or not generators.is_baseline(mx["study_model"])]
 
 
 def plan(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
@@ -143,13 +161,17 @@ def plan(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
                 for seed in spec.seeds:
                     cells = []
                     for clf in spec.classifiers:
-                        for mx in ([None] if baseline else mixes):
+                        for mx in _settings_for(v.model, mixes):
                             overrides = {s: dict(kv) for s, kv in fixed.items()}
-                            if v.clf:
-                                overrides["clf"] = {**overrides.get("clf", {}), **v.clf}
+                            own = mx is not None and mx["study_model"] == v.model  # the study tuned this model
+                            clf_values = {**v.clf, **(mx["clf"] if own else {})}
+                            if clf_values:
+                                overrides["clf"] = {**overrides.get("clf", {}), **clf_values}
                             if baseline:
                                 overrides.pop("gen", None)
                                 overrides.pop("mix", None)
+                                if own and mx["mix"]:  # oversample's tuned ratio
+                                    overrides["mix"] = dict(mx["mix"])
                             else:
                                 gen = {**overrides.get("gen", {}), **v.gen}
                                 if mx["study_model"] == v.model:
@@ -160,7 +182,9 @@ def plan(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
                                               profile=spec.profile, overrides=overrides,
                                               gen_metrics=spec.gen_metrics)
                             cells.append({"classifier": clf, "overrides": overrides, "key": config_key(cfg),
-                                          "mix_label": "real only" if baseline else mx["label"]})
+                                          "mix_label": mx["label"] if mx else "real only",
+                                          # tuned only by its own study (another family's best mix is borrowed)
+                                          "tags": mx["tags"] if mx and mx["study_model"] == v.model else {}})
                     units.append({"variant": v.name, "model": v.model, "regime": regime, "size": size,
                                   "seed": seed, "profile": spec.profile, "gen_metrics": spec.gen_metrics,
                                   "cells": cells})
@@ -307,7 +331,7 @@ def _run_cell(unit: dict, cell: dict, *, trial, tracker, parent: str, experiment
     run_experiment(cfg, tracker=tracker, experiment=experiment, parent_run_id=parent, use_env_run=False,
                    progress=False, on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
                    extra_tags={TAG_VARIANT: unit["variant"], "grid": f"grid-{experiment}",
-                               "optuna.trial_number": trial.number})
+                               "optuna.trial_number": trial.number, **cell.get("tags", {})})
 
 
 def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progress: bool = True) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import yaml
 
 from . import classifiers, faults, generators, tracking
 from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, key_dict, replace
-from .data import NUM_CLASSES, Split, load_fashion_mnist, make_split, regime_counts
+from .data import NUM_CLASSES, Split, check_folds, load_fashion_mnist, make_split, regime_counts
 from .errors import CheckpointIncomplete, UserError
 from .metrics import classification_metrics, confusion
 from .mixing import filter_samples, labels_for, mix, oversample_indices, synthetic_counts
@@ -54,7 +54,11 @@ def make_config(*, model: str, classifier: str = "cnn", regime: str = "balanced"
     if seed < 0:
         raise UserError(f"seed must be >= 0, got {seed}")
     data = build(DataConfig, {"regime": regime, "size": size, **overrides.pop("data", {})}, prefix="data")
-    regime_counts(data.regime, data.size, seed, minority_classes=data.minority_classes)  # size vs pool, early
+    counts = regime_counts(data.regime, data.size, seed, minority_classes=data.minority_classes)  # size vs pool
+    if data.kfold is not None:  # early, before a run is opened
+        check_folds(counts, data.kfold, where=f"{data.regime}/{data.size} seed {seed}")
+        if data.fold >= data.kfold:
+            raise UserError(f"data.fold {data.fold} is not one of the {data.kfold} folds (0…{data.kfold - 1})")
     mix_values = {**({"ratio": mix_ratio} if mix_ratio is not None else {}),
                   **({"strategy": mix_strategy} if mix_strategy is not None else {}), **overrides.pop("mix", {})}
     clf_cls = classifiers.get(classifier)

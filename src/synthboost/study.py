@@ -23,6 +23,7 @@ import pydantic
 from . import classifiers, generators, queue
 from .config import (Choice, FloatRange, IntRange, MixConfig, Profile, Regime, Tunable, build, config, load_yaml,
                      unflatten)
+from .data import check_folds, regime_counts
 from .errors import ResourceError, UserError
 from .tracking import KIND_STUDY, env_run_id
 
@@ -46,6 +47,19 @@ class PrunerSpec:
 
 
 @config
+class SelectionSpec:
+    """How a trial is scored.  Default: once on the regime's stratified holdout (``data.val_fraction``).
+    ``kfold: k``: stratified k-fold within the regime's pool — k runs per seed, each trained on k−1 folds and
+    validated on the held-out one; the objective is the mean over folds (and seeds).  The test set is only
+    reported, never selected on.  (k ≥ 2 and at most the smallest class's image count: checked on load.)"""
+
+    kfold: int | None = None
+
+    def label(self) -> str:
+        return "holdout" if self.kfold is None else f"{self.kfold}-fold"
+
+
+@config
 class StudySpec:
     """One YAML file under studies/: fixed context, budget, objective, sampler, pruner, search space."""
 
@@ -59,6 +73,7 @@ class StudySpec:
     objective: Literal["val/balanced_accuracy", "val/macro_f1", "val/accuracy"] = "val/balanced_accuracy"
     sampler: SamplerSpec = pydantic.Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = pydantic.Field(default_factory=PrunerSpec)
+    selection: SelectionSpec = pydantic.Field(default_factory=SelectionSpec)
     # key -> null (the declared range) | {low, high[, log]} | {choices: [...]}; "gen.*" = every declared one
     search_space: dict[str, Any] = pydantic.Field(default_factory=dict)
     fixed: dict[str, Any] = pydantic.Field(default_factory=dict)  # section.key -> value for every trial
@@ -89,7 +104,24 @@ def load_spec(*, model: str, path: str | Path | None = None, overrides: dict[str
     classifiers.get(spec.classifier)
     resolve_space(spec)  # validates the search space against the declared tunables
     split_fixed(spec.fixed)
+    check_selection(spec)
     return spec
+
+
+def check_selection(spec: StudySpec) -> None:
+    """k-fold selection: k ≥ 2, and no more folds than the smallest class of any seed's draw has images."""
+    k = spec.selection.kfold
+    if k is None:
+        return
+    for seed in spec.seeds:
+        check_folds(regime_counts(spec.regime, spec.size, seed), k, where=f"{spec.regime}/{spec.size} seed {seed}")
+
+
+def budget_label(spec: StudySpec) -> str:
+    """What "the same tuning budget" means between two studies: trials, objective and selection (their context —
+    regime, size, profile, classifier — is the cell's own).  A run from a study's best carries it as a tag, and the
+    report compares a tuned generator only with tuned baselines of the same label."""
+    return f"{spec.n_trials} trials of {spec.objective}, {spec.selection.label()}"
 
 
 def _check_model(model: str) -> None:
@@ -160,6 +192,8 @@ def prepare(spec: StudySpec, *, name: str, storage_url: str, experiment: str, tr
         study = queue.create_study(name, storage_url, direction="maximize")
         old = study.user_attrs.get("synthboost.spec")
         new = spec_json(spec)
+        if old is not None:  # a study stored before a field existed has that field's default
+            old = spec_json(build(StudySpec, json.loads(old)))
         if old is not None and {**json.loads(old), "n_trials": 0} != {**json.loads(new), "n_trials": 0}:
             raise UserError(f"study {name!r} exists with a different spec; choose another --name to start afresh")
         study.set_user_attr("synthboost.spec", new)  # a higher n_trials on resume raises the budget
@@ -210,23 +244,26 @@ def objective(trial, spec: StudySpec, *, study_name: str, tracker, parent: str, 
     for section, kv in split_fixed(spec.fixed).items():
         overrides[section] = kv | overrides.get(section, {})  # a suggested value wins over a fixed one
     values: list[float] = []
-    for i, seed in enumerate(spec.seeds):
+    k = spec.selection.kfold
+    runs = [(seed, fold) for seed in spec.seeds for fold in ([None] if k is None else range(k))]
+    for i, (seed, fold) in enumerate(runs):
+        data = overrides.get("data", {}) | ({} if fold is None else {"kfold": k, "fold": fold})
         cfg = pipeline.make_config(model=spec.model, classifier=spec.classifier, regime=spec.regime,
-                                   size=spec.size, seed=seed, profile=spec.profile, overrides=overrides,
-                                   gen_metrics=spec.gen_metrics)
+                                   size=spec.size, seed=seed, profile=spec.profile,
+                                   overrides=overrides | {"data": data}, gen_metrics=spec.gen_metrics)
 
         def on_epoch(epoch: int, m: dict[str, float], first: bool = i == 0) -> None:
-            # only the first seed's curve drives pruning (later seeds restart the epoch count)
+            # only the first run's curve drives pruning (later seeds and folds restart the epoch count)
             if first and "val_balanced_accuracy" in m:
                 trial.report(m["val_balanced_accuracy"], epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
+        attr = "mlflow_run_id" if i == 0 else f"mlflow_run_id_seed{seed}" + ("" if fold is None else f"_fold{fold}")
         result = pipeline.run_experiment(
             cfg, tracker=tracker, parent_run_id=parent, use_env_run=False, on_epoch=on_epoch,
             progress=progress, killed_on=(optuna.TrialPruned,), use_cache=use_cache,
-            on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id) if i == 0
-            else trial.set_user_attr(f"mlflow_run_id_seed{seed}", run_id),
+            on_start=lambda run_id, attr=attr: trial.set_user_attr(attr, run_id),
             extra_tags={"optuna.trial_number": trial.number, "optuna.study_name": study_name})
         values.append(result.metrics[spec.objective])
     return sum(values) / len(values)
@@ -313,10 +350,10 @@ def run_study(spec: StudySpec, *, name: str, storage_url: str, experiment: str, 
             print(f"warning: worker exit codes {codes}; re-run the same command to resume", file=sys.stderr)
     queue.wait_for_others(study, storage_url, tracker, lambda: work(name, storage_url, progress=progress,
                                                                     use_cache=use_cache))
-    return finalize(study, tracker)
+    return finalize(study, tracker, storage_url=storage_url)
 
 
-def finalize(study, tracker) -> dict[str, Any]:
+def finalize(study, tracker, *, storage_url: str) -> dict[str, Any]:
     """Best value/params and Optuna's matplotlib plots into the parent run; the parent ends FINISHED."""
     from optuna.trial import TrialState
 
@@ -342,6 +379,13 @@ def finalize(study, tracker) -> dict[str, Any]:
         for fname, fig in _plots(study).items():
             run.log_figure(fig, f"optuna/{fname}")
     tracker.attach(parent).log_metrics(metrics)
+    if len(complete) >= 3:  # how far the choice can be trusted: val↔test rank agreement into the parent run
+        from . import selection
+
+        try:
+            summary["agreement"] = selection.study_agreement(study.study_name, storage_url, tracker=tracker).text()
+        except UserError:  # fewer than 3 complete trials with a test score (e.g. runs still being written)
+            pass
     if env_run_id() != parent:  # `mlflow run` ends its own run
         tracker.close_run(parent, "FINISHED")
     return summary

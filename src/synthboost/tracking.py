@@ -42,6 +42,8 @@ TAG_ERROR = "error"
 TAG_EXTERNAL_DATA = "uses_external_data"
 TAG_EXTERNAL_SOURCE = "external_data"
 TAG_SHA256 = "sha256."  # + an artifact path: the digest of a checkpoint, set only once it is wholly uploaded
+TAG_TUNED_STUDY = "tuned.study"  # a grid cell run from a study's best: that study's name
+TAG_TUNED_BUDGET = "tuned.budget"  # … and its tuning budget (study.budget_label), which the report pairs on
 KIND_EXPERIMENT, KIND_STUDY, KIND_GRID, KIND_REPORT, KIND_MODEL = "experiment", "study", "grid", "report", "model"
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import tracking
 from .frame import BASELINES, CELL, QUALITY, ordered_regimes, row_mix
-from .stats import Analysis, accuracy_gains
+from .stats import TUNED, Analysis, accuracy_gains
 
 QUALITY_LABELS = {"fid": "FID (classifier features; lower is better)",
                   "cas_cnn": "CAS, CNN (train synthetic, test real)",
@@ -122,7 +122,8 @@ def fig_gain_heatmap(gains: pd.DataFrame):
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
 
-    acc = gains[(gains["baseline"] == "none") & (gains["metric"] == "accuracy")]
+    # gains over `none` on the run's own recipe (and the baselines' over plain `none`), not tuned-vs-tuned rows
+    acc = gains[(gains["baseline"] == "none") & (gains["metric"] == "accuracy") & (gains["comparison"] != TUNED)]
     if acc.empty:
         return None
     table = acc.groupby(["variant", "regime"])["mean"].mean().unstack("regime") * 100

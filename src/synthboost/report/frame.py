@@ -25,7 +25,9 @@ QUALITY = {"fid": "gen/fid", "cas_cnn": "gen/cas_cnn",  # generator quality, whe
            "label_consistency": "gen/label_consistency"}
 #: what makes a cell (its seeds are the repeats); `setup` hashes gen.* and clf.* so tuned trials stay apart
 CELL = ["protocol", "variant", "model", "profile", "regime", "size", "classifier", "mix_ratio", "mix_strategy",
-        "mix_weight", "mix_filter", "setup", "recipe"]
+        "mix_weight", "mix_filter", "setup", "recipe", "tuned"]
+#: ``tuned``: the tuning budget of a run made from a study's best (tag ``tuned.budget``, e.g. "12 trials of
+#: val/balanced_accuracy, holdout"); "" for runs with hand-set values
 #: ``protocol``: how the classifier's budget was set — ``fair`` (a fixed number of optimizer steps per cell),
 #: ``seed`` (the seed study's recipe: epochs over the mixed set), ``legacy`` (CNN runs recorded before budgets
 #: were fixed, also epochs over the mixed set).  Runs of different protocols are never paired or pooled.
@@ -112,6 +114,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     else:
         runs["setup"] = ""
     runs["clf"], runs["recipe"] = _recipes(frame)
+    runs["tuned"] = col(f"tags.{tracking.TAG_TUNED_BUDGET}").fillna("").astype(str)
     # a study trial: tagged with its study's name, and not a grid cell (those carry `grid` too)
     grid = col(f"tags.{TAG_GRID}").fillna("").astype(str)
     runs["study"] = col(f"tags.{TAG_STUDY}").fillna("").astype(str).where(grid == "", "")

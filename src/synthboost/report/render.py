@@ -17,7 +17,7 @@ from ..errors import UserError
 from .claims import Claim
 from .figures import FIGURE_TITLES
 from .frame import CELL, METRICS, QUALITY, row_mix
-from .stats import MATCHED, MIN_SEEDS, Analysis, sort_cells
+from .stats import MATCHED, MIN_SEEDS, TUNED, Analysis, sort_cells
 
 FORMATS = ("md", "html", "csv")
 LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
@@ -70,6 +70,8 @@ def _id_columns(df: pd.DataFrame, results: pd.DataFrame, recipes: dict[str, str]
         out["setup"] = df["setup"]
     if recipes is not None and results["recipe"].nunique() > 1:
         out["recipe"] = [recipes.get(r, r) for r in df["recipe"]]
+    if "tuned" in results and (results["tuned"] != "").any():
+        out["tuned"] = [t or "—" for t in df["tuned"]]
     return out
 
 
@@ -115,8 +117,7 @@ def display_gains(analysis: Analysis) -> pd.DataFrame:
     wide = wide.reindex(pd.MultiIndex.from_frame(flat[keys]))
     out = _id_columns(flat, analysis.results, analysis.recipes)
     several = analysis.results["recipe"].nunique() > 1
-    out["vs"] = [b if c == MATCHED else f"{b}: baseline vs plain baseline"
-                 + (f", recipe {analysis.recipe(r)}" if several else "")
+    out["vs"] = [b if c == MATCHED else f"{b}: {c}" + (f", recipe {analysis.recipe(r)}" if several else "")
                  for b, r, c in zip(flat["baseline"], flat["baseline_recipe"], flat["comparison"])]
     n = wide["n"].max(axis=1).to_numpy()  # pairs of the metric with the most (minority recall may be absent)
     out["pairs"] = [f"{int(k)}{FEW if k < MIN_SEEDS else ''}" for k in n]
@@ -163,7 +164,9 @@ def _intro(meta: dict) -> list[str]:
             "resolved `clf.*`), in percentage points (pp): mean over the paired seeds with a 95% t-interval and "
             "a paired t-test p; a cell without a baseline of its recipe is listed under missing baselines, never "
             "paired with another recipe (the stronger baselines alone are also compared with `none`: baseline vs "
-            f"plain baseline). {FEW} marks cells with fewer than {MIN_SEEDS} seeds.",
+            "plain baseline; and a generator run from its study's best with the baselines run from their studies' "
+            f"best with the same tuning budget: {TUNED}, whatever recipe each found). {FEW} marks cells with fewer "
+            f"than {MIN_SEEDS} seeds.",
             "A claim holds or does not hold only when its 95% interval lies on one side of its threshold; "
             f"otherwise, or on fewer than {MIN_SEEDS} seeds, it is inconclusive. \"Some generator beats\" claims "
             "are Holm-corrected over their cells (family-wise α = 0.05). "

@@ -8,7 +8,9 @@ mix is compared with ``none`` (and a plain ``oversample``), a mix on the strong 
 generator cell whose baseline of its recipe is missing is listed, never paired with another recipe and never
 given an invented gain.  One comparison crosses recipes on purpose, and says so: each stronger baseline against
 ``none`` on the same data and seed — "baseline vs plain baseline", the gain of the stronger recipe itself (one
-row per ``none`` recipe in that data cell, named in ``baseline_recipe``).
+row per ``none`` recipe in that data cell, named in ``baseline_recipe``).  Another does too, and says so: a
+generator run from its study's best (tag ``tuned.budget``) against the baseline runs from their studies' best with
+the same budget ("tuned, same budget"), whatever recipe each study found.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ MIN_SEEDS = 3
 #: the real-only controls: a generator cell needs one of them on its own recipe (or is listed as missing `none`)
 REAL_ONLY = ("none", "none-strong")
 MATCHED, PLAIN = "matched recipe", "baseline vs plain baseline"  # the ``comparison`` column of the gains
+#: a generator run from its study's best against a baseline run from *its* study's best with the same tuning
+#: budget (``tuned``): the recipes differ on purpose — each is what that budget found — and the row says so
+TUNED = "tuned, same budget"
 
 
 @dataclass
@@ -110,7 +115,7 @@ def holm(p: pd.Series) -> pd.Series:
 
 
 def _seeds_text(s: pd.Series) -> str:
-    return ",".join(map(str, sorted(set(s))))
+    return ",".join(map(str, sorted(set(s.astype(int)))))  # ints even where a concat made the column float
 
 
 def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of: pd.Series) -> tuple[pd.DataFrame,
@@ -140,7 +145,22 @@ def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of:
         real = set(zip(*(per_seed.loc[per_seed["model"].isin(REAL_ONLY), c] for c in ("protocol", "recipe"))))
         key = list(zip(gens["protocol"], gens["recipe"]))
         applies = np.array([k in here or (baseline == "none" and k not in real) for k in key], dtype=bool)
-        lost.append(gens[~hit.to_numpy() & applies])
+        lost.append(gens[~hit.to_numpy() & applies].assign(_on=gens["recipe"]))
+        # tuned generators against the tuned baselines of their budget, on the same data and seed
+        tuned_base = base_rows[base_rows["tuned"] != ""]
+        tuned_gens = gens[gens["tuned"] != ""]
+        if len(tuned_base) and len(tuned_gens):
+            base = tuned_base.groupby(["pair", "tuned", "recipe"])[metrics].mean().reset_index()
+            merged = tuned_gens[["cell", "pair", "tuned", "seed", *metrics]].merge(
+                base, on=["pair", "tuned"], suffixes=("", "_b"))
+            if len(merged):
+                d = merged[metrics].to_numpy() - merged[[f"{m}_b" for m in metrics]].to_numpy()
+                parts.append(pd.DataFrame(d, columns=metrics).assign(
+                    cell=merged["cell"].to_numpy(), seed=merged["seed"].to_numpy(),
+                    baseline_recipe=merged["recipe"].to_numpy(), comparison=TUNED))
+            has = set(zip(base["pair"], base["tuned"]))
+            unmatched = [k not in has for k in zip(tuned_gens["pair"], tuned_gens["tuned"])]
+            lost.append(tuned_gens[unmatched].assign(_on="tuned: " + tuned_gens["tuned"]))
     # the stronger baselines against the plain one, whatever their recipe
     if baseline == "none":
         others = per_seed[~is_gen & (per_seed["model"] != "none")]
@@ -152,7 +172,7 @@ def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of:
                 parts.append(pd.DataFrame(d, columns=metrics).assign(
                     cell=merged["cell"].to_numpy(), seed=merged["seed"].to_numpy(),
                     baseline_recipe=merged["recipe"].to_numpy(), comparison=PLAIN))
-            lost.append(others[~others["pair"].isin(base["pair"])])
+            lost.append(others[~others["pair"].isin(base["pair"])].assign(_on="any"))
     diffs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return diffs.assign(baseline=baseline) if len(diffs) else diffs, pd.concat(lost) if lost else per_seed.iloc[:0]
 
@@ -162,6 +182,8 @@ def analyse(runs: pd.DataFrame) -> Analysis:
     values = metrics + [q for q in QUALITY if q in runs] + (["clf_steps"] if "clf_steps" in runs else [])
     if "recipe" not in runs:  # a frame from before recipes (tests that build one by hand)
         runs = runs.assign(recipe="", clf="")
+    if "tuned" not in runs:
+        runs = runs.assign(tuned="")
     # integer ids for a cell, for "same data, seed, classifier, profile" and for that plus the recipe: every later
     # groupby and merge is on one int column instead of ten string columns (pandas' string factorising dominated
     # the report's time)
@@ -175,7 +197,7 @@ def analyse(runs: pd.DataFrame) -> Analysis:
     per_seed["seed"] = grouped["seed"].first()
     per_seed["match"] = grouped["match"].first()  # a cell has one recipe, so (cell, pair) fixes the match
     per_seed = per_seed.reset_index()
-    for c in ("model", "protocol", "recipe"):
+    for c in ("model", "protocol", "recipe", "tuned"):
         per_seed[c] = keys[c].reindex(per_seed["cell"]).to_numpy()
 
     cells = per_seed.groupby("cell", sort=False)
@@ -193,7 +215,7 @@ def analyse(runs: pd.DataFrame) -> Analysis:
         if len(diffs):
             diff_parts.append(diffs)
         if not lost.empty:
-            g = lost.groupby("cell", sort=False)
+            g = lost.groupby(["cell", "_on"], sort=False)
             missing_parts.append(pd.DataFrame({"baseline": baseline, "missing_seeds": g["seed"].agg(_seeds_text),
                                                "missing_count": g.size()}))
     diff_cols = CELL + ["baseline", "baseline_recipe", "comparison", "seed", *metrics]
@@ -226,14 +248,14 @@ def analyse(runs: pd.DataFrame) -> Analysis:
 
     mcols = CELL + ["baseline", "on_recipe", "seeds", "paired_seeds", "missing_seeds"]
     if missing_parts:
-        missing = pd.concat(missing_parts).rename_axis("cell").reset_index()
+        missing = pd.concat(missing_parts).reset_index()
         missing["seeds"] = cells.size().reindex(missing["cell"]).to_numpy()
         missing["paired_seeds"] = missing["seeds"] - missing["missing_count"]
-        missing = keys.reindex(missing["cell"]).reset_index(drop=True).join(missing.drop(columns=["cell",
+        # what the missing baseline must have: the cell's own recipe ("any" for baseline vs plain baseline,
+        # "tuned: <budget>" for a tuned generator without the tuned baseline of its budget)
+        missing["on_recipe"] = missing["_on"]
+        missing = keys.reindex(missing["cell"]).reset_index(drop=True).join(missing.drop(columns=["cell", "_on",
                                                                                                 "missing_count"]))
-        # the recipe the missing baseline must have: the cell's own, except for baseline vs plain baseline
-        plain = missing["model"].isin(BASELINES)
-        missing["on_recipe"] = missing["recipe"].where(~plain, "any")
         missing = sort_cells(missing[mcols])
     else:
         missing = pd.DataFrame(columns=mcols)
@@ -251,9 +273,11 @@ def analyse_apart(runs: pd.DataFrame, external: pd.DataFrame) -> Analysis:
     return analysis
 
 
-def accuracy_gains(gains: pd.DataFrame, baseline: str = "none") -> pd.DataFrame:
-    """The generator cells' accuracy gains over ``baseline`` (rows of ``Analysis.gains``)."""
-    return gains[(gains["baseline"] == baseline) & (gains["metric"] == "accuracy") & ~gains["model"].isin(BASELINES)]
+def accuracy_gains(gains: pd.DataFrame, baseline: str = "none", *, comparison: str = MATCHED) -> pd.DataFrame:
+    """The generator cells' accuracy gains over ``baseline`` (rows of ``Analysis.gains``) of one comparison
+    (``MATCHED``: on their own recipe; ``TUNED``: tuned against tuned with the same budget)."""
+    return gains[(gains["baseline"] == baseline) & (gains["metric"] == "accuracy") & ~gains["model"].isin(BASELINES)
+                 & (gains["comparison"] == comparison)]
 
 
 def check_baselines(analysis: Analysis) -> None:
