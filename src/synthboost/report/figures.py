@@ -22,7 +22,7 @@ QUALITY_LABELS = {"fid": "FID (classifier features; lower is better)",
                   "label_consistency": "label consistency (extractor agrees with the requested class)"}
 FIGURE_TITLES = {
     "accuracy_vs_size": "Test accuracy vs size, per regime (one line per variant, band = ± std over seeds)",
-    "gain_heatmap": "Accuracy gain over `none`, variant × regime",
+    "gain_heatmap": "Accuracy gain over `none` (or `none-strong`, for mixes on its recipe), variant × regime",
     "quality_vs_gain": "Generator quality vs accuracy gain over `none`",
     "sample_grids": "Sample grids, one run per variant (one row per class)",
 }
@@ -122,16 +122,22 @@ def fig_gain_heatmap(gains: pd.DataFrame):
     from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
 
-    # gains over `none` on the run's own recipe (and the baselines' over plain `none`), not tuned-vs-tuned rows
-    acc = gains[(gains["baseline"] == "none") & (gains["metric"] == "accuracy") & (gains["comparison"] != TUNED)]
+    # gains over `none` (and, for mixes on the strong recipe, over `none-strong`) on the run's own recipe, not
+    # tuned-vs-tuned rows; one row per protocol × variant × baseline, so protocols never share a row
+    acc = gains[gains["baseline"].isin(["none", "none-strong"]) & (gains["metric"] == "accuracy")
+                & (gains["comparison"] != TUNED)]
     if acc.empty:
         return None
-    table = acc.groupby(["variant", "regime"])["mean"].mean().unstack("regime") * 100
+    protocol = acc["protocol"] if "protocol" in acc else pd.Series("fair", index=acc.index)
+    label = (acc["variant"].astype(str) + " vs " + acc["baseline"].astype(str)
+             + np.where(protocol == "fair", "", " [" + protocol.astype(str) + " protocol]"))
+    table = acc.assign(label=label).groupby(["label", "regime"])["mean"].mean().unstack("regime") * 100
     table = table[ordered_regimes(table.columns)]
     table = table.loc[table.mean(axis=1).sort_values(ascending=False).index]
     values = table.to_numpy(dtype=float)
     lim = max(float(np.nanmax(np.abs(values))), 0.5)
-    fig = Figure(figsize=(1.6 * table.shape[1] + 3.0, 0.45 * table.shape[0] + 1.6), layout="constrained")
+    width = 1.6 * table.shape[1] + 1.5 + 0.07 * max(map(len, table.index))  # room for the row labels
+    fig = Figure(figsize=(max(width, 6.0), 0.45 * table.shape[0] + 1.6), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(values, cmap="RdBu", norm=TwoSlopeNorm(0, -lim, lim), aspect="auto")
     for i in range(values.shape[0]):
@@ -141,7 +147,8 @@ def fig_gain_heatmap(gains: pd.DataFrame):
                     color="white" if not np.isnan(v) and abs(v) > 0.6 * lim else "black")
     ax.set_xticks(range(table.shape[1]), table.columns)
     ax.set_yticks(range(table.shape[0]), table.index)
-    ax.set_title("accuracy gain over 'none' (pp; mean over sizes, classifiers, mixes)", fontsize=9)
+    ax.set_title("accuracy gain over the baseline of the same recipe\n(pp; mean over sizes, classifiers, mixes)",
+                 fontsize=9)
     fig.colorbar(im, ax=ax, label="pp")
     return fig
 
