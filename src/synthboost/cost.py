@@ -221,7 +221,6 @@ class FamilyEstimate:
     unknown: int = 0
     seconds: float = 0.0
     sources: set[str] = field(default_factory=set)
-    size_from: set[int] = field(default_factory=set)
 
     @property
     def source(self) -> str:
