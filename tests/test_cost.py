@@ -74,9 +74,11 @@ def test_a_calibration_from_another_cpu_is_not_used(tmp_path):
     cost.save_calibration([record("vae")], path=path, m=ELSEWHERE)
     mine, elsewhere = cost.calibration_records(cost.load_calibration(path), HERE)
     assert mine == [] and elsewhere == [cost.machine_key(ELSEWHERE)]
-    cost.save_calibration([record("none", gen_images=0)], path=path, m=HERE)
-    mine, elsewhere = cost.calibration_records(cost.load_calibration(path), HERE)
+    cost.save_calibration([record("none", gen_images=0)], path=path, m=HERE, cpu_share=0.25)
+    data = cost.load_calibration(path)
+    mine, elsewhere = cost.calibration_records(data, HERE)
     assert {r.family for r in mine} == {"none"} and elsewhere == [cost.machine_key(ELSEWHERE)]
+    assert cost.calibration_share(data, HERE) == 0.25  # a busy machine's calibration says so
 
 
 def test_cell_work_follows_the_planned_config(tmp_path):

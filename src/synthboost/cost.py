@@ -187,8 +187,11 @@ def load_calibration(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
-def save_calibration(records: list[Record], *, path: Path | None = None, m: dict[str, Any] | None = None) -> Path:
-    """Add (replace) this machine's records per family/profile/classifier; other machines' stay as they are."""
+def save_calibration(records: list[Record], *, path: Path | None = None, m: dict[str, Any] | None = None,
+                     cpu_share: float | None = None) -> Path:
+    """Add (replace) this machine's records per family/profile/classifier; other machines' stay as they are.
+    ``cpu_share``: the calibrating process's CPU time / wall time — far below 1 on a busy machine, whose wall
+    times (and so every estimate made from them) are inflated."""
     path = path or calibration_path()
     m = m or machine()
     data = load_calibration(path)
@@ -198,9 +201,16 @@ def save_calibration(records: list[Record], *, path: Path | None = None, m: dict
         fresh.setdefault(r.rate_key, []).append(r.to_json())
     entry["records"].update(fresh)
     entry["measured"] = time.strftime("%Y-%m-%d %H:%M")
+    if cpu_share is not None:
+        entry["cpu_share"] = round(cpu_share, 3)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
     return path
+
+
+def calibration_share(data: dict[str, Any], m: dict[str, Any]) -> float | None:
+    """The CPU share the calibration of this machine got (None when unrecorded)."""
+    return data["machines"].get(machine_key(m), {}).get("cpu_share")
 
 
 def calibration_records(data: dict[str, Any], m: dict[str, Any]) -> tuple[list[Record], list[str]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -234,7 +235,8 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
     m = cost.machine()
     records = [cost.Record(**r) for r in tracker.timings()]
     mine = [r for r in records if (r.cpu, r.threads) == (m["cpu"], m["threads"])]
-    calibrated, elsewhere = cost.calibration_records(cost.load_calibration(calibration), m)
+    cal_data = cost.load_calibration(calibration)
+    calibrated, elsewhere = cost.calibration_records(cal_data, m)
     cells, trained = [], set()
     for group, u in enumerate(units):
         missing = [c for c in u["cells"] if c["key"] not in done_keys]
@@ -246,6 +248,10 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
     est = cost.estimate(cells, records=mine, calibration=calibrated, m=m, trained_keys=trained)
     if len(records) > len(mine):
         est.notes.append(f"{len(records) - len(mine)} timed runs from another CPU or thread count are not used")
+    share = cost.calibration_share(cal_data, m)
+    if calibrated and share is not None and share < 0.8:
+        est.notes.append(f"the calibration got {share:.0%} of a core (a busy machine): its figures are wall times at "
+                         "that load; calibrate again when the machine is quiet for an idle-machine estimate")
     if elsewhere and not calibrated:
         est.notes.append(f"calibration(s) for {'; '.join(elsewhere)} not used: this machine is {cost.machine_key(m)}")
     return est
@@ -270,6 +276,7 @@ def calibrate(spec: GridSpec, *, storage_url: str, size: int = CALIBRATION_SIZE,
     small = build(GridSpec, as_dict(spec) | {
         "models": [{"model": v.model, "name": v.name, "gen": v.gen, "clf": v.clf} for v in first.values()],
         "regimes": ["balanced"], "sizes": [size], "seeds": [0], "experiment": "calibration"})
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="synthboost-calibrate-") as tmp:
         units = plan(small, storage_url)  # the storage only to read studies' best mixes (from_study)
         tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
@@ -290,7 +297,8 @@ def calibrate(spec: GridSpec, *, storage_url: str, size: int = CALIBRATION_SIZE,
                 run_experiment(_cell_config(u, c), tracker=tracker, experiment="calibration", use_env_run=False,
                                progress=False)
         records = [cost.Record(**r) for r in tracker.timings(experiments=["calibration"])]
-    return cost.save_calibration(records, path=path), records
+    share = (time.process_time() - cpu0) / max(1e-9, time.perf_counter() - wall0)
+    return cost.save_calibration(records, path=path, cpu_share=share), records
 
 
 # ---------------------------------------------------------------- running
