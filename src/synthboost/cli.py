@@ -313,9 +313,14 @@ def grid(
     workers: Annotated[int, typer.Option(help="Worker processes pulling units from the storage.")] = 1,
     profile: Annotated[str | None, typer.Option(help="Override the grid file's profile.")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage (the work queue); default: the project's.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print cells, done, and a time estimate.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print cells, done, and what the rest costs (per "
+                                                            "family, and where each estimate comes from).")] = False,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Time one small cell per family of the grid on this "
+                                                                "machine (throw-away store) for --dry-run's estimates; "
+                                                                "kept in tracking/calibration.json.")] = False,
 ) -> None:
     """Run every model × regime × size × seed × classifier × mix cell; resumable; one MLflow run per cell."""
+    from . import cost
     from . import grid as grid_mod
     from . import queue, tracking
 
@@ -324,14 +329,21 @@ def grid(
     spec = grid_mod.load_grid(config, profile=profile)
     url = storage or queue.default_storage()
     queue.check_storage(url)
+    if calibrate:
+        path, records = grid_mod.calibrate(spec, storage_url=url, log=lambda line: typer.echo(line, err=True))
+        typer.echo(f"calibrated {len({r.family for r in records})} families ({spec.profile}) on "
+                   f"{cost.machine_key(cost.machine())}: {path}")
+        if not dry_run:
+            return
     if dry_run:
         units = grid_mod.plan(spec, url)
-        st = grid_mod.status(spec, units, tracking.Tracker())
-        est = ("unknown (no finished runs to time yet)" if st.estimate_seconds is None else
-               f"~{st.estimate_seconds / 60 / workers:.0f} min with {workers} worker(s) "
-               f"(from {st.estimate_basis} finished runs)")
-        typer.echo(f"grid {spec.experiment}: {st.cells} cells in {len(units)} units; {st.done} done, "
-                   f"{st.cells - st.done} to run ({st.units_left} units); estimated remaining time {est}")
+        tracker = tracking.Tracker()
+        st = grid_mod.status(spec, units, tracker)
+        typer.echo(f"grid {spec.experiment} ({spec.profile}): {st.cells} cells in {len(units)} units; {st.done} done, "
+                   f"{st.cells - st.done} to run ({st.units_left} units)")
+        est = grid_mod.cost_estimate(spec, units, tracker)
+        for line in cost.report_lines(est, workers=workers):
+            typer.echo(line)
         return
     s = grid_mod.run_grid(spec, storage_url=url, workers=workers, show_progress=sys.stderr.isatty())
     typer.echo(f"grid {s['experiment']}: {s['ran']} cells run now, {s['done_before']} were already done, "

@@ -14,14 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pydantic
 
-from . import classifiers, generators, queue
-from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, build, config, load_yaml, unflatten
+from . import classifiers, cost, generators, queue
+from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, as_dict, build, config, load_yaml, unflatten
 from .errors import ResourceError, UserError
 from .study import split_fixed
 from .tracking import KIND_EXPERIMENT, KIND_GRID, TAG_CONFIG_KEY, TAG_TUNED_BUDGET, TAG_TUNED_STUDY, TAG_VARIANT
@@ -198,14 +199,6 @@ def _finished_keys(tracker, experiment_id: str) -> dict[str, float]:
     return {r.data.tags.get(TAG_CONFIG_KEY, ""): _seconds(r) for r in runs}
 
 
-def _durations_by_model(tracker) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    for r in tracker.finished_runs(KIND_EXPERIMENT):
-        key = f"{r.data.tags.get('model')}|{r.data.tags.get('profile')}"
-        out.setdefault(key, []).append(_seconds(r))
-    return out
-
-
 def _seconds(run) -> float:
     return ((run.info.end_time or 0) - (run.info.start_time or 0)) / 1000
 
@@ -215,29 +208,121 @@ class GridStatus:
     cells: int
     done: int
     units_left: int
-    estimate_seconds: float | None
-    estimate_basis: int
 
 
 def status(spec: GridSpec, units: list[dict], tracker) -> GridStatus:
-    exp = tracker.experiment_id(spec.experiment)
-    done_keys = _finished_keys(tracker, exp)
-    durations = _durations_by_model(tracker)
-    all_durations = [d for ds in durations.values() for d in ds]
-    cells = done = 0
-    estimate, unknown, left = 0.0, False, 0
+    done_keys = _finished_keys(tracker, tracker.experiment_id(spec.experiment))
+    cells = done = left = 0
     for u in units:
         missing = [c for c in u["cells"] if c["key"] not in done_keys]
         cells += len(u["cells"])
         done += len(u["cells"]) - len(missing)
         left += bool(missing)
-        ds = durations.get(f"{u['model']}|{u['profile']}") or all_durations
-        if missing and not ds:
-            unknown = True
-        elif missing:
-            estimate += len(missing) * sum(ds) / len(ds)
-    return GridStatus(cells=cells, done=done, units_left=left, estimate_seconds=None if unknown else estimate,
-                      estimate_basis=len(all_durations))
+    return GridStatus(cells=cells, done=done, units_left=left)
+
+
+# ---------------------------------------------------------------- cost estimates (cost.py)
+def _cell_config(unit: dict, cell: dict):
+    from .pipeline import make_config
+
+    return make_config(model=unit["model"], classifier=cell["classifier"], regime=unit["regime"], size=unit["size"],
+                       seed=unit["seed"], profile=unit["profile"], overrides=cell["overrides"],
+                       gen_metrics=unit["gen_metrics"])
+
+
+def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
+    """The work of one planned cell, computed from its config without loading any data."""
+    from .mixing import synthetic_counts
+    from .pipeline import budget_images, sampling_values, uses_mix
+
+    cfg = _cell_config(unit, cell)
+    counts = cost.train_counts(cfg.data.regime, cfg.data.size, cfg.seed, val_fraction=cfg.data.val_fraction,
+                               minority_classes=cfg.data.minority_classes)
+    n_real = sum(counts)
+    n_added = sum(synthetic_counts(counts, cfg.mix)) if uses_mix(cfg) else 0
+    clf = cost.classifier_work(cfg.clf, n_budget=budget_images(cfg, n_real) or n_real + n_added,
+                               n_total=n_real + n_added)
+    common = dict(family=cfg.model, profile=cfg.profile, classifier=cfg.classifier, size=cfg.data.size, group=group,
+                  classifier_work=clf)
+    if cfg.gen is None:
+        return cost.CellWork(**common)
+    # what the generator key hashes, less the data digest (the same data config and seed draw the same data)
+    gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in sampling_values(cfg.gen)}
+    gen_key = json.dumps([cfg.model, gen, cfg.to_dict()["data"], cfg.seed, cfg.profile], sort_keys=True, default=str)
+    return cost.CellWork(**common, gen_key=gen_key, gen_images=cost.generator_images(cfg.gen, n_real),
+                         sampled=float(n_added), quality=cfg.gen_metrics)
+
+
+def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Path | None = None) -> cost.Estimate:
+    """The missing cells' cost: each family's own runs on this machine, else its calibration, else unknown."""
+    done_keys = _finished_keys(tracker, tracker.experiment_id(spec.experiment))
+    m = cost.machine()
+    records = [cost.Record(**r) for r in tracker.timings()]
+    mine = [r for r in records if (r.cpu, r.threads) == (m["cpu"], m["threads"])]
+    cal_data = cost.load_calibration(calibration)
+    calibrated, elsewhere = cost.calibration_records(cal_data, m)
+    cells, trained = [], set()
+    for group, u in enumerate(units):
+        missing = [c for c in u["cells"] if c["key"] not in done_keys]
+        for c in missing:
+            w = cell_work(u, c, group=group)
+            if w.gen_key is not None and len(missing) < len(u["cells"]):  # a finished cell trained its generator
+                trained.add(w.gen_key)
+            cells.append(w)
+    est = cost.estimate(cells, records=mine, calibration=calibrated, m=m, trained_keys=trained)
+    if len(records) > len(mine):
+        est.notes.append(f"{len(records) - len(mine)} timed runs from another CPU or thread count are not used")
+    share = cost.calibration_share(cal_data, m)
+    if calibrated and share is not None and share < 0.8:
+        est.notes.append(f"the calibration got {share:.0%} of a core (a busy machine): its figures are wall times at "
+                         "that load; calibrate again when the machine is quiet for an idle-machine estimate")
+    if elsewhere and not calibrated:
+        est.notes.append(f"calibration(s) for {'; '.join(elsewhere)} not used: this machine is {cost.machine_key(m)}")
+    return est
+
+
+CALIBRATION_SIZE = 300  # small enough that every family's cell takes seconds to a minute in quick
+
+
+def calibrate(spec: GridSpec, *, storage_url: str, size: int = CALIBRATION_SIZE, path: Path | None = None,
+              log=None) -> tuple[Path, list[cost.Record]]:
+    """Time one small cell per family of the grid (its first variant, every classifier and mix; balanced, seed 0,
+    ``size`` images; step floors off, so a family costs its per-image rate, not a floor's minutes) in a throw-away
+    store, and keep the timings as this machine's calibration."""
+    import tempfile
+
+    from .pipeline import feature_extractor, make_config, run_experiment
+    from .tracking import Tracker
+
+    first: dict[str, Variant] = {}
+    for v in variants(spec):
+        first.setdefault(v.model, v)
+    small = build(GridSpec, as_dict(spec) | {
+        "models": [{"model": v.model, "name": v.name, "gen": v.gen, "clf": v.clf} for v in first.values()],
+        "regimes": ["balanced"], "sizes": [size], "seeds": [0], "experiment": "calibration"})
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory(prefix="synthboost-calibrate-") as tmp:
+        units = plan(small, storage_url)  # the storage only to read studies' best mixes (from_study)
+        tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
+        # what a worker pays once, not per cell: the data, the store, torch's first kernels, the metrics' extractor
+        warm = make_config(model="none", size=size, profile=spec.profile, overrides={"clf": {"steps": 5}})
+        run_experiment(warm, tracker=tracker, experiment="warm-up", use_env_run=False, progress=False)
+        if spec.gen_metrics:
+            feature_extractor(tracker, profile=spec.profile)
+        for u in units:
+            floors = {k: 0 for k in ("min_steps", "min_g_steps")
+                      if not generators.is_baseline(u["model"])
+                      and k in {f.name for f in dataclasses.fields(generators.get(u["model"]).Config)}}
+            for c in u["cells"]:
+                if floors:
+                    c["overrides"]["gen"] = {**c["overrides"].get("gen", {}), **floors}
+                if log:
+                    log(f"calibrating {u['variant']} ({c['classifier']}, {c['mix_label']})")
+                run_experiment(_cell_config(u, c), tracker=tracker, experiment="calibration", use_env_run=False,
+                               progress=False)
+        records = [cost.Record(**r) for r in tracker.timings(experiments=["calibration"])]
+    share = (time.process_time() - cpu0) / max(1e-9, time.perf_counter() - wall0)
+    return cost.save_calibration(records, path=path, cpu_share=share), records
 
 
 # ---------------------------------------------------------------- running

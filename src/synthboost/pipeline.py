@@ -27,13 +27,14 @@ import numpy as np
 import torch
 import yaml
 
-from . import classifiers, faults, generators, tracking
+from . import classifiers, cost, faults, generators, tracking
 from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, key_dict, replace
 from .data import NUM_CLASSES, Split, check_folds, load_fashion_mnist, make_split, regime_counts
 from .errors import CheckpointIncomplete, UserError
 from .metrics import classification_metrics, confusion
 from .mixing import filter_samples, labels_for, mix, oversample_indices, synthetic_counts
 from .stages import StageFn, silent
+from .timing import timed
 from .training import EpochCallback
 
 
@@ -345,12 +346,17 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         "git_commit": tracking.git_commit(), tracking.TAG_GENERATOR_KEY: key,
         tracking.TAG_KIND: tracking.KIND_EXPERIMENT, tracking.TAG_VARIANT: cfg.model,
         tracking.TAG_CONFIG_KEY: config_key(cfg), **code_versions(cfg),
-        "minority_classes": ",".join(map(str, split.minority_classes)), **external_tags(cfg), **(extra_tags or {}),
+        "minority_classes": ",".join(map(str, split.minority_classes)), **external_tags(cfg), **cost.machine_tags(),
+        **(extra_tags or {}),
     }
     with tracker.run(experiment=experiment, name=run_name(cfg), tags=tags, parent_run_id=parent_run_id,
                      use_env_run=use_env_run, killed_on=killed_on) as run:
         if on_start is not None:
             on_start(run.id)
+        # wall time (time/*) and work (work/*) of each part of the cell, for the grid's cost estimates (cost.py)
+        t_cell = time.perf_counter()
+        seconds: dict[str, float] = {}
+        work: dict[str, float] = {}
         run.log_params(cfg.params())
         run.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
         run.log_dataset(split, name=f"fashion-mnist {cfg.data.regime}/{cfg.data.size} seed={cfg.seed}",
@@ -361,8 +367,11 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         gen_run_id, reused = None, False
         if cfg.gen is not None:
             with tracker.exclusive(f"generator-{key}"):  # one worker trains it, the others wait and reuse it
-                gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
-                                                           progress=progress, use_cache=use_cache, stage=stage)
+                with timed(seconds, "gen"):
+                    gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
+                                                               progress=progress, use_cache=use_cache, stage=stage)
+            if not reused:
+                work["gen_images"] = cost.generator_images(cfg.gen, len(split.train_y))
             run.set_tags({tracking.TAG_GENERATOR_RUN_ID: gen_run_id, tracking.TAG_GENERATOR_REUSED: str(reused).lower()})
             if reused:
                 run.log_model_input(gen_run_id)  # the MLflow model it samples from, as the run's input
@@ -374,14 +383,22 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             filtering = cfg.mix.filter != "none"
             filter_key = (cfg.mix.filter, cfg.mix.filter_threshold, cfg.mix.filter_max_factor) if filtering else ()
             sampling = json.dumps(sampling_values(cfg.gen), sort_keys=True, default=str)
-            synth_x, synth_y, mix_metrics = _cached(
-                (key, sampling, tuple(counts), cfg.seed, *filter_key),
-                lambda: synthetic_pool(gen, counts, mix_cfg=cfg.mix, seed=cfg.seed, score=filter_score(
-                    split, profile=cfg.profile, seed=cfg.seed, use_cache=use_cache) if filtering else None),
-                enabled=use_cache)
+
+            def draw_pool():
+                out = synthetic_pool(gen, counts, mix_cfg=cfg.mix, seed=cfg.seed, score=filter_score(
+                    split, profile=cfg.profile, seed=cfg.seed, use_cache=use_cache) if filtering else None)
+                work["sampled"] = work.get("sampled", 0) + out[2].get("mix/filter_drawn", sum(counts))
+                return out
+
+            def draw_grid():
+                work["sampled"] = work.get("sampled", 0) + len(grid_y)
+                return _draw(gen, grid_y, seed=cfg.seed, offset=2)
+
             grid_y = labels_for([10] * NUM_CLASSES)
-            grid_x = _cached((key, sampling, "grid", cfg.seed), lambda: _draw(gen, grid_y, seed=cfg.seed, offset=2),
-                                  enabled=use_cache)
+            with timed(seconds, "sample"):  # a pool already in this process's cache costs (and counts) nothing
+                synth_x, synth_y, mix_metrics = _cached((key, sampling, tuple(counts), cfg.seed, *filter_key),
+                                                        draw_pool, enabled=use_cache)
+                grid_x = _cached((key, sampling, "grid", cfg.seed), draw_grid, enabled=use_cache)
             run.log_figure(plots.sample_grid(grid_x, grid_y, title=f"{cfg.model} samples (one row per class)"),
                            "samples/grid.png")
             run.log_metrics(mix_metrics)
@@ -408,10 +425,13 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                 on_epoch(epoch, m)
 
         try:
-            fitted = clf.fit(x, y, sample_weight=w, val=(split.val_x, split.val_y), on_epoch=epoch_hook,
-                             progress=progress, budget_n=budget_images(cfg, len(split.train_y)))
+            with timed(seconds, "classifier"):
+                fitted = clf.fit(x, y, sample_weight=w, val=(split.val_x, split.val_y), on_epoch=epoch_hook,
+                                 progress=progress, budget_n=budget_images(cfg, len(split.train_y)))
         finally:
             run.log_series(curve)  # a pruned trial keeps its curve
+        work["classifier"] = cost.classifier_work(cfg.clf, n_budget=budget_images(cfg, len(split.train_y)) or len(y),
+                                                  n_total=len(y))
         run.log_metrics({f"train/clf_{k}": v for k, v in fitted.items() if k in ("epochs_run", "best_epoch", "steps")})
         last_step = curve[-1][0] if curve else 0
         minority = split.minority_classes
@@ -425,10 +445,13 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                 test_pred = pred
         run.log_metrics(metrics, step=last_step)
         if cfg.gen_metrics and cfg.gen is not None:
-            log_quality(gen, cfg, split, tracker=tracker, run=run, stage=stage)
+            with timed(seconds, "quality"):
+                log_quality(gen, cfg, split, tracker=tracker, run=run, stage=stage)
         matrix = confusion(split.test_y.numpy(), test_pred)
         run.log_figure(plots.confusion_figure(matrix, title=f"{run_name(cfg)} — test"), "classifier/confusion_matrix.png")
         run.log_text(_per_class_csv(metrics, matrix), "classifier/per_class.csv")
+        seconds["cell"] = time.perf_counter() - t_cell
+        run.log_metrics({f"time/{k}": v for k, v in seconds.items()} | {f"work/{k}": v for k, v in work.items()})
     return RunResult(run_id=run.id, metrics=metrics, generator_run_id=gen_run_id, generator_reused=reused,
                      tags={k: str(v) for k, v in tags.items()})
 

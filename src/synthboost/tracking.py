@@ -413,6 +413,21 @@ class Tracker:
         """Every FINISHED run of one kind (tag ``synthboost.kind``), in the given experiments or in all of them."""
         return self.search(kind_filter(kind), experiment_ids=experiment_ids, max_results=50000)
 
+    def timings(self, *, experiments: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every FINISHED cell run that logged its timings (``time/*`` and ``work/*`` metrics), as plain values with
+        the tags that say whose they are (family, profile, classifier, size) and where they were measured."""
+        out = []
+        ids = [self.experiment_id(e) for e in experiments] if experiments else None
+        for r in self.search(kind_filter(KIND_EXPERIMENT) + " and metrics.`time/cell` >= 0", experiment_ids=ids,
+                             max_results=50000):
+            t, m = r.data.tags, r.data.metrics
+            out.append({"family": t.get("model", ""), "profile": t.get("profile", ""),
+                        "classifier": t.get("classifier", ""), "size": int(t.get("size") or 0),
+                        "cpu": t.get("machine.cpu", ""), "threads": int(t.get("machine.threads") or 0),
+                        "time": {k[5:]: v for k, v in m.items() if k.startswith("time/")},
+                        "work": {k[5:]: v for k, v in m.items() if k.startswith("work/")}})
+        return out
+
 
 @functools.lru_cache(maxsize=16)
 def _load_checkpoint(uri: str, run_id: str, path: str, sha256: str | None = None) -> dict:

@@ -1,0 +1,350 @@
+"""What the rest of a grid costs on this machine, unit by unit, and where each figure comes from.
+
+A cell's work splits into *units*: training its generator (once per generator, however many cells reuse it),
+drawing its synthetic images, training its classifier (with the cell's fixed costs: data, evaluation, logging)
+and, when asked, the generator-quality metrics.  Every run logs each part's wall time (``time/*``) and its
+amount of work (``work/*``: images a generator trained on, images drawn, classifier optimizer steps), so a
+unit's cost is a rate — seconds per unit of work — times the work the planned cell will do.  The rate of a
+family comes, in this order, from
+
+1. that family's own finished runs in the store on this CPU and thread count, at the nearest size;
+2. else its calibration on this machine (``synthboost grid --calibrate``: a small cell per family, run in a
+   throw-away store; kept in ``tracking/calibration.json``, keyed by CPU model and torch thread count, so a
+   calibration made on another CPU is never used silently);
+3. else it is *unknown* — never borrowed from another family, whose networks cost something else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import heapq
+import json
+import math
+import platform
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PARTS = ("gen", "sample", "classifier", "quality")  # the units' kinds; "overhead" rides with the classifier
+SOURCES = ("runs", "calibration", "unknown")
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_FORMAT = 1
+
+
+# ---------------------------------------------------------------- the machine
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"cpu": cpu_model(), "threads": torch.get_num_threads()}
+
+
+def machine_tags() -> dict[str, Any]:
+    """Tags every run carries, so its timings are used only on the same kind of machine."""
+    m = machine()
+    return {"machine.cpu": m["cpu"], "machine.threads": m["threads"]}
+
+
+def machine_key(m: dict[str, Any]) -> str:
+    return f"{m['cpu']} | {m['threads']} thread{'s' if m['threads'] != 1 else ''}"
+
+
+# ---------------------------------------------------------------- how much work a cell does
+def train_counts(regime: str, size: int, seed: int, *, val_fraction: float, minority_classes=(2, 6)) -> list[int]:
+    """Per-class real *training* images of a cell (the regime's counts less the validation split), without
+    loading any data — the same arithmetic as ``data.make_split``."""
+    from .data import regime_counts
+
+    counts = regime_counts(regime, size, seed, minority_classes=minority_classes)
+    return [n - max(1, int(round(n * val_fraction))) for n in counts]
+
+
+def generator_images(gen_cfg, n: int) -> float:
+    """Images a generator's training passes over on ``n`` training images: epochs (raised to the config's step
+    floor, ``min_steps`` or ``min_g_steps`` × ``n_critic``) × the images of an epoch (drop_last batches), plus an
+    unlabelled pool where the family takes one (``unlabeled_size``).  Cost ∝ this, per family."""
+    from .generators.base import epochs_with_floor
+
+    batch = max(1, min(getattr(gen_cfg, "batch_size", n), n))
+    floor = getattr(gen_cfg, "min_steps", 0) or getattr(gen_cfg, "min_g_steps", 0) * getattr(gen_cfg, "n_critic", 1)
+    epochs = epochs_with_floor(epochs=getattr(gen_cfg, "epochs", 1), min_steps=floor, n=n, batch_size=batch)
+    per_epoch = (n // batch) * batch + getattr(gen_cfg, "unlabeled_size", 0)
+    return float(epochs * per_epoch)
+
+
+def classifier_work(clf_cfg, *, n_budget: int, n_total: int) -> float:
+    """A CNN's optimizer steps (its budget: ``classifiers.step_budget`` over ``n_budget`` images); for the
+    scikit-learn classifiers, the images they fit on."""
+    from .classifiers import CNNConfig, step_budget
+
+    if isinstance(clf_cfg, CNNConfig):
+        return float(step_budget(clf_cfg, min(n_budget, n_total))[0])
+    return float(n_total)
+
+
+@dataclass(frozen=True)
+class CellWork:
+    """One planned cell: who it is (family, profile, classifier, size) and the work of each of its parts."""
+
+    family: str
+    profile: str
+    classifier: str
+    size: int
+    group: int  # the grid unit (one worker's job) it belongs to
+    gen_key: str | None = None  # cells with the same key share one generator
+    gen_images: float = 0.0  # work of training that generator (counted once per key)
+    sampled: float = 0.0  # synthetic images drawn for the cell (the sample grid is added once per key)
+    classifier_work: float = 0.0
+    quality: bool = False
+
+    @property
+    def rate_key(self) -> str:
+        return f"{self.family}|{self.profile}|{self.classifier}"
+
+
+GRID_SAMPLES = 100  # the 10×10 sample grid every generator run draws once
+
+
+# ---------------------------------------------------------------- rates from runs
+@dataclass(frozen=True)
+class Record:
+    """The timings of one finished cell (from the store, or from a calibration)."""
+
+    family: str
+    profile: str
+    classifier: str
+    size: int
+    time: dict[str, float]
+    work: dict[str, float]
+    cpu: str = ""
+    threads: int = 0
+
+    @property
+    def rate_key(self) -> str:
+        return f"{self.family}|{self.profile}|{self.classifier}"
+
+    def rate(self, part: str) -> float | None:
+        """Seconds per unit of work of ``part`` (per cell for quality and the cell's fixed costs)."""
+        t, w = self.time, self.work
+        if part == "gen":
+            return t["gen"] / w["gen_images"] if w.get("gen_images") and "gen" in t else None
+        if part == "sample":
+            return t["sample"] / w["sampled"] if w.get("sampled") and "sample" in t else None
+        if part == "classifier":
+            return t["classifier"] / w["classifier"] if w.get("classifier") and "classifier" in t else None
+        if part == "quality":
+            return t.get("quality")
+        if part == "overhead":  # the cell's wall time besides its parts (a reused generator's load included)
+            if "cell" not in t:
+                return None
+            trained_gen = t.get("gen", 0.0) if w.get("gen_images") else 0.0
+            sampled = t.get("sample", 0.0) if w.get("sampled") else 0.0
+            return max(0.0, t["cell"] - trained_gen - sampled - t.get("classifier", 0.0) - t.get("quality", 0.0))
+        raise ValueError(part)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def nearest_rate(records: Iterable[Record], part: str, size: int) -> float | None:
+    """The mean rate of ``part`` over the records at the size nearest ``size`` (on a log scale) that have it."""
+    have = [(r.size, x) for r in records if (x := r.rate(part)) is not None]
+    if not have:
+        return None
+    best = min(have, key=lambda sx: (abs(math.log(sx[0] / size)), sx[0]))[0]
+    xs = [x for s, x in have if s == best]
+    return sum(xs) / len(xs)
+
+
+# ---------------------------------------------------------------- calibration file
+def calibration_path() -> Path:
+    from .tracking import tracking_dir  # only the folder: tracking/ is git-ignored and machine-local
+
+    return tracking_dir() / CALIBRATION_FILE
+
+
+def load_calibration(path: Path | None = None) -> dict[str, Any]:
+    path = path or calibration_path()
+    if not path.is_file():
+        return {"format": CALIBRATION_FORMAT, "machines": {}}
+    data = json.loads(path.read_text())
+    if data.get("format") != CALIBRATION_FORMAT:
+        return {"format": CALIBRATION_FORMAT, "machines": {}}
+    return data
+
+
+def save_calibration(records: list[Record], *, path: Path | None = None, m: dict[str, Any] | None = None,
+                     cpu_share: float | None = None) -> Path:
+    """Add (replace) this machine's records per family/profile/classifier; other machines' stay as they are.
+    ``cpu_share``: the calibrating process's CPU time / wall time — far below 1 on a busy machine, whose wall
+    times (and so every estimate made from them) are inflated."""
+    path = path or calibration_path()
+    m = m or machine()
+    data = load_calibration(path)
+    entry = data["machines"].setdefault(machine_key(m), {"cpu": m["cpu"], "threads": m["threads"], "records": {}})
+    fresh: dict[str, list] = {}
+    for r in records:
+        fresh.setdefault(r.rate_key, []).append(r.to_json())
+    entry["records"].update(fresh)
+    entry["measured"] = time.strftime("%Y-%m-%d %H:%M")
+    if cpu_share is not None:
+        entry["cpu_share"] = round(cpu_share, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+    return path
+
+
+def calibration_share(data: dict[str, Any], m: dict[str, Any]) -> float | None:
+    """The CPU share the calibration of this machine got (None when unrecorded)."""
+    return data["machines"].get(machine_key(m), {}).get("cpu_share")
+
+
+def calibration_records(data: dict[str, Any], m: dict[str, Any]) -> tuple[list[Record], list[str]]:
+    """This machine's calibrated records, and the keys of calibrations made elsewhere (which are not used)."""
+    mine = data["machines"].get(machine_key(m))
+    others = [k for k in data["machines"] if k != machine_key(m)]
+    if mine is None:
+        return [], others
+    return [Record(**r) for rs in mine["records"].values() for r in rs], others
+
+
+# ---------------------------------------------------------------- the estimate
+@dataclass
+class FamilyEstimate:
+    family: str
+    cells: int = 0
+    units: int = 0
+    unknown: int = 0
+    seconds: float = 0.0
+    sources: set[str] = field(default_factory=set)
+
+    @property
+    def source(self) -> str:
+        known = [s for s in SOURCES[:2] if s in self.sources]
+        if not known:
+            return "unknown"
+        return "+".join(known) + (f" ({self.unknown} units unknown)" if self.unknown else "")
+
+
+@dataclass
+class Estimate:
+    families: dict[str, FamilyEstimate]
+    group_seconds: dict[int, float]
+    machine: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(f.seconds for f in self.families.values())
+
+    @property
+    def units(self) -> int:
+        return sum(f.units for f in self.families.values())
+
+    @property
+    def unknown(self) -> int:
+        return sum(f.unknown for f in self.families.values())
+
+    def wall_seconds(self, workers: int) -> float:
+        """The known work spread over ``workers`` one-thread processes, each taking the next grid unit (a
+        generator and its cells) as it frees up; the longest first (LPT), as a queue of many units nearly does."""
+        loads = [0.0] * max(1, workers)
+        for s in sorted(self.group_seconds.values(), reverse=True):
+            heapq.heapreplace(loads, loads[0] + s)
+        return max(loads)
+
+
+def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[Record],
+             m: dict[str, Any] | None = None, trained_keys: set[str] = frozenset()) -> Estimate:
+    """Each cell's units priced from its own family's runs (``records``: those of this machine), else from its
+    family's ``calibration``, else counted unknown.  A generator key is priced once; keys in ``trained_keys``
+    (already trained) cost nothing."""
+    m = m or machine()
+    by_key: dict[str, list[Record]] = {}
+    cal_by_key: dict[str, list[Record]] = {}
+    for r in records:
+        by_key.setdefault(r.rate_key, []).append(r)
+    for r in calibration:
+        cal_by_key.setdefault(r.rate_key, []).append(r)
+
+    @functools.cache
+    def rate(key: str, part: str, size: int) -> tuple[float | None, str]:
+        for source, table in (("runs", by_key), ("calibration", cal_by_key)):
+            x = nearest_rate(table.get(key, []), part, size)
+            if x is not None:
+                return x, source
+        return None, "unknown"
+
+    families: dict[str, FamilyEstimate] = {}
+    groups: dict[int, float] = {}
+    seen_gen: set[str] = set(trained_keys)
+    for c in cells:
+        fam = families.setdefault(c.family, FamilyEstimate(c.family))
+        fam.cells += 1
+        parts: list[tuple[str, float]] = [("classifier", c.classifier_work)]
+        if c.gen_key is not None and c.gen_key not in seen_gen:
+            seen_gen.add(c.gen_key)
+            parts.append(("gen", c.gen_images))
+            parts.append(("sample", c.sampled + GRID_SAMPLES))
+        elif c.sampled:
+            parts.append(("sample", c.sampled))
+        if c.quality:
+            parts.append(("quality", 1.0))
+        for part, amount in parts:
+            fam.units += 1
+            x, source = rate(c.rate_key, part, c.size)
+            if part == "classifier" and x is not None:  # a cell's fixed costs come with its classifier unit
+                over, _ = rate(c.rate_key, "overhead", c.size)
+                x = None if over is None else x
+                seconds = None if x is None else x * amount + over
+            else:
+                seconds = None if x is None else x * amount
+            if seconds is None:
+                fam.unknown += 1
+                fam.sources.add("unknown")
+                continue
+            fam.sources.add(source)
+            fam.seconds += seconds
+            groups[c.group] = groups.get(c.group, 0.0) + seconds
+    return Estimate(families=families, group_seconds=groups, machine=m)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def report_lines(est: Estimate, *, workers: int) -> list[str]:
+    """The dry-run's table: per family its cells, units, estimate and the estimate's source; then the totals."""
+    lines = [f"{'family':<12} {'cells':>6} {'units':>6} {'estimate':>10}  source"]
+    for f in est.families.values():
+        shown = "—" if f.unknown == f.units else format_duration(f.seconds)
+        lines.append(f"{f.family:<12} {f.cells:>6} {f.units:>6} {shown:>10}  {f.source}")
+    known = "" if not est.unknown else "at least "
+    lines.append(f"total: {known}{est.seconds / 3600:.1f} core-hours; wall time {known}"
+                 f"{format_duration(est.wall_seconds(workers))} with {workers} worker(s) "
+                 f"(one thread each; timings for {machine_key(est.machine)})")
+    if est.unknown:
+        lines.append(f"{est.unknown} of {est.units} units unknown (no runs of their family on this machine and no "
+                     "calibration): `synthboost grid --calibrate` measures them")
+    else:
+        lines.append(f"0 of {est.units} units unknown")
+    lines += est.notes
+    return lines

@@ -1,0 +1,106 @@
+"""The grid's cost estimates: each family priced from its own runs, else its calibration on this CPU, else unknown."""
+
+from typer.testing import CliRunner
+
+from synthboost import cost
+from synthboost import grid as grid_mod
+from synthboost.cli import app
+
+runner = CliRunner()
+HERE = {"cpu": "Test CPU 9000", "threads": 1}
+ELSEWHERE = {"cpu": "Other CPU 1", "threads": 1}
+
+
+def record(family, size=1000, *, gen_s=10.0, gen_images=10_000, clf_s=5.0, steps=500, cell=20.0, sample_s=2.0,
+           sampled=1000):
+    time = {"classifier": clf_s, "cell": cell}
+    work = {"classifier": steps}
+    if gen_images:
+        time |= {"gen": gen_s, "sample": sample_s}
+        work |= {"gen_images": gen_images, "sampled": sampled}
+    return cost.Record(family=family, profile="quick", classifier="cnn", size=size, time=time, work=work, **HERE)
+
+
+def cell(family, size=1000, *, group=0, steps=500, gen_images=10_000, sampled=1000, key="k"):
+    gen = {} if family == "none" else {"gen_key": f"{family}-{key}-{size}", "gen_images": gen_images,
+                                       "sampled": sampled}
+    return cost.CellWork(family=family, profile="quick", classifier="cnn", size=size, group=group,
+                         classifier_work=steps, **gen)
+
+
+def test_a_family_without_runs_or_calibration_is_unknown_not_borrowed_from_another_family():
+    est = cost.estimate([cell("none"), cell("ddpm", group=1)], records=[record("none", gen_images=0)],
+                        calibration=[record("vae")], m=HERE)
+    assert est.families["none"].source == "runs" and est.families["none"].seconds > 0
+    ddpm = est.families["ddpm"]
+    assert ddpm.source == "unknown" and ddpm.unknown == ddpm.units == 3 and ddpm.seconds == 0
+    lines = cost.report_lines(est, workers=1)
+    assert any(line.startswith("ddpm") and "unknown" in line and "—" in line for line in lines)
+    assert "3 of 4 units unknown" in "\n".join(lines) and "at least" in "\n".join(lines)
+
+
+def test_runs_win_over_calibration_and_each_unit_says_where_it_came_from():
+    runs = [record("vae", gen_s=100.0)]
+    cal = [record("vae", gen_s=1.0)]
+    est = cost.estimate([cell("vae")], records=runs, calibration=cal, m=HERE)
+    assert est.families["vae"].source == "runs" and est.families["vae"].seconds > 100
+    est = cost.estimate([cell("vae")], records=[], calibration=cal, m=HERE)
+    assert est.families["vae"].source == "calibration" and est.families["vae"].seconds < 100
+
+
+def test_the_estimate_scales_with_steps_images_and_picks_the_nearest_size():
+    runs = [record("vae", 1000, gen_s=10.0), record("vae", 5000, gen_s=1000.0)]  # a much slower rate at 5,000
+    one = cost.estimate([cell("vae", 1000)], records=runs, calibration=[], m=HERE).seconds
+    twice = cost.estimate([cell("vae", 1000, steps=1000, gen_images=20_000, sampled=2000)], records=runs,
+                          calibration=[], m=HERE).seconds
+    fixed = (20.0 - 10.0 - 5.0 - 2.0) + 2.0 / 1000 * cost.GRID_SAMPLES  # per cell, and per generator's sample grid
+    assert abs((twice - fixed) - 2 * (one - fixed)) < 1e-6
+    near_5000 = cost.estimate([cell("vae", 4000)], records=runs, calibration=[], m=HERE).seconds
+    assert near_5000 > 20 * one  # 4,000 is priced from the 5,000 run's rate, not the 1,000 one's
+
+
+def test_a_generator_shared_by_cells_is_counted_once():
+    shared = [cell("vae", group=0, key="same"), cell("vae", group=0, key="same")]
+    apart = [cell("vae", group=0, key="a"), cell("vae", group=1, key="b")]
+    runs = [record("vae")]
+    est_shared = cost.estimate(shared, records=runs, calibration=[], m=HERE)
+    est_apart = cost.estimate(apart, records=runs, calibration=[], m=HERE)
+    assert est_apart.seconds - est_shared.seconds > 9.9  # one more generator training (10 s) and its sample grid
+    assert est_apart.wall_seconds(2) < est_apart.wall_seconds(1)
+
+
+def test_a_calibration_from_another_cpu_is_not_used(tmp_path):
+    path = tmp_path / "calibration.json"
+    cost.save_calibration([record("vae")], path=path, m=ELSEWHERE)
+    mine, elsewhere = cost.calibration_records(cost.load_calibration(path), HERE)
+    assert mine == [] and elsewhere == [cost.machine_key(ELSEWHERE)]
+    cost.save_calibration([record("none", gen_images=0)], path=path, m=HERE, cpu_share=0.25)
+    data = cost.load_calibration(path)
+    mine, elsewhere = cost.calibration_records(data, HERE)
+    assert {r.family for r in mine} == {"none"} and elsewhere == [cost.machine_key(ELSEWHERE)]
+    assert cost.calibration_share(data, HERE) == 0.25  # a busy machine's calibration says so
+
+
+def test_cell_work_follows_the_planned_config(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("experiment: cw\nprofile: quick\nmodels: [none, ddpm]\nregimes: [balanced]\nsizes: [1000, 5000]\n"
+                    "seeds: [0]\nmixes: [{ratio: 1.0, strategy: balance}]\n")
+    units = grid_mod.plan(grid_mod.load_grid(path), str(tmp_path / "q.journal"))
+    work = {(u["model"], u["size"]): grid_mod.cell_work(u, u["cells"][0], group=0) for u in units}
+    # the CNN's budget is epochs × ⌊real training images / batch⌋; a mix draws as many images as the real ones
+    assert work[("none", 5000)].classifier_work == 40 * (4250 // 64)
+    assert work[("ddpm", 1000)].sampled == 850 and work[("ddpm", 1000)].gen_key != work[("ddpm", 5000)].gen_key
+    # ddpm's step floor (quick: 790 steps) holds the small regime's training near the large one's
+    assert work[("ddpm", 1000)].gen_images >= 790 * 64 * 0.99
+    assert work[("none", 1000)].gen_key is None
+
+
+def test_dry_run_on_an_empty_store_says_unknown_and_how_to_calibrate(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("experiment: dry\nprofile: smoke\nmodels: [none, vae]\nregimes: [balanced]\nsizes: [300]\n"
+                    "seeds: [0]\n")
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", str(tmp_path / "q.journal"), "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert "2 cells in 2 units; 0 done, 2 to run" in out.stdout
+    assert "4 of 4 units unknown" in out.stdout and "synthboost grid --calibrate" in out.stdout
+    assert [line.split()[0] for line in out.stdout.splitlines() if "unknown" in line.split()[-1:]] == ["none", "vae"]
