@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from smoke_configs import SMOKE_STUDY
+from smoke_configs import smoke_study
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -52,7 +52,7 @@ classifiers: [cnn]
 mixes: [{ratio: 1.0, strategy: balance}]
 fixed: {clf.epochs: 1}
 """
-STUDY = SMOKE_STUDY.format(n_trials=3)
+STUDY = smoke_study(n_trials=3)
 STUDY_NAME = "ui-study"
 
 

@@ -23,23 +23,16 @@ from synthboost import queue
 from synthboost.tracking import Tracker
 
 from servers import worker_env
+from smoke_configs import smoke_study
 
 pytestmark = pytest.mark.slow
 
-STUDY = """
-regime: balanced
-size: 300
-classifier: cnn
-profile: smoke
-seeds: [0]
-n_trials: {n_trials}
-sampler: {{name: random, seed: 0}}
-pruner: {{name: none}}
-search_space:
-  mix.ratio: {{low: 0.2, high: 1.0}}
-fixed: {{clf.epochs: 2, gen.epochs: 2, gen.latent_dim: {latent}}}
-"""
-# gen.epochs 2: "during generator training" is after its first epoch, with one still to go
+
+def study_yaml(n_trials: int, latent: int) -> str:
+    return smoke_study(n_trials=n_trials, search={"mix.ratio": "{low: 0.2, high: 1.0}"},
+                       fixed=f"clf.epochs: 2, gen.epochs: 2, gen.latent_dim: {latent}")
+    # gen.epochs 2: "during generator training" is after its first epoch, with one still to go
+
 
 GRID = """
 experiment: faults-grid
@@ -126,7 +119,7 @@ def one_line_error(err: str) -> str:
 def write_study(home: Path, n_trials: int, latent: int) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     path = home / "study.yaml"
-    path.write_text(STUDY.format(n_trials=n_trials, latent=latent))
+    path.write_text(study_yaml(n_trials, latent))
     return path
 
 
@@ -343,3 +336,26 @@ def test_server_gone_longer_than_the_bound_exits_saying_how_to_resume(server, pr
     tracker = Tracker(server.tracking_uri)
     exp = tracker.client.get_experiment_by_name("faults-gone")
     assert "RUNNING" not in status_counts(tracker.client.search_runs([exp.experiment_id], max_results=100))
+
+
+def test_a_server_mode_worker_killed_while_training_resumes_and_completes_each_trial_once(server, procs, tmp_path):
+    """SIGKILL during generator training on PostgreSQL + the MLflow server (no shared files): the same command
+    again retries the dead worker's trial, trains the generator once, and leaves no run RUNNING."""
+    home = tmp_path / "machine"
+    study_file = write_study(home, 1, latent=14)
+    args = ["study", "--model", "vae", "--config", str(study_file), "--name", "killed-server",
+            "--experiment", "faults-killed-server"]
+    env = worker_env(server, home)
+    code, out, err = procs.run(args, env=env | {"SYNTHBOOST_FAULT": "generator-training:SIGKILL"}, cwd=home)
+    assert code == -signal.SIGKILL and "fault point generator-training reached" in err, err[-3000:]
+
+    code, out, err = procs.run(args, env=env, cwd=home)
+    assert code == 0, err[-3000:]
+    assert "study killed-server: 1 complete, 0 pruned, 0 failed (1 retried" in out, out
+    trials = optuna.load_study(study_name="killed-server", storage=server.storage).get_trials()
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL"]
+    tracker = Tracker(server.tracking_uri)
+    exp = tracker.client.get_experiment_by_name("faults-killed-server")
+    runs = tracker.client.search_runs([exp.experiment_id], max_results=100)
+    assert status_counts(runs) == {"FINISHED": 2, "FAILED": 1}  # parent + the retry; the killed run closed
+    assert len(trained_runs(runs)) == 1  # trained once, by the retry

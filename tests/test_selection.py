@@ -10,25 +10,14 @@ from synthboost import queue
 from synthboost.cli import app
 from synthboost.config import DataConfig, RunConfig
 from synthboost.data import make_split, regime_counts
+from smoke_configs import smoke_study
 
 runner = CliRunner()
 
 #: a baseline study on the smoke profile: one classifier knob, random sampler, no pruning
-KFOLD_STUDY = """
-model: none-strong
-regime: high
-size: 300
-classifier: cnn
-profile: smoke
-seeds: [0]
-n_trials: {n_trials}
-sampler: {{name: random, seed: 0}}
-pruner: {{name: none}}
-search_space:
-  clf.lr: null
-fixed: {{clf.epochs: 1}}
-{selection}
-"""
+def kfold_study(selection: str) -> str:
+    return smoke_study(n_trials=1, model="none-strong", regime="high", search={"clf.lr": "null"},
+                       fixed="clf.epochs: 1", extra=selection)
 
 
 def test_kfold_partitions_the_holdout_pool_into_stratified_folds():
@@ -75,7 +64,7 @@ def test_spearman_matches_scipy_and_its_interval_covers_it():
 
 def test_a_kfold_study_trains_one_run_per_fold_and_averages_their_validation(tracker, tmp_path):
     path = tmp_path / "kfold.yaml"
-    path.write_text(KFOLD_STUDY.format(n_trials=1, selection="selection: {kfold: 2}"))
+    path.write_text(kfold_study("selection: {kfold: 2}"))
     storage = str(tmp_path / "s.journal")
     out = runner.invoke(app, ["study", "--model", "none-strong", "--config", str(path), "--storage", storage,
                               "--name", "kf", "--experiment", "test-selection"])
@@ -145,7 +134,7 @@ def test_agreement_needs_three_complete_trials(tracker, tmp_path, monkeypatch):
 ])
 def test_bad_kfold_exits_2_with_one_line_naming_the_fix(tmp_path, selection, message, fix):
     path = tmp_path / "bad.yaml"
-    path.write_text(KFOLD_STUDY.format(n_trials=1, selection=selection))
+    path.write_text(kfold_study(selection))
     storage = tmp_path / "s.journal"
     out = runner.invoke(app, ["study", "--model", "none-strong", "--config", str(path), "--storage", str(storage)])
     assert out.exit_code == 2, out.output
@@ -162,7 +151,7 @@ def test_a_study_stored_before_selection_existed_still_resumes(tracker, tmp_path
     from synthboost.tracking import Tracker
 
     path = tmp_path / "old.yaml"
-    path.write_text(KFOLD_STUDY.format(n_trials=1, selection=""))
+    path.write_text(kfold_study(""))
     spec = study_mod.load_spec(model="none-strong", path=path)
     storage = str(tmp_path / "s.journal")
     st = optuna.create_study(study_name="old", storage=queue.open_storage(storage), direction="maximize")

@@ -28,23 +28,11 @@ from synthboost.cli import app
 from synthboost.tracking import Tracker
 
 from servers import Server, cli, free_port, worker_env
+from smoke_configs import smoke_study
 
 runner = CliRunner()
 
-STUDY = """
-regime: balanced
-size: 300
-classifier: cnn
-profile: smoke
-seeds: [0]
-n_trials: 8
-sampler: {name: random, seed: 0}
-pruner: {name: none}
-search_space:
-  mix.ratio: {low: 0.2, high: 1.0}
-  mix.strategy: null
-fixed: {clf.epochs: 1, gen.latent_dim: 10}
-"""
+STUDY = smoke_study(n_trials=8, fixed="clf.epochs: 1, gen.latent_dim: 10")
 # mix-only (the generator is the same for every trial): 4 workers start together, one trains it, three reuse it
 
 GRID = """

@@ -14,11 +14,11 @@ from synthboost import queue
 from synthboost import study as study_mod
 from synthboost.cli import app
 
-from smoke_configs import SMOKE_STUDY
+from smoke_configs import smoke_study
 
 runner = CliRunner()
 
-STUDY_YAML = SMOKE_STUDY.format(n_trials=4)
+STUDY_YAML = smoke_study(n_trials=4)
 
 
 @pytest.fixture()
