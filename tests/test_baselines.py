@@ -248,7 +248,7 @@ def test_baselines_are_registered_with_studies_and_in_the_grid():
     assert study.studies_dir().joinpath("none-strong.yaml").is_file()
     over = study.resolve_space(study.load_spec(model="oversample"))
     assert set(over) == {"mix.ratio"} | {f"clf.{k}" for k in CNNConfig.tunables}
-    default = study.load_spec(model="vae")
+    default = study.load_spec(model="cgan")  # the budget of the generators' studies (cgan, ddpm)
     for key in ("sampler", "pruner", "n_trials", "objective", "regime", "size", "profile", "seeds"):
         assert getattr(strong, key) == getattr(default, key), key
     assert {"mix.filter", "mix.filter_threshold", "mix.synthetic_weight"} <= set(

@@ -99,7 +99,9 @@ def test_dry_run_on_an_empty_store_says_unknown_and_how_to_calibrate(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("experiment: dry\nprofile: smoke\nmodels: [none, vae]\nregimes: [balanced]\nsizes: [300]\n"
                     "seeds: [0]\n")
-    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", str(tmp_path / "q.journal"), "--dry-run"])
+    # an empty store of its own (the suite's shared store holds other tests' smoke runs, which would price them)
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", str(tmp_path / "q.journal"), "--dry-run"],
+                        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"})
     assert out.exit_code == 0, out.output
     assert "2 cells in 2 units; 0 done, 2 to run" in out.stdout
     assert "4 of 4 units unknown" in out.stdout and "synthboost grid --calibrate" in out.stdout
