@@ -301,7 +301,7 @@ def recover_stale_trials(study, tracker) -> list[int]:
         worker = t.user_attrs.get("worker", "")
         w_host, _, w_pid = worker.partition(":")
         beat = t.user_attrs.get("heartbeat", t.datetime_start.timestamp() if t.datetime_start else now)
-        dead_here = w_host == host and w_pid.isdigit() and not _pid_alive(int(w_pid))
+        dead_here = w_host == host and w_pid.isdigit() and not pid_alive(int(w_pid))
         # ... here: a dead pid on this host at once, and (a database) a trial whose worker never beat at all
         if not (dead_here or (now - beat > GRACE_SECONDS and (not native or not worker))):
             continue
@@ -368,7 +368,7 @@ def _recover_native(study, tracker) -> list[int]:
     return [t.number for t in stale]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

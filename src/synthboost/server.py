@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .queue import _pid_alive
+from .queue import pid_alive
 from .tracking import file_lock, redact, tracking_dir
 
 HOST = "127.0.0.1"
@@ -143,7 +143,7 @@ def _stop(folder: Path, say) -> None:
         say(f"MLflow server (pid {st.mlflow_pid}) stopped")
     if st.pg_pid:
         out = _pg_run("pg_ctl", "stop", "-D", str(_data_dir(folder)), "-m", "fast", "-w", "-t", "60")
-        if out.returncode != 0 or _pid_alive(st.pg_pid):
+        if out.returncode != 0 or pid_alive(st.pg_pid):
             raise RuntimeError(f"PostgreSQL (pid {st.pg_pid}) did not stop: {out.stdout.strip()}")
         say(f"PostgreSQL (pid {st.pg_pid}) stopped")
     if not (st.mlflow_pid or st.pg_pid):
@@ -265,7 +265,7 @@ def _postmaster_pid(folder: Path) -> int | None:
     pidfile = _data_dir(folder) / "postmaster.pid"
     with contextlib.suppress(OSError, ValueError, IndexError):
         pid = int(pidfile.read_text().splitlines()[0])
-        if _pid_alive(pid) and "postgres" in _cmdline(pid):
+        if pid_alive(pid) and "postgres" in _cmdline(pid):
             return pid
     return None
 
@@ -323,7 +323,7 @@ def _healthy(uri: str) -> bool:
 
 
 def _is_mlflow(pid: int) -> bool:
-    return _pid_alive(pid) and "mlflow" in _cmdline(pid) and "server" in _cmdline(pid)
+    return pid_alive(pid) and "mlflow" in _cmdline(pid) and "server" in _cmdline(pid)
 
 
 def _stop_group(pid: int, timeout: float = 20.0) -> None:
