@@ -369,8 +369,9 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(where)], check=True)  # busy (a straggler): detach it now
 
 
-def test_a_really_full_disk_while_writing_a_checkpoint_fails_with_enospc_and_resumes_after_room(procs, tmp_path,
-                                                                                                 small_tmpfs, record):
+def test_a_really_full_disk_while_writing_a_checkpoint_fails_with_enospc_and_resumes_after_room(small_tmpfs, procs,
+                                                                                                 tmp_path, record):
+    # small_tmpfs first: its teardown (the unmount) then runs after procs' has killed any straggler
     """The artifact folder of the embedded store on a 4 MB tmpfs: copying the 6.7 MB checkpoint in fails with a real
     ENOSPC (the SQLite store beside it is on the big disk).  Growing the tmpfs (what freeing space amounts to) and
     running the same command again succeeds."""
