@@ -69,6 +69,12 @@ ui: setup
 
 # Server mode (tracking/README.md): a local PostgreSQL + MLflow server in tracking/server/ (idempotent); prints the
 # two lines every worker needs. `synthboost server status` / `synthboost server stop` for the rest.
-.PHONY: server
+.PHONY: server fault-table
 server: setup
 	$(PY) -m synthboost server start
+
+# tests/README.md's fault table: runs tests/test_faults.py (slow: ~15 min on 2 shared cores), then rewrites the table
+# from what each test recorded (tests/artifacts/faults/*.json). FAULT_TABLE_ARGS=--no-run only re-renders.
+FAULT_TABLE_ARGS ?=
+fault-table: setup
+	$(PY) tests/fault_table.py $(FAULT_TABLE_ARGS)

@@ -151,3 +151,11 @@ class Trained:
 @pytest.fixture(scope="session")
 def trained(split) -> Trained:
     return Trained(split)
+
+
+# ---------------------------------------------------------------- outcomes for fixtures (test_faults.py's record)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)  # item.rep_call: whether the test body passed, and how long it took
+    return rep

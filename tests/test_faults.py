@@ -2,14 +2,18 @@
 
 Workers are real ``synthboost`` processes on the smoke profile.  They are killed at a named stage through the
 ``SYNTHBOOST_FAULT`` hook (synthboost/faults.py: inert unless set), so each fault lands at the same moment on
-every machine.  tests/README.md lists each fault, what the user sees and the test that covers it.  Every
-process a test starts is ended by the test (or its fixture) even when it fails.
+every machine.  Every process a test starts is ended by the test (or its fixture) even when it fails.  Each test
+also records its fault, what it checked and the runs/trials it counted before and after (the ``record`` fixture:
+one JSON per test under tests/artifacts/faults/); ``python tests/fault_table.py`` (``make fault-table``) runs this
+file and renders those into the table in tests/README.md.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,6 +110,13 @@ def status_counts(runs) -> dict[str, int]:
     return out
 
 
+def state_counts(trials) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in trials:
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
 def trained_runs(runs) -> list:
     return [r for r in runs if r.data.tags.get("generator_trained") == "true"]
 
@@ -123,11 +134,52 @@ def write_study(home: Path, n_trials: int, latent: int) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- the record behind tests/README.md's table
+RECORDS = Path(__file__).parent / "artifacts" / "faults"
+
+
+class FaultRecord:
+    """What one test provoked and counted; written as JSON when the test ends, with its outcome."""
+
+    def __init__(self, nodeid: str):
+        self.data: dict = {"test": nodeid}
+
+    def fault(self, what: str, *, checked: str, store: str) -> None:
+        self.data |= {"fault": what, "checked": checked, "store": store}
+
+    def count(self, when: str, label: str, *, runs, trials=None) -> None:
+        """``when``: "before" (the fault or the resume) or "after"; counts from the stores the test opened."""
+        self.data[when] = {"label": label, "runs": status_counts(runs),
+                           "trials": None if trials is None else state_counts(trials)}
+
+    def write(self, node) -> None:
+        if "fault" not in self.data:
+            return
+        rep = getattr(node, "rep_call", None)  # set by conftest.py's pytest_runtest_makereport
+        self.data |= {"outcome": rep.outcome if rep else "not run",
+                      "seconds": round(rep.duration, 1) if rep else None, "finished_at": time.time()}
+        RECORDS.mkdir(parents=True, exist_ok=True)
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in node.nodeid.split("::")[-1])
+        (RECORDS / f"{name}.json").write_text(json.dumps(self.data, indent=1) + "\n")
+
+
+@pytest.fixture
+def record(request):
+    rec = FaultRecord(request.node.nodeid)
+    yield rec
+    rec.write(request.node)
+
+
 # ---------------------------------------------------------------- SIGKILL of a worker
 @pytest.mark.parametrize("stage", ["generator-training", "checkpoint-uploaded"])
-def test_a_study_worker_killed_resumes_and_completes_each_trial_once(stage, procs, tmp_path):
+def test_a_study_worker_killed_resumes_and_completes_each_trial_once(stage, procs, tmp_path, record):
     """Killed while training its generator, or once the checkpoint is uploaded but not yet marked complete:
     the same command again finishes the study; the generator is trained (and marked) once, by the retry."""
+    record.fault("SIGKILL of a study worker " + ("while it trains its generator" if stage == "generator-training"
+                 else "once its checkpoint is uploaded, not yet marked complete"), store="embedded",
+                 checked="the same command finishes the study: `1 complete … (1 retried`; the killed trial FAIL, its "
+                         "run FAILED, none RUNNING; the generator trained once, by the retry"
+                         + ("" if stage == "generator-training" else "; the uploaded checkpoint never reused"))
     home = tmp_path / "clone"
     study_file = write_study(home, 1, latent=7 if stage == "generator-training" else 6)
     args = ["study", "--model", "vae", "--config", str(study_file), "--name", "k"]
@@ -139,12 +191,14 @@ def test_a_study_worker_killed_resumes_and_completes_each_trial_once(stage, proc
     if stage == "checkpoint-uploaded":  # the checkpoint is in the store, the completion mark is not
         assert Path(killed[0].info.artifact_uri.removeprefix("file://"), "generator", "model.pt").is_file()
         assert "generator_trained" not in killed[0].data.tags
+    record.count("before", "after the kill", runs=all_runs(tracker), trials=journal_study(home, "k").get_trials())
 
     code, out, err = procs.run(args, env=embedded_env(home), cwd=home)
     assert code == 0, err[-3000:]
     assert "study k: 1 complete, 0 pruned, 0 failed (1 retried" in out, out
 
     trials = journal_study(home, "k").get_trials()
+    record.count("after", "after the resume", runs=all_runs(tracker), trials=trials)
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL"]
     failed, done = sorted(trials, key=lambda t: t.state.name != "FAIL")
     assert "died" in failed.user_attrs["fail_reason"] and done.user_attrs["retry_of"] == failed.number
@@ -157,14 +211,19 @@ def test_a_study_worker_killed_resumes_and_completes_each_trial_once(stage, proc
     assert retry.data.tags["generator_run_id"] == retry.info.run_id
 
 
-def test_a_grid_worker_killed_while_training_its_classifier_the_grid_still_runs_each_cell_once(procs, tmp_path):
+def test_a_grid_worker_killed_while_training_its_classifier_the_grid_still_runs_each_cell_once(procs, tmp_path,
+                                                                                                  record):
     """Two grid workers; one is killed in its first cell's classifier training.  The same `synthboost grid`
     command retries the unit: its generator (complete) is reused, each cell ends FINISHED exactly once."""
+    record.fault("SIGKILL of one of two `grid-worker`s while it trains a classifier", store="embedded",
+                 checked="`synthboost grid --workers 2` still ends `0 missing of 2`; each cell FINISHED once, the "
+                         "killed cell FAILED; its complete generator reused, not retrained")
     home = tmp_path / "clone"
     home.mkdir()
     (home / "grid.yaml").write_text(GRID)
     env = embedded_env(home, SYNTHBOOST_FAULT="classifier-training:SIGKILL",
                        SYNTHBOOST_FAULT_ONCE=str(tmp_path / "fault-once"))
+    record.count("before", "a new store", runs=[], trials=[])  # the kill and its retry happen in one command
     code, out, err = procs.run(["grid", "--config", "grid.yaml", "--workers", "2"], env=env, cwd=home)
     assert code == 0, out + err[-3000:]
     assert "fault point classifier-training reached" in err and "-9" in err, err[-3000:]  # a worker did die
@@ -181,12 +240,17 @@ def test_a_grid_worker_killed_while_training_its_classifier_the_grid_still_runs_
     assert [r.info.run_id for r in trained_runs(runs)] == [killed.info.run_id]
     assert {r.data.tags["generator_run_id"] for r in finished} == {killed.info.run_id}
     units = journal_study(home, "grid-faults-grid").get_trials()
+    record.count("after", "after the grid (units as trials)", runs=runs, trials=units)
     assert sorted(t.state.name for t in units) == ["COMPLETE", "FAIL"]
 
 
-def test_a_damaged_checkpoint_is_never_taken_as_a_cached_generator(tmp_path, capsys):
+def test_a_damaged_checkpoint_is_never_taken_as_a_cached_generator(tmp_path, capsys, record):
     """A checkpoint whose bytes no longer match the digest recorded after its upload is not sampled from."""
     from synthboost.pipeline import make_config, run_experiment
+
+    record.fault("a stored checkpoint cut to half its bytes (no longer the digest recorded after upload)",
+                 store="embedded", checked="`does not match the digest … not reusing it` on stderr; the generator "
+                                           "trained again, and that one reused next")
 
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     cfg = make_config(model="vae", regime="balanced", size=300, profile="smoke",
@@ -195,16 +259,21 @@ def test_a_damaged_checkpoint_is_never_taken_as_a_cached_generator(tmp_path, cap
     assert not first.generator_reused
     run = tracker.client.get_run(first.run_id)
     ckpt = Path(run.info.artifact_uri.removeprefix("file://"), "generator", "model.pt")
+    record.count("before", "before the damage", runs=all_runs(tracker))
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # e.g. a copy cut short
     second = run_experiment(cfg, tracker=tracker, progress=False, use_env_run=False)
     assert not second.generator_reused and second.generator_run_id == second.run_id  # trained again
     assert "does not match the digest" in capsys.readouterr().err
     third = run_experiment(cfg, tracker=tracker, progress=False, use_env_run=False)
     assert third.generator_reused and third.generator_run_id == second.run_id  # the good one is reused
+    record.count("after", "after two more runs", runs=all_runs(tracker))
 
 
 # ---------------------------------------------------------------- Ctrl-C
-def test_ctrl_c_ends_the_run_killed_fails_the_trial_and_says_how_to_resume(procs, tmp_path):
+def test_ctrl_c_ends_the_run_killed_fails_the_trial_and_says_how_to_resume(procs, tmp_path, record):
+    record.fault("Ctrl-C (SIGINT) during classifier training", store="embedded",
+                 checked="exit 130 within 30 s, one line `interrupted … re-run the same command to resume`; the run "
+                         "KILLED, the trial FAIL, its retry WAITING")
     home = tmp_path / "clone"
     study_file = write_study(home, 1, latent=8)
     errfile = tmp_path / "stderr"
@@ -215,6 +284,8 @@ def test_ctrl_c_ends_the_run_killed_fails_the_trial_and_says_how_to_resume(procs
         while "fault point classifier-training reached" not in errfile.read_text():
             assert p.poll() is None and time.time() < deadline, errfile.read_text()[-3000:]
             time.sleep(0.5)
+        record.count("before", "at Ctrl-C", runs=all_runs(embedded_tracker(home)),
+                     trials=journal_study(home, "c").get_trials())
         p.send_signal(signal.SIGINT)  # what Ctrl-C sends
         t0 = time.monotonic()
         p.wait(timeout=60)
@@ -226,6 +297,7 @@ def test_ctrl_c_ends_the_run_killed_fails_the_trial_and_says_how_to_resume(procs
     assert seconds < 30, seconds  # promptly: no waiting for the store or a worker
 
     trials = journal_study(home, "c").get_trials()
+    record.count("after", "after the exit", runs=all_runs(embedded_tracker(home)), trials=trials)
     assert sorted(t.state.name for t in trials) == ["FAIL", "WAITING"]  # the retry a resume will run
     failed = next(t for t in trials if t.state.name == "FAIL")
     assert failed.user_attrs["fail_reason"] == "interrupted (SIGINT)"
@@ -241,27 +313,81 @@ def _limit_file_size(limit: int):
     return apply
 
 
-def test_a_full_disk_while_writing_a_checkpoint_is_one_clear_line_and_the_store_stays_readable(procs, tmp_path):
-    """RLIMIT_FSIZE in the child makes any file past 4 MB fail as a full disk would (EFBIG, handled as ENOSPC):
-    the 6.7 MB checkpoint fails, the 1 MB SQLite store does not."""
-    home = tmp_path / "clone"
-    home.mkdir()
-    args = ["run", "--model", "vae", "--profile", "smoke", "--size", "300", "--set", "gen.hidden=128",
-            "--set", "clf.epochs=1"]
-    code, out, err = procs.run(args, env=embedded_env(home), cwd=home, preexec_fn=_limit_file_size(4_000_000))
+DISK_FULL_ARGS = ["run", "--model", "vae", "--profile", "smoke", "--size", "300", "--set", "gen.hidden=128",
+                  "--set", "clf.epochs=1"]  # gen.hidden 128: a 6.7 MB checkpoint
+
+
+def _assert_disk_full_then_resumes(procs, home: Path, record, *, first_run: dict, strerror: str, make_room) -> None:
+    """The first run fails writing its checkpoint: exit 1, one line; the store reads back (one FAILED run with the
+    reason, no cached generator); after ``make_room()`` the same command succeeds."""
+    code, out, err = procs.run(DISK_FULL_ARGS, env=embedded_env(home), cwd=home, **first_run)
     assert code == 1, err[-3000:]
     line = one_line_error(err)
     assert line.startswith("error: no space left writing the generator checkpoint") and "re-run" in line, line
-    assert "File too large" in line or "No space left" in line
+    assert f"MB): {strerror}; free some space" in line, line  # the real errno, not a guess
 
     tracker = embedded_tracker(home)  # readable: the failed run is there, FAILED, with the reason
     runs = all_runs(tracker)
+    record.count("before", "after the failed write", runs=runs)
     assert [r.info.status for r in runs] == ["FAILED"] and "no space left" in runs[0].data.tags["error"]
     assert not trained_runs(runs)  # never a cached generator
-    code, out, err = procs.run(args, env=embedded_env(home), cwd=home)  # space again: the same command works
+    make_room()
+    code, out, err = procs.run(DISK_FULL_ARGS, env=embedded_env(home), cwd=home)  # space again: the same command
     assert code == 0, err[-3000:]
     assert "generator trained in run" in out
+    record.count("after", "after the re-run", runs=all_runs(tracker))
     assert status_counts(all_runs(tracker)) == {"FAILED": 1, "FINISHED": 1}
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_clear_line_and_the_store_stays_readable(procs, tmp_path,
+                                                                                               record):
+    """RLIMIT_FSIZE in the child makes any file past 4 MB fail as a full disk would (EFBIG, handled as ENOSPC):
+    the 6.7 MB checkpoint fails, the 1 MB SQLite store does not."""
+    record.fault("a full disk while writing a checkpoint: a 4 MB file-size limit in the child (EFBIG)",
+                 store="embedded", checked="exit 1, one line `error: no space left writing the generator checkpoint "
+                                           "…`; the store reads back: one FAILED run, no cached generator; the same "
+                                           "command then succeeds")
+    home = tmp_path / "clone"
+    home.mkdir()
+    _assert_disk_full_then_resumes(procs, home, record, first_run={"preexec_fn": _limit_file_size(4_000_000)},
+                                   strerror="File too large", make_room=lambda: None)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 4 MB tmpfs mounted for the test (root only), unmounted at the end even when the test fails."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    where = tmp_path / "small-disk"
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(where)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
+    yield where
+    if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(where)], check=True)  # busy (a straggler): detach it now
+
+
+def test_a_really_full_disk_while_writing_a_checkpoint_fails_with_enospc_and_resumes_after_room(small_tmpfs, procs,
+                                                                                                 tmp_path, record):
+    # small_tmpfs first: its teardown (the unmount) then runs after procs' has killed any straggler
+    """The artifact folder of the embedded store on a 4 MB tmpfs: copying the 6.7 MB checkpoint in fails with a real
+    ENOSPC (the SQLite store beside it is on the big disk).  Growing the tmpfs (what freeing space amounts to) and
+    running the same command again succeeds."""
+    record.fault("a really full disk while writing a checkpoint: the artifact folder on a 4 MB tmpfs (ENOSPC)",
+                 store="embedded", checked="exit 1, one line `error: no space left … No space left on device`; the "
+                                           "store reads back: one FAILED run, no cached generator; after the tmpfs is "
+                                           "grown to 64 MB the same command succeeds")
+    home = tmp_path / "clone"
+    (home / "tracking").mkdir(parents=True)
+    (home / "tracking" / "artifacts").symlink_to(small_tmpfs)  # where the embedded store puts every artifact
+
+    def make_room():
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
+
+    _assert_disk_full_then_resumes(procs, home, record, first_run={}, strerror="No space left on device",
+                                   make_room=make_room)
 
 
 # ---------------------------------------------------------------- server mode: the server goes away
@@ -281,7 +407,20 @@ def _trials_in(server, name: str, state: str) -> int:
     return sum(t.state.name == state for t in st.get_trials())
 
 
-def test_server_stopped_mid_study_and_back_within_the_bound_nothing_is_lost(server, procs, tmp_path):
+def _server_runs(server, experiment: str) -> list:
+    tracker = Tracker(server.tracking_uri)
+    exp = tracker.client.get_experiment_by_name(experiment)
+    return tracker.client.search_runs([exp.experiment_id], max_results=100) if exp else []
+
+
+def _server_trials(server, name: str) -> list:
+    return optuna.load_study(study_name=name, storage=server.storage).get_trials()
+
+
+def test_server_stopped_mid_study_and_back_within_the_bound_nothing_is_lost(server, procs, tmp_path, record):
+    record.fault("MLflow server and PostgreSQL stopped mid-study, back after ~8 s", store="server",
+                 checked="stderr says `unreachable … waiting for it with backoff` then `is back after N s`; the study"
+                         " ends `2 complete, 0 pruned, 0 failed`, every run FINISHED, no retry")
     home = tmp_path / "machine"
     study_file = write_study(home, 2, latent=12)
     env = worker_env(server, home) | {"SYNTHBOOST_OUTAGE_SECONDS": "300"}
@@ -290,6 +429,8 @@ def test_server_stopped_mid_study_and_back_within_the_bound_nothing_is_lost(serv
         p = procs.start(["study", "--model", "vae", "--config", str(study_file), "--name", "outage",
                          "--experiment", "faults-outage"], env=env, cwd=home, stderr=fh)
         _wait_for(lambda: _trials_in(server, "outage", "COMPLETE") >= 1, timeout=300, what="a first trial", proc=p)
+        record.count("before", "just before the stop", runs=_server_runs(server, "faults-outage"),
+                     trials=_server_trials(server, "outage"))
         assert server.stop().returncode == 0  # both: the MLflow server and PostgreSQL
         time.sleep(8)
         server.start()  # the same ports and password
@@ -303,11 +444,16 @@ def test_server_stopped_mid_study_and_back_within_the_bound_nothing_is_lost(serv
     tracker = Tracker(server.tracking_uri)
     exp = tracker.client.get_experiment_by_name("faults-outage")
     runs = tracker.client.search_runs([exp.experiment_id], max_results=100)
+    record.count("after", "after the study", runs=runs, trials=st.get_trials())
     assert status_counts(runs) == {"FINISHED": 3}  # the parent and one run per trial
     assert {t.user_attrs["mlflow_run_id"] for t in st.get_trials()} <= {r.info.run_id for r in runs}
 
 
-def test_server_gone_longer_than_the_bound_exits_saying_how_to_resume(server, procs, tmp_path):
+def test_server_gone_longer_than_the_bound_exits_saying_how_to_resume(server, procs, tmp_path, record):
+    record.fault("the same, gone longer than `SYNTHBOOST_OUTAGE_SECONDS` (10 s)", store="server",
+                 checked="exit 1 within 120 s, one line `unreachable for N s (more than SYNTHBOOST_OUTAGE_SECONDS=10)"
+                         " … re-run the same command to resume`; the same command then finishes (`1 retried`), "
+                         "no run RUNNING")
     home = tmp_path / "machine"
     study_file = write_study(home, 1, latent=13)
     env = worker_env(server, home) | {"SYNTHBOOST_OUTAGE_SECONDS": "10"}
@@ -329,18 +475,26 @@ def test_server_gone_longer_than_the_bound_exits_saying_how_to_resume(server, pr
     assert "unreachable for" in line and "SYNTHBOOST_OUTAGE_SECONDS=10" in line, line
     assert "re-run the same command to resume" in line
     assert seconds < 120, seconds  # bounded: it did not hang on MLflow's or the driver's own retries
+    record.count("before", "server back, before the resume", runs=_server_runs(server, "faults-gone"),
+                 trials=_server_trials(server, "gone"))
     # and the same command, with the server back, finishes the study: the dead worker's trial is retried
     code, out, err = procs.run(args, env=env, cwd=home)
     assert code == 0, err[-3000:]
     assert "1 complete, 0 pruned, 0 failed (1 retried" in out, out
     tracker = Tracker(server.tracking_uri)
     exp = tracker.client.get_experiment_by_name("faults-gone")
-    assert "RUNNING" not in status_counts(tracker.client.search_runs([exp.experiment_id], max_results=100))
+    runs = tracker.client.search_runs([exp.experiment_id], max_results=100)
+    record.count("after", "after the resume", runs=runs, trials=_server_trials(server, "gone"))
+    assert "RUNNING" not in status_counts(runs)
 
 
-def test_a_server_mode_worker_killed_while_training_resumes_and_completes_each_trial_once(server, procs, tmp_path):
+def test_a_server_mode_worker_killed_while_training_resumes_and_completes_each_trial_once(server, procs, tmp_path,
+                                                                                          record):
     """SIGKILL during generator training on PostgreSQL + the MLflow server (no shared files): the same command
     again retries the dead worker's trial, trains the generator once, and leaves no run RUNNING."""
+    record.fault("SIGKILL of a study worker while it trains its generator, the worker given only the two URIs",
+                 store="server", checked="the same command finishes: `1 complete … (1 retried`; the killed run "
+                                         "FAILED, none RUNNING; the generator trained once")
     home = tmp_path / "machine"
     study_file = write_study(home, 1, latent=14)
     args = ["study", "--model", "vae", "--config", str(study_file), "--name", "killed-server",
@@ -348,6 +502,8 @@ def test_a_server_mode_worker_killed_while_training_resumes_and_completes_each_t
     env = worker_env(server, home)
     code, out, err = procs.run(args, env=env | {"SYNTHBOOST_FAULT": "generator-training:SIGKILL"}, cwd=home)
     assert code == -signal.SIGKILL and "fault point generator-training reached" in err, err[-3000:]
+    record.count("before", "after the kill", runs=_server_runs(server, "faults-killed-server"),
+                 trials=_server_trials(server, "killed-server"))
 
     code, out, err = procs.run(args, env=env, cwd=home)
     assert code == 0, err[-3000:]
@@ -357,5 +513,6 @@ def test_a_server_mode_worker_killed_while_training_resumes_and_completes_each_t
     tracker = Tracker(server.tracking_uri)
     exp = tracker.client.get_experiment_by_name("faults-killed-server")
     runs = tracker.client.search_runs([exp.experiment_id], max_results=100)
+    record.count("after", "after the resume", runs=runs, trials=trials)
     assert status_counts(runs) == {"FINISHED": 2, "FAILED": 1}  # parent + the retry; the killed run closed
     assert len(trained_runs(runs)) == 1  # trained once, by the retry
