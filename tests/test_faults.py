@@ -289,7 +289,10 @@ def test_ctrl_c_ends_the_run_killed_fails_the_trial_and_says_how_to_resume(procs
         p.send_signal(signal.SIGINT)  # what Ctrl-C sends
         # promptly: it neither finishes the trial nor waits for anything (the bound is generous because a loaded
         # CI machine may take its time to schedule the process; a hang fails with TimeoutExpired)
-        p.wait(timeout=120)
+        try:
+            p.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("still running 120 s after SIGINT; its stderr:\n" + errfile.read_text()[-3000:])
     err = errfile.read_text()
     assert p.returncode == 130, err[-3000:]
     line = one_line_error(err)
