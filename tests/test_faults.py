@@ -278,8 +278,11 @@ def test_ctrl_c_ends_the_run_killed_fails_the_trial_and_says_how_to_resume(procs
     study_file = write_study(home, 1, latent=8)
     errfile = tmp_path / "stderr"
     with open(errfile, "w") as fh:
+        # SIGINT as a terminal delivers it: a suite started in the background by a non-interactive shell ignores
+        # SIGINT, and a child inherits that (Python then installs no handler), so restore the default
         p = procs.start(["study", "--model", "vae", "--config", str(study_file), "--name", "c"],
-                        env=embedded_env(home, SYNTHBOOST_FAULT="classifier-training:wait"), cwd=home, stderr=fh)
+                        env=embedded_env(home, SYNTHBOOST_FAULT="classifier-training:wait"), cwd=home, stderr=fh,
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 300
         while "fault point classifier-training reached" not in errfile.read_text():
             assert p.poll() is None and time.time() < deadline, errfile.read_text()[-3000:]
