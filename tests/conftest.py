@@ -39,6 +39,14 @@ def tracker(isolated_home):
     return Tracker()
 
 
+def unavailable(reason: str):
+    """A prerequisite is missing: skip on a developer's machine, but fail in CI, whose .ci/run installs them all
+    and runs as root, so a missing one there is a broken set-up, not a reason to test less."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} — CI must provide it (.ci/run)")
+    pytest.skip(reason)
+
+
 # ---------------------------------------------------------------- server mode (tests/servers.py)
 @pytest.fixture(scope="module")
 def server(request):
@@ -47,7 +55,7 @@ def server(request):
     from servers import HAVE_POSTGRES, Server, free_port
 
     if not HAVE_POSTGRES:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+        unavailable("PostgreSQL is not installed (Debian: apt-get install postgresql)")
     folder = Path(tempfile.mkdtemp(prefix="synthboost-server-"))
     srv = Server(folder, free_port(), free_port())
 

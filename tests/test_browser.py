@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from smoke_configs import smoke_study
+from smoke_configs import smoke_grid, smoke_study
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -41,17 +41,7 @@ pytestmark = [
                                               "(apt-get install chromium chromium-driver)"),
 ]
 
-GRID = """
-experiment: ui-grid
-profile: smoke
-models: [none, vae]
-regimes: [balanced]
-sizes: [300]
-seeds: [0, 1]
-classifiers: [cnn]
-mixes: [{ratio: 1.0, strategy: balance}]
-fixed: {clf.epochs: 1}
-"""
+GRID = smoke_grid(experiment="ui-grid", mixes="[{ratio: 1.0, strategy: balance}]", fixed="clf.epochs: 1")
 STUDY = smoke_study(n_trials=3)
 STUDY_NAME = "ui-study"
 

@@ -26,6 +26,7 @@ import pytest
 from synthboost import queue
 from synthboost.tracking import Tracker
 
+from conftest import unavailable
 from servers import worker_env
 from smoke_configs import smoke_study
 
@@ -362,13 +363,13 @@ def test_a_full_disk_while_writing_a_checkpoint_is_one_clear_line_and_the_store_
 def small_tmpfs(tmp_path):
     """A 4 MB tmpfs mounted for the test (root only), unmounted at the end even when the test fails."""
     if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root and mount(8)")
+        unavailable("mounting a tmpfs needs root and mount(8)")
     where = tmp_path / "small-disk"
     where.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(where)],
                        capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
+        unavailable(f"cannot mount a tmpfs here: {r.stderr.strip() or r.returncode}")
     yield where
     if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
         subprocess.run(["umount", "-l", str(where)], check=True)  # busy (a straggler): detach it now

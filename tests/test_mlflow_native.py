@@ -82,7 +82,7 @@ def test_the_trained_generator_is_an_mlflow_model_that_turns_labels_into_images(
 def test_the_checkpoint_cache_still_reuses_the_generator_and_links_its_model(tracker, vae_run):
     cfg, first = vae_run
     key = generator_key(cfg, make_split(cfg.data, cfg.seed).digest)
-    assert tracker.find_generator_run(key) == first.run_id
+    assert tracker.generator_runs(key)[:1] == [first.run_id]
     other = make_config(model="vae", regime="high", size=300, seed=2, profile="smoke", mix_ratio=1.0,
                         overrides={"gen": {"latent_dim": 11}, "clf": {"epochs": 1}})
     second = run_experiment(other, tracker=tracker, experiment="test-native", progress=False)

@@ -28,24 +28,15 @@ from synthboost.cli import app
 from synthboost.tracking import Tracker
 
 from servers import Server, cli, free_port, worker_env
-from smoke_configs import smoke_study
+from smoke_configs import smoke_grid, smoke_study
 
 runner = CliRunner()
 
 STUDY = smoke_study(n_trials=8, fixed="clf.epochs: 1, gen.latent_dim: 10")
 # mix-only (the generator is the same for every trial): 4 workers start together, one trains it, three reuse it
 
-GRID = """
-experiment: grid-server
-profile: smoke
-models: [none, vae]
-regimes: [balanced]
-sizes: [300]
-seeds: [0, 1]
-classifiers: [cnn]
-mixes: [{ratio: 0.5, strategy: balance}, {ratio: 1.0, strategy: uniform}]
-fixed: {clf.epochs: 1, gen.latent_dim: 11}
-"""
+GRID = smoke_grid(experiment="grid-server", mixes="[{ratio: 0.5, strategy: balance}, {ratio: 1.0, strategy: uniform}]",
+                  fixed="clf.epochs: 1, gen.latent_dim: 11")
 # 2 `none` units of 1 cell + 2 `vae` units of 2 cells (one generator each) = 4 units, 6 cells
 
 

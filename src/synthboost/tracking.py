@@ -381,11 +381,6 @@ class Tracker:
         finally:
             self.seconds += time.perf_counter() - t0
 
-    def find_generator_run(self, generator_key: str) -> str | None:
-        """The run that trained and logged the generator with this key (any experiment), if any."""
-        runs = self.generator_runs(generator_key, max_results=1)
-        return runs[0] if runs else None
-
     def generator_runs(self, generator_key: str, *, max_results: int = 5) -> list[str]:
         """Runs that trained and wholly logged the generator with this key, newest first (the tag is set only
         after the upload, so a run killed while uploading is never among them)."""

@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import as_dict, build
 from ..data import Split
+from ..training import native_bf16
 from ..training import EpochCallback, pick_device, train_likelihood
 
 CHECKPOINT_FORMAT = 1
@@ -75,8 +76,7 @@ def pick_amp(device: torch.device, mode: str = "auto") -> torch.dtype | None:
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is emulated, slow."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return native_bf16(torch.device("cpu"))
 
 
 def pick_sampling_amp(device: torch.device, mode: str = "auto", *, train_mode: str = "auto") -> torch.dtype | None:
