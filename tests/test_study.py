@@ -215,3 +215,19 @@ def test_every_model_has_its_own_valid_study_file(model):
     space = study_mod.resolve_space(spec)
     assert (study_mod.studies_dir() / f"{model}.yaml").is_file() and space
     assert spec.objective.startswith("val/")  # never selects on test
+
+
+def test_clip_study_searches_the_guidance_and_trains_one_model():
+    # issue 18: the clip study tries classifier-free guidance, the CLIP gradient and both, at their scales; all
+    # sampling-only, so every trial reuses the one trained generator (one generator key across the space)
+    from synthboost.config import Choice
+    from synthboost.pipeline import generator_key, make_config
+
+    space = study_mod.resolve_space(study_mod.load_spec(model="clip"))
+    assert isinstance(space["gen.guidance"], Choice)
+    assert set(space["gen.guidance"].values) == {"cfg", "clip_grad", "both"}
+    assert "gen.clip_guidance_scale" in space
+    keys = {generator_key(make_config(model="clip", regime="high", size=1000, seed=0, profile="quick",
+                                      overrides={"gen": {"guidance": g, "clip_guidance_scale": s}}), "split")
+            for g, s in (("cfg", 20.0), ("clip_grad", 5.0), ("both", 80.0))}
+    assert len(keys) == 1
