@@ -322,8 +322,25 @@ def test_default_selection_is_every_experiment_with_experiment_runs(store, tmp_p
         build_report(experiments=["report-nobase"], out_dir=tmp_path, formats={"csv"}, tracker=store)
 
 
+def test_model_keeps_one_family_and_every_baseline(store, tmp_path):
+    # `--model dvae` is the dvae page (docs/gan, docs/diffusion): its gains over every baseline, no other family
+    from synthboost.report import build_report
+
+    whole = build_report(experiments=["report-a"], out_dir=tmp_path / "all", formats={"csv"}, tracker=store,
+                         log_to_mlflow=False)
+    one = build_report(experiments=["report-a"], out_dir=tmp_path / "dvae", formats={"csv"}, tracker=store,
+                       log_to_mlflow=False, models=["dvae"])
+    assert set(one.analysis.results["model"]) == {"none", "oversample", "dvae"}
+    assert set(one.analysis.gains["model"]) == {"dvae", "oversample"}  # oversample's gain over none stays
+    key = ["variant", "regime", "size", "mix_ratio", "baseline", "metric"]
+    same = whole.analysis.gains.merge(one.analysis.gains, on=key, suffixes=("", "_one"))
+    assert len(same) == len(one.analysis.gains) and (same["mean"] == same["mean_one"]).all()
+
+
 CLI_BAD = [
     (["--experiment", "no-such-experiment"], "no experiment named 'no-such-experiment'"),
+    (["--experiment", "report-a", "--model", "gan"], "--model gan: not a generator family"),
+    (["--experiment", "report-b", "--model", "cgan"], "--model cgan: no runs of that family"),
     (["--experiment", "report-nobase"], "missing baselines `none`"),
     (["--format", "md,pdf"], "unknown format 'pdf'"),
 ]

@@ -377,6 +377,9 @@ def report(
     include_studies: Annotated[bool, typer.Option(
         "--include-studies", help="Also read study trials (runs tagged optuna.study_name that are not grid cells); "
                                   "by default the report reads grid and single runs only.")] = False,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="Only this generator family (repeat for several) and the baselines; default: every run.")
+    ] = None,
 ) -> None:
     """Compare models from the tracking store: tables, gains over the baselines, plots, claims; logged to MLflow."""
     from pathlib import Path
@@ -386,7 +389,8 @@ def report(
 
     formats = report_mod.parse_formats(format_)  # a typo fails before the store is touched
     result = report_mod.build_report(experiments=experiment or None, out_dir=Path(out), formats=formats,
-                                     tracker=tracking.Tracker(), include_studies=include_studies)
+                                     tracker=tracking.Tracker(), include_studies=include_studies,
+                                     models=model or None)
     typer.echo(f"report on {', '.join(result.experiments)} ({result.n_runs} runs) written to {result.out_dir}: "
                + ", ".join(sorted(result.files, key=lambda f: (f.count("/"), f))))
     for c in result.claims:

@@ -21,7 +21,7 @@ from ..timing import timed
 from . import render
 from .claims import Claim, seed
 from .figures import draw, sample_grids
-from .frame import check_recipes, select_runs, split_external, tidy
+from .frame import check_recipes, select_models, select_runs, split_external, tidy
 from .stats import Analysis, analyse_apart, check_baselines
 
 REPORTS_EXPERIMENT = "synthboost-reports"
@@ -51,11 +51,13 @@ def protocol_claims(analysis: Analysis) -> list[Claim]:
 
 
 def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[str], tracker,
-                 log_to_mlflow: bool = True, include_studies: bool = False) -> ReportResult:
+                 log_to_mlflow: bool = True, include_studies: bool = False,
+                 models: list[str] | None = None) -> ReportResult:
     """Query the store, compare, write ``out_dir`` (report.md / report.html / CSVs) and log it as an MLflow run.
 
     ``experiments=None`` reads every experiment holding experiment runs.  Study trials (runs tagged
-    ``optuna.study_name`` that are not grid cells) are left out unless ``include_studies``.  Raises ``UserError``
+    ``optuna.study_name`` that are not grid cells) are left out unless ``include_studies``; ``models`` keeps only
+    those generator families (and every baseline).  Raises ``UserError``
     for an unknown experiment, a selection without finished experiment runs, an unknown format,
     ``include_studies`` without study trials, a selection of study trials only without it, runs of unknown
     classifier recipe (no ``params.clf.*``), a selection of external-data runs only, or when no generator cell has
@@ -73,7 +75,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
         runs = tidy(frame)
         if runs.empty:
             raise UserError("the selected runs carry no test metrics (were they written by `synthboost run`?)")
-        runs = select_runs(runs, include_studies=include_studies)
+        runs = select_models(select_runs(runs, include_studies=include_studies), models)
         check_recipes(runs)
         runs, external = split_external(runs)
         analysis = analyse_apart(runs, external)

@@ -159,6 +159,24 @@ def select_runs(runs: pd.DataFrame, *, include_studies: bool = False) -> pd.Data
     return runs[~trial].reset_index(drop=True)
 
 
+def select_models(runs: pd.DataFrame, models: list[str] | None) -> pd.DataFrame:
+    """Only the generator families in ``models`` (every baseline stays: the gains are measured against them);
+    ``None`` keeps everything.  ``UserError`` for a name that is no family, or a family without runs here."""
+    if not models:
+        return runs
+    unknown = [m for m in models if m not in generators.FAMILIES]
+    if unknown:
+        raise UserError(f"--model {unknown[0]}: not a generator family (families: {', '.join(generators.FAMILIES)}; "
+                        "baselines are always in the report)")
+    present = set(runs["model"])
+    missing = [m for m in models if m not in present]
+    if missing:
+        have = ", ".join(sorted(present & set(generators.FAMILIES))) or "none"
+        raise UserError(f"--model {missing[0]}: no runs of that family in the selected experiment(s) "
+                        f"(families there: {have})")
+    return runs[runs["model"].isin(models) | runs["model"].isin(BASELINES)].reset_index(drop=True)
+
+
 def split_external(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(own-data runs, runs using external data).  A run tagged ``uses_external_data`` (e.g. a ``clip`` run whose
     CLIP trained on the official train set) saw more labelled images than its cell's baseline, so it is never
