@@ -67,6 +67,20 @@ samples: setup
 ui: setup
 	$(PY) -m synthboost ui
 
+# The committed reports under docs/ and the README's tables (`<!-- synthboost:table … -->` blocks), regenerated
+# from the store MLFLOW_TRACKING_URI names (the measurement store; default tracking/mlflow.db) — never by hand.
+FAIR = --experiment fair-high-1000 --experiment fair-balanced-5000
+.PHONY: docs readme
+docs: setup
+	$(PY) -m synthboost report --experiment fair-high-1000 --out docs/fair
+	$(PY) -m synthboost report --experiment fair-balanced-5000 --out docs/fair-balanced
+	$(PY) -m synthboost report $(FAIR) --model cgan --out docs/gan
+	$(PY) -m synthboost report $(FAIR) --model ddpm --model clip --out docs/diffusion
+	$(PY) -m synthboost readme
+
+readme: setup
+	$(PY) -m synthboost readme
+
 # Server mode (tracking/README.md): a local PostgreSQL + MLflow server in tracking/server/ (idempotent); prints the
 # two lines every worker needs. `synthboost server status` / `synthboost server stop` for the rest.
 .PHONY: server fault-table

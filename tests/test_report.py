@@ -187,6 +187,17 @@ def test_gains_equal_paired_differences_from_the_store(store, report_a, variant,
     assert f1["mean"] == pytest.approx(f1_mean, abs=1e-12)
 
 
+def test_headline_has_one_row_per_cell_with_its_gains_from_the_store(store, report_a):
+    # headline.md is the README's table: one row per cell, the gain over each baseline as the store's pairs give it
+    text = (report_a.out_dir / "headline.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
+    assert len(rows) == len(report_a.analysis.results)
+    _, mean, lo, hi = _hand_gain(store, "report-a", "vae", "high", 500)
+    vae = next(r for r in rows if r.startswith("| vae | vae | high | 500 |") or r.startswith("| vae | high | 500 |"))
+    assert f"{100 * mean:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" in vae
+    assert "`report-a`" in text and "synthboost report" in text
+
+
 def test_missing_baselines_are_listed_never_invented(report_a):
     g, mi = report_a.tables["gains"], report_a.tables["missing_baselines"]
     assert not mi.duplicated(subset=["variant", "regime", "size", "baseline"]).any()
@@ -261,7 +272,8 @@ def test_claims_fail_or_are_inconclusive_on_contrary_data(store, tmp_path):
     vs_plain = gains[(gains["model"] == "none-strong") & (gains["metric"] == "accuracy")]
     assert list(vs_plain["baseline"]) == ["none"] and list(vs_plain["comparison"]) == ["baseline vs plain baseline"]
     assert verdicts["4-oversample"].verdict == "inconclusive"
-    assert result.run_id is None and set(result.files) == {"report.md", *(f"plots/{n}.png" for n in result.figures)}
+    assert result.run_id is None and set(result.files) == {"report.md", "headline.md",
+                                                           *(f"plots/{n}.png" for n in result.figures)}
     md = (tmp_path / "report.md").read_text()
     assert "| none: baseline vs plain baseline, recipe " in md and "augment=shift_flip, class_weight=balanced" in md
 

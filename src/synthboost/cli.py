@@ -401,6 +401,20 @@ def report(
                    "open it with `synthboost ui`")
 
 
+@app.command()
+@guarded
+def readme(
+    path: Annotated[str, typer.Option("--file", help="The Markdown file whose table blocks to refill.")] = "README.md",
+) -> None:
+    """Refill the README's result tables from the reports' headline.md files (`<!-- synthboost:table … -->`)."""
+    from pathlib import Path
+
+    from .report.readme import embed_tables
+
+    sources = embed_tables(Path(path))
+    typer.echo(f"{path}: {len(sources)} table(s) refilled from " + (", ".join(sources) or "nothing"))
+
+
 server_app = typer.Typer(no_args_is_help=True, help="Server mode: a local PostgreSQL + MLflow server for workers "
                                                     "anywhere (tracking/README.md).")
 app.add_typer(server_app, name="server")

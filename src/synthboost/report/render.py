@@ -17,7 +17,7 @@ from ..errors import UserError
 from .claims import Claim
 from .figures import FIGURE_TITLES
 from .frame import CELL, METRICS, QUALITY, row_mix
-from .stats import MATCHED, MIN_SEEDS, TUNED, Analysis, sort_cells
+from .stats import MATCHED, MIN_SEEDS, PLAIN, TUNED, Analysis, sort_cells
 
 FORMATS = ("md", "html", "csv")
 LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
@@ -130,6 +130,43 @@ def display_gains(analysis: Analysis) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+#: the headline table's comparisons, preferred in this order when a cell has several against one baseline
+_HEADLINE_ORDER = {MATCHED: 0, TUNED: 1, PLAIN: 2}
+
+
+def display_headline(analysis: Analysis) -> pd.DataFrame:
+    """One row per cell: its accuracy and its accuracy gain over each baseline it is paired with, and the
+    minority-recall gain over its first — the compact table the README embeds (``headline.md``)."""
+    res = sort_cells(analysis.results)
+    out = _id_columns(res, analysis.results)
+    out["seeds"] = [f"{n}{FEW if few else ''}" for n, few in zip(res["seeds"], res["few_seeds"])]
+    out["accuracy"] = [_fmt_metric(a, b) for a, b in zip(res["accuracy_mean"], res["accuracy_std"])]
+    g = analysis.gains
+    if g.empty:
+        return out
+    g = g.assign(_o=g["comparison"].map(_HEADLINE_ORDER).fillna(len(_HEADLINE_ORDER)))
+    g = g.sort_values("_o").drop_duplicates(CELL + ["baseline", "metric"])  # one comparison per baseline
+    cells = pd.MultiIndex.from_frame(res[CELL])
+
+    def gains_of(metric: str, baseline: str) -> pd.DataFrame:
+        sub = g[(g["metric"] == metric) & (g["baseline"] == baseline)].set_index(CELL)
+        return sub.reindex(cells)
+
+    first: list[str | None] = [None] * len(res)  # the first baseline each cell is paired with
+    for b in analysis.baselines:
+        acc = gains_of("accuracy", b)
+        if acc["mean"].notna().any():
+            out[f"Δ accuracy vs {b}"] = [_fmt_gain(a, lo, hi) for a, lo, hi in
+                                         zip(acc["mean"], acc["ci_low"], acc["ci_high"])]
+            first = [f or (b if pd.notna(m) else None) for f, m in zip(first, acc["mean"])]
+    recall = {b: gains_of("minority_recall", b) for b in set(first) - {None}}
+    texts = ["—" if b is None or pd.isna(recall[b]["mean"].iloc[i]) else
+             f"{_fmt_gain(*recall[b][['mean', 'ci_low', 'ci_high']].iloc[i])} ({b})" for i, b in enumerate(first)]
+    if any(t != "—" for t in texts):
+        out["Δ minority recall (vs)"] = texts
+    return out.reset_index(drop=True)
+
+
 def display_missing(analysis: Analysis) -> pd.DataFrame:
     mi = analysis.missing
     if mi.empty:
@@ -174,6 +211,15 @@ def _intro(meta: dict) -> list[str]:
                "Study trials are left out (`--include-studies` adds them).")
             + (f" {meta['external_runs']} runs that used external data are listed apart at the end, never paired."
                if meta.get("external_runs") else "")]
+
+
+def headline_md(analysis: Analysis, meta: dict) -> str:
+    """The headline table with a line saying where it comes from (for the README)."""
+    exps = ", ".join(f"`{e}`" for e in meta["experiments"])
+    return (f"{_md_table(display_headline(analysis))}\n\n"
+            f"Test accuracy in %, mean ± std over seeds; Δ in pp, mean [95% CI] over paired seeds ({FEW}: fewer than "
+            f"{MIN_SEEDS}); each gain pairs runs of one data draw, seed and classifier recipe. From {exps} in "
+            f"{meta['store']}, generated {meta['when']} by `synthboost report`.\n")
 
 
 def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
@@ -284,6 +330,8 @@ def write(out_dir: Path, formats: set[str], *, analysis: Analysis, claim_list: l
             plot_paths[name] = f"plots/{name}.png"
         files["report.md"] = out_dir / "report.md"
         files["report.md"].write_text(render_md(analysis, claim_list, figures, meta, plot_paths))
+        files["headline.md"] = out_dir / "headline.md"  # what `make readme` embeds in the README
+        files["headline.md"].write_text(headline_md(analysis, meta))
     if "html" in formats:
         files["report.html"] = out_dir / "report.html"
         files["report.html"].write_text(render_html(analysis, claim_list, figures, meta))
