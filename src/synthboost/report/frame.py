@@ -19,6 +19,8 @@ from ..errors import UserError
 
 #: the real-only controls a gain is measured against, strongest last; `none` is the seed study's baseline
 BASELINES: tuple[str, ...] = tuple(dict.fromkeys(("none", "none-strong", "oversample", *generators.BASELINES)))
+#: the control "generators" (held-out real images, noise): mixes like a family's, never a family in a claim
+CONTROLS: frozenset[str] = generators.CONTROLS
 METRICS = {"accuracy": "test/accuracy", "balanced_accuracy": "test/balanced_accuracy",
            "macro_f1": "test/macro_f1", "minority_recall": "test/minority_recall"}
 QUALITY = {"fid": "gen/fid", "cas_cnn": "gen/cas_cnn",  # generator quality, when it was measured
