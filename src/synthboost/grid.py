@@ -35,7 +35,7 @@ class GridSpec:
     experiment: str = "grid"
     profile: Profile = "quick"
     # "all" = every baseline and family of the registry (families with variants, e.g. dvae's noises, once
-    # per variant); or names; or {model: M, name: LABEL, gen: {key: value}, clf: {key: value}} for one
+    # per variant; not the controls `heldout`, `noise`); or names; or {model: M, name: LABEL, gen: {key: value}, clf: {key: value}} for one
     # configured variant (clf: e.g. the strong recipe under a generator mix)
     models: list[Any] = pydantic.Field(default_factory=lambda: ["all"])
     regimes: list[Regime] = pydantic.Field(default_factory=lambda: list(REGIMES))
@@ -83,6 +83,8 @@ def variants(spec: GridSpec) -> list[Variant]:
         if entry == "all":
             out += [Variant(b, b) for b in generators.BASELINES]
             for fam in generators.FAMILIES:
+                if generators.is_control(fam):  # controls are measurements of the exchange rate, asked for by name
+                    continue
                 extra = getattr(generators.get(fam), "variants", None)
                 out += [Variant(n, fam, dict(g)) for n, g in extra.items()] if extra else [Variant(fam, fam)]
         elif isinstance(entry, str):

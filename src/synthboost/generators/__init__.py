@@ -14,8 +14,9 @@ from ..errors import UserError
 
 
 #: how a family trains: autoencoders on the likelihood loop (vae), the adversarial loop (gan), denoising diffusion on
-#: the likelihood loop (diffusion).  tests/test_<kind>_family.py tests every family of its kind.
-KINDS = ("vae", "gan", "diffusion")
+#: the likelihood loop (diffusion); ``control``: trains nothing (held-out real images, noise) and brackets what a
+#: synthetic image is worth.  tests/test_<kind>_family.py tests every family of its kind.
+KINDS = ("vae", "gan", "diffusion", "control")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,14 @@ FAMILIES: dict[str, Entry] = {
                   "class-conditional UNet DDPM at 28×28, classifier-free guidance, EMA, DPM-Solver++"),
     "clip": Entry("clip", "CLIPDiffusion", "diffusion",
                   "diffusion conditioned by cross-attention on a frozen CLIP's caption embedding"),
+    "heldout": Entry("controls", "HeldOut", "control",
+                     "control (upper bound): real train images of the class outside the run's subset; trains nothing"),
+    "noise": Entry("controls", "Noise", "control",
+                   "control (lower bound): uniform noise images; trains nothing"),
 }
+#: the controls: registered like families (cached, mixed, reported), but no generator — never in a claim about
+#: families, nor in a grid's ``all``
+CONTROLS = frozenset(name for name, entry in FAMILIES.items() if entry.kind == "control")
 
 #: models that train no generator (the real-only controls); the pipeline handles them
 BASELINES: dict[str, str] = {
@@ -65,6 +73,10 @@ def model_names() -> list[str]:
 
 def is_baseline(model: str) -> bool:
     return model in BASELINES
+
+
+def is_control(model: str) -> bool:
+    return model in CONTROLS
 
 
 def of_kind(kind: str) -> list[str]:

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..timing import timed
 from . import render
 from .claims import Claim, seed
+from .exchange import Exchange, exchange_rates
 from .figures import draw, sample_grids
 from .frame import check_recipes, select_models, select_runs, split_external, tidy
 from .stats import Analysis, analyse_apart, check_baselines
@@ -39,6 +40,7 @@ class ReportResult:
     run_id: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     analysis: Analysis | None = None  # the statistics behind the tables
+    exchange: Exchange | None = None  # what one synthetic image is worth (exchange.py)
 
 
 def protocol_claims(analysis: Analysis) -> list[Claim]:
@@ -81,6 +83,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
         analysis = analyse_apart(runs, external)
         check_baselines(analysis)
         claim_list = protocol_claims(analysis)
+        rates = exchange_rates(analysis.runs)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -94,12 +97,12 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
             with timed(seconds, "grids"):
                 grids = sample_grids(tracker, runs, Path(tmp))
             with timed(seconds, "plots"):
-                figures = draw(analysis, grids)
+                figures = draw(analysis, grids, exchange=rates)
 
     with timed(seconds, "write"):
-        tables = render.csv_tables(analysis, claim_list)
+        tables = render.csv_tables(analysis, claim_list, exchange=rates)
         files = render.write(out_dir, formats, analysis=analysis, claim_list=claim_list, figures=figures, meta=meta,
-                             tables=tables)
+                             tables=tables, exchange=rates)
 
     run_id = None
     if log_to_mlflow:
@@ -107,7 +110,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
             run_id = log_report(tracker, files, meta=meta, claim_list=claim_list)
     return ReportResult(out_dir=out_dir, files=files, tables={k.removesuffix(".csv"): v for k, v in tables.items()},
                         claims=claim_list, figures=figures, experiments=names, n_runs=len(runs), run_id=run_id,
-                        seconds=seconds, analysis=analysis)
+                        seconds=seconds, analysis=analysis, exchange=rates)
 
 
 def store_label(uri: str) -> str:

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .. import tracking
-from .frame import BASELINES, CELL, QUALITY, ordered_regimes, row_mix
+from .frame import BASELINES, CELL, QUALITY, ordered_regimes, regime_rank, row_mix
+from .exchange import ABOVE, BELOW, Exchange
 from .stats import TUNED, Analysis, accuracy_gains
 
 QUALITY_LABELS = {"fid": "FID (classifier features; lower is better)",
@@ -25,7 +26,10 @@ FIGURE_TITLES = {
     "gain_heatmap": "Accuracy gain over `none` (or `none-strong`, for mixes on its recipe), variant × regime",
     "quality_vs_gain": "Generator quality vs accuracy gain over `none`",
     "sample_grids": "Sample grids, one run per variant (one row per class)",
+    "exchange_rate": "What one synthetic image is worth: exchange rate against the real-only curve (95% bootstrap)",
 }
+#: figures shown in a section of their own, not under "Plots"
+SECTION_FIGURES = ("exchange_rate",)
 
 
 def sample_grids(tracker, runs: pd.DataFrame, folder: Path) -> dict[str, tuple[Path, str]]:
@@ -43,12 +47,14 @@ def sample_grids(tracker, runs: pd.DataFrame, folder: Path) -> dict[str, tuple[P
     return grids
 
 
-def draw(analysis: Analysis, grids: dict[str, tuple[Path, str]]) -> dict[str, bytes]:
+def draw(analysis: Analysis, grids: dict[str, tuple[Path, str]], *,
+         exchange: Exchange | None = None) -> dict[str, bytes]:
     """Every figure there is data for, by name (the keys of ``FIGURE_TITLES``), as PNG bytes."""
     made = {"accuracy_vs_size": fig_accuracy_vs_size(analysis.results),
             "gain_heatmap": fig_gain_heatmap(analysis.gains),
             "quality_vs_gain": fig_quality_vs_gain(analysis.results, analysis.gains),
-            "sample_grids": fig_sample_grids(grids)}
+            "sample_grids": fig_sample_grids(grids),
+            "exchange_rate": None if exchange is None else fig_exchange_rate(exchange)}
     return {name: _png(fig) for name, fig in made.items() if fig is not None}
 
 
@@ -197,4 +203,42 @@ def fig_sample_grids(grids: dict[str, tuple[Path, str]]):
     for ax, (variant, (path, caption)) in zip(axes.flat, grids.items()):
         ax.imshow(imread(path))
         ax.set_title(f"{variant}\n{caption}", fontsize=8)
+    return fig
+
+
+def fig_exchange_rate(exchange: Exchange):
+    """One panel per real-only curve (regime, classifier, baseline): each mix's exchange rate with its 95%
+    bootstrap interval; a censored rate is a bound, drawn as a triangle pointing the way it may go."""
+    from matplotlib.figure import Figure
+
+    t = exchange.table
+    t = t[t["class"] == "all"] if not t.empty else t
+    if t.empty:
+        return None
+    t = t.assign(label=t["variant"].astype(str) + " " + t["size"].astype(str) + " " + t.apply(row_mix, axis=1),
+                 panel=t["regime"] + " — " + t["classifier"] + " vs " + t["baseline"]
+                 + np.where(t["protocol"] == "fair", "", " [" + t["protocol"] + "]"))
+    panels = list(dict.fromkeys(t.sort_values("regime", key=lambda s: s.map(regime_rank))["panel"]))
+    rows = max(len(g) for _, g in t.groupby("panel"))
+    fig = Figure(figsize=(5.2 * len(panels), 0.38 * rows + 1.6), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        g = t[t["panel"] == panel].reset_index(drop=True)
+        y = np.arange(len(g))
+        low = (g["n_low"] - g["n_real"]) / g["n_synthetic"]
+        high = (g["n_high"] - g["n_real"]) / g["n_synthetic"]
+        rate = g["exchange_rate"].to_numpy()  # a bound where censored
+        lo = np.where(np.isfinite(g["rate_low"]), g["rate_low"], low)  # an unbounded end stops at the curve's edge
+        hi = np.where(np.isfinite(g["rate_high"]), g["rate_high"], high)
+        ax.hlines(y, lo, hi, color="tab:blue", lw=2)
+        marker = np.where(g["censored"] == ABOVE, ">", np.where(g["censored"] == BELOW, "<", "o"))
+        for m in set(marker):
+            ax.plot(rate[marker == m], y[marker == m], m, color="tab:blue", ms=7, ls="none")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.axvline(1, color="tab:green", lw=0.8, ls="--")
+        ax.set_yticks(y, g["label"], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("real images one synthetic image is worth", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
     return fig

@@ -9,16 +9,20 @@ also says how a cell is named in the report's texts.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 
 import numpy as np
 import pandas as pd
 
 from .. import generators, tracking
-from ..errors import UserError
+from ..regimes import NUM_CLASSES, regime_counts, train_counts
+from ..errors import DataError, UserError
 
 #: the real-only controls a gain is measured against, strongest last; `none` is the seed study's baseline
 BASELINES: tuple[str, ...] = tuple(dict.fromkeys(("none", "none-strong", "oversample", *generators.BASELINES)))
+#: the control "generators" (held-out real images, noise): mixes like a family's, never a family in a claim
+CONTROLS: frozenset[str] = generators.CONTROLS
 METRICS = {"accuracy": "test/accuracy", "balanced_accuracy": "test/balanced_accuracy",
            "macro_f1": "test/macro_f1", "minority_recall": "test/minority_recall"}
 QUALITY = {"fid": "gen/fid", "cas_cnn": "gen/cas_cnn",  # generator quality, when it was measured
@@ -132,9 +136,43 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     for short, name in QUALITY.items():
         if f"metrics.{name}" in frame:
             runs[short] = pd.to_numeric(frame[f"metrics.{name}"], errors="coerce")
+    # what the exchange rate reads (exchange.py): per-class test recall, and per class the real images the run
+    # trained on and the synthetic (or oversampled) images it added
+    for k in range(NUM_CLASSES):
+        runs[f"recall_{k}"] = pd.to_numeric(col(f"metrics.test/recall_{k}"), errors="coerce")
+        runs[f"synthetic_{k}"] = pd.to_numeric(col(f"metrics.mix/synthetic_count_{k}",
+                                                   f"metrics.mix/oversampled_count_{k}"), errors="coerce").fillna(0)
+    runs["n_synthetic"] = pd.to_numeric(col("metrics.mix/synthetic_total", "metrics.mix/oversampled_total"),
+                                        errors="coerce").fillna(0)
+    real = _real_counts(runs, frame)
+    runs[[f"real_{k}" for k in range(NUM_CLASSES)]] = real
+    runs["n_real"] = real.sum(axis=1)
     runs = runs.dropna(subset=["model", "regime", "size", "classifier", "seed", "accuracy"])
     runs = runs.astype({"size": int, "seed": int})
     return runs.reset_index(drop=True)
+
+
+def _real_counts(runs: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
+    """Per run and class, the real training images (``data.train_counts`` of its regime, size, seed and
+    validation split; NaN where those are not known), computed once per distinct setting."""
+    def param(name: str, default) -> pd.Series:
+        s = frame[f"params.data.{name}"] if f"params.data.{name}" in frame else pd.Series(np.nan, index=frame.index)
+        return s.where(s.notna() & (s.astype(str) != "None"), default)
+
+    keys = pd.DataFrame({"regime": runs["regime"], "size": runs["size"], "seed": runs["seed"],
+                         "val": param("val_fraction", 0.15).astype(str),
+                         "minority": param("minority_classes", "(2, 6)").astype(str),
+                         "kfold": param("kfold", "").astype(str), "fold": param("fold", 0).astype(str)})
+    out = np.full((len(runs), NUM_CLASSES), np.nan)
+    for key, idx in keys.groupby(list(keys.columns), dropna=False, sort=False).indices.items():
+        regime, size, seed, val, minority, kfold, fold = key
+        try:
+            counts = regime_counts(regime, int(size), int(seed), minority_classes=tuple(ast.literal_eval(minority)))
+            out[idx] = train_counts(counts, val_fraction=float(val), kfold=int(float(kfold)) if kfold else None,
+                                    fold=int(float(fold)))
+        except (ValueError, TypeError, SyntaxError, DataError):  # a run without these params: counts unknown
+            continue
+    return out
 
 
 def select_runs(runs: pd.DataFrame, *, include_studies: bool = False) -> pd.DataFrame:

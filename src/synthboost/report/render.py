@@ -15,7 +15,9 @@ import pandas as pd
 
 from ..errors import UserError
 from .claims import Claim
-from .figures import FIGURE_TITLES
+from . import exchange as exchange_mod
+from .exchange import Exchange
+from .figures import FIGURE_TITLES, SECTION_FIGURES
 from .frame import CELL, METRICS, QUALITY, row_mix
 from .stats import MATCHED, MIN_SEEDS, PLAIN, TUNED, Analysis, sort_cells
 
@@ -193,6 +195,46 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+EXCHANGE_TITLE = "What one synthetic image is worth (exchange rate against the real-only curve)"
+
+
+def exchange_texts(ex: Exchange | None) -> list[str]:
+    """The exchange section's paragraphs (shared by Markdown and HTML)."""
+    if ex is None:
+        return []
+    texts = ["Each mix's accuracy is read off the real-only learning curve of its regime, classifier and classifier "
+             "recipe (`none` for the plain recipe, `none-strong` for the strong one): the *equivalent real* size is "
+             "the number of real training images at which the curve reaches that accuracy, and the *exchange rate* "
+             "is (equivalent − real) / synthetic images — 1: a synthetic image is worth a real one (the `heldout` "
+             "control's mark), 0: worth nothing (`noise`'s), below 0: it hurts. The curve is a monotone "
+             "interpolation (isotonic means, PCHIP on log-size: `pchip`) or a saturating power law a − b·n^(−c) "
+             "(`power`), whichever predicts left-out sizes better; beyond the curve's measured sizes only a bound is "
+             "given (> largest, < smallest), never an extrapolation. Brackets: 95% percentile bootstrap over the "
+             "seeds of the curve and of the mix, refitting the curve each time (±∞: the resamples leave the curve's "
+             "range). Sizes count real *training* images (the cell's size less its validation split). Under the "
+             "CNN's fixed step budget a mix trains for the steps of its own real size, not of its equivalent size, "
+             "so a rate measured there is what the images are worth at that budget."]
+    if ex.empty and not ex.missing:
+        texts.append("No mix cell has synthetic images with a real-only curve to read them against.")
+    texts += [f"Not priced — {m}." for m in ex.missing]
+    return texts
+
+
+def display_exchange_curves(ex: Exchange) -> pd.DataFrame:
+    c = ex.curves
+    if c.empty:
+        return pd.DataFrame()
+    c = c[c["class"] == "all"]
+
+    def err(v: float) -> str:
+        return "—" if pd.isna(v) else f"{100 * v:.2f}"
+
+    return pd.DataFrame({"regime": c["regime"], "classifier": c["classifier"], "baseline": c["baseline"],
+                         "sizes": c["sizes"], "seeds (min)": c["min_seeds"], "fit": c["fit"],
+                         "held-out error, pchip (pp)": [err(v) for v in c["error_pchip"]],
+                         "held-out error, power (pp)": [err(v) for v in c["error_power"]]}).reset_index(drop=True)
+
+
 def _intro(meta: dict) -> list[str]:
     return [f"Experiments: {', '.join(meta['experiments'])} — {meta['n_runs']} finished experiment runs, "
             f"{meta['n_cells']} cells (store `{meta['store']}`, generated {meta['when']}).",
@@ -223,7 +265,7 @@ def headline_md(analysis: Analysis, meta: dict) -> str:
 
 
 def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
-              plot_paths: dict[str, str]) -> str:
+              plot_paths: dict[str, str], exchange: Exchange | None = None) -> str:
     parts = ["# synthboost report", ""]
     for text in _intro(meta):
         parts += [text, ""]
@@ -232,14 +274,26 @@ def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, by
         parts.append(f"- **({c.key}) {c.statement} — {c.verdict}** ({c.evidence()}). {c.detail}")
     parts += ["", "## Plots", ""]
     for name, rel in plot_paths.items():
-        parts += [f"**{FIGURE_TITLES[name]}**", "", f"![{name}]({rel})", ""]
-    missing_figs = [FIGURE_TITLES[n] for n in FIGURE_TITLES if n not in figures]
+        if name not in SECTION_FIGURES:
+            parts += [f"**{FIGURE_TITLES[name]}**", "", f"![{name}]({rel})", ""]
+    missing_figs = [FIGURE_TITLES[n] for n in FIGURE_TITLES if n not in figures and n not in SECTION_FIGURES]
     if missing_figs:
         parts += [f"Not drawn (no data for them): {'; '.join(missing_figs)}.", ""]
     parts += ["## Results (test set, %, mean ± std over seeds)", "", _md_table(display_results(analysis)), ""]
     gains = display_gains(analysis)
     parts += ["## Gains over the real-only baselines (pp, mean [95% CI] over paired seeds)", "",
               _md_table(gains) if not gains.empty else "No cell has a paired baseline.", ""]
+    if exchange is not None:
+        parts += [f"## {EXCHANGE_TITLE}", ""]
+        for text in exchange_texts(exchange):
+            parts += [text, ""]
+        if "exchange_rate" in plot_paths:
+            parts += [f"![exchange_rate]({plot_paths['exchange_rate']})", ""]
+        overall, per_class = exchange_mod.display(exchange)
+        if not overall.empty:
+            parts += [_md_table(overall), "", "Curves and their fits:", "",
+                      _md_table(display_exchange_curves(exchange)), "", "Per class (from each class's test-recall curve, in images of that class):", "",
+                      _md_table(per_class), ""]
     missing = display_missing(analysis)
     parts += ["## Missing baselines", "",
               _md_table(missing) if not missing.empty else "None: every cell has all its baseline runs.", ""]
@@ -275,7 +329,8 @@ def _html_table(df: pd.DataFrame, empty: str) -> str:
     return df.to_html(index=False, escape=True, border=0, na_rep="—")
 
 
-def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict) -> str:
+def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
+                exchange: Exchange | None = None) -> str:
     def esc(text: str) -> str:  # the texts are shared with Markdown: `code` spans become <code>
         return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
@@ -285,16 +340,19 @@ def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, 
                     f'<span class="v {_verdict_class(c.verdict)}">{esc(c.verdict)}</span> ({esc(c.evidence())})'
                     f'<br>{esc(c.detail)}</div>')
     body.append("<h2>Plots</h2>")
-    for name, png in figures.items():
+    def figure(name: str, png: bytes) -> str:
         data = base64.b64encode(png).decode()
-        body.append(f'<figure id="{name}"><figcaption>{esc(FIGURE_TITLES[name])}</figcaption>'
-                    f'<img alt="{name}" src="data:image/png;base64,{data}"></figure>')
-    missing_figs = [FIGURE_TITLES[n] for n in FIGURE_TITLES if n not in figures]
+        return (f'<figure id="{name}"><figcaption>{esc(FIGURE_TITLES[name])}</figcaption>'
+                f'<img alt="{name}" src="data:image/png;base64,{data}"></figure>')
+
+    body += [figure(name, png) for name, png in figures.items() if name not in SECTION_FIGURES]
+    missing_figs = [FIGURE_TITLES[n] for n in FIGURE_TITLES if n not in figures and n not in SECTION_FIGURES]
     if missing_figs:
         body.append(f"<p>Not drawn (no data for them): {esc('; '.join(missing_figs))}.</p>")
     body += ["<h2>Results (test set, %, mean ± std over seeds)</h2>", _html_table(display_results(analysis), ""),
              "<h2>Gains over the real-only baselines (pp, mean [95% CI] over paired seeds)</h2>",
              _html_table(display_gains(analysis), "No cell has a paired baseline."),
+             *_html_exchange(exchange, figures, esc),
              "<h2>Missing baselines</h2>",
              _html_table(display_missing(analysis), "None: every cell has all its baseline runs.")]
     if not analysis.external.empty:
@@ -304,7 +362,24 @@ def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, 
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-def csv_tables(analysis: Analysis, claim_list: list[Claim]) -> dict[str, pd.DataFrame]:
+def _html_exchange(exchange: Exchange | None, figures: dict[str, bytes], esc) -> list[str]:
+    if exchange is None:
+        return []
+    out = [f"<h2>{esc(EXCHANGE_TITLE)}</h2>", *(f"<p>{esc(t)}</p>" for t in exchange_texts(exchange))]
+    if "exchange_rate" in figures:
+        data = base64.b64encode(figures["exchange_rate"]).decode()
+        out.append(f'<figure id="exchange_rate"><img alt="exchange_rate" src="data:image/png;base64,{data}"></figure>')
+    overall, per_class = exchange_mod.display(exchange)
+    if not overall.empty:
+        out += [_html_table(overall, ""), "<p>Curves and their fits:</p>",
+                _html_table(display_exchange_curves(exchange), ""),
+                "<p>Per class (from each class's test-recall curve, in images of that class):</p>",
+                _html_table(per_class, "")]
+    return out
+
+
+def csv_tables(analysis: Analysis, claim_list: list[Claim], *,
+               exchange: Exchange | None = None) -> dict[str, pd.DataFrame]:
     claims_df = pd.DataFrame([{"claim": c.key, "statement": c.statement, "verdict": c.verdict, "n": c.n,
                                "unit": c.unit, "ci_low": c.ci_low, "ci_high": c.ci_high, "detail": c.detail}
                               for c in claim_list])
@@ -313,11 +388,13 @@ def csv_tables(analysis: Analysis, claim_list: list[Claim]) -> dict[str, pd.Data
               "missing_baselines.csv": analysis.missing, "claims.csv": claims_df}
     if not analysis.external.empty:
         tables["external_results.csv"] = analysis.external
+    if exchange is not None and not exchange.empty:
+        tables["exchange.csv"], tables["exchange_curves.csv"] = exchange.table, exchange.curves
     return tables
 
 
 def write(out_dir: Path, formats: set[str], *, analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes],
-          meta: dict, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
+          meta: dict, tables: dict[str, pd.DataFrame], exchange: Exchange | None = None) -> dict[str, Path]:
     """Write the chosen formats into the folder ``out_dir``; the files written, by their path relative to it."""
     files: dict[str, Path] = {}
     if "md" in formats:
@@ -329,12 +406,12 @@ def write(out_dir: Path, formats: set[str], *, analysis: Analysis, claim_list: l
             files[f"plots/{name}.png"] = path
             plot_paths[name] = f"plots/{name}.png"
         files["report.md"] = out_dir / "report.md"
-        files["report.md"].write_text(render_md(analysis, claim_list, figures, meta, plot_paths))
+        files["report.md"].write_text(render_md(analysis, claim_list, figures, meta, plot_paths, exchange))
         files["headline.md"] = out_dir / "headline.md"  # what `make readme` embeds in the README
         files["headline.md"].write_text(headline_md(analysis, meta))
     if "html" in formats:
         files["report.html"] = out_dir / "report.html"
-        files["report.html"].write_text(render_html(analysis, claim_list, figures, meta))
+        files["report.html"].write_text(render_html(analysis, claim_list, figures, meta, exchange))
     if "csv" in formats:
         for fname, df in tables.items():
             files[fname] = out_dir / fname

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from .frame import BASELINES, CELL, METRICS, QUALITY, cell_name, recipe_diff, recipe_labels, regime_rank
+from .frame import BASELINES, CELL, CONTROLS, METRICS, QUALITY, cell_name, recipe_diff, recipe_labels, regime_rank
 
 #: what a baseline run must share with a run for their difference to be a paired gain ("baseline vs plain
 #: baseline" pairs on this alone); a generator run must share ``MATCH``: the classifier recipe too
@@ -276,8 +276,9 @@ def analyse_apart(runs: pd.DataFrame, external: pd.DataFrame) -> Analysis:
 def accuracy_gains(gains: pd.DataFrame, baseline: str = "none", *, comparison: str = MATCHED) -> pd.DataFrame:
     """The generator cells' accuracy gains over ``baseline`` (rows of ``Analysis.gains``) of one comparison
     (``MATCHED``: on their own recipe; ``TUNED``: tuned against tuned with the same budget)."""
+    # the controls (held-out real images, noise) bracket the gains; they are no generator family
     return gains[(gains["baseline"] == baseline) & (gains["metric"] == "accuracy") & ~gains["model"].isin(BASELINES)
-                 & (gains["comparison"] == comparison)]
+                 & ~gains["model"].isin(CONTROLS) & (gains["comparison"] == comparison)]
 
 
 def check_baselines(analysis: Analysis) -> None:

@@ -26,7 +26,7 @@ import math
 
 import pandas as pd
 
-from ..frame import BASELINES, CELL, cell_name, ordered_regimes, recipe_diff
+from ..frame import BASELINES, CELL, CONTROLS, cell_name, ordered_regimes, recipe_diff
 from ..stats import MATCHED, MIN_SEEDS, TUNED, Analysis, accuracy_gains, holm
 from . import FAILS, HOLDS, INCONCLUSIVE, Claim, ci, few_note, interval_verdict, mean_interval, pp, untestable
 
@@ -43,7 +43,8 @@ def _gen_diffs(analysis: Analysis) -> pd.DataFrame:
     d = analysis.diffs
     if d.empty or "accuracy" not in d:
         return pd.DataFrame(columns=[*CELL, "seed", "accuracy"])
-    keep = (d["baseline"] == "none") & (d["comparison"] == MATCHED) & ~d["model"].isin(BASELINES)
+    keep = ((d["baseline"] == "none") & (d["comparison"] == MATCHED) & ~d["model"].isin(BASELINES)
+            & ~d["model"].isin(CONTROLS))  # controls bracket the gains, they are no family
     return d.loc[keep & d["accuracy"].notna(), [*CELL, "seed", "accuracy"]]
 
 
