@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-levers", action="store_true")
     args = ap.parse_args(argv)
     names = [] if args.skip_families else ([n.strip() for n in args.families.split(",") if n.strip()]
-                                           or list(generators.FAMILIES))
+                                           or [n for n in generators.FAMILIES if not generators.is_control(n)])
     unknown = [n for n in names if n not in generators.FAMILIES]
     if unknown:
         ap.error(f"unknown families {', '.join(unknown)} (registered: {', '.join(generators.FAMILIES)})")

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--steps wants comma-separated integers, got {args.steps!r}")
     if any(s < 1 for s in steps):
         ap.error("--steps must all be at least 1")
-    names = [n.strip() for n in args.families.split(",") if n.strip()] or list(generators.FAMILIES)
+    names = [n.strip() for n in args.families.split(",") if n.strip()] or [n for n in generators.FAMILIES if not generators.is_control(n)]
     unknown = [n for n in names if n not in generators.FAMILIES]
     if unknown:
         ap.error(f"unknown families {', '.join(unknown)} (registered: {', '.join(generators.FAMILIES)})")
