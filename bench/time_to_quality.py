@@ -1,0 +1,153 @@
+"""Time to quality: each generator family's wall time to a usable 1× mix, today's settings vs faster ones, side by side.
+
+    python bench/time_to_quality.py [--families ddpm,cgan,...] [--seeds 0,1,2] [--regime balanced] [--size 5000]
+        [--profile quick] [--fast ddpm:sampling_steps=10,epochs=8 ...] [--store DIR]
+
+The question (issue 19, goal 2): does a cheaper setting reach today's generator quality — label consistency and FID
+within the spread of today's seeds — in at most half the wall time?  For every family and seed the bench runs the
+pipeline twice in one throw-away store, today's profile and the ``--fast`` overrides (``FAST`` by default),
+interleaved seed by seed so both see the same machine load, with generator-quality metrics on.  Per run it reads
+back what the run logged: ``time/gen`` (training; a fast setting that only changes sampling reuses today's weights,
+so it is charged today's training time), ``time/sample`` (the 1× mix's draw: 4,250 images at balanced 5,000),
+``gen/label_consistency`` and ``gen/fid`` (the pipeline's quality extractor, 100 or 500 samples per class).
+
+*wall* = training + the mix's sampling: what a grid cell spends before its classifier.  *speed-up* = today's mean
+wall / the fast setting's.  *holds* = the fast mean label consistency ≥ today's lowest seed and its mean FID ≤
+today's highest seed (the issue's "within the spread of today's three seeds").  The classifier is cut to one step
+(``clf.steps=1``): it is not part of the question and would only add noise to the timings.
+
+The ``FAST`` candidates are what the first measurement tries, with why; the table, not this list, says which hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # sleeping OpenMP waiters: the CPU is shared
+
+from synthboost import generators  # noqa: E402
+from synthboost.config import PROFILES  # noqa: E402
+from synthboost.errors import UserError  # noqa: E402
+
+#: candidate settings, per family: halve what dominates its wall time
+FAST: dict[str, dict[str, object]] = {
+    # the VAE family trains 30 (ssvae 20) epochs; its sampling is near free
+    "vae": {"epochs": 15}, "cvae": {"epochs": 15}, "dvae": {"epochs": 15}, "ssvae": {"epochs": 10},
+    # vqvae: the autoencoder and the transformer prior
+    "vqvae": {"epochs": 5, "prior_epochs": 20},
+    # GANs: the G-step floor is the budget at 5,000 (50 epochs ≈ the floor)
+    "cgan": {"epochs": 25, "min_g_steps": 1650}, "biggan": {"epochs": 25, "min_g_steps": 825},
+    # diffusion: sampling is half the wall time at 20 DPM-Solver++ steps, training the other half
+    "ddpm": {"sampling_steps": 10, "epochs": 8, "min_steps": 527},
+    "clip": {"sampling_steps": 10, "epochs": 8, "min_steps": 527},
+}
+
+
+def parse_fast(items: list[str]) -> dict[str, dict[str, str]]:
+    """``["ddpm:sampling_steps=10,epochs=8"]`` -> ``{"ddpm": {"sampling_steps": "10", "epochs": "8"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        family, sep, rest = item.partition(":")
+        pairs = [p.partition("=") for p in rest.split(",") if p]
+        if not sep or not pairs or any(not eq or not k for k, eq, _ in pairs):
+            raise UserError(f"--fast {item!r}: expected FAMILY:key=value[,key=value…], e.g. ddpm:sampling_steps=10")
+        out[family] = {k.strip(): v.strip() for k, _, v in pairs}
+    return out
+
+
+def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, float]:
+    """One pipeline run; what it logged, with its training time (today's when it reused today's weights)."""
+    from synthboost import pipeline
+
+    cfg = pipeline.make_config(model=family, regime=args.regime, size=args.size, seed=seed, profile=args.profile,
+                               mix_ratio=1.0, mix_strategy="uniform", gen_metrics=True,
+                               overrides={"gen": dict(gen), "clf": {"steps": 1}})
+    result = pipeline.run_experiment(cfg, tracker=tracker, experiment="time-to-quality", use_env_run=False,
+                                     progress=False)
+    m = tracker.run_info(result.run_id)["metrics"]
+    return {"gen": m.get("time/gen", 0.0), "sample": m.get("time/sample", 0.0), "reused": result.generator_reused,
+            "lc": m["gen/label_consistency"], "fid": m["gen/fid"]}
+
+
+def summarise(family: str, today: list[dict], fast: list[dict], fast_values: dict) -> dict[str, object]:
+    # a fast setting that changes only sampling reuses today's weights: charge it today's training time
+    for t, f in zip(today, fast):
+        if f["reused"]:
+            f["gen"] = t["gen"]
+    wall_t = statistics.fmean(r["gen"] + r["sample"] for r in today)
+    wall_f = statistics.fmean(r["gen"] + r["sample"] for r in fast)
+    lc_f, fid_f = statistics.fmean(r["lc"] for r in fast), statistics.fmean(r["fid"] for r in fast)
+    holds = lc_f >= min(r["lc"] for r in today) and fid_f <= max(r["fid"] for r in today)
+    return {"family": family, "fast": ", ".join(f"{k}={v}" for k, v in fast_values.items()),
+            "seeds": len(today), "today_wall": wall_t, "fast_wall": wall_f, "speedup": wall_t / wall_f,
+            "today_lc": [r["lc"] for r in today], "fast_lc": [r["lc"] for r in fast],
+            "today_fid": [r["fid"] for r in today], "fast_fid": [r["fid"] for r in fast], "holds": holds}
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    mean = statistics.fmean(values)
+    return format(mean, fmt) + (f" [{min(values):{fmt}}, {max(values):{fmt}}]" if len(values) > 1 else "")
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| family | fast setting | seeds | today: wall s | fast: wall s | speed-up | label consistency today → "
+             "fast | FID today → fast | quality holds |", "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['family']} | {r['fast']} | {r['seeds']} | {r['today_wall']:.0f} | {r['fast_wall']:.0f} | "
+                     f"{r['speedup']:.2f}× | {_spread(r['today_lc'], '.3f')} → {_spread(r['fast_lc'], '.3f')} | "
+                     f"{_spread(r['today_fid'], '.1f')} → {_spread(r['fast_fid'], '.1f')} | "
+                     f"{'yes' if r['holds'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    trainable = [n for n in generators.FAMILIES if not generators.is_control(n)]
+    ap.add_argument("--families", default=",".join(trainable))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--regime", default="balanced")
+    ap.add_argument("--size", type=int, default=5000)
+    ap.add_argument("--profile", choices=PROFILES, default="quick")
+    ap.add_argument("--fast", action="append", default=[], help="FAMILY:key=value[,key=value…] (repeatable)")
+    ap.add_argument("--store", default=None, help="folder for the throw-away store (default: a temporary one)")
+    args = ap.parse_args(argv)
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = [f for f in families if f not in trainable]
+    if unknown:
+        ap.error(f"unknown or untrainable families {', '.join(unknown)} (choose from {', '.join(trainable)})")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        fast = FAST | parse_fast(args.fast)
+    except (ValueError, UserError) as err:
+        ap.error(str(err))
+    missing = [f for f in families if f not in fast]
+    if missing:
+        ap.error(f"no fast setting for {', '.join(missing)}: give --fast {missing[0]}:key=value")
+
+    from synthboost.tracking import Tracker
+
+    folder = Path(args.store or tempfile.mkdtemp(prefix="synthboost-ttq-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
+    print(f"store {tracker.uri}; {args.regime}/{args.size}, {args.profile}, seeds {seeds}; load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    rows = []
+    for family in families:
+        today, quick = [], []
+        for seed in seeds:  # interleaved, so both settings see the same load
+            today.append(measure(family=family, gen={}, seed=seed, args=args, tracker=tracker))
+            quick.append(measure(family=family, gen=fast[family], seed=seed, args=args, tracker=tracker))
+            print(f"{family} seed {seed}: today {today[-1]}, fast {quick[-1]}", flush=True)
+        rows.append(summarise(family, today, quick, fast[family]))
+    print(table(rows))
+    print(f"load average at the end {os.getloadavg()[0]:.1f} (wall times are comparable within a row only)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
