@@ -16,7 +16,8 @@ def smoke_study(*, n_trials: int, search: dict[str, str] | None = None, fixed: s
     return "\n".join(lines) + "\n"
 
 
-def smoke_grid(*, experiment: str, mixes: str, fixed: str) -> str:
-    """A grid file: none and vae on balanced/300, seeds 0-1, the CNN; ``mixes`` and ``fixed`` as YAML flow text."""
+def smoke_grid(*, experiment: str, mixes: str, fixed: str, seeds: str = "[0, 1]") -> str:
+    """A grid file: none and vae on balanced/300, ``seeds`` (0-1), the CNN; ``mixes``, ``fixed`` and ``seeds`` as
+    YAML flow text."""
     return (f"experiment: {experiment}\nprofile: smoke\nmodels: [none, vae]\nregimes: [balanced]\nsizes: [300]\n"
-            f"seeds: [0, 1]\nclassifiers: [cnn]\nmixes: {mixes}\nfixed: {{{fixed}}}\n")
+            f"seeds: {seeds}\nclassifiers: [cnn]\nmixes: {mixes}\nfixed: {{{fixed}}}\n")

@@ -341,6 +341,14 @@ def grid(
         st = grid_mod.status(spec, units, tracker)
         typer.echo(f"grid {spec.experiment} ({spec.profile}): {st.cells} cells in {len(units)} units; {st.done} done, "
                    f"{st.cells - st.done} to run ({st.units_left} units)")
+        old = grid_mod.superseded(spec, units, tracker, mark=False)
+        if old.marks or old.pending or old.already:
+            typer.echo(f"{len(old.marks) + old.pending} older runs of re-run cells will be marked superseded "
+                       f"({len(old.marks)} when the grid starts, {old.pending} as their cells finish); "
+                       f"{old.already} are marked superseded")
+        if old.reverted:
+            typer.echo(f"{old.reverted} cells' runs under the planned config are themselves marked superseded (a "
+                       "change reverted?): their newer runs are left unmarked; re-run those cells or re-tag by hand")
         est = grid_mod.cost_estimate(spec, units, tracker)
         for line in cost.report_lines(est, workers=workers):
             typer.echo(line)
@@ -349,6 +357,9 @@ def grid(
     typer.echo(f"grid {s['experiment']}: {s['ran']} cells run now, {s['done_before']} were already done, "
                f"{s['missing']} missing of {s['cells']}; parent run {s['parent_run_id']} "
                f"(Optuna study {s['study']})" + ("; re-run the same command to finish" if s["missing"] else ""))
+    if s["marked_superseded"]:
+        typer.echo(f"{s['marked_superseded']} older runs of re-run cells marked superseded (tag "
+                   f"{tracking.TAG_SUPERSEDED_BY}); the report leaves them out")
     if s["missing"]:
         raise typer.Exit(1)
 
@@ -380,6 +391,9 @@ def report(
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="Only this generator family (repeat for several) and the baselines; default: every run.")
     ] = None,
+    include_superseded: Annotated[bool, typer.Option(
+        "--include-superseded", help="Also read runs tagged superseded_by (their cell was re-run under a newer "
+                                     "config), as cells of their own; left out by default.")] = False,
 ) -> None:
     """Compare models from the tracking store: tables, gains over the baselines, plots, claims; logged to MLflow."""
     from pathlib import Path
@@ -390,7 +404,7 @@ def report(
     formats = report_mod.parse_formats(format_)  # a typo fails before the store is touched
     result = report_mod.build_report(experiments=experiment or None, out_dir=Path(out), formats=formats,
                                      tracker=tracking.Tracker(), include_studies=include_studies,
-                                     models=model or None)
+                                     include_superseded=include_superseded, models=model or None)
     typer.echo(f"report on {', '.join(result.experiments)} ({result.n_runs} runs) written to {result.out_dir}: "
                + ", ".join(sorted(result.files, key=lambda f: (f.count("/"), f))))
     for c in result.claims:
@@ -399,6 +413,22 @@ def report(
         where = "the run `mlflow run` opened" if tracking.env_run_id() else report_mod.REPORTS_EXPERIMENT
         typer.echo(f"logged as MLflow run {result.run_id} ({where}; tag {tracking.TAG_KIND} = {tracking.KIND_REPORT}); "
                    "open it with `synthboost ui`")
+
+
+@app.command()
+@guarded
+def supersede(
+    run_id: Annotated[list[str], typer.Option("--run-id", help="A run to mark superseded (repeat for several).")],
+    by: Annotated[str, typer.Option("--by", help="The FINISHED run that replaces them.")],
+    reason: Annotated[str, typer.Option(help="Why, in a few words (e.g. 're-run after the CNN fix').")],
+) -> None:
+    """Mark runs not made by a grid (single `synthboost run`s) as superseded by a newer run; nothing is deleted."""
+    from . import supersede as supersede_mod
+    from . import tracking
+
+    marked = supersede_mod.mark_by_hand(tracking.Tracker(), run_id, by=by, reason=reason)
+    typer.echo(f"{len(marked)} run(s) marked superseded by {by} (tag {tracking.TAG_SUPERSEDED_BY}); the report "
+               "leaves them out unless --include-superseded")
 
 
 @app.command()

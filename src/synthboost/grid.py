@@ -7,6 +7,9 @@ fixed Optuna trial (``enqueue_trial`` with the unit in its user attributes) in a
 from that work queue (queue.py).  Every cell is one MLflow run nested under the grid's parent run, tagged with
 its ``config_key``: a cell whose FINISHED run has the same key is skipped, so re-running the same command after
 a crash finishes only what is missing.  Stale units (dead worker) are failed and re-enqueued by the queue.
+A cell re-run under a new key (a code version bump, a changed default) leaves its older FINISHED runs tagged
+``superseded_by`` the new run (supersede.py): as each cell finishes, and in a sweep at the start and end of every
+grid, so runs re-run before marking existed are marked too.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, ClassVar
 
 import pydantic
 
-from . import classifiers, cost, generators, queue
+from . import classifiers, cost, generators, queue, supersede
 from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, as_dict, build, config, load_yaml, unflatten
 from .errors import ResourceError, UserError
 from .study import split_fixed
@@ -184,10 +187,12 @@ def plan(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
                             cfg = make_config(model=v.model, classifier=clf, regime=regime, size=size, seed=seed,
                                               profile=spec.profile, overrides=overrides,
                                               gen_metrics=spec.gen_metrics)
+                            # tuned only by its own study (another family's best mix is borrowed)
+                            tags = mx["tags"] if mx and mx["study_model"] == v.model else {}
                             cells.append({"classifier": clf, "overrides": overrides, "key": config_key(cfg),
-                                          "mix_label": mx["label"] if mx else "real only",
-                                          # tuned only by its own study (another family's best mix is borrowed)
-                                          "tags": mx["tags"] if mx and mx["study_model"] == v.model else {}})
+                                          "mix_label": mx["label"] if mx else "real only", "tags": tags,
+                                          "identity": supersede.config_identity(
+                                              cfg, variant=v.name, tuned_study=tags.get(TAG_TUNED_STUDY, ""))})
                     units.append({"variant": v.name, "model": v.model, "regime": regime, "size": size,
                                   "seed": seed, "profile": spec.profile, "gen_metrics": spec.gen_metrics,
                                   "cells": cells})
@@ -221,6 +226,16 @@ def status(spec: GridSpec, units: list[dict], tracker) -> GridStatus:
         done += len(u["cells"]) - len(missing)
         left += bool(missing)
     return GridStatus(cells=cells, done=done, units_left=left)
+
+
+def superseded(spec: GridSpec, units: list[dict], tracker, *, mark: bool) -> supersede.Sweep:
+    """The older runs of re-run cells in the grid's experiment (supersede.py); ``mark`` tags those whose cell's
+    current run is FINISHED (the sweep at the start of every grid: runs re-run before marking existed too)."""
+    runs = tracker.finished_runs(KIND_EXPERIMENT, experiment_ids=[tracker.experiment_id(spec.experiment)])
+    found = supersede.sweep(((c["identity"], c["key"]) for u in units for c in u["cells"]), runs)
+    if mark:
+        supersede.apply(tracker, found.marks)
+    return found
 
 
 # ---------------------------------------------------------------- cost estimates (cost.py)
@@ -419,6 +434,16 @@ def _run_cell(unit: dict, cell: dict, *, trial, tracker, parent: str, experiment
                    progress=False, on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
                    extra_tags={TAG_VARIANT: unit["variant"], "grid": f"grid-{experiment}",
                                "optuna.trial_number": trial.number, **cell.get("tags", {})})
+    try:  # the cell's older runs (another config_key) are superseded by this one, now that it is FINISHED
+        ident = supersede.config_identity(cfg, variant=unit["variant"],
+                                          tuned_study=cell.get("tags", {}).get(TAG_TUNED_STUDY, ""))
+        runs = tracker.finished_cell_runs(tracker.experiment_id(experiment), regime=unit["regime"], size=unit["size"],
+                                          seed=unit["seed"])
+        found = supersede.sweep([(ident, cell["key"])], runs, protected={c["key"] for c in unit["cells"]})
+        supersede.apply(tracker, found.marks)
+    except Exception as err:  # the cell itself is done; the next grid's sweep marks what this missed
+        print(f"warning: cell {unit_id(unit)} could not mark its older runs superseded ({type(err).__name__}: "
+              f"{err}); the next `synthboost grid` will", file=sys.stderr)
 
 
 def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progress: bool = True) -> dict[str, Any]:
@@ -428,6 +453,7 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
 
     tracker = Tracker()
     units = plan(spec, storage_url)
+    first = superseded(spec, units, tracker, mark=True)
     before = status(spec, units, tracker)
     study, parent = prepare(spec, units, storage_url=storage_url, tracker=tracker)
     name = study.study_name
@@ -454,10 +480,12 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
         queue.wait_for_others(study, storage_url, tracker, lambda: work(name, storage_url, experiment=spec.experiment,
                                                                         progress=bar.update))
     after = status(spec, units, tracker)
+    last = superseded(spec, units, tracker, mark=True)  # what a cell could not mark as it finished (see _run_cell)
+    marked = last.already + len(last.marks) - first.already
     if after.done == after.cells:
         tracker.close_run(parent, "FINISHED")
     else:
         tracker.close_run(parent, "FAILED", error=f"{after.cells - after.done} cells missing; re-run to resume")
     return {"cells": after.cells, "done": after.done, "done_before": before.done,
             "ran": after.done - before.done, "missing": after.cells - after.done, "parent_run_id": parent,
-            "experiment": spec.experiment, "study": name}
+            "experiment": spec.experiment, "study": name, "marked_superseded": marked}

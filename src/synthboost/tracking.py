@@ -44,6 +44,10 @@ TAG_EXTERNAL_SOURCE = "external_data"
 TAG_SHA256 = "sha256."  # + an artifact path: the digest of a checkpoint, set only once it is wholly uploaded
 TAG_TUNED_STUDY = "tuned.study"  # a grid cell run from a study's best: that study's name
 TAG_TUNED_BUDGET = "tuned.budget"  # … and its tuning budget (study.budget_label), which the report pairs on
+#: on a FINISHED cell run whose cell was re-run under another config_key (supersede.py): the newer run's id, and
+#: why (the keys and the config values that differ); the report leaves such runs out unless asked for them
+TAG_SUPERSEDED_BY = "superseded_by"
+TAG_SUPERSEDED_REASON = "superseded_reason"
 KIND_EXPERIMENT, KIND_STUDY, KIND_GRID, KIND_REPORT, KIND_MODEL = "experiment", "study", "grid", "report", "model"
 
 
@@ -407,6 +411,17 @@ class Tracker:
     def finished_runs(self, kind: str, *, experiment_ids: list[str] | None = None):
         """Every FINISHED run of one kind (tag ``synthboost.kind``), in the given experiments or in all of them."""
         return self.search(kind_filter(kind), experiment_ids=experiment_ids, max_results=50000)
+
+    def finished_cell_runs(self, experiment_id: str, *, regime: str, size: int, seed: int):
+        """The FINISHED cell runs of one data draw (regime, size, seed) in one experiment: where the older runs of
+        a re-run cell are (a filter on the store, not a scan of the whole experiment)."""
+        where = (f"{kind_filter(KIND_EXPERIMENT)} and tags.regime = '{regime}' and tags.size = '{int(size)}' "
+                 f"and tags.seed = '{int(seed)}'")
+        return self.search(where, experiment_ids=[experiment_id], max_results=50000)
+
+    def mark_superseded(self, run_id: str, *, by: str, reason: str) -> None:
+        """Tag ``run_id`` as superseded by the run ``by`` (nothing is deleted; the run stays readable)."""
+        self.attach(run_id).set_tags({TAG_SUPERSEDED_BY: by, TAG_SUPERSEDED_REASON: reason})
 
     def timings(self, *, experiments: list[str] | None = None) -> list[dict[str, Any]]:
         """Every FINISHED cell run that logged its timings (``time/*`` and ``work/*`` metrics), as plain values with

@@ -22,7 +22,7 @@ from . import render
 from .claims import Claim, seed
 from .exchange import Exchange, exchange_rates
 from .figures import draw, sample_grids
-from .frame import check_recipes, select_models, select_runs, split_external, tidy
+from .frame import check_recipes, select_current, select_models, select_runs, split_external, tidy
 from .stats import Analysis, analyse_apart, check_baselines
 
 REPORTS_EXPERIMENT = "synthboost-reports"
@@ -53,15 +53,18 @@ def protocol_claims(analysis: Analysis) -> list[Claim]:
 
 
 def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[str], tracker,
-                 log_to_mlflow: bool = True, include_studies: bool = False,
+                 log_to_mlflow: bool = True, include_studies: bool = False, include_superseded: bool = False,
                  models: list[str] | None = None) -> ReportResult:
     """Query the store, compare, write ``out_dir`` (report.md / report.html / CSVs) and log it as an MLflow run.
 
     ``experiments=None`` reads every experiment holding experiment runs.  Study trials (runs tagged
-    ``optuna.study_name`` that are not grid cells) are left out unless ``include_studies``; ``models`` keeps only
+    ``optuna.study_name`` that are not grid cells) are left out unless ``include_studies``; so are superseded runs
+    (tag ``superseded_by``: their cell was re-run under a newer config) unless ``include_superseded``, which shows
+    them as cells of their own (never in a claim or an exchange rate); ``models`` keeps only
     those generator families (and every baseline).  Raises ``UserError``
     for an unknown experiment, a selection without finished experiment runs, an unknown format,
-    ``include_studies`` without study trials, a selection of study trials only without it, runs of unknown
+    ``include_studies`` without study trials, a selection of study trials (or superseded runs) only without the
+    flag, runs of unknown
     classifier recipe (no ``params.clf.*``), a selection of external-data runs only, or when no generator cell has
     any real-only baseline to be compared with.  Runs tagged ``uses_external_data`` are listed apart, never paired.
     """
@@ -77,19 +80,23 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
         runs = tidy(frame)
         if runs.empty:
             raise UserError("the selected runs carry no test metrics (were they written by `synthboost run`?)")
-        runs = select_models(select_runs(runs, include_studies=include_studies), models)
+        runs, left_out = select_current(select_runs(runs, include_studies=include_studies),
+                                        include_superseded=include_superseded)
+        runs = select_models(runs, models)
         check_recipes(runs)
         runs, external = split_external(runs)
         analysis = analyse_apart(runs, external)
         check_baselines(analysis)
-        claim_list = protocol_claims(analysis)
-        rates = exchange_rates(analysis.runs)
+        current = analysis.current()  # a superseded cell (--include-superseded) is shown, never claimed
+        claim_list = protocol_claims(current)
+        rates = exchange_rates(current.runs)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = sorted(runs["experiment"].unique())
     meta = {"experiments": names, "n_runs": len(runs), "n_cells": len(analysis.results),
             "study_trials": int((runs["study"] != "").sum()), "external_runs": len(external),
+            "superseded_left_out": left_out, "superseded_included": int((runs["superseded"] != "").sum()),
             "store": store_label(tracker.uri), "when": datetime.datetime.now().isoformat(timespec="seconds")}
     figures: dict[str, bytes] = {}
     if formats & {"md", "html"}:  # CSV alone needs no figures
@@ -145,6 +152,7 @@ def log_report(tracker, files: dict[str, Path], *, meta: dict, claim_list: list[
     name = f"report: {', '.join(meta['experiments'])} ({meta['n_runs']} runs)"[:250]
     tags = {tracking.TAG_KIND: tracking.KIND_REPORT, "report.experiments": ",".join(meta["experiments"]),
             "report.runs": meta["n_runs"], "report.study_trials": meta.get("study_trials", 0),
+            "report.superseded_left_out": meta.get("superseded_left_out", 0),
             "git_commit": tracking.git_commit()}
     tags |= {f"claim.{c.key}": c.verdict for c in claim_list}
     with tracker.run(experiment=REPORTS_EXPERIMENT, name=name, tags=tags) as run:

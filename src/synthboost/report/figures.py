@@ -76,6 +76,8 @@ def _series_labels(results: pd.DataFrame) -> pd.Series:
         label = label + " #" + results["setup"]
     if "profile" in varying:
         label = label + " (" + results["profile"] + ")"
+    if "superseded" in results:  # --include-superseded: an old cell never reads like the current one
+        label = label + results["superseded"].map(lambda s: f" [{s}]" if s else "")
     return label
 
 

@@ -29,7 +29,10 @@ QUALITY = {"fid": "gen/fid", "cas_cnn": "gen/cas_cnn",  # generator quality, whe
            "label_consistency": "gen/label_consistency"}
 #: what makes a cell (its seeds are the repeats); `setup` hashes gen.* and clf.* so tuned trials stay apart
 CELL = ["protocol", "variant", "model", "profile", "regime", "size", "classifier", "mix_ratio", "mix_strategy",
-        "mix_weight", "mix_filter", "setup", "recipe", "tuned"]
+        "mix_weight", "mix_filter", "setup", "recipe", "tuned", "superseded"]
+#: ``superseded``: "" for a current run; for a run tagged ``superseded_by`` (shown only with
+#: ``--include-superseded``) "superseded #<hash of its params but the seed, and its code versions>", so each
+#: superseded way of computing a cell is a cell of its own, never pooled with the current runs or with each other
 #: ``tuned``: the tuning budget of a run made from a study's best (tag ``tuned.budget``, e.g. "12 trials of
 #: val/balanced_accuracy, holdout"); "" for runs with hand-set values
 #: ``protocol``: how the classifier's budget was set — ``fair`` (a fixed number of optimizer steps per cell),
@@ -119,6 +122,8 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
         runs["setup"] = ""
     runs["clf"], runs["recipe"] = _recipes(frame)
     runs["tuned"] = col(f"tags.{tracking.TAG_TUNED_BUDGET}").fillna("").astype(str)
+    runs["superseded_by"] = col(f"tags.{tracking.TAG_SUPERSEDED_BY}").fillna("").astype(str)
+    runs["superseded"] = _superseded_labels(frame, runs["superseded_by"] != "")
     # a study trial: tagged with its study's name, and not a grid cell (those carry `grid` too)
     grid = col(f"tags.{TAG_GRID}").fillna("").astype(str)
     runs["study"] = col(f"tags.{TAG_STUDY}").fillna("").astype(str).where(grid == "", "")
@@ -150,6 +155,18 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     runs = runs.dropna(subset=["model", "regime", "size", "classifier", "seed", "accuracy"])
     runs = runs.astype({"size": int, "seed": int})
     return runs.reset_index(drop=True)
+
+
+def _superseded_labels(frame: pd.DataFrame, old: pd.Series) -> pd.Series:
+    """"" per current run; per superseded run a label that names how it was computed (see ``CELL``)."""
+    out = pd.Series("", index=frame.index, dtype=object)
+    if not old.any():
+        return out
+    cols = sorted(c for c in frame.columns if (c.startswith("params.") and c != "params.seed")
+                  or c.startswith("tags.code_version."))
+    hashed = pd.util.hash_pandas_object(frame.loc[old, cols].fillna("").astype(str), index=False)
+    out[old] = [f"superseded #{h:016x}"[:17] for h in hashed]
+    return out
 
 
 def _real_counts(runs: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
@@ -195,6 +212,19 @@ def select_runs(runs: pd.DataFrame, *, include_studies: bool = False) -> pd.Data
         raise UserError(f"the selection holds only study trials ({len(runs)} runs of study {studies}); the report "
                         f"reads grid and run experiments by default — add --include-studies to report on them")
     return runs[~trial].reset_index(drop=True)
+
+
+def select_current(runs: pd.DataFrame, *, include_superseded: bool = False) -> tuple[pd.DataFrame, int]:
+    """(the runs a report reads, how many superseded runs it left out).  A run tagged ``superseded_by`` was
+    replaced by a re-run of its cell under a new config (supersede.py), so by default it is left out;
+    ``include_superseded`` keeps it, as a cell of its own.  ``UserError`` when only superseded runs are left."""
+    old = runs["superseded_by"] != "" if "superseded_by" in runs else pd.Series(False, index=runs.index)
+    if include_superseded:
+        return runs, 0
+    if len(runs) and old.all():
+        raise UserError(f"all {len(runs)} selected runs are superseded (tag {tracking.TAG_SUPERSEDED_BY}: their cells "
+                        "were re-run under a newer config) — add --include-superseded to report on them")
+    return runs[~old].reset_index(drop=True), int(old.sum())
 
 
 def select_models(runs: pd.DataFrame, models: list[str] | None) -> pd.DataFrame:

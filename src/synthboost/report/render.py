@@ -74,6 +74,8 @@ def _id_columns(df: pd.DataFrame, results: pd.DataFrame, recipes: dict[str, str]
         out["recipe"] = [recipes.get(r, r) for r in df["recipe"]]
     if "tuned" in results and (results["tuned"] != "").any():
         out["tuned"] = [t or "—" for t in df["tuned"]]
+    if "superseded" in results and (results["superseded"] != "").any():
+        out["superseded"] = [t or "—" for t in df["superseded"]]
     return out
 
 
@@ -252,7 +254,21 @@ def _intro(meta: dict) -> list[str]:
             + (f"{meta['study_trials']} study trials are included." if meta.get("study_trials") else
                "Study trials are left out (`--include-studies` adds them).")
             + (f" {meta['external_runs']} runs that used external data are listed apart at the end, never paired."
-               if meta.get("external_runs") else "")]
+               if meta.get("external_runs") else "")
+            + _superseded_note(meta)]
+
+
+def _superseded_note(meta: dict) -> str:
+    """One sentence on the superseded runs (tag ``superseded_by``): how many were left out, or shown, and why."""
+    n = meta.get("superseded_left_out", 0)
+    if n:
+        whose = "their cells were" if n != 1 else "its cell was"
+        return (f" {n} superseded run{'s were' if n != 1 else ' was'} left out: {whose} re-run under a newer "
+                "config or code version (tag `superseded_by`; `--include-superseded` shows them as cells of their own).")
+    if meta.get("superseded_included"):
+        return (f" {meta['superseded_included']} superseded runs are included as cells of their own (column "
+                "`superseded`), never pooled with current runs nor counted in a claim.")
+    return ""
 
 
 def headline_md(analysis: Analysis, meta: dict) -> str:

@@ -15,6 +15,7 @@ the same budget ("tuned, same budget"), whatever recipe each study found.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +26,9 @@ from .frame import BASELINES, CELL, CONTROLS, METRICS, QUALITY, cell_name, recip
 
 #: what a baseline run must share with a run for their difference to be a paired gain ("baseline vs plain
 #: baseline" pairs on this alone); a generator run must share ``MATCH``: the classifier recipe too
-PAIR = ["protocol", "profile", "regime", "size", "classifier", "seed", "data_digest"]
+PAIR = ["protocol", "profile", "regime", "size", "classifier", "seed", "data_digest", "is_superseded"]
+#: ``is_superseded``: a superseded run (``--include-superseded``) pairs only with superseded baselines, and a current
+#: baseline's value is never averaged with a superseded one
 MATCH = PAIR + ["recipe"]
 MIN_SEEDS = 3
 #: the real-only controls: a generator cell needs one of them on its own recipe (or is listed as missing `none`)
@@ -65,6 +68,16 @@ class Analysis:
         return Analysis(runs=runs, per_seed=self.per_seed, results=keep(self.results), gains=keep(self.gains),
                         missing=keep(self.missing), baselines=[b for b in self.baselines if (runs["model"] == b).any()],
                         diffs=keep(self.diffs), recipes=self.recipes)
+
+    def current(self) -> Analysis:
+        """The part of the analysis on current runs (claims and exchange rates never read superseded ones)."""
+        def keep(df: pd.DataFrame) -> pd.DataFrame:
+            return df[df["superseded"] == ""].reset_index(drop=True) if "superseded" in df else df
+
+        runs = keep(self.runs)
+        return dataclasses.replace(self, runs=runs, results=keep(self.results), gains=keep(self.gains),
+                                   missing=keep(self.missing), diffs=keep(self.diffs),
+                                   baselines=[b for b in self.baselines if (runs["model"] == b).any()])
 
     def recipe(self, recipe: str) -> str:
         """How the report names a recipe hash."""
@@ -184,6 +197,9 @@ def analyse(runs: pd.DataFrame) -> Analysis:
         runs = runs.assign(recipe="", clf="")
     if "tuned" not in runs:
         runs = runs.assign(tuned="")
+    if "superseded" not in runs:
+        runs = runs.assign(superseded="")
+    runs = runs.assign(is_superseded=runs["superseded"] != "")
     # integer ids for a cell, for "same data, seed, classifier, profile" and for that plus the recipe: every later
     # groupby and merge is on one int column instead of ten string columns (pandas' string factorising dominated
     # the report's time)
