@@ -57,6 +57,18 @@ def test_budget_counts_steps_over_the_real_images():
     assert step_budget(build(CNNConfig, {"steps": 77}), 850) == (77, 13)
 
 
+def test_the_quick_floor_lifts_small_cells_only_and_never_the_seed_protocol():
+    # quick: 40 epochs over the real images, at least 1,040 steps — 850 images (high/1,000) get 1,040 instead of
+    # 520, 1,700 (high/2,000: 26 steps an epoch) and 4,250 (balanced/5,000) keep their 40 epochs
+    quick = build(CNNConfig, {}, profile="quick")
+    assert step_budget(quick, 850) == (1040, 13)
+    assert step_budget(quick, 1700) == (1040, 26) and step_budget(quick, 4250) == (2640, 66)
+    assert step_budget(build(CNNConfig, {"min_steps": 0}, profile="quick"), 850) == (520, 13)
+    seed = pipeline.make_config(model="none", regime="high", size=1000, profile="quick",
+                                overrides={"clf": {"recipe": "seed"}})
+    assert seed.clf.min_steps == 0  # the seed study's 10 passes over the mixed set, as published
+
+
 def test_a_mix_trains_exactly_as_many_steps_as_its_real_only_baseline(split):
     n = len(split.train_y)
     cfg = build(CNNConfig, {"epochs": 2, "batch_size": 64})

@@ -61,9 +61,22 @@ def test_version_one_and_neutral_levers_leave_the_keys_of_recorded_cells_unchang
     def key(**kw):
         return pipeline.config_key(pipeline.make_config(regime="high", size=1000, seed=0, profile="quick", **kw))
 
-    assert key(model="none") == "431d450f3e96e2cd"
+    assert key(model="none", overrides={"clf": {"min_steps": 0}}) == "431d450f3e96e2cd"
     assert key(model="none", overrides={"clf": {"recipe": "seed"}}) == "15409cf7f8f55831"
     ddpm = pipeline.make_config(model="ddpm", regime="high", size=1000, seed=0, profile="quick", mix_ratio=1.0)
     assert pipeline.generator_key(ddpm, "x") == "3eacdeb6fa57087e"
+    # quick's step floor binds on high/1,000 (a new budget: new cells) but nowhere from 2,000 images up, where the
+    # recorded cells keep their keys (fair-balanced-5000's among them)
+    assert key(model="none") != "431d450f3e96e2cd"
+    assert key(model="none", overrides={"clf": {"min_steps": 520}}) == "431d450f3e96e2cd"  # 520 = 40 epochs: idle
+
+    def cell(model, regime, size, **kw):
+        return pipeline.config_key(pipeline.make_config(model=model, regime=regime, size=size, seed=0,
+                                                        profile="quick", **kw))
+
+    assert cell("none", "balanced", 5000) == "b58001c7db0d5b81"
+    assert cell("none-strong", "balanced", 5000) == "961763f87c911b8d"
+    assert cell("ddpm", "balanced", 5000) == "0eb02df102b4f7cb"
+    assert cell("none", "high", 2000) == "43cb9d1edb6c671f"
     # a lever away from its neutral value is a different cell
     assert key(model="none", overrides={"clf": {"amp": "bf16"}}) != key(model="none")

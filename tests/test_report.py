@@ -835,3 +835,25 @@ def test_a_tuned_generator_is_compared_with_the_tuned_baselines_of_its_budget():
     assert tuned.statement == "Some tuned generator beats `none-strong` tuned with the same budget"
     assert tuned.verdict == "holds" and tuned.n == 3, tuned.detail
     assert claims["4-oversample-tuned"].verdict == "inconclusive"  # no oversample runs at all
+
+
+def test_a_floor_that_did_not_bind_shares_the_recipe_of_runs_from_before_it():
+    # quick's clf.min_steps lifts high/1,000 only: a balanced/5,000 run that logged it trained exactly as one from
+    # before the floor existed, so they are one recipe (and pair); on high/1,000 the floor is a new recipe
+    import pandas as pd
+
+    from synthboost.report.frame import tidy
+
+    def run(i, regime, size, floor):
+        row = {"run_id": f"r{i}", "experiment": "x", "run_name": f"r{i}", "start_time": i,
+               "tags.model": "none", "tags.regime": regime, "tags.size": str(size), "tags.classifier": "cnn",
+               "tags.seed": "0", "tags.profile": "quick", "metrics.test/accuracy": 0.8,
+               "params.clf.recipe": "fair", "params.clf.epochs": "40", "params.clf.batch_size": "64",
+               "params.clf.lr": "0.002", "params.data.val_fraction": "0.15"}
+        return row | ({"params.clf.min_steps": str(floor)} if floor is not None else {})
+
+    frame = pd.DataFrame([run(0, "balanced", 5000, None), run(1, "balanced", 5000, 1040),
+                          run(2, "high", 1000, None), run(3, "high", 1000, 1040)])
+    recipes = tidy(frame).set_index("run_id")["recipe"]
+    assert recipes["r0"] == recipes["r1"] == recipes["r2"]
+    assert recipes["r3"] != recipes["r2"]

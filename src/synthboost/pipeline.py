@@ -30,6 +30,7 @@ import yaml
 from . import classifiers, cost, faults, generators, tracking
 from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, key_dict, replace
 from .data import NUM_CLASSES, Split, check_folds, load_fashion_mnist, make_split, regime_counts
+from .regimes import train_counts
 from .errors import CheckpointIncomplete, UserError
 from .metrics import classification_metrics, confusion
 from .mixing import filter_samples, labels_for, mix, oversample_indices, synthetic_counts
@@ -146,11 +147,27 @@ def generator_key(cfg: RunConfig, data_digest: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def real_train_count(cfg: RunConfig) -> int:
+    """How many real images the run's classifier trains on (the regime's counts less the validation split)."""
+    counts = regime_counts(cfg.data.regime, cfg.data.size, cfg.seed, minority_classes=cfg.data.minority_classes)
+    return sum(train_counts(counts, val_fraction=cfg.data.val_fraction, kfold=cfg.data.kfold, fold=cfg.data.fold))
+
+
+def clf_key_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The classifier's config as keys see it: ``key_dict``, less a step floor that does not bind on this cell."""
+    out = key_dict(cfg.clf)
+    if "min_steps" in out and not classifiers.floor_binds(
+            epochs=cfg.clf.epochs, batch_size=cfg.clf.batch_size, min_steps=cfg.clf.min_steps, steps=cfg.clf.steps,
+            n_budget=real_train_count(cfg)):
+        del out["min_steps"]
+    return out
+
+
 def config_key(cfg: RunConfig) -> str:
     """Hash of the whole cell config and the code versions that train it: a grid skips a cell whose FINISHED run
     has the same key, and re-runs it once the classifier's or the generator's code version is bumped."""
     gen_version = 1 if cfg.gen is None else generators.get(cfg.model).code_version
-    payload = cfg.to_dict() | {"clf": key_dict(cfg.clf), "gen": key_dict(cfg.gen) if cfg.gen is not None else {}}
+    payload = cfg.to_dict() | {"clf": clf_key_dict(cfg), "gen": key_dict(cfg.gen) if cfg.gen is not None else {}}
     payload |= _versions(classifier=classifiers.get(cfg.classifier).code_version, generator=gen_version)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

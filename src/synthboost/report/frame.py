@@ -114,6 +114,8 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     kind = col("params.mix.filter").fillna("none")
     threshold = col("params.mix.filter_threshold").fillna("").astype(str)
     runs["mix_filter"] = np.where(kind == "none", "", kind + "≥" + threshold)
+    real = _real_counts(runs, frame)
+    _drop_idle_floor(frame, real.sum(axis=1))
     setup_cols = sorted(c for c in frame.columns if c.startswith(("params.gen.", "params.clf.")))
     if setup_cols:
         hashed = pd.util.hash_pandas_object(frame[setup_cols].fillna("").astype(str), index=False)
@@ -149,7 +151,6 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
                                                    f"metrics.mix/oversampled_count_{k}"), errors="coerce").fillna(0)
     runs["n_synthetic"] = pd.to_numeric(col("metrics.mix/synthetic_total", "metrics.mix/oversampled_total"),
                                         errors="coerce").fillna(0)
-    real = _real_counts(runs, frame)
     runs[[f"real_{k}" for k in range(NUM_CLASSES)]] = real
     runs["n_real"] = real.sum(axis=1)
     runs = runs.dropna(subset=["model", "regime", "size", "classifier", "seed", "accuracy"])
@@ -167,6 +168,25 @@ def _superseded_labels(frame: pd.DataFrame, old: pd.Series) -> pd.Series:
     hashed = pd.util.hash_pandas_object(frame.loc[old, cols].fillna("").astype(str), index=False)
     out[old] = [f"superseded #{h:016x}"[:17] for h in hashed]
     return out
+
+
+def _drop_idle_floor(frame: pd.DataFrame, n_real: np.ndarray) -> None:
+    """Blank ``params.clf.min_steps`` where the floor did not raise the run's budget: such a run trained exactly as
+    one without the floor, so it shares its recipe and setup (as ``pipeline.clf_key_dict`` keys it)."""
+    if "params.clf.min_steps" not in frame:
+        return
+    from ..classifiers import floor_binds
+
+    def num(name: str) -> pd.Series:
+        col = f"params.clf.{name}"
+        return pd.to_numeric(frame[col], errors="coerce") if col in frame else pd.Series(np.nan, index=frame.index)
+
+    epochs, batch, floor, steps = num("epochs"), num("batch_size"), num("min_steps"), num("steps")
+    binds = [False if np.isnan([e, b, f, n]).any() else
+             floor_binds(epochs=int(e), batch_size=int(b), min_steps=int(f), steps=None if np.isnan(s) else int(s),
+                         n_budget=int(n))
+             for e, b, f, s, n in zip(epochs, batch, floor, steps, n_real)]
+    frame["params.clf.min_steps"] = frame["params.clf.min_steps"].where(binds)
 
 
 def _real_counts(runs: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
