@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "diffusion_steps.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_diffusion_steps", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benches import load_bench
 
 
 @pytest.mark.slow
 def test_prints_a_finite_fid_row_per_setting_and_the_ratio_column(tracker, capsys):
     from synthboost import quality
 
-    bench = load_bench()
+    bench = load_bench("diffusion_steps")
     assert bench.main(["--profile", "smoke", "--settings", "dpm:4,ddpm:20", "--per-class", "3",
                        "--fast-per-class", "5"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
+from benches import load_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "time_to_quality.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_time_to_quality", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_a_sampling_only_change_is_charged_todays_training_and_the_table_says_whether_quality_holds(tmp_path, capsys):
-    bench = load_bench()
+    bench = load_bench("time_to_quality")
     # cgan's truncation is sampling-only: the fast run reuses today's weights (and is charged their training)
     assert bench.main(["--profile", "smoke", "--families", "vae,cgan", "--seeds", "0", "--size", "500",
                        "--fast", "vae:epochs=1", "--fast", "cgan:truncation=0.5", "--store", str(tmp_path)]) == 0
@@ -33,7 +24,7 @@ def test_a_sampling_only_change_is_charged_todays_training_and_the_table_says_wh
 
 
 def test_bad_fast_settings_are_refused_with_the_fix(capsys):
-    bench = load_bench()
+    bench = load_bench("time_to_quality")
     with pytest.raises(SystemExit) as exc:
         bench.main(["--fast", "ddpm-sampling_steps=10"])
     assert exc.value.code == 2 and "expected FAMILY:key=value" in capsys.readouterr().err

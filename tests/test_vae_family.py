@@ -260,12 +260,9 @@ def test_unlabeled_size_beyond_the_pool_is_a_user_error(split):
 
 # ---------------------------------------------------------------- the benchmark runs
 def test_bench_epoch_cap_is_not_undone_by_step_floors():
-    import importlib.util
+    from benches import load_bench
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_generators", Path(__file__).resolve().parents[1] / "bench" / "generators.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("generators")
     ddpm = bench.capped_config(generators.get("ddpm"), "quick", 2)
     assert (ddpm.epochs, ddpm.min_steps) == (2, 0)  # quick's 790-step floor would train 12 epochs instead
     cgan = bench.capped_config(generators.get("cgan"), "quick", 2)
