@@ -84,7 +84,8 @@ def summarise(family: str, today: list[dict], fast: list[dict], fast_values: dic
     lc_f, fid_f = statistics.fmean(r["lc"] for r in fast), statistics.fmean(r["fid"] for r in fast)
     holds = lc_f >= min(r["lc"] for r in today) and fid_f <= max(r["fid"] for r in today)
     return {"family": family, "fast": ", ".join(f"{k}={v}" for k, v in fast_values.items()),
-            "seeds": len(today), "today_wall": wall_t, "fast_wall": wall_f, "speedup": wall_t / wall_f,
+            "seeds": len(today), "today_wall": wall_t, "fast_wall": wall_f,
+            "speedup": wall_t / wall_f if wall_f > 0 else float("inf"),
             "today_lc": [r["lc"] for r in today], "fast_lc": [r["lc"] for r in fast],
             "today_fid": [r["fid"] for r in today], "fast_fid": [r["fid"] for r in fast], "holds": holds}
 
@@ -98,7 +99,7 @@ def table(rows: list[dict]) -> str:
     lines = ["| family | fast setting | seeds | today: wall s | fast: wall s | speed-up | label consistency today → "
              "fast | FID today → fast | quality holds |", "|" + "---|" * 9]
     for r in rows:
-        lines.append(f"| {r['family']} | {r['fast']} | {r['seeds']} | {r['today_wall']:.0f} | {r['fast_wall']:.0f} | "
+        lines.append(f"| {r['family']} | {r['fast']} | {r['seeds']} | {r['today_wall']:.1f} | {r['fast_wall']:.1f} | "
                      f"{r['speedup']:.2f}× | {_spread(r['today_lc'], '.3f')} → {_spread(r['fast_lc'], '.3f')} | "
                      f"{_spread(r['today_fid'], '.1f')} → {_spread(r['fast_fid'], '.1f')} | "
                      f"{'yes' if r['holds'] else 'no'} |")

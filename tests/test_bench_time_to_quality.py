@@ -18,8 +18,9 @@ def test_a_sampling_only_change_is_charged_todays_training_and_the_table_says_wh
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in out.splitlines() if line.startswith("| vae ") or line.startswith("| cgan ")}
     assert rows["vae"][1] == "epochs=1" and rows["cgan"][1] == "truncation=0.5"
+    assert float(rows["cgan"][3]) > 0 and float(rows["cgan"][4]) > 0  # a GAN trains for seconds even on smoke
     for cells in rows.values():
-        assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[5].endswith("×")
+        assert float(cells[3]) >= 0 and float(cells[4]) >= 0 and cells[5].endswith("×")
         assert cells[8] in {"yes", "no"} and "→" in cells[6] and "→" in cells[7]
 
 
