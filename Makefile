@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.synthboost-installed
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?=
 
-.PHONY: setup data demo test test-fast bench samples ui clean-stores
+.PHONY: setup data system-deps demo test test-fast bench samples ui clean-stores
 
 setup: $(STAMP) data
 
@@ -38,10 +38,14 @@ demo: setup
 	$(PY) -m synthboost demo --experiment demo --out report/demo $(DEMO_ARGS)
 	@echo "Both runs are in the MLflow experiment 'demo'. Open the UI with: make ui"
 
-test: setup
+# the suite's system prerequisites (PostgreSQL, Chromium): installed when missing, as root with apt
+system-deps:
+	tools/system-deps
+
+test: setup system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup system-deps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup

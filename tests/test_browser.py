@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module", autouse=True)
 def _browser_installed():
-    # skipped on a developer's machine without a browser; a failure in CI, whose .ci/run installs it
+    # a failure without a browser: `make test` installs it first (tools/system-deps)
     if _missing:
         unavailable(f"browser tests need {', '.join(_missing)} (apt-get install chromium chromium-driver)")
 
