@@ -435,8 +435,7 @@ def _run_cell(unit: dict, cell: dict, *, trial, tracker, parent: str, experiment
                    extra_tags={TAG_VARIANT: unit["variant"], "grid": f"grid-{experiment}",
                                "optuna.trial_number": trial.number, **cell.get("tags", {})})
     try:  # the cell's older runs (another config_key) are superseded by this one, now that it is FINISHED
-        ident = supersede.config_identity(cfg, variant=unit["variant"],
-                                          tuned_study=cell.get("tags", {}).get(TAG_TUNED_STUDY, ""))
+        ident = tuple(cell["identity"])  # planned with the cell (a list once the unit went through the queue)
         runs = tracker.finished_cell_runs(tracker.experiment_id(experiment), regime=unit["regime"], size=unit["size"],
                                           seed=unit["seed"])
         found = supersede.sweep([(ident, cell["key"])], runs, protected={c["key"] for c in unit["cells"]})
