@@ -73,9 +73,12 @@ ui: setup
 
 # The committed reports under docs/ and the README's tables (`<!-- synthboost:table … -->` blocks), regenerated
 # from the store MLFLOW_TRACKING_URI names (the measurement store; default tracking/mlflow.db) — never by hand.
+# The store is first brought up to date from the committed ledger (tracking/ledger/, `make ledger` writes it), so
+# on a fresh machine the docs regenerate from what was measured on others.
 FAIR = --experiment fair-high-1000 --experiment fair-balanced-5000
-.PHONY: docs readme
+.PHONY: docs readme ledger
 docs: setup
+	$(PY) -m synthboost ledger import
 	$(PY) -m synthboost report --experiment fair-high-1000 --out docs/fair
 	$(PY) -m synthboost report --experiment fair-balanced-5000 --out docs/fair-balanced
 	$(PY) -m synthboost report $(FAIR) --model cgan --out docs/gan
@@ -84,6 +87,11 @@ docs: setup
 
 readme: setup
 	$(PY) -m synthboost readme
+
+# The measurement store's finished runs (MLFLOW_TRACKING_URI) as files under tracking/ledger/, to commit: a store
+# lives on one machine, the ledger travels with the repository (`synthboost ledger import` on the next machine).
+ledger: setup
+	$(PY) -m synthboost ledger export
 
 # Server mode (tracking/README.md): a local PostgreSQL + MLflow server in tracking/server/ (idempotent); prints the
 # two lines every worker needs. `synthboost server status` / `synthboost server stop` for the rest.

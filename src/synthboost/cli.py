@@ -445,6 +445,49 @@ def readme(
     typer.echo(f"{path}: {len(sources)} table(s) refilled from " + (", ".join(sources) or "nothing"))
 
 
+ledger_app = typer.Typer(no_args_is_help=True, help="The ledger: a store's finished runs as files under "
+                                                    "tracking/ledger/, committed so measurements outlive the machine.")
+app.add_typer(ledger_app, name="ledger")
+LedgerDir = Annotated[str | None, typer.Option("--dir", help="The ledger's folder (default: tracking/ledger).")]
+
+
+@ledger_app.command("export")
+@guarded
+def ledger_export(
+    experiment: Annotated[list[str] | None, typer.Option(help="An experiment to export (repeatable; default: "
+                                                              "every experiment).")] = None,
+    dir_: LedgerDir = None,
+    checkpoints: Annotated[bool, typer.Option(help="Also carry generator checkpoints (megabytes each).")] = False,
+    journal: Annotated[bool, typer.Option(help="Also copy the Optuna journal (the default storage, when it is a "
+                                               "file).")] = True,
+) -> None:
+    """Write the store's FINISHED runs (MLFLOW_TRACKING_URI) as JSON files; only what changed is rewritten."""
+    from pathlib import Path
+
+    from . import ledger, tracking
+
+    dst = Path(dir_) if dir_ else ledger.default_dir()
+    summary = ledger.export(tracking.Tracker(), experiments=experiment, dst=dst, checkpoints=checkpoints,
+                            journal=ledger.default_journal() if journal else None)
+    typer.echo(f"{dst}: {summary.line('written')}")
+
+
+@ledger_app.command("import")
+@guarded
+def ledger_import(
+    dir_: LedgerDir = None,
+    journal: Annotated[bool, typer.Option(help="Restore the ledger's Optuna journal when there is none yet.")] = True,
+) -> None:
+    """Put the ledger's runs into the store (MLFLOW_TRACKING_URI): new ones created, known ones' tags updated."""
+    from pathlib import Path
+
+    from . import ledger, tracking
+
+    src = Path(dir_) if dir_ else ledger.default_dir()
+    summary = ledger.import_(tracking.Tracker(), src=src, journal=ledger.default_journal() if journal else None)
+    typer.echo(f"{tracking.redact(tracking.tracking_uri())}: {summary.line('imported')}")
+
+
 server_app = typer.Typer(no_args_is_help=True, help="Server mode: a local PostgreSQL + MLflow server for workers "
                                                     "anywhere (tracking/README.md).")
 app.add_typer(server_app, name="server")

@@ -679,20 +679,7 @@ def runs_frame(tracker: Tracker, experiment_names: list[str] | None = None, *, k
 
     client = tracker.client
     t0 = time.perf_counter()
-    known: dict[str, str] = {}
-    token = None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        known.update({e.name: e.experiment_id for e in page})
-        token = page.token
-        if not token:
-            break
-    names = list(known) if experiment_names is None else list(dict.fromkeys(experiment_names))
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UserError(f"no experiment named {', '.join(map(repr, unknown))} in {tracker.uri} "
-                        f"(experiments: {', '.join(sorted(known)) or 'none'})")
-    ids = {known[n]: n for n in names}
+    ids = _experiments_named(tracker, experiment_names)
     rows: list[dict[str, Any]] = []
     if ids:
         # SQL stores build ~110 ORM objects per run; pausing the cyclic GC while they pile up makes the
@@ -700,27 +687,154 @@ def runs_frame(tracker: Tracker, experiment_names: list[str] | None = None, *, k
         gc_was_on = gc.isenabled()
         gc.disable()
         try:
-            token = None
-            while True:
-                page = client.search_runs(list(ids), kind_filter(kind), max_results=5000, page_token=token)
-                for r in page:
-                    row = {"run_id": r.info.run_id, "experiment_id": r.info.experiment_id,
-                           "experiment": ids.get(r.info.experiment_id, ""), "run_name": r.info.run_name,
-                           "status": r.info.status, "start_time": r.info.start_time,
-                           "artifact_uri": r.info.artifact_uri}
-                    row.update({f"metrics.{k}": v for k, v in r.data.metrics.items()})
-                    row.update({f"params.{k}": v for k, v in r.data.params.items()})
-                    row.update({f"tags.{k}": v for k, v in r.data.tags.items()})
-                    rows.append(row)
-                token = page.token
-                if not token:
-                    break
+            for r in _paged_runs(client, list(ids), kind_filter(kind)):
+                row = {"run_id": r.info.run_id, "experiment_id": r.info.experiment_id,
+                       "experiment": ids.get(r.info.experiment_id, ""), "run_name": r.info.run_name,
+                       "status": r.info.status, "start_time": r.info.start_time,
+                       "artifact_uri": r.info.artifact_uri}
+                row.update({f"metrics.{k}": v for k, v in r.data.metrics.items()})
+                row.update({f"params.{k}": v for k, v in r.data.params.items()})
+                row.update({f"tags.{k}": v for k, v in r.data.tags.items()})
+                rows.append(row)
         finally:
             if gc_was_on:
                 gc.enable()
     tracker.seconds += time.perf_counter() - t0
     base = ["run_id", "experiment_id", "experiment", "run_name", "status", "start_time", "artifact_uri"]
     return pd.DataFrame.from_records(rows, columns=None if rows else base)
+
+
+def _experiments_named(tracker: Tracker, names: list[str] | None) -> dict[str, str]:
+    """{experiment id: name} for the named experiments (None: every active one); an unknown name -> UserError."""
+    known: dict[str, str] = {}
+    token = None
+    while True:
+        page = tracker.client.search_experiments(max_results=1000, page_token=token)
+        known.update({e.name: e.experiment_id for e in page})
+        token = page.token
+        if not token:
+            break
+    names = list(known) if names is None else list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"no experiment named {', '.join(map(repr, unknown))} in {tracker.uri} "
+                        f"(experiments: {', '.join(sorted(known)) or 'none'})")
+    return {known[n]: n for n in names}
+
+
+def _paged_runs(client, experiment_ids: list[str], filter_string: str = "") -> Iterator:
+    """Every run matching ``filter_string`` in the experiments, page by page (no cap on the count)."""
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=5000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            break
+
+
+# ---------------------------------------------------------------- the ledger's side of the store (ledger.py)
+#: on a run imported from a ledger: the id it had in the store it was first recorded in (its id in the ledger)
+TAG_LEDGER_ORIGIN = "ledger.origin_run_id"
+#: on an imported run that trained a generator whose weights the ledger did not carry: the grid trains it anew
+TAG_LEDGER_CHECKPOINT = "ledger.checkpoint"
+#: on an imported run: the artifacts its ledger record listed as left behind (comma-separated), so a re-export of
+#: the imported run writes the same record
+TAG_LEDGER_LEFT = "ledger.left_behind"
+#: tags whose value is a run id: the ledger writes them as origin ids and maps them back to local ids on import
+RUN_ID_TAGS = ("mlflow.parentRunId", TAG_SUPERSEDED_BY, TAG_GENERATOR_RUN_ID)
+
+
+def ledger_runs(tracker: Tracker, experiment_names: list[str] | None) -> list:
+    """The FINISHED runs of every kind in the named experiments (None: all), plus the parent runs they nest under
+    (a grid's or study's parent may still be open or killed): what a ledger keeps."""
+    ids = list(_experiments_named(tracker, experiment_names))
+    if not ids:
+        return []
+    runs = {r.info.run_id: r for r in _paged_runs(tracker.client, ids, "attributes.status = 'FINISHED'")}
+    for r in list(runs.values()):
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if parent and parent not in runs:
+            with contextlib.suppress(Exception):  # a parent deleted from the store: the run is kept unnested
+                runs[parent] = tracker.client.get_run(parent)
+    return sorted(runs.values(), key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
+def origin_ids(tracker: Tracker) -> dict[str, str]:
+    """{origin id: local run id} for every run of the store (a run never imported is its own origin)."""
+    ids = list(_experiments_named(tracker, None))
+    out: dict[str, str] = {}
+    for r in _paged_runs(tracker.client, ids) if ids else ():
+        out[r.data.tags.get(TAG_LEDGER_ORIGIN, r.info.run_id)] = r.info.run_id
+    return out
+
+
+def run_record(tracker: Tracker, run, *, keep: Callable[[str, int], bool], dst: Path) -> dict[str, Any]:
+    """One run as plain data: info, params, tags, every metric's whole history; the artifacts ``keep(path, size)``
+    selects are copied under ``dst`` (their paths listed), the others only listed as left behind."""
+    client = tracker.client
+    info, data = run.info, run.data
+    metrics = {}
+    for key in sorted(data.metrics):
+        history = client.get_metric_history(info.run_id, key)
+        metrics[key] = [[m.step, m.timestamp, m.value] for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+    carried, left = [], [p for p in data.tags.get(TAG_LEDGER_LEFT, "").split(",") if p]
+    pending = [""]
+    while pending:
+        for f in client.list_artifacts(info.run_id, pending.pop() or None):
+            if f.is_dir:
+                pending.append(f.path)
+            elif keep(f.path, f.file_size or 0):
+                (dst / f.path).parent.mkdir(parents=True, exist_ok=True)
+                client.download_artifacts(info.run_id, f.path, str((dst / f.path).parent))
+                carried.append(f.path)
+            else:
+                left.append(f.path)
+    return {"run_id": data.tags.get(TAG_LEDGER_ORIGIN, info.run_id),
+            "experiment": client.get_experiment(info.experiment_id).name, "run_name": info.run_name,
+            "status": info.status, "start_time": info.start_time, "end_time": info.end_time,
+            "params": dict(sorted(data.params.items())),
+            "tags": _origin_tags(data.tags),
+            "metrics": metrics, "artifacts": sorted(carried), "left_behind": sorted(set(left))}
+
+
+def _origin_tags(tags: dict[str, str]) -> dict[str, str]:
+    """A run's tags as the store it was first recorded in had them (an import's own marks taken back out)."""
+    out = {k: v for k, v in sorted(tags.items()) if k not in (TAG_LEDGER_ORIGIN, TAG_LEDGER_CHECKPOINT, TAG_LEDGER_LEFT)}
+    if tags.get(TAG_LEDGER_CHECKPOINT) == "not carried":
+        out[TAG_GENERATOR_TRAINED] = "true"
+    return dict(sorted(out.items()))
+
+
+def create_from_record(tracker: Tracker, record: dict[str, Any], *, tags: dict[str, str], src: Path) -> str:
+    """A new run in this store holding ``record`` (its tags already mapped to local ids): same experiment, name,
+    times, status, params, metric histories, and the carried artifacts from ``src``.  Returns its id."""
+    from mlflow.entities import Metric, Param
+
+    client = tracker.client
+    run_id = client.create_run(tracker.experiment_id(record["experiment"]), start_time=record["start_time"],
+                               tags=tags | {TAG_LEDGER_ORIGIN: record["run_id"],
+                                            TAG_LEDGER_LEFT: ",".join(record["left_behind"])},
+                               run_name=record["run_name"]).info.run_id
+    params = [Param(k, v) for k, v in record["params"].items()]
+    for i in range(0, len(params), MAX_PARAMS):
+        client.log_batch(run_id, params=params[i:i + MAX_PARAMS])
+    metrics = [Metric(k, v, ts, step) for k, rows in record["metrics"].items() for step, ts, v in rows]
+    for i in range(0, len(metrics), MAX_METRICS):
+        client.log_batch(run_id, metrics=metrics[i:i + MAX_METRICS])
+    for path in record["artifacts"]:
+        folder = path.rpartition("/")[0]
+        client.log_artifact(run_id, str(src / path), folder or None)
+    client.set_terminated(run_id, record["status"], end_time=record["end_time"])
+    return run_id
+
+
+def set_run_tags(tracker: Tracker, run_id: str, tags: dict[str, str]) -> None:
+    Run(tracker, run_id).set_tags(tags)
+
+
+def run_tags(tracker: Tracker, run_id: str) -> dict[str, str]:
+    return dict(tracker.client.get_run(run_id).data.tags)
 
 
 def download_artifact(tracker: Tracker, run_id: str, path: str, dst: str | Path) -> Path | None:

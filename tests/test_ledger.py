@@ -1,0 +1,118 @@
+"""The ledger: a store's runs exported as files and imported into a fresh store give the same report, the grid
+resumes from them, later tags (superseded) follow, and a bad ledger is a one-line error."""
+
+import json
+
+import pytest
+from smoke_configs import smoke_grid
+from typer.testing import CliRunner
+
+from synthboost import ledger
+from synthboost.cli import app
+from synthboost.report import build_report
+from synthboost.tracking import Tracker
+
+runner = CliRunner()
+EXP = "ledger"
+# gen.latent_dim 13 keeps this grid's VAE apart from other tests' smoke VAEs
+GRID = smoke_grid(experiment=EXP, mixes="[{ratio: 0.5, strategy: balance}]", fixed="clf.epochs: 1, gen.latent_dim: 13",
+                  seeds="[0]")
+
+
+def cells(tracker):
+    e = tracker.client.get_experiment_by_name(EXP)
+    runs = tracker.client.search_runs([e.experiment_id], "attributes.status = 'FINISHED'")
+    return {r.data.tags["model"]: r for r in runs if r.data.tags.get("synthboost.kind") == "experiment"}
+
+
+@pytest.fixture(scope="module")
+def world(tracker, tmp_path_factory):
+    """The 2-cell grid (none, vae) in the session's store, exported to a ledger, imported into a second store."""
+    folder = tmp_path_factory.mktemp("ledger")
+    (folder / "grid.yaml").write_text(GRID)
+    grid_args = ["grid", "--config", str(folder / "grid.yaml"), "--storage", str(folder / "q.journal")]
+    out = runner.invoke(app, grid_args)
+    assert out.exit_code == 0 and "2 cells run now" in out.stdout, out.output
+    exported = runner.invoke(app, ["ledger", "export", "--experiment", EXP, "--dir", str(folder / "ledger")])
+    copy_uri = f"sqlite:///{folder / 'copy' / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", copy_uri)
+        imported = runner.invoke(app, ["ledger", "import", "--dir", str(folder / "ledger")])
+    return {"folder": folder, "dir": folder / "ledger", "grid_args": grid_args, "exported": exported,
+            "imported": imported, "copy": Tracker(copy_uri)}
+
+
+def test_export_writes_one_record_per_run_with_the_small_artifacts_only(tracker, world):
+    assert world["exported"].exit_code == 0, world["exported"].output
+    records = {r["tags"].get("model", r["tags"].get("synthboost.kind")): r
+               for r, _ in ledger.read_records(world["dir"])}
+    assert {"none", "vae", "grid"} <= set(records)  # the two cells and the grid's parent run they nest under
+    assert "3 run(s) written" in world["exported"].stdout
+    vae = records["vae"]
+    assert vae["run_id"] == cells(tracker)["vae"].info.run_id
+    assert "samples/grid.png" in vae["artifacts"] and "config.yaml" in vae["artifacts"]
+    assert "generator/model.pt" in vae["left_behind"]
+    assert (world["dir"] / EXP / vae["run_id"] / "samples" / "grid.png").stat().st_size > 1000
+    assert vae["metrics"]["test/accuracy"][0][2] == cells(tracker)["vae"].data.metrics["test/accuracy"]
+    assert vae["tags"]["mlflow.parentRunId"] == records["grid"]["run_id"]
+
+    again = runner.invoke(app, ["ledger", "export", "--experiment", EXP, "--dir", str(world["dir"])])
+    assert again.exit_code == 0 and "0 run(s) written, 0 updated, 3 unchanged" in again.stdout, again.output
+
+
+def test_an_imported_store_gives_the_same_report_and_the_grid_resumes_from_it(tracker, world, tmp_path, monkeypatch):
+    assert world["imported"].exit_code == 0 and "3 run(s) imported" in world["imported"].stdout, \
+        world["imported"].output
+    copy = world["copy"]
+    here = build_report(experiments=[EXP], out_dir=tmp_path / "a", formats={"csv"}, tracker=tracker,
+                        log_to_mlflow=False).tables["results"]
+    there = build_report(experiments=[EXP], out_dir=tmp_path / "b", formats={"csv"}, tracker=copy,
+                         log_to_mlflow=False).tables["results"]
+    assert here.drop(columns=[c for c in here if "run" in c]).equals(there.drop(columns=[c for c in there if "run" in c]))
+
+    vae = cells(copy)["vae"]
+    assert vae.info.run_id != cells(tracker)["vae"].info.run_id
+    assert vae.data.tags["ledger.origin_run_id"] == cells(tracker)["vae"].info.run_id
+    # its checkpoint stayed behind: a grid needing this generator trains it anew rather than failing to load it
+    assert "generator_trained" not in vae.data.tags and vae.data.tags["ledger.checkpoint"] == "not carried"
+    parent = vae.data.tags["mlflow.parentRunId"]
+    assert copy.client.get_run(parent).data.tags["synthboost.kind"] == "grid"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", copy.uri)
+    fresh_queue = [*world["grid_args"][:-1], str(tmp_path / "fresh.journal")]  # a new machine: no queue either
+    out = runner.invoke(app, fresh_queue)
+    assert out.exit_code == 0 and "0 cells run now, 2 were already done" in out.stdout, out.output
+    # and exporting the copy writes the same ledger (plus the second grid's parent run): every run kept its
+    # identity and its tags
+    out = runner.invoke(app, ["ledger", "export", "--experiment", EXP, "--dir", str(world["dir"])])
+    assert out.exit_code == 0 and "1 run(s) written, 0 updated, 3 unchanged" in out.stdout, out.output
+
+
+def test_a_run_superseded_after_the_export_is_marked_in_the_imported_store_too(tracker, world, monkeypatch):
+    here = cells(tracker)
+    out = runner.invoke(app, ["supersede", "--run-id", here["none"].info.run_id, "--by", here["vae"].info.run_id,
+                              "--reason", "ledger test"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["ledger", "export", "--experiment", EXP, "--dir", str(world["dir"])])
+    assert out.exit_code == 0 and "1 run(s) written" in out.stdout, out.output
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world["copy"].uri)
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(world["dir"])])
+    assert out.exit_code == 0 and "0 run(s) imported, 1 updated, 3 unchanged" in out.stdout, out.output
+    there = cells(world["copy"])
+    assert there["none"].data.tags["superseded_by"] == there["vae"].info.run_id  # the copy's own id
+    assert there["none"].data.tags["superseded_reason"] == "ledger test"
+
+
+def test_bad_ledgers_and_names_are_one_line_errors(world, tmp_path):
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "nowhere")])
+    assert out.exit_code == 2 and "no ledger at" in out.output and len(out.output.strip().splitlines()) == 1
+    broken = tmp_path / "broken" / EXP
+    broken.mkdir(parents=True)
+    (broken / "abc.json").write_text(json.dumps({"format": "something else"}))
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "broken")])
+    assert out.exit_code == 2 and "abc.json is not a synthboost-ledger/1 record" in out.output
+    (broken / "abc.json").write_text("{not json")
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "broken")])
+    assert out.exit_code == 2 and "abc.json is not a readable ledger record" in out.output
+    out = runner.invoke(app, ["ledger", "export", "--experiment", "no-such", "--dir", str(tmp_path / "x")])
+    assert out.exit_code == 2 and "no experiment named 'no-such'" in out.output
