@@ -379,6 +379,20 @@ def test_cli_writes_the_chosen_formats_and_logs_the_run(store, tmp_path, monkeyp
     assert "report-a, report-b" in result.stdout and "synthboost-reports; tag synthboost.kind = report" in result.stdout
 
 
+def test_skip_missing_leaves_out_experiments_the_store_lacks_and_writes_nothing_when_none_is_left(
+        store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    out = tmp_path / "r"
+    result = CliRunner().invoke(app, ["report", "--experiment", "report-a", "--experiment", "not-measured-yet",
+                                      "--out", str(out), "--format", "md", "--skip-missing"])
+    assert result.exit_code == 0, result.output
+    assert "not in the store, left out: not-measured-yet" in result.stdout and "report on report-a " in result.stdout
+    result = CliRunner().invoke(app, ["report", "--experiment", "not-measured-yet", "--out", str(tmp_path / "none"),
+                                      "--skip-missing"])
+    assert result.exit_code == 0 and "nothing to report" in result.stdout, result.output
+    assert not (tmp_path / "none").exists()
+
+
 @pytest.mark.slow
 def test_mlflow_run_report_entry_point_logs_into_the_run_mlflow_opened(store, tmp_path):
     import subprocess

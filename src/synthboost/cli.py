@@ -394,6 +394,10 @@ def report(
     include_superseded: Annotated[bool, typer.Option(
         "--include-superseded", help="Also read runs tagged superseded_by (their cell was re-run under a newer "
                                      "config), as cells of their own; left out by default.")] = False,
+    skip_missing: Annotated[bool, typer.Option(
+        "--skip-missing", help="Leave out named experiments the store does not hold (instead of an error); with "
+                               "none left, write nothing and say so (`make docs` on a store measured in part).")
+    ] = False,
 ) -> None:
     """Compare models from the tracking store: tables, gains over the baselines, plots, claims; logged to MLflow."""
     from pathlib import Path
@@ -402,6 +406,15 @@ def report(
     from . import tracking
 
     formats = report_mod.parse_formats(format_)  # a typo fails before the store is touched
+    if skip_missing and experiment:
+        held = tracking.experiment_names(tracking.Tracker())
+        missing = [e for e in experiment if e not in held]
+        experiment = [e for e in experiment if e in held]
+        if missing:
+            typer.echo(f"not in the store, left out: {', '.join(missing)}")
+        if not experiment:
+            typer.echo(f"nothing to report; {out} left as it is")
+            return
     result = report_mod.build_report(experiments=experiment or None, out_dir=Path(out), formats=formats,
                                      tracker=tracking.Tracker(), include_studies=include_studies,
                                      include_superseded=include_superseded, models=model or None)

@@ -72,6 +72,7 @@ def export(tracker: tracking.Tracker, *, experiments: list[str] | None, dst: Pat
            journal: str | None = None) -> Summary:
     """Write the runs of ``experiments`` (None: every experiment) under ``dst``; with ``journal`` (an Optuna
     journal file) a copy of it as ``dst/optuna.journal``."""
+    tracking.quiet_artifact_bars()
     summary = Summary()
     runs = tracking.ledger_runs(tracker, experiments)
     to_origin = {local: origin for origin, local in tracking.origin_ids(tracker).items()}
@@ -140,6 +141,7 @@ def read_records(src: Path) -> list[tuple[dict[str, Any], Path]]:
 def import_(tracker: tracking.Tracker, *, src: Path, journal: str | None = None) -> Summary:
     """Create the runs of the ledger at ``src`` that the store lacks and update the tags of those it has; with
     ``journal`` (the local Optuna journal path) restore the ledger's journal there when there is none yet."""
+    tracking.quiet_artifact_bars()
     summary = Summary()
     records = read_records(src)
     to_local = tracking.origin_ids(tracker)

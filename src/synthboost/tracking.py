@@ -722,6 +722,11 @@ def _experiments_named(tracker: Tracker, names: list[str] | None) -> dict[str, s
     return {known[n]: n for n in names}
 
 
+def experiment_names(tracker: Tracker) -> set[str]:
+    """The names of the store's active experiments."""
+    return set(_experiments_named(tracker, None).values())
+
+
 def _paged_runs(client, experiment_ids: list[str], filter_string: str = "") -> Iterator:
     """Every run matching ``filter_string`` in the experiments, page by page (no cap on the count)."""
     token = None
