@@ -116,3 +116,27 @@ def test_bad_ledgers_and_names_are_one_line_errors(world, tmp_path):
     assert out.exit_code == 2 and "abc.json is not a readable ledger record" in out.output
     out = runner.invoke(app, ["ledger", "export", "--experiment", "no-such", "--dir", str(tmp_path / "x")])
     assert out.exit_code == 2 and "no experiment named 'no-such'" in out.output
+
+
+def test_an_auxiliary_models_run_travels_only_with_its_weights(tracker, tmp_path, monkeypatch):
+    """A cached model's run (quality extractor, CLIP) without its checkpoint would be found by the cache and fail to
+    load: the ledger leaves it out unless --checkpoints carries the weights, and then the copy loads them."""
+    import torch
+
+    from synthboost import tracking
+
+    state, _ = tracking.cached_model(tracker, kind="ledger-test", key="k1", name="tiny", experiment="ledger-models",
+                                     train=lambda: ({"w": torch.arange(3.0)}, {"loss": 0.5}, {"size": 3}))
+    without = runner.invoke(app, ["ledger", "export", "--experiment", "ledger-models",
+                                  "--dir", str(tmp_path / "a")])
+    assert without.exit_code == 0 and "0 run(s) written" in without.stdout, without.output
+    carried = runner.invoke(app, ["ledger", "export", "--experiment", "ledger-models", "--checkpoints",
+                                  "--dir", str(tmp_path / "b")])
+    assert carried.exit_code == 0 and "1 run(s) written" in carried.stdout, carried.output
+    copy_uri = f"sqlite:///{tmp_path / 'copy.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", copy_uri)
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "b")])
+    assert out.exit_code == 0 and "1 run(s) imported" in out.stdout, out.output
+    loaded, _ = tracking.cached_model(Tracker(copy_uri), kind="ledger-test", key="k1", name="tiny",
+                                      train=lambda: pytest.fail("the carried weights should have been found"))
+    assert torch.equal(loaded["w"], state["w"])

@@ -11,7 +11,8 @@ A run keeps one identity across stores: its id in the store it was first recorde
 ``ledger.origin_run_id`` on an imported run).  Tags that name another run (the parent, the superseding run, the
 generator's run) are written as origin ids and mapped back on import.  Generator checkpoints are not carried by
 default (megabytes each): an imported run that trained one loses its ``generator_trained`` tag, so a grid that
-needs that generator again trains it anew instead of failing to load it.  MLflow's dataset inputs and logged
+needs that generator again trains it anew instead of failing to load it; the runs that only hold an auxiliary
+model (the quality extractor, a CLIP) are left out with their weights.  MLflow's dataset inputs and logged
 models are not carried either.  Both directions write only what changed, and are safe to repeat.
 """
 
@@ -78,6 +79,8 @@ def export(tracker: tracking.Tracker, *, experiments: list[str] | None, dst: Pat
     to_origin = {local: origin for origin, local in tracking.origin_ids(tracker).items()}
     keep = _keeper(artifacts, checkpoints=checkpoints, max_bytes=int(max_artifact_mb * 1e6))
     for run in runs:
+        if run.data.tags.get(tracking.TAG_KIND) == tracking.KIND_MODEL and not checkpoints:
+            continue  # an auxiliary model's run is a cache of its weights: without them it is nothing to keep
         with tempfile.TemporaryDirectory(prefix="synthboost-ledger-") as tmp:
             record = tracking.run_record(tracker, run, keep=keep, dst=Path(tmp))
             record["tags"] = _map_ids(record["tags"], to_origin)
