@@ -140,3 +140,21 @@ def test_an_auxiliary_models_run_travels_only_with_its_weights(tracker, tmp_path
     loaded, _ = tracking.cached_model(Tracker(copy_uri), kind="ledger-test", key="k1", name="tiny",
                                       train=lambda: pytest.fail("the carried weights should have been found"))
     assert torch.equal(loaded["w"], state["w"])
+
+
+def test_the_optuna_journal_travels_whole_lines_only_and_never_overwrites_a_local_one(world, tmp_path, monkeypatch):
+    journal = tmp_path / "here.journal"
+    journal.write_bytes(b'{"op_code": 0}\n{"op_code": 1}\n{"op_co')  # a worker halfway through a line
+    monkeypatch.setenv("SYNTHBOOST_OPTUNA_STORAGE", str(journal))
+    out = runner.invoke(app, ["ledger", "export", "--experiment", EXP, "--dir", str(tmp_path / "l")])
+    assert out.exit_code == 0 and "Optuna journal copied" in out.stdout, out.output
+    assert (tmp_path / "l" / "optuna.journal").read_bytes() == b'{"op_code": 0}\n{"op_code": 1}\n'
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'there.db'}")
+    monkeypatch.setenv("SYNTHBOOST_OPTUNA_STORAGE", str(tmp_path / "there.journal"))
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "l")])
+    assert out.exit_code == 0 and "Optuna journal restored" in out.stdout, out.output
+    (tmp_path / "there.journal").write_bytes(b'{"op_code": 0}\n')  # local studies moved on: they are kept
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "l")])
+    assert out.exit_code == 0 and "kept the Optuna journal already at" in out.stdout, out.output
+    assert (tmp_path / "there.journal").read_bytes() == b'{"op_code": 0}\n'

@@ -104,11 +104,13 @@ def export(tracker: tracking.Tracker, *, experiments: list[str] | None, dst: Pat
                 summary.unchanged += 1
     if journal and Path(journal).is_file():
         target = dst / JOURNAL
-        if target.is_file() and target.read_bytes() == Path(journal).read_bytes():
+        data = Path(journal).read_bytes()
+        data = data[:data.rfind(b"\n") + 1]  # whole lines only: a worker may be appending one right now
+        if target.is_file() and target.read_bytes() == data:
             summary.journal = "Optuna journal unchanged"
         else:
             dst.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(journal, target)
+            target.write_bytes(data)
             summary.journal = f"Optuna journal copied to {target}"
     return summary
 
