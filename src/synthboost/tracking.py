@@ -830,7 +830,9 @@ def create_from_record(tracker: Tracker, record: dict[str, Any], *, tags: dict[s
     for path in record["artifacts"]:
         folder = path.rpartition("/")[0]
         client.log_artifact(run_id, str(src / path), folder or None)
-    client.set_terminated(run_id, record["status"], end_time=record["end_time"])
+    # a parent still open where it was recorded (its grid was cut off with the machine) runs nowhere now
+    status = record["status"] if record["status"] in ("FINISHED", "FAILED", "KILLED") else "KILLED"
+    client.set_terminated(run_id, status, end_time=record["end_time"])
     return run_id
 
 
