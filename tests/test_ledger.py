@@ -158,3 +158,19 @@ def test_the_optuna_journal_travels_whole_lines_only_and_never_overwrites_a_loca
     out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "l")])
     assert out.exit_code == 0 and "kept the Optuna journal already at" in out.stdout, out.output
     assert (tmp_path / "there.journal").read_bytes() == b'{"op_code": 0}\n'
+
+
+def test_with_checkpoints_a_later_cell_reuses_the_carried_generator(world, tmp_path, monkeypatch):
+    out = runner.invoke(app, ["ledger", "export", "--experiment", EXP, "--checkpoints", "--dir", str(tmp_path / "l")])
+    assert out.exit_code == 0, out.output
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'third.db'}")
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "l")])
+    assert out.exit_code == 0, out.output
+    # a new cell (another mix) on the grid's VAE: the generator is loaded from the carried checkpoint
+    out = runner.invoke(app, ["run", "--model", "vae", "--regime", "balanced", "--size", "300", "--seed", "0",
+                              "--profile", "smoke", "--mix-ratio", "0.25", "--mix-strategy", "balance",
+                              "--set", "clf.epochs=1", "--set", "gen.latent_dim=13", "--experiment", "ledger-later"])
+    assert out.exit_code == 0, out.output
+    third = Tracker(f"sqlite:///{tmp_path / 'third.db'}")
+    (run,) = third.client.search_runs([third.experiment_id("ledger-later")])
+    assert run.data.tags["generator_reused"] == "true"

@@ -75,7 +75,7 @@ def export(tracker: tracking.Tracker, *, experiments: list[str] | None, dst: Pat
     journal file) a copy of it as ``dst/optuna.journal``."""
     tracking.quiet_artifact_bars()
     summary = Summary()
-    runs = tracking.ledger_runs(tracker, experiments)
+    runs = tracking.ledger_runs(tracker, experiments, generators=checkpoints)
     to_origin = {local: origin for origin, local in tracking.origin_ids(tracker).items()}
     keep = _keeper(artifacts, checkpoints=checkpoints, max_bytes=int(max_artifact_mb * 1e6))
     for run in runs:

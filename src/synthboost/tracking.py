@@ -750,13 +750,17 @@ TAG_LEDGER_LEFT = "ledger.left_behind"
 RUN_ID_TAGS = ("mlflow.parentRunId", TAG_SUPERSEDED_BY, TAG_GENERATOR_RUN_ID)
 
 
-def ledger_runs(tracker: Tracker, experiment_names: list[str] | None) -> list:
+def ledger_runs(tracker: Tracker, experiment_names: list[str] | None, *, generators: bool = False) -> list:
     """The FINISHED runs of every kind in the named experiments (None: all), plus the parent runs they nest under
-    (a grid's or study's parent may still be open or killed): what a ledger keeps."""
+    (a grid's or study's parent may still be open or killed): what a ledger keeps.  With ``generators`` also the
+    runs that logged a whole generator but did not finish (a cell cut off while sampling): later cells reuse it."""
     ids = list(_experiments_named(tracker, experiment_names))
     if not ids:
         return []
     runs = {r.info.run_id: r for r in _paged_runs(tracker.client, ids, "attributes.status = 'FINISHED'")}
+    if generators:
+        for r in _paged_runs(tracker.client, ids, f"tags.{TAG_GENERATOR_TRAINED} = 'true'"):
+            runs.setdefault(r.info.run_id, r)
     for r in list(runs.values()):
         parent = r.data.tags.get("mlflow.parentRunId")
         if parent and parent not in runs:
