@@ -81,6 +81,10 @@ def export(tracker: tracking.Tracker, *, experiments: list[str] | None, dst: Pat
     for run in runs:
         if run.data.tags.get(tracking.TAG_KIND) == tracking.KIND_MODEL and not checkpoints:
             continue  # an auxiliary model's run is a cache of its weights: without them it is nothing to keep
+        head = tracking.run_head(tracker, run)
+        if _unchanged(dst / head["experiment"] / f"{head['run_id']}.json", head, to_origin, checkpoints=checkpoints):
+            summary.unchanged += 1  # told from one search's data: no metric history or artifact is fetched
+            continue
         with tempfile.TemporaryDirectory(prefix="synthboost-ledger-") as tmp:
             record = tracking.run_record(tracker, run, keep=keep, dst=Path(tmp))
             record["tags"] = _map_ids(record["tags"], to_origin)
@@ -113,6 +117,21 @@ def export(tracker: tracking.Tracker, *, experiments: list[str] | None, dst: Pat
             target.write_bytes(data)
             summary.journal = f"Optuna journal copied to {target}"
     return summary
+
+
+def _unchanged(path: Path, head: dict[str, Any], to_origin: dict[str, str], *, checkpoints: bool) -> bool:
+    """Whether the record at ``path`` already says what ``head`` (tracking.run_head) says of the run."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if checkpoints and CHECKPOINT in old.get("left_behind", []):
+        return False  # exported without its checkpoint before: carry it now
+    latest = {k: rows[-1][2] for k, rows in old.get("metrics", {}).items() if rows}
+    now = head | {"tags": _map_ids(head["tags"], to_origin)}
+    fields = ("run_id", "experiment", "run_name", "status", "start_time", "end_time", "params", "tags")
+    return (_dump({k: old.get(k) for k in fields} | {"latest": latest})
+            == _dump({k: now[k] for k in fields} | {"latest": now["latest"]}))
 
 
 def read_records(src: Path) -> list[tuple[dict[str, Any], Path]]:

@@ -778,9 +778,21 @@ def origin_ids(tracker: Tracker) -> dict[str, str]:
     return out
 
 
+def run_head(tracker: Tracker, run) -> dict[str, Any]:
+    """What one search returns of a run, as the ledger writes it: its origin id, experiment, name, status, times,
+    params, tags (origin ids) and each metric's latest value (``latest``) — enough to tell an unchanged run."""
+    info, data = run.info, run.data
+    return {"run_id": data.tags.get(TAG_LEDGER_ORIGIN, info.run_id),
+            "experiment": tracker.client.get_experiment(info.experiment_id).name, "run_name": info.run_name,
+            "status": info.status, "start_time": info.start_time, "end_time": info.end_time,
+            "params": dict(sorted(data.params.items())), "tags": _origin_tags(data.tags),
+            "latest": dict(sorted(data.metrics.items()))}
+
+
 def run_record(tracker: Tracker, run, *, keep: Callable[[str, int], bool], dst: Path) -> dict[str, Any]:
-    """One run as plain data: info, params, tags, every metric's whole history; the artifacts ``keep(path, size)``
-    selects are copied under ``dst`` (their paths listed), the others only listed as left behind."""
+    """One run as plain data: ``run_head`` with every metric's whole history instead of its latest value; the
+    artifacts ``keep(path, size)`` selects are copied under ``dst`` (their paths listed), the others only listed
+    as left behind."""
     client = tracker.client
     info, data = run.info, run.data
     metrics = {}
@@ -799,12 +811,9 @@ def run_record(tracker: Tracker, run, *, keep: Callable[[str, int], bool], dst: 
                 carried.append(f.path)
             else:
                 left.append(f.path)
-    return {"run_id": data.tags.get(TAG_LEDGER_ORIGIN, info.run_id),
-            "experiment": client.get_experiment(info.experiment_id).name, "run_name": info.run_name,
-            "status": info.status, "start_time": info.start_time, "end_time": info.end_time,
-            "params": dict(sorted(data.params.items())),
-            "tags": _origin_tags(data.tags),
-            "metrics": metrics, "artifacts": sorted(carried), "left_behind": sorted(set(left))}
+    record = run_head(tracker, run)
+    del record["latest"]
+    return record | {"metrics": metrics, "artifacts": sorted(carried), "left_behind": sorted(set(left))}
 
 
 def _origin_tags(tags: dict[str, str]) -> dict[str, str]:
