@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -64,6 +65,14 @@ def _map_ids(tags: dict[str, str], mapping: dict[str, str]) -> dict[str, str]:
     return {k: (mapping.get(v, v) if k in tracking.RUN_ID_TAGS else v) for k, v in tags.items()}
 
 
+def _write(path: Path, data: bytes) -> None:
+    """Whole or not at all (an export cut off must not leave half a record): a temporary file, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def _dump(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, indent=1) + "\n"
 
@@ -97,12 +106,10 @@ def export(tracker: tracking.Tracker, *, experiments: list[str] | None, dst: Pat
                 target = folder / record["run_id"] / rel
                 new = Path(tmp, rel).read_bytes()
                 if not target.is_file() or target.read_bytes() != new:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(new)
+                    _write(target, new)
                     changed = True
             if changed:
-                folder.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+                _write(path, text.encode())
                 summary.written += 1
             else:
                 summary.unchanged += 1
@@ -113,8 +120,7 @@ def export(tracker: tracking.Tracker, *, experiments: list[str] | None, dst: Pat
         if target.is_file() and target.read_bytes() == data:
             summary.journal = "Optuna journal unchanged"
         else:
-            dst.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            _write(target, data)
             summary.journal = f"Optuna journal copied to {target}"
     return summary
 
