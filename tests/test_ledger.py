@@ -193,3 +193,16 @@ def test_a_tracking_server_takes_the_ledger_like_a_file_store(tracker, world, se
         assert here["none"].data.tags["superseded_by"] == vae.info.run_id
     again = runner.invoke(app, ["ledger", "import", "--dir", str(world["dir"])])
     assert again.exit_code == 0 and "0 run(s) imported, 0 updated" in again.stdout, again.output
+
+
+def test_a_listed_checkpoint_missing_from_the_copy_counts_as_not_carried(world, tmp_path, monkeypatch):
+    """Checkpoints are git-ignored: a clone has the record that lists one but not the file."""
+    out = runner.invoke(app, ["ledger", "export", "--experiment", EXP, "--checkpoints", "--dir", str(tmp_path / "l")])
+    assert out.exit_code == 0, out.output
+    for pt in (tmp_path / "l").rglob("*.pt"):
+        pt.unlink()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'clone.db'}")
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "l")])
+    assert out.exit_code == 0, out.output
+    vae = cells(Tracker(f"sqlite:///{tmp_path / 'clone.db'}"))["vae"]
+    assert "generator_trained" not in vae.data.tags and vae.data.tags["ledger.checkpoint"] == "not carried"

@@ -178,6 +178,10 @@ def import_(tracker: tracking.Tracker, *, src: Path, journal: str | None = None)
     created = set()
     for record, folder in records:  # parents first, so a child nests under its parent's new id
         if record["run_id"] not in to_local:
+            # an artifact the ledger lists but this copy lacks (checkpoints are git-ignored) counts as left behind
+            present = [a for a in record["artifacts"] if (folder / a).is_file()]
+            record = record | {"artifacts": present,
+                               "left_behind": sorted(set(record["left_behind"]) | set(record["artifacts"]) - set(present))}
             tags = _map_ids(record["tags"], to_local)
             if tracking.TAG_GENERATOR_TRAINED in tags and CHECKPOINT not in record["artifacts"]:
                 del tags[tracking.TAG_GENERATOR_TRAINED]
