@@ -449,12 +449,19 @@ def test_runs_from_before_a_speed_lever_share_the_cell_and_recipe_of_runs_at_its
             "params.mix.ratio": "0.0", "params.clf.recipe": "fair", "params.clf.lr": "0.002",
             "metrics.test/accuracy": 0.8}
     new = {"params.clf.channels_last": "True", "params.clf.compile": "False", "params.clf.optimizer_impl": "foreach"}
+    auto = {**new, "params.clf.amp": "auto"}  # resolved per machine: clf.precision says to what
     frame = pd.DataFrame([base, {**base, "run_id": "new", **new, "params.clf.amp": "off"},
-                          {**base, "run_id": "bf16", **new, "params.clf.amp": "bf16"}])
+                          {**base, "run_id": "bf16", **new, "params.clf.amp": "bf16"},
+                          {**base, "run_id": "fp32-precision", **new, "params.clf.amp": "off",
+                           "params.clf.precision": "fp32"},
+                          {**base, "run_id": "auto-fp32", **auto, "params.clf.precision": "fp32"},
+                          {**base, "run_id": "auto-bf16", **auto, "params.clf.precision": "bf16"}])
     runs = rep.tidy(frame)
-    old, now, bf16 = runs["recipe"]
-    assert old == now != bf16
-    assert runs.groupby(rep.CELL).ngroups == 2
+    old, now, bf16, fp32, auto_fp32, auto_bf16 = runs["recipe"]
+    assert old == now == fp32 != bf16
+    # one setting, two machines: a run that computed in bf16 never pairs with one that computed in fp32
+    assert auto_fp32 != auto_bf16 and auto_bf16 not in (old, bf16)
+    assert runs.groupby(rep.CELL).ngroups == 4
 
 
 # ---------------------------------------------------------------- protocols (fair budgets vs the seed study's)

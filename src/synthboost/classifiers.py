@@ -33,7 +33,8 @@ from .config import PROFILES, Choice, FloatRange, IntRange, Tunable, build, conf
 from .data import NUM_CLASSES, to_float
 from .errors import UserError
 from .metrics import balanced_accuracy
-from .training import EpochCallback, autocast, batches, optimizer_options, progress_bar, resolve_amp
+from .training import (EpochCallback, autocast, batches, optimizer_options, precision_name, progress_bar,
+                       resolve_amp)
 
 
 # ---------------------------------------------------------------- configs
@@ -87,9 +88,10 @@ class CNNConfig:
     compile: bool = False
     amp: Literal["off", "bf16", "auto"] = "off"
     optimizer_impl: Literal["foreach", "fused", "loop"] = "foreach"
-    #: the speed levers' values that train exactly as runs recorded before the levers existed (see config.key_dict)
+    #: the speed levers' values that train exactly as runs recorded before the levers existed (see config.key_dict);
+    #: ``precision`` is not a field but the logged ``clf.precision`` (amp resolved): fp32 is what older runs used
     key_neutral: ClassVar[dict] = {"channels_last": True, "compile": False, "amp": "off", "optimizer_impl": "foreach",
-                                   "min_steps": 0}
+                                   "min_steps": 0, "precision": "fp32"}
 
     profiles: ClassVar[dict] = {
         "smoke": {"epochs": 2},
@@ -308,6 +310,12 @@ class CNNClassifier:
         torch.manual_seed(seed)
         fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
         self.net = make_net(self.config).to(self.device, memory_format=fmt)
+
+    @property
+    def precision(self) -> str:
+        """The precision its training steps compute in (``clf.amp`` resolved on this device): ``auto`` means
+        bf16 here and fp32 on a CPU without native bf16, so a run logs what it used (``clf.precision``)."""
+        return precision_name(resolve_amp(self.config.amp, self.device))
 
     def loss_weights(self, y: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         """Per-sample loss weights: ``sample_weight`` (1 by default) times the class weight of each label."""

@@ -389,7 +389,10 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                                                                progress=progress, use_cache=use_cache, stage=stage)
             if not reused:
                 work["gen_images"] = cost.generator_images(cfg.gen, len(split.train_y))
-            run.set_tags({tracking.TAG_GENERATOR_RUN_ID: gen_run_id, tracking.TAG_GENERATOR_REUSED: str(reused).lower()})
+            precision = gen.precisions()
+            run.set_tags({tracking.TAG_GENERATOR_RUN_ID: gen_run_id, tracking.TAG_GENERATOR_REUSED: str(reused).lower(),
+                          tracking.TAG_SAMPLING_PRECISION: precision["sampling"]}
+                         | ({} if reused else {tracking.TAG_TRAINING_PRECISION: precision["training"]}))
             if reused:
                 run.log_model_input(gen_run_id)  # the MLflow model it samples from, as the run's input
             if gen.extra_metrics:
@@ -430,6 +433,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         stage("classifier", f"{cfg.classifier} on {len(split.train_y)} real + {len(synth_y)} "
               f"{'copied' if cfg.model in generators.OVERSAMPLING else 'synthetic'} images")
         clf = classifiers.get(cfg.classifier)(cfg.clf, seed=cfg.seed)
+        if hasattr(clf, "precision"):  # what clf.amp resolved to here: the report pairs runs on it
+            run.log_params({"clf.precision": clf.precision})
         curve: list[tuple[int, dict[str, float]]] = []
 
         def epoch_hook(epoch: int, m: dict[str, float]) -> None:

@@ -49,6 +49,11 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def precision_name(amp: torch.dtype | None) -> str:
+    """How a run records the precision it computed in: ``fp32`` (no autocast), ``bf16`` or ``fp16``."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+
+
 def optimizer_options(impl: str) -> dict[str, bool]:
     """Keyword options of a torch optimizer for ``impl``: foreach (one kernel per op over all parameters; bitwise
     the same updates as the per-parameter loop, and faster), fused (one kernel per step; rounds differently),

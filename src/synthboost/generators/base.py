@@ -121,6 +121,12 @@ class TorchGenerator(abc.ABC):
     def sample(self, labels: Tensor) -> Tensor:
         """One image per requested label: float [0,1] or uint8, N×1×28×28, on the device."""
 
+    def precisions(self) -> dict[str, str]:
+        """What its training and its sampling compute in on this device (``amp`` settings resolved, as
+        ``training.precision_name``): runs record it, since ``auto`` means different things on different
+        machines.  Default: fp32 for both (families without an ``amp`` knob)."""
+        return {"training": "fp32", "sampling": "fp32"}
+
     # -- training ----------------------------------------------------------------------------------------
     @classmethod
     def external_data(cls, config) -> str | None:

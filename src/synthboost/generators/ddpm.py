@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from ..config import Choice, FloatRange, IntRange, Tunable, config
 from ..data import NUM_CLASSES
-from ..training import EpochCallback, autocast, train_likelihood
+from ..training import EpochCallback, autocast, precision_name, train_likelihood
 from .base import TorchGenerator, epochs_with_floor, make_ema, pick_amp, pick_sampling_amp
 
 NULL_LABEL = NUM_CLASSES  # the "no label" class of classifier-free guidance
@@ -166,6 +166,11 @@ class DiffusionGenerator(TorchGenerator):
     """Fit with EMA through the shared likelihood loop; sample with guidance and a fast scheduler."""
 
     slow_sampling = True
+
+    def precisions(self) -> dict[str, str]:
+        cfg = self.config
+        return {"training": precision_name(pick_amp(self.device, cfg.amp)),
+                "sampling": precision_name(pick_sampling_amp(self.device, cfg.sampling_amp, train_mode=cfg.amp))}
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
             on_epoch: EpochCallback | None = None) -> dict[str, float]:
