@@ -878,3 +878,32 @@ def test_a_floor_that_did_not_bind_shares_the_recipe_of_runs_from_before_it():
     recipes = tidy(frame).set_index("run_id")["recipe"]
     assert recipes["r0"] == recipes["r1"] == recipes["r2"]
     assert recipes["r3"] != recipes["r2"]
+
+
+def test_a_stronger_baseline_meets_the_plain_baseline_of_its_own_budget_not_a_convergence_row():
+    """fair-high's 2× rows: `none` at two step budgets in one data cell.  `oversample` (the plain recipe) is
+    compared with the `none` of its budget, `none-strong-2x` with the 2× `none`; never an average of both."""
+    rows = []
+    for s in range(3):
+        rows += [("none", 0.780 + 0.01 * s, {}), ("none", 0.700 + 0.01 * s, {"clf.min_steps": "2080"}),
+                 ("oversample", 0.785 + 0.01 * s, {}), ("none-strong", 0.800 + 0.01 * s, {}),
+                 ("none-strong", 0.730 + 0.01 * s, {"clf.min_steps": "2080"})]
+    frame = _frame([(m, "high", 1000, i // 5, acc) for i, (m, acc, _) in enumerate(rows)])
+    frame["params.clf.batch_size"] = "64"  # 20 epochs of 13 batches: a floor of 2,080 steps binds
+    for i, (_, _, extra) in enumerate(rows):
+        for k, v in extra.items():
+            frame.loc[i, f"params.{k}"] = v
+    from synthboost.report import analyse, tidy
+
+    a = analyse(tidy(frame))
+    g = a.gains[(a.gains["metric"] == "accuracy") & (a.gains["baseline"] == "none")]
+    by_budget = {(m, "2x" if "min_steps=2080" in clf else "1x"): r for m, clf, r in
+                 a.runs[["model", "clf", "recipe"]].drop_duplicates().itertuples(index=False)}
+    oversample = g[g["model"] == "oversample"]
+    assert list(oversample["baseline_recipe"]) == [by_budget[("none", "1x")]]
+    assert oversample["mean"].iloc[0] == pytest.approx(0.005)
+    strong = g[g["model"] == "none-strong"].set_index("recipe")
+    assert strong.loc[by_budget[("none-strong", "1x")], "baseline_recipe"] == by_budget[("none", "1x")]
+    assert strong.loc[by_budget[("none-strong", "2x")], "baseline_recipe"] == by_budget[("none", "2x")]
+    assert strong.loc[by_budget[("none-strong", "1x")], "mean"] == pytest.approx(0.02)
+    assert strong.loc[by_budget[("none-strong", "2x")], "mean"] == pytest.approx(0.03)

@@ -7,8 +7,8 @@ its resolved ``clf.*``, see frame.py), averaged over the paired seeds with a 95%
 mix is compared with ``none`` (and a plain ``oversample``), a mix on the strong recipe with ``none-strong``.  A
 generator cell whose baseline of its recipe is missing is listed, never paired with another recipe and never
 given an invented gain.  One comparison crosses recipes on purpose, and says so: each stronger baseline against
-``none`` on the same data and seed — "baseline vs plain baseline", the gain of the stronger recipe itself (one
-row per ``none`` recipe in that data cell, named in ``baseline_recipe``).  Another does too, and says so: a
+``none`` on the same data and seed — "baseline vs plain baseline", the gain of the stronger recipe itself (against
+the ``none`` recipe nearest its own, e.g. of the same step budget, named in ``baseline_recipe``).  Another does too, and says so: a
 generator run from its study's best (tag ``tuned.budget``) against the baseline runs from their studies' best with
 the same budget ("tuned, same budget"), whatever recipe each study found.
 """
@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from .frame import BASELINES, CELL, CONTROLS, METRICS, QUALITY, cell_name, recipe_diff, recipe_labels, regime_rank
+from .frame import (BASELINES, CELL, CONTROLS, METRICS, QUALITY, cell_name, recipe_diff, recipe_labels, recipe_values,
+                    regime_rank)
 
 #: what a baseline run must share with a run for their difference to be a paired gain ("baseline vs plain
 #: baseline" pairs on this alone); a generator run must share ``MATCH``: the classifier recipe too
@@ -131,12 +132,22 @@ def _seeds_text(s: pd.Series) -> str:
     return ",".join(map(str, sorted(set(s.astype(int)))))  # ints even where a concat made the column float
 
 
-def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of: pd.Series) -> tuple[pd.DataFrame,
-                                                                                                    pd.DataFrame]:
+def _recipe_distance(recipe_values: dict[str, dict[str, str]]):
+    """How many ``clf.*`` values two recipes differ in (a key one of them lacks counts as a difference)."""
+    def distance(a: str, b: str) -> int:
+        x, y = recipe_values.get(a, {}), recipe_values.get(b, {})
+        return sum(x.get(k) != y.get(k) for k in x.keys() | y.keys())
+    return distance
+
+
+def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of: pd.Series,
+           distance=lambda a, b: 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paired differences, unpaired targets) of every cell compared with ``baseline``.
 
     Generators pair on ``match`` (data, seed and recipe); with ``none``, the stronger baselines pair on
-    ``pair`` alone (baseline vs plain baseline), one difference per ``none`` recipe of that pair.  A generator
+    ``pair`` alone (baseline vs plain baseline), against the ``none`` recipe of that pair *nearest* their own
+    (``distance``: fewest differing ``clf.*`` values — so ``oversample`` meets the ``none`` of its own budget, not
+    a 2×-budget convergence row; one difference per recipe when several are equally near).  A generator
     cell counts as unpaired only where ``baseline`` applies to it: that baseline has runs on the cell's protocol
     and recipe, or — for ``none`` — the cell has no real-only control of its recipe at all.
     """
@@ -179,12 +190,15 @@ def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of:
         others = per_seed[~is_gen & (per_seed["model"] != "none")]
         if len(others):
             base = base_rows.groupby(["pair", "recipe"])[metrics].mean().reset_index()
-            merged = others[["cell", "pair", "seed", *metrics]].merge(base, on="pair", suffixes=("", "_b"))
+            merged = others[["cell", "pair", "seed", "recipe", *metrics]].merge(base, on="pair", suffixes=("", "_b"))
             if len(merged):
+                gap = pd.Series([distance(a, b) for a, b in zip(merged["recipe"], merged["recipe_b"])],
+                                index=merged.index)
+                merged = merged[gap == gap.groupby(merged["cell"]).transform("min")]
                 d = merged[metrics].to_numpy() - merged[[f"{m}_b" for m in metrics]].to_numpy()
                 parts.append(pd.DataFrame(d, columns=metrics).assign(
                     cell=merged["cell"].to_numpy(), seed=merged["seed"].to_numpy(),
-                    baseline_recipe=merged["recipe"].to_numpy(), comparison=PLAIN))
+                    baseline_recipe=merged["recipe_b"].to_numpy(), comparison=PLAIN))
             lost.append(others[~others["pair"].isin(base["pair"])].assign(_on="any"))
     diffs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     return diffs.assign(baseline=baseline) if len(diffs) else diffs, pd.concat(lost) if lost else per_seed.iloc[:0]
@@ -224,10 +238,12 @@ def analyse(runs: pd.DataFrame) -> Analysis:
     results["few_seeds"] = results["seeds"] < MIN_SEEDS
     results = sort_cells(keys.join(results).reset_index(drop=True))
 
+    values_of = {r: recipe_values(t) for r, t in runs.drop_duplicates("recipe")[["recipe", "clf"]].itertuples(
+        index=False)} if "clf" in runs else {}
     present = [b for b in BASELINES if (runs["model"] == b).any()]
     diff_parts, missing_parts = [], []
     for baseline in dict.fromkeys(["none", *present]):
-        diffs, lost = _pairs(per_seed, baseline, metrics, keys["recipe"])
+        diffs, lost = _pairs(per_seed, baseline, metrics, keys["recipe"], _recipe_distance(values_of))
         if len(diffs):
             diff_parts.append(diffs)
         if not lost.empty:
