@@ -498,7 +498,9 @@ def test_gains_are_paired_within_a_protocol_and_show_the_steps(protocol_store, t
     assert res.loc[("fair", "vae"), "clf_steps_mean"] == res.loc[("fair", "none"), "clf_steps_mean"] == 520
     text = (tmp_path / "report.md").read_text()
     assert "| protocol |" in text and "| steps |" in text
-    assert {c.key.split()[-1] for c in result.claims} == {"fair", "seed"}  # each protocol's claims, apart
+    # each protocol's claims, apart; the science goal once, on the fair protocol (tuned mixes exist only there)
+    assert {c.key.split()[-1] for c in result.claims if not c.key.startswith("goal")} == {"fair", "seed"}
+    assert [c.key for c in result.claims if c.key.startswith("goal")] == ["goal-accuracy", "goal-weakest"]
 
 
 def test_a_report_that_would_pair_across_protocols_exits_2(protocol_store, tmp_path, monkeypatch):
@@ -907,3 +909,77 @@ def test_a_stronger_baseline_meets_the_plain_baseline_of_its_own_budget_not_a_co
     assert strong.loc[by_budget[("none-strong", "2x")], "baseline_recipe"] == by_budget[("none", "2x")]
     assert strong.loc[by_budget[("none-strong", "1x")], "mean"] == pytest.approx(0.02)
     assert strong.loc[by_budget[("none-strong", "2x")], "mean"] == pytest.approx(0.03)
+
+
+# ---------------------------------------------------------------- the science goal and what it cost
+def _goal_frame(gains: dict[str, tuple[float, float, float]], *, weakest_lift: float = 0.12,
+                seeds=(0, 1, 2)) -> "pd.DataFrame":
+    """Tuned `none-strong` and tuned generator cells on high/1000: ``gains`` maps a model to (its validation
+    balanced accuracy, its test balanced-accuracy gain, per-seed jitter of that gain)."""
+    import pandas as pd
+
+    rows = []
+    for model, (val, gain, jitter) in {"none-strong": (0.80, 0.0, 0.0), **gains}.items():
+        for s in seeds:
+            bal = 0.78 + 0.01 * s + (gain + jitter * (s - 1) if model != "none-strong" else 0.0)
+            recall = {f"metrics.test/recall_{k}": 0.85 for k in range(10)}
+            recall["metrics.test/recall_6"] = 0.40 + (weakest_lift if model == "ddpm" else 0.0) + 0.01 * s
+            clf = STRONG_CLF if model == "none-strong" else PLAIN_CLF
+            rows.append({"run_id": f"{model}-{s}", "experiment": "hand", "run_name": model, "start_time": 0,
+                         "tags.model": model, "tags.regime": "high", "tags.size": "1000", "tags.classifier": "cnn",
+                         "tags.seed": str(s), "tags.profile": "quick", "tags.data_digest": f"d{s}",
+                         "tags.tuned.budget": "12 trials", "tags.tuned.study": f"{model}-study",
+                         "params.mix.ratio": "0.0" if model == "none-strong" else "1.0",
+                         **{f"params.{k}": v for k, v in clf.items()}, "params.clf.recipe": "fair",
+                         "metrics.test/accuracy": bal, "metrics.test/balanced_accuracy": bal,
+                         "metrics.val/balanced_accuracy": val + 0.001 * s, **recall,
+                         "metrics.time/cell": 600.0, "metrics.time/gen": 300.0 if model != "none-strong" else 0.0,
+                         "tags.generator_trained": "true" if model != "none-strong" and s == 0 else "false",
+                         "tags.machine.threads": "1"})
+    return pd.DataFrame(rows)
+
+
+def _goal(frame):
+    from synthboost.report import analyse, tidy
+    from synthboost.report.claims import goal
+
+    return {c.key: c for c in goal.claims(analyse(tidy(frame)))}
+
+
+def test_the_science_goal_picks_the_best_tuned_mix_on_validation_and_judges_it_on_test():
+    # cgan validates best but gains little on test; ddpm validates worse and gains 4 pp: the goal judges cgan
+    claims = _goal(_goal_frame({"cgan": (0.83, 0.005, 0.002), "ddpm": (0.81, 0.04, 0.002)}))
+    a, b = claims["goal-accuracy"], claims["goal-weakest"]
+    assert "cgan high/1000" in a.detail and "2 tuned generator cell(s)" in a.detail
+    assert a.verdict == "does not hold" and a.n == 3 and a.ci_high < 0.03  # +0.5 pp, the 3 pp goal ruled out
+    assert "6 (Shirt)" in b.detail and b.verdict == "does not hold"  # cgan leaves the weakest class as it was
+    claims = _goal(_goal_frame({"ddpm": (0.83, 0.04, 0.002)}))
+    assert claims["goal-accuracy"].verdict == "holds" and claims["goal-accuracy"].ci_low > 0
+    assert claims["goal-weakest"].verdict == "holds"  # +12 pp on Shirt
+    wide = _goal(_goal_frame({"ddpm": (0.83, 0.04, 0.05)}))  # the same mean, seeds all over the place
+    assert wide["goal-accuracy"].verdict == "inconclusive"
+    few = _goal(_goal_frame({"ddpm": (0.83, 0.04, 0.002)}, seeds=(0, 1)))
+    assert few["goal-accuracy"].verdict == "inconclusive" and few["goal-accuracy"].n == 2
+
+
+def test_the_science_goal_says_what_is_missing():
+    frame = _goal_frame({"ddpm": (0.83, 0.04, 0.002)})
+    untuned = _goal(frame.assign(**{"tags.tuned.budget": ""}))
+    assert untuned["goal-accuracy"].verdict == "inconclusive"
+    assert "from_study" in untuned["goal-accuracy"].detail
+    no_base = _goal(frame[frame["tags.model"] != "none-strong"])
+    assert "none-strong" in no_base["goal-accuracy"].detail and no_base["goal-weakest"].n is None
+
+
+def test_the_cost_table_counts_core_hours_per_family_and_a_generator_once():
+    from synthboost.report import costs, tidy
+
+    frame = _goal_frame({"ddpm": (0.83, 0.04, 0.002)})
+    frame.loc[frame["tags.model"] == "none-strong", "tags.machine.threads"] = "2"  # ran on two threads
+    table = costs.cost_table(tidy(frame)).set_index("family")
+    assert table.loc["ddpm", "runs"] == 3 and table.loc["ddpm", "generators trained"] == 1
+    assert table.loc["ddpm", "core-hours"] == pytest.approx(3 * 600 / 3600)
+    assert table.loc["ddpm", "of which training generators"] == pytest.approx(300 / 3600)  # trained once
+    assert table.loc["none-strong", "core-hours"] == pytest.approx(3 * 600 * 2 / 3600)
+    assert table.loc["total", "core-hours"] == pytest.approx(0.5 + 1.0) and table.loc["total", "runs"] == 6
+    assert costs.cost_table(tidy(frame.drop(columns=["metrics.time/cell"]))).empty

@@ -19,7 +19,8 @@ from .. import tracking
 from ..errors import UserError
 from ..timing import timed
 from . import render
-from .claims import Claim, seed
+from . import costs
+from .claims import Claim, goal, seed
 from .exchange import Exchange, exchange_rates
 from .figures import draw, sample_grids
 from .frame import check_recipes, select_current, select_models, select_runs, split_external, tidy
@@ -44,12 +45,14 @@ class ReportResult:
 
 
 def protocol_claims(analysis: Analysis) -> list[Claim]:
-    """The seed study's claims; with several protocols in the store, judged on each apart, side by side."""
+    """The seed study's claims; with several protocols in the store, judged on each apart, side by side.  Then
+    the science goal (claims/goal.py), judged on the fair protocol's runs: tuned mixes exist only there."""
     protocols = analysis.protocols()
+    fair = analysis.of_protocol("fair") if len(protocols) > 1 and "fair" in protocols else analysis
     if len(protocols) <= 1:
-        return seed.claims(analysis)
+        return seed.claims(analysis) + goal.claims(fair)
     return [dataclasses.replace(c, key=f"{c.key} {p}", statement=f"{c.statement} [{p} protocol]")
-            for p in protocols for c in seed.claims(analysis.of_protocol(p))]
+            for p in protocols for c in seed.claims(analysis.of_protocol(p))] + goal.claims(fair)
 
 
 def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[str], tracker,
@@ -107,7 +110,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
                 figures = draw(analysis, grids, exchange=rates)
 
     with timed(seconds, "write"):
-        tables = render.csv_tables(analysis, claim_list, exchange=rates)
+        tables = render.csv_tables(analysis, claim_list, exchange=rates, costs=costs.cost_table(runs))
         files = render.write(out_dir, formats, analysis=analysis, claim_list=claim_list, figures=figures, meta=meta,
                              tables=tables, exchange=rates)
 

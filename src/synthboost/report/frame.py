@@ -140,6 +140,13 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
         runs.loc[old, "external_source"] = f"{model} code version ≤ {until}"
     for short, name in METRICS.items():
         runs[short] = pd.to_numeric(col(f"metrics.{name}"), errors="coerce")
+    # selection reads validation only (claims/goal.py picks the best tuned mix on it); the cost table reads the
+    # runs' own timings (costs.py): the cell's wall time, its generator stage, and the threads it ran on
+    runs["val_balanced_accuracy"] = pd.to_numeric(col("metrics.val/balanced_accuracy"), errors="coerce")
+    runs["time_cell"] = pd.to_numeric(col("metrics.time/cell"), errors="coerce")
+    runs["time_gen"] = pd.to_numeric(col("metrics.time/gen"), errors="coerce")
+    runs["threads"] = pd.to_numeric(col("tags.machine.threads"), errors="coerce")
+    runs["generator_trained"] = col(f"tags.{tracking.TAG_GENERATOR_TRAINED}").fillna("").astype(str) == "true"
     for short, name in QUALITY.items():
         if f"metrics.{name}" in frame:
             runs[short] = pd.to_numeric(frame[f"metrics.{name}"], errors="coerce")

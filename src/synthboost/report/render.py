@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..errors import UserError
 from .claims import Claim
+from . import costs as cost_mod
 from . import exchange as exchange_mod
 from .exchange import Exchange
 from .figures import FIGURE_TITLES, SECTION_FIGURES
@@ -197,6 +198,7 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+COST_TITLE = "What it cost (core-hours per family, from the runs' own timings)"
 EXCHANGE_TITLE = "What one synthetic image is worth (exchange rate against the real-only curve)"
 
 
@@ -281,7 +283,8 @@ def headline_md(analysis: Analysis, meta: dict) -> str:
 
 
 def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
-              plot_paths: dict[str, str], exchange: Exchange | None = None) -> str:
+              plot_paths: dict[str, str], exchange: Exchange | None = None,
+              tables_costs: pd.DataFrame | None = None) -> str:
     parts = ["# synthboost report", ""]
     for text in _intro(meta):
         parts += [text, ""]
@@ -310,6 +313,9 @@ def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, by
             parts += [_md_table(overall), "", "Curves and their fits:", "",
                       _md_table(display_exchange_curves(exchange)), "", "Per class (from each class's test-recall curve, in images of that class):", "",
                       _md_table(per_class), ""]
+    cost = cost_mod.display(tables_costs) if tables_costs is not None else pd.DataFrame()
+    if not cost.empty:
+        parts += [f"## {COST_TITLE}", "", cost_mod.NOTE, "", _md_table(cost), ""]
     missing = display_missing(analysis)
     parts += ["## Missing baselines", "",
               _md_table(missing) if not missing.empty else "None: every cell has all its baseline runs.", ""]
@@ -346,7 +352,7 @@ def _html_table(df: pd.DataFrame, empty: str) -> str:
 
 
 def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
-                exchange: Exchange | None = None) -> str:
+                exchange: Exchange | None = None, tables_costs: pd.DataFrame | None = None) -> str:
     def esc(text: str) -> str:  # the texts are shared with Markdown: `code` spans become <code>
         return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
@@ -369,6 +375,9 @@ def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, 
              "<h2>Gains over the real-only baselines (pp, mean [95% CI] over paired seeds)</h2>",
              _html_table(display_gains(analysis), "No cell has a paired baseline."),
              *_html_exchange(exchange, figures, esc),
+             *([f"<h2>{esc(COST_TITLE)}</h2>", f"<p>{esc(cost_mod.NOTE)}</p>",
+                _html_table(cost_mod.display(tables_costs), "")]
+               if tables_costs is not None and not tables_costs.empty else []),
              "<h2>Missing baselines</h2>",
              _html_table(display_missing(analysis), "None: every cell has all its baseline runs.")]
     if not analysis.external.empty:
@@ -394,8 +403,8 @@ def _html_exchange(exchange: Exchange | None, figures: dict[str, bytes], esc) ->
     return out
 
 
-def csv_tables(analysis: Analysis, claim_list: list[Claim], *,
-               exchange: Exchange | None = None) -> dict[str, pd.DataFrame]:
+def csv_tables(analysis: Analysis, claim_list: list[Claim], *, exchange: Exchange | None = None,
+               costs: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     claims_df = pd.DataFrame([{"claim": c.key, "statement": c.statement, "verdict": c.verdict, "n": c.n,
                                "unit": c.unit, "ci_low": c.ci_low, "ci_high": c.ci_high, "detail": c.detail}
                               for c in claim_list])
@@ -406,6 +415,8 @@ def csv_tables(analysis: Analysis, claim_list: list[Claim], *,
         tables["external_results.csv"] = analysis.external
     if exchange is not None and not exchange.empty:
         tables["exchange.csv"], tables["exchange_curves.csv"] = exchange.table, exchange.curves
+    if costs is not None and not costs.empty:
+        tables["costs.csv"] = costs
     return tables
 
 
@@ -422,12 +433,14 @@ def write(out_dir: Path, formats: set[str], *, analysis: Analysis, claim_list: l
             files[f"plots/{name}.png"] = path
             plot_paths[name] = f"plots/{name}.png"
         files["report.md"] = out_dir / "report.md"
-        files["report.md"].write_text(render_md(analysis, claim_list, figures, meta, plot_paths, exchange))
+        files["report.md"].write_text(render_md(analysis, claim_list, figures, meta, plot_paths, exchange,
+                                                tables.get("costs.csv")))
         files["headline.md"] = out_dir / "headline.md"  # what `make readme` embeds in the README
         files["headline.md"].write_text(headline_md(analysis, meta))
     if "html" in formats:
         files["report.html"] = out_dir / "report.html"
-        files["report.html"].write_text(render_html(analysis, claim_list, figures, meta, exchange))
+        files["report.html"].write_text(render_html(analysis, claim_list, figures, meta, exchange,
+                                                    tables.get("costs.csv")))
     if "csv" in formats:
         for fname, df in tables.items():
             files[fname] = out_dir / fname
