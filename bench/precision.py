@@ -65,8 +65,9 @@ def summarise(matched: dict) -> str:
             ci = f"{d.mean():+.2f} (n = 1)"
         within = "—" if n < 3 else ("yes" if abs(d.mean()) <= sd else "no")
         per_seed = ", ".join(f"s{s}: {a * 100:.1f} / {b * 100:.1f}" for s, a, b in rows)
+        bf_sd = bf.std(ddof=1) if n > 1 else float("nan")
         lines.append(f"| {model} | {regime}/{size} | {steps} | {n} | {fp.mean():.2f} ± {sd:.2f} | "
-                     f"{bf.mean():.2f} ± {(bf.std(ddof=1) if n > 1 else float('nan')):.2f} | {ci} | {per_seed} | {within} |")
+                     f"{bf.mean():.2f} ± {bf_sd:.2f} | {ci} | {per_seed} | {within} |")
     return "\n".join(lines)
 
 

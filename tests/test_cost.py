@@ -1,5 +1,6 @@
 """The grid's cost estimates: each family priced from its own runs, else its calibration on this CPU, else unknown."""
 
+import pytest
 from typer.testing import CliRunner
 
 from synthboost import cost
@@ -46,6 +47,26 @@ def test_runs_win_over_calibration_and_each_unit_says_where_it_came_from():
     assert est.families["vae"].source == "runs" and est.families["vae"].seconds > 100
     est = cost.estimate([cell("vae")], records=[], calibration=cal, m=HERE)
     assert est.families["vae"].source == "calibration" and est.families["vae"].seconds < 100
+
+
+def test_a_bf16_classifier_is_priced_only_from_runs_that_trained_in_bf16(tmp_path):
+    """clf.amp=auto trains in bf16 on a CPU that has it: 1.6x the fp32 step rate here, so fp32 runs would
+    overprice such a grid; its classifier unit is priced from bf16 runs, else unknown."""
+    from dataclasses import replace
+
+    fp32, bf16 = record("none", gen_images=0, clf_s=10.0), replace(record("none", gen_images=0, clf_s=6.0, cell=16.0),
+                                                                   precision="bf16")
+    plain, fast = cell("none"), replace(cell("none"), precision="bf16")
+    assert cost.estimate([fast], records=[fp32], calibration=[], m=HERE).families["none"].source == "unknown"
+    both = [fp32, bf16]
+    slow_s = cost.estimate([plain], records=both, calibration=[], m=HERE).seconds
+    fast_s = cost.estimate([fast], records=both, calibration=[], m=HERE).seconds
+    assert slow_s - fast_s == pytest.approx(10.0 - 6.0)  # the same steps at each precision's own rate
+    path = tmp_path / "g.yaml"
+    path.write_text("experiment: p\nprofile: quick\nmodels: [none]\nregimes: [high]\nsizes: [1000]\nseeds: [0]\n"
+                    "fixed: {clf.amp: bf16}\n")
+    (unit,) = grid_mod.plan(grid_mod.load_grid(path), str(tmp_path / "q.journal"))
+    assert grid_mod.cell_work(unit, unit["cells"][0], group=0).precision == "bf16"
 
 
 def test_the_estimate_scales_with_steps_images_and_picks_the_nearest_size():

@@ -296,6 +296,15 @@ def floor_binds(*, epochs: int, batch_size: int, min_steps: int, steps: int | No
     return epochs * max(1, n_budget // min(batch_size, n_budget)) < min_steps
 
 
+def training_precision(cfg, device: torch.device | None = None) -> str:
+    """What a classifier of config ``cfg`` trains in on ``device`` (default: the one it would pick): its
+    ``amp`` resolved for the CNN, fp32 for the scikit-learn models (no such knob)."""
+    if not isinstance(cfg, CNNConfig):
+        return "fp32"
+    dev = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return precision_name(resolve_amp(cfg.amp, dev))
+
+
 class CNNClassifier:
     name = "cnn"
     Config = CNNConfig
@@ -315,7 +324,7 @@ class CNNClassifier:
     def precision(self) -> str:
         """The precision its training steps compute in (``clf.amp`` resolved on this device): ``auto`` means
         bf16 here and fp32 on a CPU without native bf16, so a run logs what it used (``clf.precision``)."""
-        return precision_name(resolve_amp(self.config.amp, self.device))
+        return training_precision(self.config, self.device)
 
     def loss_weights(self, y: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         """Per-sample loss weights: ``sample_weight`` (1 by default) times the class weight of each label."""

@@ -110,6 +110,7 @@ class CellWork:
     sampled: float = 0.0  # synthetic images drawn for the cell (the sample grid is added once per key)
     classifier_work: float = 0.0
     quality: bool = False
+    precision: str = "fp32"  # what its classifier trains in here (clf.amp resolved); priced from runs in it
 
     @property
     def rate_key(self) -> str:
@@ -132,6 +133,7 @@ class Record:
     work: dict[str, float]
     cpu: str = ""
     threads: int = 0
+    precision: str = "fp32"  # the run's clf.precision (runs from before it computed in fp32)
 
     @property
     def rate_key(self) -> str:
@@ -268,6 +270,10 @@ class Estimate:
         return max(loads)
 
 
+#: the parts whose rate depends on the classifier's precision (the cell's overhead includes its evaluation)
+PRECISION_PARTS = ("classifier", "overhead")
+
+
 def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[Record],
              m: dict[str, Any] | None = None, trained_keys: set[str] = frozenset()) -> Estimate:
     """Each cell's units priced from its own family's runs (``records``: those of this machine), else from its
@@ -282,9 +288,12 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
         cal_by_key.setdefault(r.rate_key, []).append(r)
 
     @functools.cache
-    def rate(key: str, part: str, size: int) -> tuple[float | None, str]:
+    def rate(key: str, part: str, size: int, precision: str) -> tuple[float | None, str]:
         for source, table in (("runs", by_key), ("calibration", cal_by_key)):
-            x = nearest_rate(table.get(key, []), part, size)
+            recs = table.get(key, [])
+            if part in PRECISION_PARTS:  # a bf16 classifier step is not priced from fp32 ones (1.6x apart here)
+                recs = [r for r in recs if r.precision == precision]
+            x = nearest_rate(recs, part, size)
             if x is not None:
                 return x, source
         return None, "unknown"
@@ -306,9 +315,9 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
             parts.append(("quality", 1.0))
         for part, amount in parts:
             fam.units += 1
-            x, source = rate(c.rate_key, part, c.size)
+            x, source = rate(c.rate_key, part, c.size, c.precision)
             if part == "classifier" and x is not None:  # a cell's fixed costs come with its classifier unit
-                over, _ = rate(c.rate_key, "overhead", c.size)
+                over, _ = rate(c.rate_key, "overhead", c.size, c.precision)
                 x = None if over is None else x
                 seconds = None if x is None else x * amount + over
             else:

@@ -260,7 +260,7 @@ def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
     clf = cost.classifier_work(cfg.clf, n_budget=budget_images(cfg, n_real) or n_real + n_added,
                                n_total=n_real + n_added)
     common = dict(family=cfg.model, profile=cfg.profile, classifier=cfg.classifier, size=cfg.data.size, group=group,
-                  classifier_work=clf)
+                  classifier_work=clf, precision=classifiers.training_precision(cfg.clf))
     if cfg.gen is None:
         return cost.CellWork(**common)
     # what the generator key hashes, less the data digest (the same data config and seed draw the same data)

@@ -437,6 +437,7 @@ class Tracker:
             out.append({"family": t.get("model", ""), "profile": t.get("profile", ""),
                         "classifier": t.get("classifier", ""), "size": int(t.get("size") or 0),
                         "cpu": t.get("machine.cpu", ""), "threads": int(t.get("machine.threads") or 0),
+                        "precision": r.data.params.get("clf.precision", "fp32"),
                         "time": {k[5:]: v for k, v in m.items() if k.startswith("time/")},
                         "work": {k[5:]: v for k, v in m.items() if k.startswith("work/")}})
         return out

@@ -53,8 +53,9 @@ def _best_tuned(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, int] | Non
 
 
 def claims(analysis: Analysis) -> list[Claim]:
-    key_a, text_a = "goal-accuracy", (f"The best tuned mix beats tuned `none-strong` by ≥ {100 * ACCURACY_TARGET:.0f} "
-                                      f"pp balanced accuracy on {REGIME}/{SIZE:,}")
+    key_a = "goal-accuracy"
+    text_a = (f"The best tuned mix beats tuned `none-strong` by ≥ {100 * ACCURACY_TARGET:.0f} pp balanced accuracy "
+              f"on {REGIME}/{SIZE:,}")
     key_b, text_b = "goal-weakest", (f"… and lifts the weakest class's recall by ≥ {100 * RECALL_TARGET:.0f} pp")
     runs = analysis.runs
     runs = runs[(runs["regime"] == REGIME) & (runs["size"] == SIZE)]
@@ -68,7 +69,8 @@ def claims(analysis: Analysis) -> list[Claim]:
     chosen, row, n_cells = picked
     base = runs[(runs["model"] == "none-strong") & (runs["tuned"] != "")]
     if base.empty:
-        why = f"no `none-strong` run from its study's best on {REGIME}/{SIZE:,} (`synthboost study --model none-strong`)"
+        why = (f"no `none-strong` run from its study's best on {REGIME}/{SIZE:,} "
+               "(`synthboost study --model none-strong`)")
         return [untestable(key_a, text_a, why), untestable(key_b, text_b, why)]
     recalls = [f"recall_{k}" for k in range(NUM_CLASSES)]
     value_cols = ["balanced_accuracy", *recalls]
