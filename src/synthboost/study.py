@@ -326,6 +326,7 @@ def _run_trial(study, trial, spec: StudySpec, *, tracker, parent: str, progress:
     except UserError as err:  # a sampled combination the configs reject: fail the trial, keep going
         trial.set_user_attr("fail_reason", str(err))
         study.tell(trial, state=TrialState.FAIL)
+        print(f"trial {trial.number} failed: {err}", file=sys.stderr)  # one line: no trial fails unexplained
     except Exception as err:  # a diverging generator, a crash: the run is FAILED with the reason already
         trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}"[:2000])
         study.tell(trial, state=TrialState.FAIL)
