@@ -320,12 +320,6 @@ class CNNClassifier:
         fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
         self.net = make_net(self.config).to(self.device, memory_format=fmt)
 
-    @property
-    def precision(self) -> str:
-        """The precision its training steps compute in (``clf.amp`` resolved on this device): ``auto`` means
-        bf16 here and fp32 on a CPU without native bf16, so a run logs what it used (``clf.precision``)."""
-        return training_precision(self.config, self.device)
-
     def loss_weights(self, y: Tensor, sample_weight: Tensor | None = None) -> Tensor:
         """Per-sample loss weights: ``sample_weight`` (1 by default) times the class weight of each label."""
         w = (sample_weight if sample_weight is not None else torch.ones(len(y))).float().to(y.device)

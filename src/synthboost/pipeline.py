@@ -433,8 +433,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         stage("classifier", f"{cfg.classifier} on {len(split.train_y)} real + {len(synth_y)} "
               f"{'copied' if cfg.model in generators.OVERSAMPLING else 'synthetic'} images")
         clf = classifiers.get(cfg.classifier)(cfg.clf, seed=cfg.seed)
-        if hasattr(clf, "precision"):  # what clf.amp resolved to here: the report pairs runs on it
-            run.log_params({"clf.precision": clf.precision})
+        if isinstance(cfg.clf, classifiers.CNNConfig):  # what clf.amp resolved to here: the report pairs on it
+            run.log_params({"clf.precision": classifiers.training_precision(cfg.clf, clf.device)})
         curve: list[tuple[int, dict[str, float]]] = []
 
         def epoch_hook(epoch: int, m: dict[str, float]) -> None:
