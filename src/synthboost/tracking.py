@@ -9,6 +9,7 @@ opened instead of starting a second one.  The rest of the package never imports 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import os
@@ -367,15 +368,13 @@ class Tracker:
 
     def run_config(self, run_id: str) -> dict[str, Any]:
         """The run's config.yaml artifact, parsed."""
-        import mlflow
         import yaml
 
-        try:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
-                                                        tracking_uri=self.uri)
-        except Exception as err:  # MLflow raises several types for a missing artifact
-            raise UserError(f"run {run_id} has no config.yaml ({type(err).__name__})") from None
-        return yaml.safe_load(Path(local).read_text())
+        with tempfile.TemporaryDirectory(prefix="synthboost-cfg-") as tmp:
+            local = fetch_artifact(self.uri, run_id, "config.yaml", tmp)
+            if local is None:
+                raise UserError(f"run {run_id} has no config.yaml")
+            return yaml.safe_load(Path(local).read_text())
 
     # -- look-ups -----------------------------------------------------------------------------------------
     def search(self, filter_string: str, *, experiment_ids: list[str] | None = None, max_results: int = 1000,
@@ -448,19 +447,14 @@ def _load_checkpoint(uri: str, run_id: str, path: str, sha256: str | None = None
     """Download and load a checkpoint once per process (studies reuse one generator many times)."""
     import hashlib
 
-    import mlflow
     import torch
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # an explicit folder that is removed afterwards: without dst_path MLflow leaves a temp copy of every
     # checkpoint it downloads
     with tempfile.TemporaryDirectory(prefix="synthboost-ckpt-") as tmp:
-        try:
-            local = outage.patient(lambda: mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=path, tracking_uri=uri, dst_path=tmp), what=_store_name(uri))
-        except Exception as err:  # MLflow raises several types for a missing artifact
-            raise UserError(f"run {run_id} has no {path} ({type(err).__name__}); it holds no generator "
-                            "checkpoint") from None
+        local = fetch_artifact(uri, run_id, path, tmp)
+        if local is None:
+            raise UserError(f"run {run_id} has no {path}; it holds no generator checkpoint")
         data = Path(local).read_bytes()
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise CheckpointIncomplete(f"run {run_id}'s {path} ({len(data)} bytes) does not match the digest "
@@ -560,7 +554,6 @@ class Run:
                        config_yaml: str | None = None) -> dict[str, str]:
         """Upload ``model.pt`` (and ``config.yaml``) under ``artifact_path``; returns the digest tag to set once
         the checkpoint counts as complete.  A full disk raises ``DiskFull`` (one line, how to resume)."""
-        import errno
         import hashlib
 
         import torch
@@ -576,7 +569,7 @@ class Run:
                 with self._timed():
                     self.client.log_artifacts(self.id, tmp, artifact_path)
         except OSError as err:
-            if err.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            if err.errno not in _NO_SPACE:
                 raise
             raise DiskFull(f"no space left writing the {artifact_path} checkpoint ({len(data) / 1e6:.1f} MB): "
                            f"{err.strerror}; free some space, then re-run the same command to resume") from None
@@ -863,11 +856,57 @@ def run_tags(tracker: Tracker, run_id: str) -> dict[str, str]:
 
 def download_artifact(tracker: Tracker, run_id: str, path: str, dst: str | Path) -> Path | None:
     """Copy one artifact of one run into the folder ``dst``; None when the run has no such artifact."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     t0 = time.perf_counter()
     try:
-        return Path(tracker.client.download_artifacts(run_id, path, str(dst)))
-    except Exception:  # MLflow raises several types for a missing artifact (OSError, MlflowException, …)
-        return None
+        local = fetch_artifact(tracker.uri, run_id, path, dst)
+        return None if local is None else Path(local)
     finally:
         tracker.seconds += time.perf_counter() - t0
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a full disk here is not the store's outage
+
+
+class _Missing(Exception):
+    """The run does not list the artifact asked for."""
+
+
+def fetch_artifact(uri: str, run_id: str, path: str, dst: str | Path) -> str | None:
+    """Download one artifact of one run into the folder ``dst``: its local path, or None when the run holds no
+    such file.  A failed download of a file the run does list (a server restarted mid-transfer, a 5xx while
+    its database comes back) is an outage, retried up to ``SYNTHBOOST_OUTAGE_SECONDS`` — never taken for a
+    missing file, which would fail a trial for nothing."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    def attempt() -> str:
+        try:
+            return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=uri,
+                                                       dst_path=str(dst))
+        except Exception as err:  # MLflow raises several types for a missing artifact (OSError, MlflowException, …)
+            if outage.unreachable(err) or isinstance(err, OSError) and err.errno in _NO_SPACE:
+                raise
+            if not _lists(uri, run_id, path):
+                raise _Missing from None
+            raise ConnectionError(f"download of {path} failed ({type(err).__name__}: {err}) although the run "
+                                  "lists it") from err
+
+    try:
+        return outage.patient(attempt, what=_store_name(uri))
+    except _Missing:
+        return None
+
+
+def _lists(uri: str, run_id: str, path: str) -> bool:
+    """Whether the run's artifact listing holds ``path`` (an unreachable store raises, for outage.patient)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    folder, _, _ = path.rpartition("/")
+    try:
+        return any(f.path == path for f in MlflowClient(tracking_uri=uri).list_artifacts(run_id, folder or None))
+    except MlflowException as err:
+        if outage.unreachable(err):
+            raise
+        return False  # no such run
