@@ -138,7 +138,7 @@ def test_a_variant_can_carry_classifier_options_and_mixes_can_filter(grid_file, 
 
 
 @pytest.mark.parametrize("name", ["grid", "gan-balanced", "gan-high", "diffusion-balanced", "diffusion-high",
-                                  "tuned-high"])
+                                  "tuned-high", "verdict"])
 def test_the_shipped_grid_files_are_valid(name):
     from synthboost.study import studies_dir
 
@@ -196,3 +196,50 @@ def test_from_study_carries_the_best_classifier_recipe_and_tags_tuned_cells(grid
     vae = [c for u in borrowed if u["variant"] == "vae" for c in u["cells"] if c["mix_label"] == "best of cs"]
     assert vae and all(c["tags"] == {} and c["overrides"]["mix"]["ratio"] == 0.5 and c["overrides"]["clf"]["lr"] == 0.002
                        for c in vae)
+
+
+def test_a_templated_study_tunes_each_variant_per_regime_and_missing_ones_wait(grid_file, tmp_path):
+    """The verdict's plan: each family at its own study's best for the regime; a study not run yet leaves its tuned
+    cells out (`missing: skip`) and the dry-run names it; sizes_for gives the baselines' learning curve more sizes."""
+    storage = str(tmp_path / "q.journal")
+    _finished_study(storage, "cgan-high-1000-smoke", "cgan", {"mix.ratio": 0.5})
+    _finished_study(storage, "none-strong-balanced-1000-smoke", "none-strong", {"clf.lr": 0.004})
+    text = GRID.replace("[none, vae]", "[none, none-strong, cgan]").replace("gen.latent_dim: 12", "clf.lr: 0.002").replace(
+        "sizes: [300]", "sizes: [300]\nsizes_for: {{none: [300, 600]}}").replace(
+        "mixes: [{{ratio: 0.5, strategy: balance}}, {{ratio: 1.0, strategy: uniform}}]",
+        'mixes: [{{ratio: 1.0, strategy: uniform}}, {{from_study: "{{model}}-{{regime}}-1000-{{profile}}", '
+        'missing: skip}}]')
+    path = grid_file("g-verdict", text)
+    studies = grid_mod.Studies(storage)
+    units = grid_mod.plan(grid_mod.load_grid(path), storage, studies=studies)
+    labels = {(u["variant"], u["regime"], u["size"]): sorted(c["mix_label"] for c in u["cells"])
+              for u in units if u["seed"] == 0}
+    assert labels == {
+        ("none", "balanced", 300): ["real only"], ("none", "balanced", 600): ["real only"],
+        ("none", "high", 300): ["real only"], ("none", "high", 600): ["real only"],
+        ("none-strong", "balanced", 300): ["best of none-strong-balanced-1000-smoke", "real only"],
+        ("none-strong", "high", 300): ["real only"],
+        ("cgan", "balanced", 300): ['{"ratio": 1.0, "strategy": "uniform"}'],
+        ("cgan", "high", 300): ["best of cgan-high-1000-smoke", '{"ratio": 1.0, "strategy": "uniform"}']}
+    assert studies.waiting == {"cgan-balanced-1000-smoke", "none-strong-high-1000-smoke"}
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert "tuned cells wait for 2 studies not run yet (cgan-balanced-1000-smoke, none-strong-high-1000-smoke)" \
+        in out.stdout
+    # without `missing: skip` a study not run yet is an error naming it
+    strict = grid_file("g-strict", text.replace(", missing: skip", ""))
+    out = runner.invoke(app, ["grid", "--config", str(strict), "--storage", storage, "--dry-run"])
+    assert out.exit_code == 2 and "no study named 'none-strong-high-1000-smoke'" in out.stderr, out.output
+
+
+@pytest.mark.parametrize("change,message", [
+    (("sizes: [300]", "sizes: [300]\nsizes_for: {{vea: [600]}}"), "sizes_for names 'vea'"),
+    (("{{ratio: 1.0, strategy: uniform}}]", '{{from_study: "{{model}}-{{size}}"}}]'), "may use only {model}"),
+    (("{{ratio: 1.0, strategy: uniform}}]", "{{from_study: x, missing: skip}}]"), "'missing' is for a templated"),
+    (("{{ratio: 1.0, strategy: uniform}}]", '{{from_study: "{{model}}", missing: later}}]'),
+     "only 'missing: error|skip'"),
+])
+def test_bad_templates_and_sizes_exit_2(grid_file, tmp_path, change, message):
+    out = runner.invoke(app, ["grid", "--config", str(grid_file("bad", GRID.replace(*change))), "--storage",
+                              str(tmp_path / "q.journal"), "--dry-run"])
+    assert out.exit_code == 2 and message in out.stderr, out.output

@@ -336,11 +336,14 @@ def grid(
         if not dry_run:
             return
     if dry_run:
-        units = grid_mod.plan(spec, url)
+        studies = grid_mod.Studies(url)
+        units = grid_mod.plan(spec, url, studies=studies)
         tracker = tracking.Tracker()
         st = grid_mod.status(spec, units, tracker)
         typer.echo(f"grid {spec.experiment} ({spec.profile}): {st.cells} cells in {len(units)} units; {st.done} done, "
                    f"{st.cells - st.done} to run ({st.units_left} units)")
+        if studies.waiting:
+            typer.echo(grid_mod.waiting_line(studies.waiting))
         old = grid_mod.superseded(spec, units, tracker, mark=False)
         if old.marks or old.pending or old.already:
             typer.echo(f"{len(old.marks) + old.pending} older runs of re-run cells will be marked superseded "
@@ -357,6 +360,8 @@ def grid(
     typer.echo(f"grid {s['experiment']}: {s['ran']} cells run now, {s['done_before']} were already done, "
                f"{s['missing']} missing of {s['cells']}; parent run {s['parent_run_id']} "
                f"(Optuna study {s['study']})" + ("; re-run the same command to finish" if s["missing"] else ""))
+    if s["waiting"]:
+        typer.echo(grid_mod.waiting_line(s["waiting"]))
     if s["marked_superseded"]:
         typer.echo(f"{s['marked_superseded']} older runs of re-run cells marked superseded (tag "
                    f"{tracking.TAG_SUPERSEDED_BY}); the report leaves them out")

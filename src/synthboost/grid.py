@@ -48,7 +48,11 @@ class GridSpec:
     # each: mix.* values ({ratio, strategy, synthetic_weight, filter, …}) or {from_study: NAME}: that study's
     # best mix.* params for every generator, and its gen.* and clf.* params for the model it tuned — a baseline's
     # study (none-strong, oversample) adds that baseline's tuned cell beside its default one
+    # ({from_study: "{model}-{regime}-1000-quick"} names each tuned variant's own study per regime; with
+    # `missing: skip` the cells whose study does not exist yet wait for it: the same grid re-run adds them)
     mixes: list[dict[str, Any]] = pydantic.Field(default_factory=lambda: [{"ratio": 1.0, "strategy": "balance"}])
+    # model or variant name -> its own sizes (e.g. the real-only learning curves beyond the generators' sizes)
+    sizes_for: dict[str, list[int]] = pydantic.Field(default_factory=dict)
     fixed: dict[str, Any] = pydantic.Field(default_factory=dict)  # section.key -> value for every cell
     gen_metrics: bool = False
 
@@ -75,7 +79,11 @@ def load_grid(path: str | Path | None, *, profile: str | None = None) -> GridSpe
     spec = build(GridSpec, values, prefix=path.name)
     for c in spec.classifiers:
         classifiers.get(c)
-    variants(spec)  # validates model names
+    known = {n for v in variants(spec) for n in (v.name, v.model)}  # also validates model names
+    unknown = sorted(set(spec.sizes_for) - known)
+    if unknown:
+        raise UserError(f"{path.name}: sizes_for names {', '.join(map(repr, unknown))}, not a model or variant of "
+                        f"this grid (have: {', '.join(sorted(known))})")
     split_fixed(spec.fixed)
     return spec
 
@@ -110,8 +118,51 @@ def variants(spec: GridSpec) -> list[Variant]:
     return out
 
 
-def _mix_settings(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
-    """Resolve ``from_study`` entries to that study's best params."""
+TEMPLATE_FIELDS = ("model", "regime", "profile")
+
+
+class Studies:
+    """The studies a grid's ``from_study`` mixes name, each read once; ``waiting`` collects the templated names
+    that do not exist (or have no complete trial) yet under ``missing: skip``."""
+
+    def __init__(self, storage_url: str):
+        self.storage_url, self._best, self.waiting = storage_url, {}, set()
+
+    def best(self, name: str, *, required: bool = True) -> dict[str, Any] | None:
+        if name not in self._best:
+            self._best[name] = self._load(name)
+        found = self._best[name]
+        if isinstance(found, str):
+            if required:
+                raise UserError(found)
+            self.waiting.add(name)
+            return None
+        return found
+
+    def _load(self, name: str) -> dict[str, Any] | str:
+        import optuna
+
+        from .study import StudySpec, budget_label
+
+        try:
+            study = optuna.load_study(study_name=name, storage=queue.open_storage(self.storage_url))
+            best = study.best_params
+        except KeyError:
+            return f"grid: no study named {name!r} in {queue.redact(self.storage_url)}"
+        except ValueError:
+            return f"grid: study {name!r} has no complete trial yet"
+        spec = build(StudySpec, json.loads(study.user_attrs["synthboost.spec"]))
+        split = unflatten(best)
+        # the cells run from a study's best name it and its budget, so the report compares a tuned generator
+        # with the tuned baselines of the same budget
+        tags = {TAG_TUNED_STUDY: name, TAG_TUNED_BUDGET: budget_label(spec)}
+        return {"mix": split.get("mix", {}), "gen": split.get("gen", {}), "clf": split.get("clf", {}),
+                "study_model": spec.model, "tags": tags, "label": f"best of {name}"}
+
+
+def _mix_settings(spec: GridSpec, studies: Studies) -> list[dict[str, Any]]:
+    """Fixed mixes as they are, ``from_study`` entries resolved to that study's best params (a templated name
+    stays a template, resolved per variant and regime by ``_settings_for``)."""
     out = []
     for m in spec.mixes:
         if "from_study" not in m:
@@ -121,53 +172,70 @@ def _mix_settings(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
             out.append({"mix": dict(m), "gen": {}, "clf": {}, "study_model": None, "tags": {},
                         "label": json.dumps(m, sort_keys=True)})
             continue
-        if set(m) != {"from_study"}:
-            raise UserError(f"grid: a from_study mix takes no other keys, got {sorted(set(m) - {'from_study'})}")
-        import optuna
-
-        from .study import StudySpec, budget_label
-
+        name, missing = m["from_study"], m.get("missing", "error")
+        if set(m) - {"from_study", "missing"} or missing not in ("error", "skip"):
+            raise UserError(f"grid: a from_study mix takes only 'missing: error|skip' besides the name, got {m}")
+        if "{" not in str(name):
+            if "missing" in m:
+                raise UserError(f"grid: 'missing' is for a templated from_study (e.g. \"{{model}}-{{regime}}-1000-"
+                                f"quick\"), not for {name!r}")
+            out.append(studies.best(name))
+            continue
         try:
-            study = optuna.load_study(study_name=m["from_study"], storage=queue.open_storage(storage_url))
-            best = study.best_params
-        except KeyError:
-            raise UserError(f"grid: no study named {m['from_study']!r} in {queue.redact(storage_url)}") from None
-        except ValueError:
-            raise UserError(f"grid: study {m['from_study']!r} has no complete trial yet") from None
-        spec = build(StudySpec, json.loads(study.user_attrs["synthboost.spec"]))
-        split = unflatten(best)
-        # the cells run from a study's best name it and its budget, so the report compares a tuned generator
-        # with the tuned baselines of the same budget
-        tags = {TAG_TUNED_STUDY: m["from_study"], TAG_TUNED_BUDGET: budget_label(spec)}
-        out.append({"mix": split.get("mix", {}), "gen": split.get("gen", {}), "clf": split.get("clf", {}),
-                    "study_model": spec.model, "tags": tags, "label": f"best of {m['from_study']}"})
+            str(name).format(**dict.fromkeys(TEMPLATE_FIELDS, "x"))
+        except (KeyError, IndexError, ValueError):
+            raise UserError(f"grid: from_study template {name!r} may use only "
+                            f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}") from None
+        out.append({"template": name, "missing": missing})
     return out
 
 
-def _settings_for(model: str, mixes: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-    """The mix settings a variant of ``model`` runs: a baseline its real-only cell (None) plus the best of each
-    of its own studies; a generator every fixed mix and the best of every generator study (a baseline's study
-    tunes no mix a generator could use)."""
+def _settings_for(model: str, mixes: list[dict[str, Any]], *, regime: str, profile: str,
+                  studies: Studies) -> list[dict[str, Any] | None]:
+    """The mix settings a variant of ``model`` runs on ``regime``: a baseline its real-only cell (None) plus the
+    best of each of its own studies; a generator every fixed mix and the best of every generator study (a
+    baseline's study tunes no mix a generator could use).  A templated study is the variant's own only; `none`,
+    the plain recipe, has none."""
+    resolved = []
+    for mx in mixes:
+        if "template" not in mx:
+            resolved.append(mx)
+        elif model != "none":
+            name = mx["template"].format(model=model, regime=regime, profile=profile)
+            best = studies.best(name, required=mx["missing"] == "error")
+            if best is not None:
+                if best["study_model"] != model:
+                    raise UserError(f"grid: study {name!r} tuned {best['study_model']!r}, not {model!r}; the "
+                                    f"template {mx['template']!r} must name each model's own study")
+                resolved.append(best)
     if generators.is_baseline(model):
-        return [None] + [mx for mx in mixes if mx["study_model"] == model]
-    return [mx for mx in mixes if mx["study_model"] is None or not generators.is_baseline(mx["study_model"])]
+        return [None] + [mx for mx in resolved if mx["study_model"] == model]
+    return [mx for mx in resolved if mx["study_model"] is None or not generators.is_baseline(mx["study_model"])]
 
 
-def plan(spec: GridSpec, storage_url: str) -> list[dict[str, Any]]:
-    """Every unit with its cells, each cell validated into a config (bad values fail here, before any run)."""
+def sizes_of(spec: GridSpec, variant: Variant) -> list[int]:
+    """A variant's sizes: ``sizes_for`` its name, else its model, else the grid's."""
+    return spec.sizes_for.get(variant.name, spec.sizes_for.get(variant.model, spec.sizes))
+
+
+def plan(spec: GridSpec, storage_url: str, *, studies: Studies | None = None) -> list[dict[str, Any]]:
+    """Every unit with its cells, each cell validated into a config (bad values fail here, before any run).
+    ``studies.waiting`` then names the templated studies whose tuned cells are not planned yet."""
     from .pipeline import config_key, make_config
 
     fixed = split_fixed(spec.fixed)
-    mixes = _mix_settings(spec, storage_url)
+    studies = studies or Studies(storage_url)
+    mixes = _mix_settings(spec, studies)
     units = []
     for v in variants(spec):
         baseline = generators.is_baseline(v.model)
         for regime in spec.regimes:
-            for size in spec.sizes:
+            settings = _settings_for(v.model, mixes, regime=regime, profile=spec.profile, studies=studies)
+            for size in sizes_of(spec, v):
                 for seed in spec.seeds:
                     cells = []
                     for clf in spec.classifiers:
-                        for mx in _settings_for(v.model, mixes):
+                        for mx in settings:
                             overrides = {s: dict(kv) for s, kv in fixed.items()}
                             own = mx is not None and mx["study_model"] == v.model  # the study tuned this model
                             clf_values = {**v.clf, **(mx["clf"] if own else {})}
@@ -316,7 +384,7 @@ def calibrate(spec: GridSpec, *, storage_url: str, size: int = CALIBRATION_SIZE,
         first.setdefault(v.model, v)
     small = build(GridSpec, as_dict(spec) | {
         "models": [{"model": v.model, "name": v.name, "gen": v.gen, "clf": v.clf} for v in first.values()],
-        "regimes": ["balanced"], "sizes": [size], "seeds": [0], "experiment": "calibration"})
+        "regimes": ["balanced"], "sizes": [size], "sizes_for": {}, "seeds": [0], "experiment": "calibration"})
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="synthboost-calibrate-") as tmp:
         units = plan(small, storage_url)  # the storage only to read studies' best mixes (from_study)
@@ -451,7 +519,8 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
     from .tracking import Tracker
 
     tracker = Tracker()
-    units = plan(spec, storage_url)
+    studies = Studies(storage_url)
+    units = plan(spec, storage_url, studies=studies)
     first = superseded(spec, units, tracker, mark=True)
     before = status(spec, units, tracker)
     study, parent = prepare(spec, units, storage_url=storage_url, tracker=tracker)
@@ -487,4 +556,13 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
         tracker.close_run(parent, "FAILED", error=f"{after.cells - after.done} cells missing; re-run to resume")
     return {"cells": after.cells, "done": after.done, "done_before": before.done,
             "ran": after.done - before.done, "missing": after.cells - after.done, "parent_run_id": parent,
-            "experiment": spec.experiment, "study": name, "marked_superseded": marked}
+            "experiment": spec.experiment, "study": name, "marked_superseded": marked,
+            "waiting": sorted(studies.waiting)}
+
+
+def waiting_line(names) -> str:
+    """What a templated from_study with ``missing: skip`` left out, and how to add it."""
+    names = sorted(names)
+    shown = ", ".join(names[:6]) + (f", … ({len(names)} in all)" if len(names) > 6 else "")
+    return (f"tuned cells wait for {len(names)} studies not run yet ({shown}); run them (`synthboost study --model "
+            "M --regime R`), then the same grid command adds their cells")
