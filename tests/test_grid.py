@@ -138,7 +138,7 @@ def test_a_variant_can_carry_classifier_options_and_mixes_can_filter(grid_file, 
 
 
 @pytest.mark.parametrize("name", ["grid", "gan-balanced", "gan-high", "diffusion-balanced", "diffusion-high",
-                                  "tuned-high", "verdict"])
+                                  "tuned-high", "tuned-balanced", "verdict"])
 def test_the_shipped_grid_files_are_valid(name):
     from synthboost.study import studies_dir
 
