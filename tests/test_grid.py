@@ -70,6 +70,16 @@ def test_grid_runs_every_cell_once_and_resumes_after_an_interruption(tracker, tm
     # the rest is priced from the finished cells of each family (this machine's runs), none of it unknown
     assert "5 done, 7 to run" in out.stdout and "0 of " in out.stdout and "units unknown" in out.stdout
     assert all(line.split()[-1] == "runs" for line in out.stdout.splitlines() if line.startswith(("none ", "vae ")))
+    # the report of a grid cut off lists what its plan still lacks, as the dry-run counts it
+    out = runner.invoke(app, ["report", "--plan", str(path), "--storage", storage, "--out", str(tmp_path / "rep"),
+                              "--format", "md,csv"])
+    assert out.exit_code == 0, out.output
+    assert "plan g1.yaml: 5 of 12 cells FINISHED, 7 missing (missing_cells.csv)" in out.stdout
+    import pandas as pd
+
+    lacking = pd.read_csv(tmp_path / "rep" / "missing_cells.csv", dtype=str)
+    assert sum(len(s.split(", ")) for s in lacking["seeds missing"]) == 7
+    assert "## Cells the plan names" in (tmp_path / "rep" / "report.md").read_text()
 
     # the unit the interrupted process held is still RUNNING in the queue; its worker is this (live) process,
     # so pretend it died long ago — the resume must fail it, close its run and retry it
@@ -243,3 +253,23 @@ def test_bad_templates_and_sizes_exit_2(grid_file, tmp_path, change, message):
     out = runner.invoke(app, ["grid", "--config", str(grid_file("bad", GRID.replace(*change))), "--storage",
                               str(tmp_path / "q.journal"), "--dry-run"])
     assert out.exit_code == 2 and message in out.stderr, out.output
+
+
+def test_coverage_counts_a_cell_done_by_its_config_key_and_groups_the_missing_seeds(grid_file, tmp_path):
+    import pandas as pd
+
+    from synthboost.errors import UserError
+    from synthboost.report.coverage import plan_coverage
+
+    path = grid_file("g-cov", GRID.replace("[none, vae]", "[none]"))  # 2 regimes × 2 seeds
+    storage = str(tmp_path / "q.journal")
+    units = grid_mod.plan(grid_mod.load_grid(path), storage)
+    key = {(u["regime"], u["seed"]): u["cells"][0]["key"] for u in units}
+    frame = pd.DataFrame({"experiment": ["g-cov", "g-cov", "other"],
+                          "tags.config_key": [key["balanced", 0], key["high", 1], key["high", 0]]})
+    cov = plan_coverage(frame, path, storage_url=storage, experiments=["g-cov", "other"])
+    assert (cov.planned, cov.finished) == (4, 2)  # high/0's key in another experiment does not count
+    assert cov.missing[["regime", "seeds missing"]].values.tolist() == [["balanced", "1"], ["high", "0"]]
+    assert "names 4 cells; 2 are FINISHED in this store, 2 are missing" in cov.text()
+    with pytest.raises(UserError, match="add --experiment g-cov"):
+        plan_coverage(frame, path, storage_url=storage, experiments=["other"])

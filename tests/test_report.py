@@ -355,6 +355,9 @@ CLI_BAD = [
     (["--experiment", "report-b", "--model", "cgan"], "--model cgan: no runs of that family"),
     (["--experiment", "report-nobase"], "missing baselines `none`"),
     (["--format", "md,pdf"], "unknown format 'pdf'"),
+    (["--plan", "studies/no-such-grid.yaml"], "--plan studies/no-such-grid.yaml: no such grid file"),
+    (["--experiment", "report-a", "--plan", "studies/fair-high.yaml"],
+     "runs in experiment 'fair-high-1000', which the report does not read"),
 ]
 
 

@@ -403,6 +403,11 @@ def report(
         "--skip-missing", help="Leave out named experiments the store does not hold (instead of an error); with "
                                "none left, write nothing and say so (`make docs` on a store measured in part).")
     ] = False,
+    plan: Annotated[str | None, typer.Option(
+        "--plan", help="A grid file: list the cells it names that the store does not hold yet (and, without "
+                       "--experiment, read its experiment).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage for --plan's from_study mixes (default: the "
+                                                     "project's).")] = None,
 ) -> None:
     """Compare models from the tracking store: tables, gains over the baselines, plots, claims; logged to MLflow."""
     from pathlib import Path
@@ -411,6 +416,16 @@ def report(
     from . import tracking
 
     formats = report_mod.parse_formats(format_)  # a typo fails before the store is touched
+    plan_path = None
+    if plan is not None:
+        from . import grid as grid_mod
+        from . import queue
+
+        plan_path = Path(plan)
+        if not plan_path.is_file():
+            raise UserError(f"--plan {plan}: no such grid file (e.g. studies/verdict.yaml)")
+        experiment = experiment or [grid_mod.load_grid(plan_path).experiment]
+        storage = storage or queue.default_storage()
     if skip_missing and experiment:
         held = tracking.experiment_names(tracking.Tracker())
         missing = [e for e in experiment if e not in held]
@@ -422,11 +437,17 @@ def report(
             return
     result = report_mod.build_report(experiments=experiment or None, out_dir=Path(out), formats=formats,
                                      tracker=tracking.Tracker(), include_studies=include_studies,
-                                     include_superseded=include_superseded, models=model or None)
+                                     include_superseded=include_superseded, models=model or None,
+                                     plan=plan_path, storage_url=storage)
     typer.echo(f"report on {', '.join(result.experiments)} ({result.n_runs} runs) written to {result.out_dir}: "
                + ", ".join(sorted(result.files, key=lambda f: (f.count("/"), f))))
     for c in result.claims:
         typer.echo(f"  ({c.key}) {c.statement}: {c.verdict} ({c.evidence()})")
+    if result.coverage is not None:
+        cov = result.coverage
+        typer.echo(f"plan {cov.plan}: {cov.finished} of {cov.planned} cells FINISHED"
+                   + (f", {cov.planned - cov.finished} missing (missing_cells.csv)" if cov.planned > cov.finished
+                      else ""))
     if result.run_id:
         where = "the run `mlflow run` opened" if tracking.env_run_id() else report_mod.REPORTS_EXPERIMENT
         typer.echo(f"logged as MLflow run {result.run_id} ({where}; tag {tracking.TAG_KIND} = {tracking.KIND_REPORT}); "

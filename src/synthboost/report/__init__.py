@@ -20,6 +20,8 @@ One module per step, in the order the data flows:
 ``stats.py``        per-cell mean ± std, matched paired gains with 95% intervals and p, missing baselines, Holm
 ``claims/``         a study's claims judged on those numbers: ``Claim`` and its three verdicts, ``seed.py``
 ``exchange.py``     what one synthetic image is worth: each mix read off the real-only curve (equivalent real size)
+``costs.py``        what the runs cost: core-hours per family from their own timings
+``coverage.py``     what a grid plan names that the store lacks (``--plan``)
 ``figures.py``      the plots, as PNG bytes
 ``render.py``       Markdown, HTML and CSV files
 ``build.py``        ``build_report``: the steps above in order, timed, and the report logged as an MLflow run

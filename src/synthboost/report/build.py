@@ -21,6 +21,7 @@ from ..timing import timed
 from . import render
 from . import costs
 from .claims import Claim, goal, seed
+from .coverage import Coverage, plan_coverage
 from .exchange import Exchange, exchange_rates
 from .figures import draw, sample_grids
 from .frame import check_recipes, select_current, select_models, select_runs, split_external, tidy
@@ -42,6 +43,7 @@ class ReportResult:
     seconds: dict[str, float] = field(default_factory=dict)
     analysis: Analysis | None = None  # the statistics behind the tables
     exchange: Exchange | None = None  # what one synthetic image is worth (exchange.py)
+    coverage: Coverage | None = None  # the plan's cells the store holds and lacks (coverage.py)
 
 
 def protocol_claims(analysis: Analysis) -> list[Claim]:
@@ -57,7 +59,8 @@ def protocol_claims(analysis: Analysis) -> list[Claim]:
 
 def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[str], tracker,
                  log_to_mlflow: bool = True, include_studies: bool = False, include_superseded: bool = False,
-                 models: list[str] | None = None) -> ReportResult:
+                 models: list[str] | None = None, plan: Path | None = None,
+                 storage_url: str | None = None) -> ReportResult:
     """Query the store, compare, write ``out_dir`` (report.md / report.html / CSVs) and log it as an MLflow run.
 
     ``experiments=None`` reads every experiment holding experiment runs.  Study trials (runs tagged
@@ -66,8 +69,11 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
     them as cells of their own (never in a claim or an exchange rate); ``models`` keeps only
     those generator families (and every baseline).  Raises ``UserError``
     for an unknown experiment, a selection without finished experiment runs, an unknown format,
+    ``plan`` (a grid file) adds the cells it names that the store lacks (coverage.py; its ``from_study`` mixes
+    read from ``storage_url``).  Raises ``UserError``
+    for an unknown experiment, a selection without finished experiment runs, an unknown format,
     ``include_studies`` without study trials, a selection of study trials (or superseded runs) only without the
-    flag, runs of unknown
+    flag, a bad plan file, runs of unknown
     classifier recipe (no ``params.clf.*``), a selection of external-data runs only, or when no generator cell has
     any real-only baseline to be compared with.  Runs tagged ``uses_external_data`` are listed apart, never paired.
     """
@@ -93,6 +99,8 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
         current = analysis.current()  # a superseded cell (--include-superseded) is shown, never claimed
         claim_list = protocol_claims(current)
         rates = exchange_rates(current.runs)
+        coverage = (plan_coverage(frame, plan, storage_url=storage_url, experiments=experiments)
+                    if plan is not None else None)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -111,8 +119,10 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
 
     with timed(seconds, "write"):
         tables = render.csv_tables(analysis, claim_list, exchange=rates, costs=costs.cost_table(runs))
+        if coverage is not None:
+            tables["missing_cells.csv"] = coverage.missing
         files = render.write(out_dir, formats, analysis=analysis, claim_list=claim_list, figures=figures, meta=meta,
-                             tables=tables, exchange=rates)
+                             tables=tables, exchange=rates, coverage=coverage)
 
     run_id = None
     if log_to_mlflow:
@@ -120,7 +130,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
             run_id = log_report(tracker, files, meta=meta, claim_list=claim_list)
     return ReportResult(out_dir=out_dir, files=files, tables={k.removesuffix(".csv"): v for k, v in tables.items()},
                         claims=claim_list, figures=figures, experiments=names, n_runs=len(runs), run_id=run_id,
-                        seconds=seconds, analysis=analysis, exchange=rates)
+                        seconds=seconds, analysis=analysis, exchange=rates, coverage=coverage)
 
 
 def store_label(uri: str) -> str:

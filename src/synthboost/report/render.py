@@ -18,6 +18,7 @@ from .claims import Claim
 from . import costs as cost_mod
 from . import exchange as exchange_mod
 from .exchange import Exchange
+from .coverage import TITLE as COVERAGE_TITLE, Coverage
 from .figures import FIGURE_TITLES, SECTION_FIGURES
 from .frame import CELL, METRICS, QUALITY, row_mix
 from .stats import MATCHED, MIN_SEEDS, PLAIN, TUNED, Analysis, sort_cells
@@ -284,10 +285,14 @@ def headline_md(analysis: Analysis, meta: dict) -> str:
 
 def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
               plot_paths: dict[str, str], exchange: Exchange | None = None,
-              tables_costs: pd.DataFrame | None = None) -> str:
+              tables_costs: pd.DataFrame | None = None, coverage: Coverage | None = None) -> str:
     parts = ["# synthboost report", ""]
     for text in _intro(meta):
         parts += [text, ""]
+    if coverage is not None:  # before the claims: what they rest on is complete, or not
+        parts += [f"## {COVERAGE_TITLE}", "", coverage.text(), ""]
+        if not coverage.missing.empty:
+            parts += [_md_table(coverage.missing), ""]
     parts += ["## Claims", ""]
     for c in claim_list:
         parts.append(f"- **({c.key}) {c.statement} — {c.verdict}** ({c.evidence()}). {c.detail}")
@@ -352,11 +357,16 @@ def _html_table(df: pd.DataFrame, empty: str) -> str:
 
 
 def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
-                exchange: Exchange | None = None, tables_costs: pd.DataFrame | None = None) -> str:
+                exchange: Exchange | None = None, tables_costs: pd.DataFrame | None = None,
+                coverage: Coverage | None = None) -> str:
     def esc(text: str) -> str:  # the texts are shared with Markdown: `code` spans become <code>
         return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
-    body = ["<h1>synthboost report</h1>", *(f'<p class="meta">{esc(t)}</p>' for t in _intro(meta)), "<h2>Claims</h2>"]
+    body = ["<h1>synthboost report</h1>", *(f'<p class="meta">{esc(t)}</p>' for t in _intro(meta))]
+    if coverage is not None:
+        body += [f'<h2 id="coverage">{esc(COVERAGE_TITLE)}</h2>', f"<p>{esc(coverage.text())}</p>",
+                 _html_table(coverage.missing, "")]
+    body.append("<h2>Claims</h2>")
     for c in claim_list:
         body.append(f'<div class="claim"><b>({esc(c.key)}) {esc(c.statement)}</b> '
                     f'<span class="v {_verdict_class(c.verdict)}">{esc(c.verdict)}</span> ({esc(c.evidence())})'
@@ -421,7 +431,8 @@ def csv_tables(analysis: Analysis, claim_list: list[Claim], *, exchange: Exchang
 
 
 def write(out_dir: Path, formats: set[str], *, analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes],
-          meta: dict, tables: dict[str, pd.DataFrame], exchange: Exchange | None = None) -> dict[str, Path]:
+          meta: dict, tables: dict[str, pd.DataFrame], exchange: Exchange | None = None,
+          coverage: Coverage | None = None) -> dict[str, Path]:
     """Write the chosen formats into the folder ``out_dir``; the files written, by their path relative to it."""
     files: dict[str, Path] = {}
     if "md" in formats:
@@ -434,13 +445,13 @@ def write(out_dir: Path, formats: set[str], *, analysis: Analysis, claim_list: l
             plot_paths[name] = f"plots/{name}.png"
         files["report.md"] = out_dir / "report.md"
         files["report.md"].write_text(render_md(analysis, claim_list, figures, meta, plot_paths, exchange,
-                                                tables.get("costs.csv")))
+                                                tables.get("costs.csv"), coverage))
         files["headline.md"] = out_dir / "headline.md"  # what `make readme` embeds in the README
         files["headline.md"].write_text(headline_md(analysis, meta))
     if "html" in formats:
         files["report.html"] = out_dir / "report.html"
         files["report.html"].write_text(render_html(analysis, claim_list, figures, meta, exchange,
-                                                    tables.get("costs.csv")))
+                                                    tables.get("costs.csv"), coverage))
     if "csv" in formats:
         for fname, df in tables.items():
             files[fname] = out_dir / fname
