@@ -84,6 +84,8 @@ docs: setup
 	$(PY) -m synthboost report --skip-missing --experiment fair-balanced-5000 --out docs/fair-balanced
 	$(PY) -m synthboost report --skip-missing $(FAIR) --model cgan --out docs/gan
 	$(PY) -m synthboost report --skip-missing $(FAIR) --model ddpm --model clip --out docs/diffusion
+	$(PY) -m synthboost report --skip-missing --experiment tuned-high-1000 --out docs/tuned-high
+	$(PY) -m synthboost report --skip-missing --experiment tuned-balanced-5000 --out docs/tuned-balanced
 	$(PY) -m synthboost readme
 
 readme: setup

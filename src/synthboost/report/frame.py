@@ -338,7 +338,8 @@ def ordered_regimes(values) -> list[str]:
 def mix_label(ratio: float, strategy: str, weight: float, *, baseline: bool = False, filter_: str = "") -> str:
     if baseline or ratio == 0:
         return "real only"
-    return f"{ratio:g}×{strategy}" + (f" w={weight:g}" if weight != 1 else "") + (f" {filter_}" if filter_ else "")
+    # three significant digits: a study's best ratio (0.0808736…) is a label here, the exact value is in the run
+    return f"{ratio:.3g}×{strategy}" + (f" w={weight:.3g}" if weight != 1 else "") + (f" {filter_}" if filter_ else "")
 
 
 def row_mix(row) -> str:
