@@ -722,6 +722,18 @@ def test_a_baseline_ahead_in_every_cell_makes_the_beats_claim_not_hold():
     assert claim.detail.startswith("Not beaten: `oversample` is ahead in every one of the 2 cell(s)")
 
 
+def test_the_closest_cell_of_an_unbeaten_baseline_is_the_best_gain_not_the_surest_loss():
+    from synthboost.report.claims import seed
+
+    rows = []
+    for s in range(3):  # vae clearly behind on 500 (small p), ahead but noisy on 1000
+        rows += [("oversample", "high", 500, s, 0.75), ("vae", "high", 500, s, 0.75 - [0.030, 0.031, 0.032][s]),
+                 ("oversample", "high", 1000, s, 0.75), ("vae", "high", 1000, s, 0.75 + NULL[s] + 0.005)]
+    claim = seed.claim_beats(_analyse(rows), "oversample")
+    assert claim.verdict == "inconclusive", claim.detail
+    assert "closest: vae high/1000" in claim.detail and claim.ci_high > 0, claim.detail
+
+
 def test_claim_1_compares_families_only_on_cells_where_all_of_them_ran():
     from synthboost.report.claims import seed
     from synthboost.report.stats import accuracy_gains

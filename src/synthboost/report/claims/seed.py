@@ -283,8 +283,10 @@ def claim_beats(analysis: Analysis, baseline: str, *, tuned: bool = False) -> Cl
                   f"(closest: {row_text(best)}).")
         return Claim(key, statement, FAILS, detail, int(best["n"]), "seeds", best["ci_low"], best["ci_high"])
     if m:
-        best = tested.loc[tested["p_value"].fillna(1.0).idxmin()] if tested["p_value"].notna().any() \
-            else tested.loc[tested["mean"].idxmax()]
+        # closest to beating it: the gain above 0 with the smallest p; with none above 0, the nearest interval
+        # (a cell significantly *behind* the baseline has a small p too, and is not close)
+        ahead = tested[(tested["mean"] > 0) & tested["p_value"].notna()]
+        best = ahead.loc[ahead["p_value"].idxmin()] if len(ahead) else _top(tested, "ci_high")
         uncorrected = int(((tested["ci_low"] > 0)).sum())
         detail = (f"Not beaten after the correction. {head}; closest: {row_text(best)}."
                   + (f" {uncorrected} cell(s) have an uncorrected interval above 0 — not enough over {m} tests."
