@@ -259,7 +259,7 @@ def test_coverage_counts_a_cell_done_by_its_config_key_and_groups_the_missing_se
     import pandas as pd
 
     from synthboost.errors import UserError
-    from synthboost.report.coverage import plan_coverage
+    from synthboost.report.coverage import load_plan, plan_coverage
 
     path = grid_file("g-cov", GRID.replace("[none, vae]", "[none]"))  # 2 regimes × 2 seeds
     storage = str(tmp_path / "q.journal")
@@ -267,9 +267,9 @@ def test_coverage_counts_a_cell_done_by_its_config_key_and_groups_the_missing_se
     key = {(u["regime"], u["seed"]): u["cells"][0]["key"] for u in units}
     frame = pd.DataFrame({"experiment": ["g-cov", "g-cov", "other"],
                           "tags.config_key": [key["balanced", 0], key["high", 1], key["high", 0]]})
-    cov = plan_coverage(frame, path, storage_url=storage, experiments=["g-cov", "other"])
+    cov = plan_coverage(frame, load_plan(path, ["g-cov", "other"]), name=path.name, storage_url=storage)
     assert (cov.planned, cov.finished) == (4, 2)  # high/0's key in another experiment does not count
     assert cov.missing[["regime", "seeds missing"]].values.tolist() == [["balanced", "1"], ["high", "0"]]
     assert "names 4 cells; 2 are FINISHED in this store, 2 are missing" in cov.text()
     with pytest.raises(UserError, match="add --experiment g-cov"):
-        plan_coverage(frame, path, storage_url=storage, experiments=["other"])
+        load_plan(path, ["other"])

@@ -417,15 +417,17 @@ def report(
 
     formats = report_mod.parse_formats(format_)  # a typo fails before the store is touched
     plan_path = None
-    if plan is not None:
-        from . import grid as grid_mod
+    if plan is not None:  # without --experiment the report reads the plan's
         from . import queue
 
         plan_path = Path(plan)
         if not plan_path.is_file():
             raise UserError(f"--plan {plan}: no such grid file (e.g. studies/verdict.yaml)")
-        experiment = experiment or [grid_mod.load_grid(plan_path).experiment]
         storage = storage or queue.default_storage()
+    if skip_missing and plan_path and not experiment:  # what the report would read: the plan's experiment
+        from . import grid as grid_mod
+
+        experiment = [grid_mod.load_grid(plan_path).experiment]
     if skip_missing and experiment:
         held = tracking.experiment_names(tracking.Tracker())
         missing = [e for e in experiment if e not in held]

@@ -21,7 +21,7 @@ from ..timing import timed
 from . import render
 from . import costs
 from .claims import Claim, goal, seed
-from .coverage import Coverage, plan_coverage
+from .coverage import Coverage, load_plan, plan_coverage
 from .exchange import Exchange, exchange_rates
 from .figures import draw, sample_grids
 from .frame import check_recipes, select_current, select_models, select_runs, split_external, tidy
@@ -67,10 +67,9 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
     ``optuna.study_name`` that are not grid cells) are left out unless ``include_studies``; so are superseded runs
     (tag ``superseded_by``: their cell was re-run under a newer config) unless ``include_superseded``, which shows
     them as cells of their own (never in a claim or an exchange rate); ``models`` keeps only
-    those generator families (and every baseline).  Raises ``UserError``
-    for an unknown experiment, a selection without finished experiment runs, an unknown format,
-    ``plan`` (a grid file) adds the cells it names that the store lacks (coverage.py; its ``from_study`` mixes
-    read from ``storage_url``).  Raises ``UserError``
+    those generator families (and every baseline).  ``plan`` (a grid file) adds the cells it names that the
+    store lacks (coverage.py; its ``from_study`` mixes read from ``storage_url``); without ``experiments`` the
+    report reads the plan's.  Raises ``UserError``
     for an unknown experiment, a selection without finished experiment runs, an unknown format,
     ``include_studies`` without study trials, a selection of study trials (or superseded runs) only without the
     flag, a bad plan file, runs of unknown
@@ -78,6 +77,9 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
     any real-only baseline to be compared with.  Runs tagged ``uses_external_data`` are listed apart, never paired.
     """
     render.check_formats(formats)
+    spec = load_plan(plan, experiments) if plan is not None else None  # a bad plan fails before the store is read
+    if spec is not None and experiments is None:
+        experiments = [spec.experiment]
     seconds: dict[str, float] = {}
     with timed(seconds, "query"):
         frame = tracking.runs_frame(tracker, experiments)
@@ -99,8 +101,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
         current = analysis.current()  # a superseded cell (--include-superseded) is shown, never claimed
         claim_list = protocol_claims(current)
         rates = exchange_rates(current.runs)
-        coverage = (plan_coverage(frame, plan, storage_url=storage_url, experiments=experiments)
-                    if plan is not None else None)
+        coverage = plan_coverage(frame, spec, name=Path(plan).name, storage_url=storage_url) if spec else None
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

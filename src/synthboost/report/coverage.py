@@ -37,10 +37,8 @@ class Coverage:
         return out
 
 
-def plan_coverage(frame: pd.DataFrame, path: str | Path, *, storage_url: str,
-                  experiments: list[str] | None = None) -> Coverage:
-    """``frame``: the store's finished experiment runs (``tracking.runs_frame``: ``experiment``, ``tags.*``) of
-    the report's ``experiments`` (None: all), which must include the plan's."""
+def load_plan(path: str | Path, experiments: list[str] | None):
+    """The grid file ``path``, whose experiment must be among the report's ``experiments`` (None: the plan's)."""
     from .. import grid
     from ..errors import UserError
 
@@ -48,6 +46,14 @@ def plan_coverage(frame: pd.DataFrame, path: str | Path, *, storage_url: str,
     if experiments is not None and spec.experiment not in experiments:
         raise UserError(f"--plan {Path(path).name} runs in experiment {spec.experiment!r}, which the report does not "
                         f"read ({', '.join(experiments)}); add --experiment {spec.experiment}")
+    return spec
+
+
+def plan_coverage(frame: pd.DataFrame, spec, *, name: str, storage_url: str) -> Coverage:
+    """The cells of the grid ``spec`` (file ``name``) that ``frame`` — the store's finished experiment runs
+    (``tracking.runs_frame``: ``experiment``, ``tags.*``) — lacks in the plan's experiment."""
+    from .. import grid
+
     studies = grid.Studies(storage_url)
     units = grid.plan(spec, storage_url, studies=studies)
     held = frame if frame.empty else frame[frame["experiment"] == spec.experiment]
@@ -57,14 +63,9 @@ def plan_coverage(frame: pd.DataFrame, path: str | Path, *, storage_url: str,
             for u in units for c in u["cells"] if c["key"] not in done]
     planned = sum(len(u["cells"]) for u in units)
     cols = ["variant", "regime", "size", "classifier", "mix"]
-    if rows:
-        df = pd.DataFrame(rows)
-        order = {v: i for i, v in enumerate(dict.fromkeys(df["variant"]))}  # the plan's order, not alphabetical
-        missing = (df.groupby(cols, sort=False)["seed"].agg(lambda s: ", ".join(map(str, sorted(s)))).reset_index()
-                   .rename(columns={"seed": "seeds missing"}))
-        missing = missing.sort_values(["variant", "regime", "size"], key=lambda c: c.map(order) if c.name == "variant"
-                                      else c, kind="stable").reset_index(drop=True)
-    else:
-        missing = pd.DataFrame(columns=[*cols, "seeds missing"])
-    return Coverage(plan=Path(path).name, experiment=spec.experiment, planned=planned, finished=planned - len(rows),
+    # rows come in the plan's order (variant, regime, size, seed); groupby(sort=False) keeps it
+    missing = (pd.DataFrame(rows).groupby(cols, sort=False)["seed"]
+               .agg(lambda s: ", ".join(map(str, sorted(s)))).reset_index().rename(columns={"seed": "seeds missing"})
+               if rows else pd.DataFrame(columns=[*cols, "seeds missing"]))
+    return Coverage(plan=name, experiment=spec.experiment, planned=planned, finished=planned - len(rows),
                     missing=missing, waiting=sorted(studies.waiting))

@@ -9,8 +9,8 @@ generator cell whose baseline of its recipe is missing is listed, never paired w
 given an invented gain.  One comparison crosses recipes on purpose, and says so: each stronger baseline against
 ``none`` on the same data and seed — "baseline vs plain baseline", the gain of the stronger recipe itself (against
 the ``none`` recipe nearest its own, e.g. of the same step budget, named in ``baseline_recipe``).  Another does
-too, and says so: a generator run from its study's best (tag ``tuned.budget``) against the baseline runs from their studies' best with
-the same budget ("tuned, same budget"), whatever recipe each study found.
+too, and says so: a generator run from its study's best (tag ``tuned.budget``) against the baseline runs from
+their studies' best with the same budget ("tuned, same budget"), whatever recipe each study found.
 """
 
 from __future__ import annotations
