@@ -1,20 +1,27 @@
-"""bench/time_to_quality.py end to end on the smoke profile: both settings run, the table compares them."""
+"""bench/time_to_quality.py end to end on the smoke profile: both settings run, the table compares them, and the
+same command again resumes from its store."""
 
 from __future__ import annotations
 
-
 import pytest
 from benches import load_bench
-
 
 
 @pytest.mark.slow
 def test_a_sampling_only_change_is_charged_todays_training_and_the_table_says_whether_quality_holds(tmp_path, capsys):
     bench = load_bench("time_to_quality")
     # cgan's truncation is sampling-only: the fast run reuses today's weights (and is charged their training)
-    assert bench.main(["--profile", "smoke", "--families", "vae,cgan", "--seeds", "0", "--size", "500",
-                       "--fast", "vae:epochs=1", "--fast", "cgan:truncation=0.5", "--store", str(tmp_path)]) == 0
+    argv = ["--profile", "smoke", "--families", "vae,cgan", "--seeds", "0", "--size", "500",
+            "--fast", "vae:epochs=1", "--fast", "cgan:truncation=0.5", "--store", str(tmp_path)]
+    assert bench.main(argv) == 0
     out = capsys.readouterr().out
+    assert "read back" not in out
+    # the bench takes hours at quick: the same command again resumes, reading back every finished run
+    assert bench.main(argv) == 0
+    again = capsys.readouterr().out
+    assert again.count("finished earlier in this store; read back") == 4
+    table = [line for line in out.splitlines() if line.startswith("| vae ") or line.startswith("| cgan ")]
+    assert table and table == [line for line in again.splitlines() if line.startswith(("| vae ", "| cgan "))]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in out.splitlines() if line.startswith("| vae ") or line.startswith("| cgan ")}
     assert rows["vae"][1] == "epochs=1" and rows["cgan"][1] == "truncation=0.5"
