@@ -83,12 +83,9 @@ def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, fl
 
     cfg = _config(family=family, gen=gen, seed=seed, args=args)
     setting = "fast" if gen else "today"
-    key = pipeline.config_key(cfg)
-    done = tracker.search(f"tags.{tracking.TAG_CONFIG_KEY} = '{key}' and tags.ttq_setting = '{setting}' and "
-                          "attributes.status = 'FINISHED'", experiment_ids=[tracker.experiment_id(EXPERIMENT)],
-                          max_results=1)
+    done = tracker.finished_config_run(EXPERIMENT, pipeline.config_key(cfg), tags={"ttq_setting": setting})
     if done:
-        run_id, reused = done[0].info.run_id, done[0].data.tags.get(tracking.TAG_GENERATOR_REUSED) == "true"
+        run_id, reused = done.info.run_id, done.data.tags.get(tracking.TAG_GENERATOR_REUSED) == "true"
         print(f"{family} seed {seed} {setting}: run {run_id} finished earlier in this store; read back", flush=True)
     else:
         # only a sampling-only fast setting may reuse weights (today's); anything else trains, so its time/gen is

@@ -421,6 +421,14 @@ class Tracker:
                  f"and tags.seed = '{int(seed)}'")
         return self.search(where, experiment_ids=[experiment_id], max_results=50000)
 
+    def finished_config_run(self, experiment: str, config_key: str, *, tags: dict[str, str] | None = None):
+        """The newest FINISHED run of ``experiment`` with this ``config_key`` (and these tags), or None: what a
+        long bench re-run after a cut reads back instead of running again."""
+        where = " and ".join([f"tags.{TAG_CONFIG_KEY} = '{config_key}'", "attributes.status = 'FINISHED'",
+                              *(f"tags.{k} = '{v}'" for k, v in (tags or {}).items())])
+        found = self.search(where, experiment_ids=[self.experiment_id(experiment)], max_results=1)
+        return found[0] if found else None
+
     def mark_superseded(self, run_id: str, *, by: str, reason: str) -> None:
         """Tag ``run_id`` as superseded by the run ``by`` (nothing is deleted; the run stays readable)."""
         self.attach(run_id).set_tags({TAG_SUPERSEDED_BY: by, TAG_SUPERSEDED_REASON: reason})
