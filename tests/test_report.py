@@ -873,6 +873,23 @@ def test_a_tuned_generator_is_compared_with_the_tuned_baselines_of_its_budget():
     assert tuned.statement == "Some tuned generator beats `none-strong` tuned with the same budget"
     assert tuned.verdict == "holds" and tuned.n == 3, tuned.detail
     assert claims["4-oversample-tuned"].verdict == "inconclusive"  # no oversample runs at all
+    # a variant's default row comes before its tuned ones, whatever order the store lists the runs in
+    for runs in (frame, frame.iloc[::-1].reset_index(drop=True)):
+        res = analyse(tidy(runs)).results
+        assert list(res.loc[res["variant"] == "none-strong", "tuned"]) == ["", BUDGET]
+        assert list(res.loc[res["variant"] == "cgan", "tuned"]) == [BUDGET, "40 trials of val/balanced_accuracy, holdout"]
+
+
+def test_a_default_row_comes_before_the_tuned_one_whatever_their_setup_hashes():
+    import pandas as pd
+
+    from synthboost.report.stats import sort_cells
+
+    cell = {"protocol": "fair", "regime": "high", "size": 1000, "classifier": "cnn", "profile": "quick",
+            "model": "none-strong", "variant": "none-strong", "mix_ratio": 0.0, "mix_strategy": "uniform",
+            "mix_weight": 1.0, "mix_filter": "", "recipe": "r"}
+    rows = pd.DataFrame([cell | {"tuned": BUDGET, "setup": "000000"}, cell | {"tuned": "", "setup": "ffffff"}])
+    assert list(sort_cells(rows)["tuned"]) == ["", BUDGET]
 
 
 def test_a_floor_that_did_not_bind_shares_the_recipe_of_runs_from_before_it():

@@ -89,9 +89,10 @@ def sort_cells(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of cells in the report's order: regime, size, classifier, profile, baselines first, then the mix."""
     order = {b: i for i, b in enumerate(BASELINES)}
     key = df.assign(_r=df["regime"].map(regime_rank), _b=df["model"].map(lambda m: order.get(m, len(order))))
+    tuned = ["tuned"] if "tuned" in df else []  # a variant's default row before its tuned one
     extra = [c for c in ("baseline", "baseline_recipe") if c in df]
-    key = key.sort_values(["protocol", "_r", "size", "classifier", "profile", "_b", "variant", "mix_ratio", "mix_strategy",
-                           "mix_weight", "mix_filter", "setup", "recipe", *extra])
+    key = key.sort_values(["protocol", "_r", "size", "classifier", "profile", "_b", "variant", *tuned, "mix_ratio",
+                           "mix_strategy", "mix_weight", "mix_filter", "setup", "recipe", *extra], kind="stable")
     return key.drop(columns=["_r", "_b"]).reset_index(drop=True)
 
 
