@@ -85,6 +85,14 @@ class Procs:
                 p.wait(timeout=30)
 
 
+@pytest.fixture(autouse=True)
+def _server_running(request):
+    """The module's server runs at the start of every test that uses it, whatever a failed earlier test that stopped
+    it left behind (`server start` is idempotent): one failure must not turn into two."""
+    if "server" in request.fixturenames:
+        request.getfixturevalue("server").start()
+
+
 @pytest.fixture
 def procs():
     p = Procs()

@@ -247,3 +247,25 @@ def test_stop_leaves_nothing_running(server):
     assert st.stdout.count("stopped") == 2
     again = cli("server", "stop", "--dir", str(server.dir))
     assert again.returncode == 0 and "nothing running" in again.stdout
+
+
+@pytest.mark.parametrize("exits_after", [3, None])
+def test_stop_waits_for_a_postgres_that_is_still_exiting_and_names_one_that_is_stuck(tmp_path, monkeypatch,
+                                                                                     exits_after):
+    """pg_ctl says "server stopped" once the pid file is gone, a moment before the process exits (a busy CI machine
+    made that moment long enough to fail `server stop`): stop waits for it; a process that never exits is an error."""
+    from synthboost import server as srv
+
+    alive = iter([True] * exits_after if exits_after else [])
+    monkeypatch.setattr(srv, "status", lambda folder: srv.Status(dir=folder, state=None, pg_pid=4242, mlflow_pid=None,
+                                                                 mlflow_healthy=False))
+    monkeypatch.setattr(srv, "_pg_run", lambda *a: subprocess.CompletedProcess(a, 0, "server stopped\n", ""))
+    monkeypatch.setattr(srv, "pid_alive", lambda pid: next(alive, exits_after is None))
+    monkeypatch.setattr(srv, "PG_EXIT_GRACE", 1.0)
+    said = []
+    if exits_after:
+        srv.stop(tmp_path, say=said.append)
+        assert said == ["PostgreSQL (pid 4242) stopped"]
+    else:
+        with pytest.raises(RuntimeError, match=r"PostgreSQL \(pid 4242\) did not stop: server stopped"):
+            srv.stop(tmp_path, say=said.append)

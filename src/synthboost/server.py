@@ -126,6 +126,10 @@ def status(folder: Path | None = None) -> Status:
     return Status(dir=folder, state=state, pg_pid=pg_pid, mlflow_pid=mlflow_pid, mlflow_healthy=healthy)
 
 
+#: seconds a stopped PostgreSQL's process may take to exit after pg_ctl says "server stopped"
+PG_EXIT_GRACE = 15.0
+
+
 def stop(folder: Path | None = None, *, say=print) -> None:
     """Stop the MLflow server (its whole process group), then PostgreSQL; check that nothing is left."""
     folder = Path(folder or default_dir()).resolve()
@@ -143,6 +147,11 @@ def _stop(folder: Path, say) -> None:
         say(f"MLflow server (pid {st.mlflow_pid}) stopped")
     if st.pg_pid:
         out = _pg_run("pg_ctl", "stop", "-D", str(_data_dir(folder)), "-m", "fast", "-w", "-t", "60")
+        # pg_ctl returns once the postmaster has removed its pid file, a moment before the process is gone (on a
+        # busy machine, a noticeable one): give it that moment before calling it stuck
+        deadline = time.monotonic() + PG_EXIT_GRACE
+        while out.returncode == 0 and pid_alive(st.pg_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
         if out.returncode != 0 or pid_alive(st.pg_pid):
             raise RuntimeError(f"PostgreSQL (pid {st.pg_pid}) did not stop: {out.stdout.strip()}")
         say(f"PostgreSQL (pid {st.pg_pid}) stopped")
