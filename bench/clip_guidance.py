@@ -24,7 +24,6 @@ import os
 import statistics
 import sys
 import tempfile
-from dataclasses import dataclass
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP waiters slow a shared CPU
 
@@ -47,23 +46,13 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.3g}" + (f" ± {statistics.stdev(values):.2g}" if len(values) > 1 else "")
 
 
-@dataclass
-class Measured:
-    metrics: dict[str, float]
-    generator_reused: bool
-
-
-def run_or_read(cfg, tracker) -> Measured:
-    """Run one cell into ``EXPERIMENT``, or read back its FINISHED run from an earlier invocation on the same store
-    (at ``quick`` the bench takes hours: the same command again resumes)."""
-    done = tracker.finished_config_run(EXPERIMENT, pipeline.config_key(cfg))
-    if done is None:
-        run_id = pipeline.run_experiment(cfg, tracker=tracker, experiment=EXPERIMENT, progress=False).run_id
-        reused = tracker.run_info(run_id)["tags"].get(tracking.TAG_GENERATOR_REUSED) == "true"
-    else:
-        run_id, reused = done.info.run_id, done.data.tags.get(tracking.TAG_GENERATOR_REUSED) == "true"
-        print(f"seed {cfg.seed} {cfg.model}: run {run_id} finished earlier in this store; read back", file=sys.stderr)
-    return Measured(metrics=tracker.run_info(run_id)["metrics"], generator_reused=reused)
+def run_or_read(cfg, tracker) -> pipeline.RunResult:
+    """One cell into ``EXPERIMENT``, or its FINISHED run from an earlier invocation on the same store."""
+    result, read_back = pipeline.run_or_read(cfg, tracker=tracker, experiment=EXPERIMENT)
+    if read_back:
+        print(f"seed {cfg.seed} {cfg.model}: run {result.run_id} finished earlier in this store; read back",
+              file=sys.stderr)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,26 +78,20 @@ def _config(*, family: str, gen: dict, seed: int, args):
 def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, float]:
     """One pipeline run, or the FINISHED one a cut-off earlier invocation left in ``--store`` (the bench takes hours:
     it resumes); what it logged, with its training time (today's when it reused today's weights)."""
-    from synthboost import pipeline, tracking
-    from synthboost.data import make_split
+    from synthboost import pipeline
 
     cfg = _config(family=family, gen=gen, seed=seed, args=args)
     setting = "fast" if gen else "today"
-    done = tracker.finished_config_run(EXPERIMENT, pipeline.config_key(cfg), tags={"ttq_setting": setting})
-    if done:
-        run_id, reused = done.info.run_id, done.data.tags.get(tracking.TAG_GENERATOR_REUSED) == "true"
-        print(f"{family} seed {seed} {setting}: run {run_id} finished earlier in this store; read back", flush=True)
-    else:
-        # only a sampling-only fast setting may reuse weights (today's); anything else trains, so its time/gen is
-        # a training time even when an interrupted run of the same key left a checkpoint behind
-        digest = make_split(cfg.data, seed).digest
-        today = _config(family=family, gen={}, seed=seed, args=args)
-        reuse = bool(gen) and pipeline.generator_key(cfg, digest) == pipeline.generator_key(today, digest)
-        result = pipeline.run_experiment(cfg, tracker=tracker, experiment=EXPERIMENT, use_env_run=False,
-                                         progress=False, use_cache=reuse, extra_tags={"ttq_setting": setting})
-        run_id, reused = result.run_id, result.generator_reused
-    m = tracker.run_info(run_id)["metrics"]
-    return {"gen": m.get("time/gen", 0.0), "sample": m.get("time/sample", 0.0), "reused": reused,
+    # only a sampling-only fast setting may reuse weights (today's); anything else trains, so its time/gen is a
+    # training time even when an interrupted run of the same key left a checkpoint behind
+    reuse = bool(gen) and set(gen) <= set(pipeline.sampling_values(cfg.gen))
+    result, read_back = pipeline.run_or_read(cfg, tracker=tracker, experiment=EXPERIMENT, use_cache=reuse,
+                                             extra_tags={"ttq_setting": setting})
+    if read_back:
+        print(f"{family} seed {seed} {setting}: run {result.run_id} finished earlier in this store; read back",
+              flush=True)
+    m = result.metrics
+    return {"gen": m.get("time/gen", 0.0), "sample": m.get("time/sample", 0.0), "reused": result.generator_reused,
             "lc": m["gen/label_consistency"], "fid": m["gen/fid"]}
 
 

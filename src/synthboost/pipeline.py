@@ -478,6 +478,21 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                      tags={k: str(v) for k, v in tags.items()})
 
 
+def run_or_read(cfg: RunConfig, *, tracker, experiment: str, extra_tags: dict[str, str] | None = None,
+                use_cache: bool = True) -> tuple[RunResult, bool]:
+    """The FINISHED run of ``cfg`` in ``experiment`` (same ``config_key`` and ``extra_tags``) if an earlier call
+    left one, else a new run of it; and whether it was read back.  What a long bench calls, so that the same
+    command after a cut runs only what did not finish.  ``metrics`` are everything the run logged."""
+    done = tracker.finished_config_run(experiment, config_key(cfg), tags=extra_tags)
+    run_id = done.info.run_id if done is not None else run_experiment(
+        cfg, tracker=tracker, experiment=experiment, use_env_run=False, progress=False, use_cache=use_cache,
+        extra_tags=extra_tags).run_id
+    info = tracker.run_info(run_id)
+    tags = info["tags"]
+    return RunResult(run_id=run_id, metrics=info["metrics"], generator_run_id=tags.get(tracking.TAG_GENERATOR_RUN_ID),
+                     generator_reused=tags.get(tracking.TAG_GENERATOR_REUSED) == "true", tags=tags), done is not None
+
+
 def project_clip(tracker, *, profile: str, split: Split | None = None, progress: bool = False) -> tuple[dict, str]:
     """The project's CLIP of ``profile``: trained once, then loaded from its run.
 

@@ -149,10 +149,7 @@ def _stop(folder: Path, say) -> None:
         out = _pg_run("pg_ctl", "stop", "-D", str(_data_dir(folder)), "-m", "fast", "-w", "-t", "60")
         # pg_ctl returns once the postmaster has removed its pid file, a moment before the process is gone (on a
         # busy machine, a noticeable one): give it that moment before calling it stuck
-        deadline = time.monotonic() + PG_EXIT_GRACE
-        while out.returncode == 0 and pid_alive(st.pg_pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if out.returncode != 0 or pid_alive(st.pg_pid):
+        if out.returncode != 0 or not _gone(lambda: pid_alive(st.pg_pid), within=PG_EXIT_GRACE):
             raise RuntimeError(f"PostgreSQL (pid {st.pg_pid}) did not stop: {out.stdout.strip()}")
         say(f"PostgreSQL (pid {st.pg_pid}) stopped")
     if not (st.mlflow_pid or st.pg_pid):
@@ -340,12 +337,19 @@ def _stop_group(pid: int, timeout: float = 20.0) -> None:
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _group_alive(pid):
-            time.sleep(0.2)
-        if not _group_alive(pid):
+        if _gone(lambda: _group_alive(pid), within=wait):
             return
     raise RuntimeError(f"process group {pid} did not stop")
+
+
+def _gone(alive, *, within: float) -> bool:
+    """Whether ``alive()`` turns false within ``within`` seconds (polled)."""
+    deadline = time.monotonic() + within
+    while alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _group_alive(pgid: int) -> bool:
