@@ -40,6 +40,23 @@ def test_a_family_without_runs_or_calibration_is_unknown_not_borrowed_from_anoth
     assert "3 of 4 units unknown" in "\n".join(lines) and "at least" in "\n".join(lines)
 
 
+def test_a_draw_shared_by_several_recipes_is_priced_once_and_not_at_all_once_drawn():
+    """A generator's recipes (default, -strong, -seedrecipe) train on one kept draw (sample_cache)."""
+    from dataclasses import replace
+
+    runs = [record("ddpm", sample_s=100.0, sampled=1000)]
+    one = replace(cell("ddpm"), pool_key="p")
+    alone = cost.estimate([one], records=runs, calibration=[], m=HERE).seconds
+    assert alone == pytest.approx(10 + 100 + 10 + 5)  # training, the draw, the 100-image sample grid, classifier
+    shared = cost.estimate([one, replace(one, group=1)], records=runs, calibration=[], m=HERE).seconds
+    assert shared == pytest.approx(alone + 5)  # the second recipe pays its classifier, not the draw
+    other_mix = replace(one, group=1, pool_key="q")
+    assert cost.estimate([one, other_mix], records=runs, calibration=[], m=HERE).seconds == pytest.approx(alone + 105)
+    drawn = cost.estimate([one], records=runs, calibration=[], m=HERE, trained_keys={one.gen_key},
+                          drawn_keys={"p"}).seconds
+    assert drawn == pytest.approx(5)  # trained and drawn already: the classifier alone
+
+
 def test_runs_win_over_calibration_and_each_unit_says_where_it_came_from():
     runs = [record("vae", gen_s=100.0)]
     cal = [record("vae", gen_s=1.0)]
@@ -114,6 +131,14 @@ def test_cell_work_follows_the_planned_config(tmp_path):
     # ddpm's step floor (quick: 790 steps) holds the small regime's training near the large one's
     assert work[("ddpm", 1000)].gen_images >= 790 * 64 * 0.99
     assert work[("none", 1000)].gen_key is None
+    # a recipe variant draws the very same images (one kept draw); another mix does not
+    path.write_text("experiment: cw\nprofile: quick\nregimes: [balanced]\nsizes: [1000]\nseeds: [0]\n"
+                    "models: [ddpm, {model: ddpm, name: ddpm-seedrecipe, clf: {recipe: seed}}]\n"
+                    "mixes: [{ratio: 1.0, strategy: uniform}, {ratio: 2.0, strategy: uniform}]\n")
+    units = grid_mod.plan(grid_mod.load_grid(path), str(tmp_path / "q.journal"))
+    default, seedrecipe = ([grid_mod.cell_work(u, c, group=0) for c in u["cells"]] for u in units)
+    assert default[0].pool_key == seedrecipe[0].pool_key != default[1].pool_key
+    assert default[0].gen_key == default[1].gen_key == seedrecipe[1].gen_key
 
 
 def test_dry_run_on_an_empty_store_says_unknown_and_how_to_calibrate(tmp_path):

@@ -62,6 +62,38 @@ def test_identical_run_reuses_the_generator_and_reproduces_the_result(tracker, f
     assert second.metrics == first.metrics  # same seed, same samples, same classifier
 
 
+def test_another_recipe_in_another_process_trains_on_the_kept_samples_without_drawing_them(
+        tracker, first_vae_run, tmp_path, monkeypatch, capsys):
+    """A grid runs a generator's recipes (default, -strong, -seedrecipe) as separate units, often in other worker
+    processes: the draw is kept on disk, so the next recipe draws nothing and trains on the very same images."""
+    from synthboost import pipeline, sample_cache
+
+    cfg, first = first_vae_run
+    weighted = make_config(model="vae", regime="high", size=600, seed=1, profile="smoke", mix_ratio=1.0,
+                           mix_strategy="balance", overrides={"clf": {"class_weight": "balanced"}})
+
+    def run_fresh_process():
+        pipeline._POOLS.clear()  # what a new worker process starts with
+        result = run_experiment(weighted, tracker=tracker, experiment="test-pipeline", progress=False)
+        run = tracker.client.get_run(result.run_id)
+        return result, run.data.tags["samples_reused"], run.data.metrics.get("work/sampled")
+
+    kept, reused, sampled = run_fresh_process()
+    assert kept.generator_run_id == first.run_id and reused == "true" and sampled is None
+    assert kept.metrics != first.metrics  # another recipe on the same images
+
+    monkeypatch.setenv("SYNTHBOOST_SAMPLES", str(tmp_path))  # nothing kept: this run draws
+    drawn, reused, sampled = run_fresh_process()
+    assert reused == "false" and sampled > 0
+    assert drawn.metrics == kept.metrics  # the kept images are the ones a draw gives
+
+    for path in tmp_path.glob("*.pt"):  # damaged files are drawn again, with a warning, never trusted
+        path.write_bytes(b"not a tensor file")
+    again, reused, _ = run_fresh_process()
+    assert reused == "false" and again.metrics == kept.metrics
+    assert "cached samples" in capsys.readouterr().err and sample_cache.cache_dir() == tmp_path
+
+
 def test_mix_only_change_reuses_generator_but_changes_the_data(tracker, first_vae_run):
     cfg, first = first_vae_run
     other = make_config(model="vae", regime="high", size=600, seed=1, profile="smoke", mix_ratio=0.5,

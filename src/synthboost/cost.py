@@ -108,6 +108,7 @@ class CellWork:
     gen_key: str | None = None  # cells with the same key share one generator
     gen_images: float = 0.0  # work of training that generator (counted once per key)
     sampled: float = 0.0  # synthetic images drawn for the cell (the sample grid is added once per key)
+    pool_key: str | None = None  # cells with the same key share one draw (sample_cache): it is priced once
     classifier_work: float = 0.0
     quality: bool = False
     precision: str = "fp32"  # what its classifier trains in here (clf.amp resolved); priced from runs in it
@@ -275,10 +276,11 @@ PRECISION_PARTS = ("classifier", "overhead")
 
 
 def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[Record],
-             m: dict[str, Any] | None = None, trained_keys: set[str] = frozenset()) -> Estimate:
+             m: dict[str, Any] | None = None, trained_keys: set[str] = frozenset(),
+             drawn_keys: set[str] = frozenset()) -> Estimate:
     """Each cell's units priced from its own family's runs (``records``: those of this machine), else from its
-    family's ``calibration``, else counted unknown.  A generator key is priced once; keys in ``trained_keys``
-    (already trained) cost nothing."""
+    family's ``calibration``, else counted unknown.  A generator key and a pool key are priced once; keys in
+    ``trained_keys`` (already trained) and ``drawn_keys`` (already drawn) cost nothing."""
     m = m or machine()
     by_key: dict[str, list[Record]] = {}
     cal_by_key: dict[str, list[Record]] = {}
@@ -301,15 +303,19 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
     families: dict[str, FamilyEstimate] = {}
     groups: dict[int, float] = {}
     seen_gen: set[str] = set(trained_keys)
+    seen_pool: set[str] = set(drawn_keys)
     for c in cells:
         fam = families.setdefault(c.family, FamilyEstimate(c.family))
         fam.cells += 1
         parts: list[tuple[str, float]] = [("classifier", c.classifier_work)]
+        drawn = c.pool_key is not None and c.pool_key in seen_pool
+        if c.pool_key is not None:
+            seen_pool.add(c.pool_key)
         if c.gen_key is not None and c.gen_key not in seen_gen:
             seen_gen.add(c.gen_key)
             parts.append(("gen", c.gen_images))
-            parts.append(("sample", c.sampled + GRID_SAMPLES))
-        elif c.sampled:
+            parts.append(("sample", (0.0 if drawn else c.sampled) + GRID_SAMPLES))
+        elif c.sampled and not drawn:
             parts.append(("sample", c.sampled))
         if c.quality:
             parts.append(("quality", 1.0))

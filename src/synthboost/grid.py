@@ -334,8 +334,13 @@ def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
     # what the generator key hashes, less the data digest (the same data config and seed draw the same data)
     gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in sampling_values(cfg.gen)}
     gen_key = json.dumps([cfg.model, gen, cfg.to_dict()["data"], cfg.seed, cfg.profile], sort_keys=True, default=str)
+    # what the pipeline's kept draw is keyed by (sample_cache): the recipe (clf.*) is not part of it
+    mix_cfg = cfg.mix
+    filtering = [mix_cfg.filter, mix_cfg.filter_threshold, mix_cfg.filter_max_factor] if mix_cfg.filter != "none" else []
+    pool_key = json.dumps([gen_key, sampling_values(cfg.gen), synthetic_counts(counts, mix_cfg), *filtering],
+                          sort_keys=True, default=str)
     return cost.CellWork(**common, gen_key=gen_key, gen_images=cost.generator_images(cfg.gen, n_real),
-                         sampled=float(n_added), quality=cfg.gen_metrics)
+                         sampled=float(n_added), pool_key=pool_key, quality=cfg.gen_metrics)
 
 
 def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Path | None = None) -> cost.Estimate:
@@ -346,15 +351,16 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
     mine = [r for r in records if (r.cpu, r.threads) == (m["cpu"], m["threads"])]
     cal_data = cost.load_calibration(calibration)
     calibrated, elsewhere = cost.calibration_records(cal_data, m)
-    cells, trained = [], set()
+    cells, trained, drawn = [], set(), set()
     for group, u in enumerate(units):
-        missing = [c for c in u["cells"] if c["key"] not in done_keys]
-        for c in missing:
+        for c in u["cells"]:
             w = cell_work(u, c, group=group)
-            if w.gen_key is not None and len(missing) < len(u["cells"]):  # a finished cell trained its generator
+            if c["key"] not in done_keys:
+                cells.append(w)
+            elif w.gen_key is not None:  # a finished cell: its generator is trained and its pool drawn (and kept)
                 trained.add(w.gen_key)
-            cells.append(w)
-    est = cost.estimate(cells, records=mine, calibration=calibrated, m=m, trained_keys=trained)
+                drawn.add(w.pool_key)
+    est = cost.estimate(cells, records=mine, calibration=calibrated, m=m, trained_keys=trained, drawn_keys=drawn)
     if len(records) > len(mine):
         est.notes.append(f"{len(records) - len(mine)} timed runs from another CPU or thread count are not used")
     share = cost.calibration_share(cal_data, m)

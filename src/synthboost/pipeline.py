@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import yaml
 
-from . import classifiers, cost, faults, generators, tracking
+from . import classifiers, cost, faults, generators, sample_cache, tracking
 from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, key_dict, replace
 from .data import NUM_CLASSES, Split, check_folds, load_fashion_mnist, make_split, regime_counts
 from .regimes import train_counts
@@ -236,6 +236,20 @@ def _cached(key: tuple, make: Callable[[], object], *, enabled: bool = True, sto
     return value
 
 
+def _kept(key: tuple, make: Callable[[], object], *, enabled: bool, generator_run: str):
+    """``_cached``, backed by the disk (``sample_cache``): the draw of another process or an earlier run of the same
+    generator run is read instead of drawn again."""
+    def from_disk():
+        identity = json.dumps(key, default=str)
+        value = sample_cache.load(identity, generator_run=generator_run)
+        if value is None:
+            value = make()
+            sample_cache.save(identity, value, generator_run=generator_run)
+        return value
+
+    return _cached(key, from_disk if enabled else make, enabled=enabled)
+
+
 def _draw(gen, labels: torch.Tensor, *, seed: int, offset: int) -> torch.Tensor:
     torch.manual_seed(seed * 1000 + offset)  # samples depend on the seed, not on RNG history
     return gen.sample_batched(labels)
@@ -415,10 +429,14 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                 return _draw(gen, grid_y, seed=cfg.seed, offset=2)
 
             grid_y = labels_for([10] * NUM_CLASSES)
-            with timed(seconds, "sample"):  # a pool already in this process's cache costs (and counts) nothing
-                synth_x, synth_y, mix_metrics = _cached((key, sampling, tuple(counts), cfg.seed, *filter_key),
-                                                        draw_pool, enabled=use_cache)
-                grid_x = _cached((key, sampling, "grid", cfg.seed), draw_grid, enabled=use_cache)
+            # a pool already drawn (in this process, or kept on disk by any run of this generator) costs and counts
+            # nothing: the same seeded draw gives the same images
+            with timed(seconds, "sample"):
+                synth_x, synth_y, mix_metrics = _kept((key, sampling, tuple(counts), cfg.seed, *filter_key),
+                                                      draw_pool, enabled=use_cache, generator_run=gen_run_id)
+                grid_x = _kept((key, sampling, "grid", cfg.seed), draw_grid, enabled=use_cache,
+                               generator_run=gen_run_id)
+            run.set_tags({tracking.TAG_SAMPLES_REUSED: str("sampled" not in work).lower()})
             run.log_figure(plots.sample_grid(grid_x, grid_y, title=f"{cfg.model} samples (one row per class)"),
                            "samples/grid.png")
             run.log_metrics(mix_metrics)

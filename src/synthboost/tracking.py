@@ -36,6 +36,7 @@ TAG_GENERATOR_KEY = "generator_key"  # hash of what a generator's training depen
 TAG_GENERATOR_TRAINED = "generator_trained"  # "true" on the run that trained (and logged) the generator
 TAG_GENERATOR_RUN_ID = "generator_run_id"  # the run whose checkpoint a run used
 TAG_GENERATOR_REUSED = "generator_reused"
+TAG_SAMPLES_REUSED = "samples_reused"  # "true" when a run drew no image: its synthetic ones were kept (sample_cache)
 # what a run's amp settings resolved to on its machine (fp32 | bf16 | fp16): the generator's sampling, and its
 # training on the run that trained it (the classifier's is the param clf.precision, part of its recipe)
 TAG_SAMPLING_PRECISION, TAG_TRAINING_PRECISION = "gen.sampling_precision", "gen.training_precision"

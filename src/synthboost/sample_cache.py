@@ -1,0 +1,69 @@
+"""Synthetic images kept on disk, so that a draw is made once per generator, sampling setting, counts and seed.
+
+A grid runs a generator's variants (its default recipe, ``-strong``, ``-seedrecipe``, …) as separate units, often
+in another worker process, and every one of them drew the same images again: at balanced/5,000 a diffusion pool is
+~20 min of a core each time.  The images are a pure function of the draw (``pipeline._draw`` seeds by the run's
+seed, not by RNG history), so a run that reads them here trains on the very images it would have drawn.
+
+Files are machine-local (``tracking/samples/``, git-ignored; ``SYNTHBOOST_SAMPLES`` moves them), named by a hash
+of the draw's identity and bound to the MLflow run of the generator they came from: a generator trained again (a
+damaged checkpoint, another store) has another run id, and its images are drawn anew.  A file that cannot be read
+or written is a cache miss, never a failed run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = 1
+
+
+def cache_dir() -> Path:
+    from .tracking import tracking_dir  # only the folder
+
+    return Path(os.environ.get("SYNTHBOOST_SAMPLES") or tracking_dir() / "samples")
+
+
+def path_for(identity: str) -> Path:
+    return cache_dir() / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.pt"
+
+
+def load(identity: str, *, generator_run: str) -> Any | None:
+    """The value saved for ``identity`` from the generator of run ``generator_run``, or None."""
+    path = path_for(identity)
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, weights_only=True)
+    except Exception as err:  # noqa: BLE001 — a damaged file is drawn again (and overwritten), never trusted
+        print(f"warning: cached samples {path} unreadable ({type(err).__name__}); drawing them again", file=sys.stderr)
+        return None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT or blob.get("identity") != identity \
+            or blob.get("generator_run") != generator_run:
+        return None
+    return blob["value"]
+
+
+def save(identity: str, value: Any, *, generator_run: str) -> None:
+    """Write atomically (a temporary file renamed into place): two workers saving one draw leave one whole file."""
+    path = path_for(identity)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save({"format": FORMAT, "identity": identity, "generator_run": generator_run, "value": value}, f)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as err:  # a full disk or a read-only folder costs the next run a draw, not this run
+        print(f"warning: could not keep the samples in {path.parent} ({err.strerror or err}); "
+              "the next run that needs them draws them again", file=sys.stderr)
