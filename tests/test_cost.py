@@ -86,6 +86,22 @@ def test_a_bf16_classifier_is_priced_only_from_runs_that_trained_in_bf16(tmp_pat
     assert grid_mod.cell_work(unit, unit["cells"][0], group=0).precision == "bf16"
 
 
+def test_a_seed_recipe_classifier_is_priced_from_seed_recipe_runs_and_its_generator_from_any():
+    """clf.recipe=seed trains the seed study's small CNN (13 s a cell against the fair CNN's 107 s on high/1,000
+    here): its classifier unit is priced from runs of that recipe, else unknown; its generator from the family's."""
+    from dataclasses import replace
+
+    fair = record("ddpm", clf_s=10.0, cell=120.0)
+    seed = replace(record("ddpm", clf_s=1.0, cell=111.0), recipe="seed")
+    seed_cell = replace(cell("ddpm"), recipe="seed")
+    only_fair = cost.estimate([seed_cell], records=[fair], calibration=[], m=HERE).families["ddpm"]
+    assert only_fair.unknown == 1 and only_fair.units == 3  # the classifier; training and drawing are priced
+    both = [fair, seed]
+    seed_s = cost.estimate([seed_cell], records=both, calibration=[], m=HERE).seconds
+    fair_s = cost.estimate([cell("ddpm")], records=both, calibration=[], m=HERE).seconds
+    assert fair_s - seed_s == pytest.approx(10.0 - 1.0)  # the same generator, draw and overhead; 9 s of classifier
+
+
 def test_the_estimate_scales_with_steps_images_and_picks_the_nearest_size():
     runs = [record("vae", 1000, gen_s=10.0), record("vae", 5000, gen_s=1000.0)]  # a much slower rate at 5,000
     one = cost.estimate([cell("vae", 1000)], records=runs, calibration=[], m=HERE).seconds

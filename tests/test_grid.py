@@ -147,6 +147,20 @@ def test_a_variant_can_carry_classifier_options_and_mixes_can_filter(grid_file, 
     assert len(baseline) == 4 and all("mix" not in c["overrides"] for c in baseline)
 
 
+def test_mixes_for_gives_a_variant_its_own_mixes_and_the_others_keep_the_grids(grid_file, tmp_path):
+    """The seed protocol's variants take its 1:1 mix beside the fair variants' mixes (studies/verdict.yaml)."""
+    text = GRID.replace("[none, vae]", "[none, vae, {{model: vae, name: vae-seedrecipe, clf: {{recipe: seed}}}}]")
+    text += "mixes_for: {{vae-seedrecipe: [{{ratio: 2.0, strategy: uniform}}]}}\n"
+    units = grid_mod.plan(grid_mod.load_grid(grid_file("g-own", text)), str(tmp_path / "q.journal"))
+    mixes = {v: [c["overrides"]["mix"] for u in units if u["variant"] == v for c in u["cells"]]
+             for v in ("vae", "vae-seedrecipe")}
+    assert mixes["vae-seedrecipe"] == [{"ratio": 2.0, "strategy": "uniform"}] * 4  # 2 regimes × 2 seeds
+    assert len(mixes["vae"]) == 8 and {"ratio": 2.0, "strategy": "uniform"} not in mixes["vae"]
+    bad = grid_file("g-own-bad", text.replace("vae-seedrecipe: [", "vae-seedrecpe: ["))
+    out = runner.invoke(app, ["grid", "--config", str(bad), "--storage", str(tmp_path / "q.journal"), "--dry-run"])
+    assert out.exit_code == 2 and "mixes_for names 'vae-seedrecpe'" in out.stderr, out.output
+
+
 @pytest.mark.parametrize("name", ["grid", "gan-balanced", "gan-high", "diffusion-balanced", "diffusion-high",
                                   "tuned-high", "tuned-balanced", "verdict"])
 def test_the_shipped_grid_files_are_valid(name):

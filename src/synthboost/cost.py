@@ -112,6 +112,7 @@ class CellWork:
     classifier_work: float = 0.0
     quality: bool = False
     precision: str = "fp32"  # what its classifier trains in here (clf.amp resolved); priced from runs in it
+    recipe: str = "fair"  # clf.recipe: the seed recipe is another network, priced from its own runs
 
     @property
     def rate_key(self) -> str:
@@ -135,6 +136,7 @@ class Record:
     cpu: str = ""
     threads: int = 0
     precision: str = "fp32"  # the run's clf.precision (runs from before it computed in fp32)
+    recipe: str = "fair"  # the run's clf.recipe (runs from before it had one: fair)
 
     @property
     def rate_key(self) -> str:
@@ -271,7 +273,7 @@ class Estimate:
         return max(loads)
 
 
-#: the parts whose rate depends on the classifier's precision (the cell's overhead includes its evaluation)
+#: the parts whose rate depends on the classifier's precision and recipe (the overhead includes its evaluation)
 PRECISION_PARTS = ("classifier", "overhead")
 
 
@@ -290,11 +292,12 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
         cal_by_key.setdefault(r.rate_key, []).append(r)
 
     @functools.cache
-    def rate(key: str, part: str, size: int, precision: str) -> tuple[float | None, str]:
+    def rate(key: str, part: str, size: int, precision: str, recipe: str) -> tuple[float | None, str]:
         for source, table in (("runs", by_key), ("calibration", cal_by_key)):
             recs = table.get(key, [])
-            if part in PRECISION_PARTS:  # a bf16 classifier step is not priced from fp32 ones (1.6x apart here)
-                recs = [r for r in recs if r.precision == precision]
+            if part in PRECISION_PARTS:  # a bf16 classifier step is not priced from fp32 ones (1.6x apart here),
+                # nor a step of the seed recipe's small CNN from the fair one's (~5x apart)
+                recs = [r for r in recs if r.precision == precision and r.recipe == recipe]
             x = nearest_rate(recs, part, size)
             if x is not None:
                 return x, source
@@ -321,9 +324,9 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
             parts.append(("quality", 1.0))
         for part, amount in parts:
             fam.units += 1
-            x, source = rate(c.rate_key, part, c.size, c.precision)
+            x, source = rate(c.rate_key, part, c.size, c.precision, c.recipe)
             if part == "classifier" and x is not None:  # a cell's fixed costs come with its classifier unit
-                over, _ = rate(c.rate_key, "overhead", c.size, c.precision)
+                over, _ = rate(c.rate_key, "overhead", c.size, c.precision, c.recipe)
                 x = None if over is None else x
                 seconds = None if x is None else x * amount + over
             else:

@@ -53,6 +53,8 @@ class GridSpec:
     mixes: list[dict[str, Any]] = pydantic.Field(default_factory=lambda: [{"ratio": 1.0, "strategy": "balance"}])
     # model or variant name -> its own sizes (e.g. the real-only learning curves beyond the generators' sizes)
     sizes_for: dict[str, list[int]] = pydantic.Field(default_factory=dict)
+    # model or variant name -> its own mixes instead of the grid's (e.g. the seed protocol's 1:1 mix for its variants)
+    mixes_for: dict[str, list[dict[str, Any]]] = pydantic.Field(default_factory=dict)
     fixed: dict[str, Any] = pydantic.Field(default_factory=dict)  # section.key -> value for every cell
     gen_metrics: bool = False
 
@@ -80,10 +82,11 @@ def load_grid(path: str | Path | None, *, profile: str | None = None) -> GridSpe
     for c in spec.classifiers:
         classifiers.get(c)
     known = {n for v in variants(spec) for n in (v.name, v.model)}  # also validates model names
-    unknown = sorted(set(spec.sizes_for) - known)
-    if unknown:
-        raise UserError(f"{path.name}: sizes_for names {', '.join(map(repr, unknown))}, not a model or variant of "
-                        f"this grid (have: {', '.join(sorted(known))})")
+    for field_name in ("sizes_for", "mixes_for"):
+        unknown = sorted(set(getattr(spec, field_name)) - known)
+        if unknown:
+            raise UserError(f"{path.name}: {field_name} names {', '.join(map(repr, unknown))}, not a model or "
+                            f"variant of this grid (have: {', '.join(sorted(known))})")
     split_fixed(spec.fixed)
     return spec
 
@@ -160,11 +163,11 @@ class Studies:
                 "study_model": spec.model, "tags": tags, "label": f"best of {name}"}
 
 
-def _mix_settings(spec: GridSpec, studies: Studies) -> list[dict[str, Any]]:
+def _mix_settings(mixes: list[dict[str, Any]], studies: Studies) -> list[dict[str, Any]]:
     """Fixed mixes as they are, ``from_study`` entries resolved to that study's best params (a templated name
     stays a template, resolved per variant and regime by ``_settings_for``)."""
     out = []
-    for m in spec.mixes:
+    for m in mixes:
         if "from_study" not in m:
             unknown = set(m) - {f.name for f in dataclasses.fields(MixConfig)}  # e.g. filter, filter_threshold
             if unknown:
@@ -225,12 +228,14 @@ def plan(spec: GridSpec, storage_url: str, *, studies: Studies | None = None) ->
 
     fixed = split_fixed(spec.fixed)
     studies = studies or Studies(storage_url)
-    mixes = _mix_settings(spec, studies)
+    mixes = _mix_settings(spec.mixes, studies)
+    own_mixes = {name: _mix_settings(m, studies) for name, m in spec.mixes_for.items()}
     units = []
     for v in variants(spec):
         baseline = generators.is_baseline(v.model)
         for regime in spec.regimes:
-            settings = _settings_for(v.model, mixes, regime=regime, profile=spec.profile, studies=studies)
+            v_mixes = own_mixes.get(v.name, own_mixes.get(v.model, mixes))  # mixes_for its name, else its model
+            settings = _settings_for(v.model, v_mixes, regime=regime, profile=spec.profile, studies=studies)
             for size in sizes_of(spec, v):
                 for seed in spec.seeds:
                     cells = []
@@ -328,7 +333,8 @@ def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
     clf = cost.classifier_work(cfg.clf, n_budget=budget_images(cfg, n_real) or n_real + n_added,
                                n_total=n_real + n_added)
     common = dict(family=cfg.model, profile=cfg.profile, classifier=cfg.classifier, size=cfg.data.size, group=group,
-                  classifier_work=clf, precision=classifiers.training_precision(cfg.clf))
+                  classifier_work=clf, precision=classifiers.training_precision(cfg.clf),
+                  recipe=getattr(cfg.clf, "recipe", "fair"))
     if cfg.gen is None:
         return cost.CellWork(**common)
     # what the generator key hashes, less the data digest (the same data config and seed draw the same data)
@@ -385,12 +391,12 @@ def calibrate(spec: GridSpec, *, storage_url: str, size: int = CALIBRATION_SIZE,
     from .pipeline import feature_extractor, make_config, run_experiment
     from .tracking import Tracker
 
-    first: dict[str, Variant] = {}
-    for v in variants(spec):
-        first.setdefault(v.model, v)
+    first: dict[tuple[str, str], Variant] = {}
+    for v in variants(spec):  # one cell per family and classifier recipe (the seed recipe is another network)
+        first.setdefault((v.model, v.clf.get("recipe", "fair")), v)
     small = build(GridSpec, as_dict(spec) | {
         "models": [{"model": v.model, "name": v.name, "gen": v.gen, "clf": v.clf} for v in first.values()],
-        "regimes": ["balanced"], "sizes": [size], "sizes_for": {}, "seeds": [0], "experiment": "calibration"})
+        "regimes": ["balanced"], "sizes": [size], "sizes_for": {}, "mixes_for": {}, "seeds": [0], "experiment": "calibration"})
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="synthboost-calibrate-") as tmp:
         units = plan(small, storage_url)  # the storage only to read studies' best mixes (from_study)

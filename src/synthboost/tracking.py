@@ -446,6 +446,7 @@ class Tracker:
                         "classifier": t.get("classifier", ""), "size": int(t.get("size") or 0),
                         "cpu": t.get("machine.cpu", ""), "threads": int(t.get("machine.threads") or 0),
                         "precision": r.data.params.get("clf.precision", "fp32"),
+                        "recipe": r.data.params.get("clf.recipe", "fair"),
                         "time": {k[5:]: v for k, v in m.items() if k.startswith("time/")},
                         "work": {k[5:]: v for k, v in m.items() if k.startswith("work/")}})
         return out
