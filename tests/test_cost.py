@@ -87,7 +87,7 @@ def test_a_bf16_classifier_is_priced_only_from_runs_that_trained_in_bf16(tmp_pat
 
 
 def test_a_seed_recipe_classifier_is_priced_from_seed_recipe_runs_and_its_generator_from_any():
-    """clf.recipe=seed trains the seed study's small CNN (13 s a cell against the fair CNN's 107 s on high/1,000
+    """clf.recipe=seed trains the seed study's small CNN (0.075 s a step against the fair CNN's 0.097 on high/1,000
     here): its classifier unit is priced from runs of that recipe, else unknown; its generator from the family's."""
     from dataclasses import replace
 
