@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"\nclip guidance — {args.profile} {args.regime}/{args.size}, seeds {','.join(map(str, seeds))}, "
           f"gen {gen_over}, clip_guidance_scale {args.clip_scale:g}, 1× uniform mix; one generator per seed "
-          f"(trained in {fmt(trained_s)} s), every mode samples it")
+          f"({f'trained in {fmt(trained_s)} s' if trained_s else 'each found in the store'}), every mode samples it")
     header = ["guidance", *[c for c, _, _ in COLUMNS]]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for mode in modes:
