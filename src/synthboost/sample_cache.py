@@ -5,10 +5,11 @@ in another worker process, and every one of them drew the same images again: at 
 ~20 min of a core each time.  The images are a pure function of the draw (``pipeline._draw`` seeds by the run's
 seed, not by RNG history), so a run that reads them here trains on the very images it would have drawn.
 
-Files are machine-local (``tracking/samples/``, git-ignored; ``SYNTHBOOST_SAMPLES`` moves them), named by a hash
-of the draw's identity and bound to the MLflow run of the generator they came from: a generator trained again (a
-damaged checkpoint, another store) has another run id, and its images are drawn anew.  A file that cannot be read
-or written is a cache miss, never a failed run.
+Files are a machine-local cache, beside the data's (``~/.cache/synthboost/samples/``, under ``XDG_CACHE_HOME`` if
+set; ``SYNTHBOOST_SAMPLES`` moves them; deleting them costs draws, nothing else) — not in the tracking folder, which
+a worker of a shared server never creates.  They are named by a hash of the draw's identity and bound to the MLflow
+run of the generator they came from: a generator trained again (a damaged checkpoint, another store) has another
+run id, and its images are drawn anew.  A file that cannot be read or written is a cache miss, never a failed run.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ FORMAT = 1
 
 
 def cache_dir() -> Path:
-    from .tracking import tracking_dir  # only the folder
-
-    return Path(os.environ.get("SYNTHBOOST_SAMPLES") or tracking_dir() / "samples")
+    if os.environ.get("SYNTHBOOST_SAMPLES"):
+        return Path(os.environ["SYNTHBOOST_SAMPLES"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "synthboost" / "samples"
 
 
 def path_for(identity: str) -> Path:
