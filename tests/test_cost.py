@@ -57,6 +57,23 @@ def test_a_draw_shared_by_several_recipes_is_priced_once_and_not_at_all_once_dra
     assert drawn == pytest.approx(5)  # trained and drawn already: the classifier alone
 
 
+def test_a_run_tagged_timings_disturbed_is_not_priced_from(tracker):
+    """A cell whose process was paused mid-run (its wall time counts the pause) keeps its result but not its price."""
+    from synthboost import tracking
+
+    exp = tracker.client.create_experiment("timings-disturbed")
+    ids = []
+    for _ in range(2):
+        run = tracker.client.create_run(exp, tags={tracking.TAG_KIND: tracking.KIND_EXPERIMENT, "model": "none",
+                                                   "profile": "quick", "classifier": "cnn", "size": "1000"})
+        tracker.client.log_metric(run.info.run_id, "time/cell", 100.0)
+        tracker.client.set_terminated(run.info.run_id)
+        ids.append(run.info.run_id)
+    assert len(tracker.timings(experiments=["timings-disturbed"])) == 2
+    tracker.client.set_tag(ids[0], tracking.TAG_TIMINGS_DISTURBED, "true")
+    assert len(tracker.timings(experiments=["timings-disturbed"])) == 1
+
+
 def test_runs_win_over_calibration_and_each_unit_says_where_it_came_from():
     runs = [record("vae", gen_s=100.0)]
     cal = [record("vae", gen_s=1.0)]

@@ -36,6 +36,9 @@ TAG_GENERATOR_KEY = "generator_key"  # hash of what a generator's training depen
 TAG_GENERATOR_TRAINED = "generator_trained"  # "true" on the run that trained (and logged) the generator
 TAG_GENERATOR_RUN_ID = "generator_run_id"  # the run whose checkpoint a run used
 TAG_GENERATOR_REUSED = "generator_reused"
+#: "true" on a run whose wall times are known to be wrong (e.g. its process was paused mid-run): its result stands,
+#: but the cost model does not price other cells from it
+TAG_TIMINGS_DISTURBED = "timings_disturbed"
 TAG_SAMPLES_REUSED = "samples_reused"  # "true" when a run drew no image: its synthetic ones were kept (sample_cache)
 # what a run's amp settings resolved to on its machine (fp32 | bf16 | fp16): the generator's sampling, and its
 # training on the run that trained it (the classifier's is the param clf.precision, part of its recipe)
@@ -442,6 +445,8 @@ class Tracker:
         for r in self.search(kind_filter(KIND_EXPERIMENT) + " and metrics.`time/cell` >= 0", experiment_ids=ids,
                              max_results=50000):
             t, m = r.data.tags, r.data.metrics
+            if t.get(TAG_TIMINGS_DISTURBED) == "true":
+                continue
             out.append({"family": t.get("model", ""), "profile": t.get("profile", ""),
                         "classifier": t.get("classifier", ""), "size": int(t.get("size") or 0),
                         "cpu": t.get("machine.cpu", ""), "threads": int(t.get("machine.threads") or 0),
