@@ -28,7 +28,8 @@ def test_modes_share_one_generator_and_a_second_invocation_reads_the_runs_back(t
     assert set(rows) == {"cfg", "clip_grad"}
     assert all(0.0 <= float(r[1]) <= 1.0 and float(r[2]) > 0 for r in rows.values())  # label consistency, FID
     # clip_grad against cfg seed by seed: on one seed the difference of the two gains, and no interval
-    paired = re.search(r"clip_grad − cfg, paired over seeds .*: gain_pp ([-+0-9.e]+) \(n = 1, no interval\)", first.out)
+    paired = re.search(r"clip_grad − cfg, paired over seeds .*: gain_pp ([-+0-9.e]+) \(n = 1, no interval\)",
+                       first.out)
     assert paired and float(paired[1]) == pytest.approx(float(rows["clip_grad"][4]) - float(rows["cfg"][4]), abs=0.2)
     assert bench.main([*CHEAP, "--modes", "cfg,clip_grad"]) == 0
     again = capsys.readouterr()

@@ -342,7 +342,8 @@ def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
     gen_key = json.dumps([cfg.model, gen, cfg.to_dict()["data"], cfg.seed, cfg.profile], sort_keys=True, default=str)
     # what the pipeline's kept draw is keyed by (sample_cache): the recipe (clf.*) is not part of it
     mix_cfg = cfg.mix
-    filtering = [mix_cfg.filter, mix_cfg.filter_threshold, mix_cfg.filter_max_factor] if mix_cfg.filter != "none" else []
+    filtering = ([mix_cfg.filter, mix_cfg.filter_threshold, mix_cfg.filter_max_factor]
+                 if mix_cfg.filter != "none" else [])
     pool_key = json.dumps([gen_key, sampling_values(cfg.gen), synthetic_counts(counts, mix_cfg), *filtering],
                           sort_keys=True, default=str)
     return cost.CellWork(**common, gen_key=gen_key, gen_images=cost.generator_images(cfg.gen, n_real),
@@ -396,7 +397,8 @@ def calibrate(spec: GridSpec, *, storage_url: str, size: int = CALIBRATION_SIZE,
         first.setdefault((v.model, v.clf.get("recipe", "fair")), v)
     small = build(GridSpec, as_dict(spec) | {
         "models": [{"model": v.model, "name": v.name, "gen": v.gen, "clf": v.clf} for v in first.values()],
-        "regimes": ["balanced"], "sizes": [size], "sizes_for": {}, "mixes_for": {}, "seeds": [0], "experiment": "calibration"})
+        "regimes": ["balanced"], "sizes": [size], "sizes_for": {}, "mixes_for": {}, "seeds": [0],
+        "experiment": "calibration"})
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="synthboost-calibrate-") as tmp:
         units = plan(small, storage_url)  # the storage only to read studies' best mixes (from_study)
