@@ -37,9 +37,13 @@ INSTALL_HINT = (
 )
 
 
+def user_cache_dir() -> Path:
+    """The project's folder in the user's cache (``XDG_CACHE_HOME`` if set): the data, kept synthetic draws."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "synthboost"
+
+
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "synthboost" / "fashion-mnist"
+    return user_cache_dir() / "fashion-mnist"
 
 
 @dataclass(frozen=True)

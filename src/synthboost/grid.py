@@ -323,7 +323,7 @@ def _cell_config(unit: dict, cell: dict):
 def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
     """The work of one planned cell, computed from its config without loading any data."""
     from .mixing import synthetic_counts
-    from .pipeline import budget_images, sampling_values, uses_mix
+    from .pipeline import budget_images, filter_key, sampling_values, uses_mix
 
     cfg = _cell_config(unit, cell)
     counts = cost.train_counts(cfg.data.regime, cfg.data.size, cfg.seed, val_fraction=cfg.data.val_fraction,
@@ -341,11 +341,8 @@ def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
     gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in sampling_values(cfg.gen)}
     gen_key = json.dumps([cfg.model, gen, cfg.to_dict()["data"], cfg.seed, cfg.profile], sort_keys=True, default=str)
     # what the pipeline's kept draw is keyed by (sample_cache): the recipe (clf.*) is not part of it
-    mix_cfg = cfg.mix
-    filtering = ([mix_cfg.filter, mix_cfg.filter_threshold, mix_cfg.filter_max_factor]
-                 if mix_cfg.filter != "none" else [])
-    pool_key = json.dumps([gen_key, sampling_values(cfg.gen), synthetic_counts(counts, mix_cfg), *filtering],
-                          sort_keys=True, default=str)
+    pool_key = json.dumps([gen_key, sampling_values(cfg.gen), synthetic_counts(counts, cfg.mix),
+                           *filter_key(cfg.mix)], sort_keys=True, default=str)
     return cost.CellWork(**common, gen_key=gen_key, gen_images=cost.generator_images(cfg.gen, n_real),
                          sampled=float(n_added), pool_key=pool_key, quality=cfg.gen_metrics)
 
@@ -361,8 +358,11 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
     cells, trained, drawn = [], set(), set()
     for group, u in enumerate(units):
         for c in u["cells"]:
+            done = c["key"] in done_keys
+            if done and generators.is_baseline(u["model"]):  # nothing of it is shared with a missing cell
+                continue
             w = cell_work(u, c, group=group)
-            if c["key"] not in done_keys:
+            if not done:
                 cells.append(w)
             elif w.gen_key is not None:  # a finished cell: its generator is trained and its pool drawn (and kept)
                 trained.add(w.gen_key)

@@ -250,6 +250,14 @@ def _kept(key: tuple, make: Callable[[], object], *, enabled: bool, generator_ru
     return _cached(key, from_disk if enabled else make, enabled=enabled)
 
 
+def filter_key(mix_cfg: MixConfig) -> tuple:
+    """What a mix's filter adds to the identity of a draw (nothing without a filter): the pipeline's kept draws
+    and the grid's pricing of them key on it alike."""
+    if mix_cfg.filter == "none":
+        return ()
+    return mix_cfg.filter, mix_cfg.filter_threshold, mix_cfg.filter_max_factor
+
+
 def _draw(gen, labels: torch.Tensor, *, seed: int, offset: int) -> torch.Tensor:
     torch.manual_seed(seed * 1000 + offset)  # samples depend on the seed, not on RNG history
     return gen.sample_batched(labels)
@@ -415,7 +423,6 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             stage("sampling", f"{sum(counts)} synthetic images ({cfg.mix.ratio:g}×{cfg.mix.strategy}"
                   + (f", filter {cfg.mix.filter}" if cfg.mix.filter != "none" else "") + ")")
             filtering = cfg.mix.filter != "none"
-            filter_key = (cfg.mix.filter, cfg.mix.filter_threshold, cfg.mix.filter_max_factor) if filtering else ()
             sampling = json.dumps(sampling_values(cfg.gen), sort_keys=True, default=str)
 
             def draw_pool():
@@ -432,8 +439,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             # a pool already drawn (in this process, or kept on disk by any run of this generator) costs and counts
             # nothing: the same seeded draw gives the same images
             with timed(seconds, "sample"):
-                synth_x, synth_y, mix_metrics = _kept((key, sampling, tuple(counts), cfg.seed, *filter_key),
-                                                      draw_pool, enabled=use_cache, generator_run=gen_run_id)
+                pool = (key, sampling, tuple(counts), cfg.seed, *filter_key(cfg.mix))
+                synth_x, synth_y, mix_metrics = _kept(pool, draw_pool, enabled=use_cache, generator_run=gen_run_id)
                 grid_x = _kept((key, sampling, "grid", cfg.seed), draw_grid, enabled=use_cache,
                                generator_run=gen_run_id)
             run.set_tags({tracking.TAG_SAMPLES_REUSED: str("sampled" not in work).lower()})

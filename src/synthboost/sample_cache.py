@@ -27,9 +27,9 @@ FORMAT = 1
 
 
 def cache_dir() -> Path:
-    if os.environ.get("SYNTHBOOST_SAMPLES"):
-        return Path(os.environ["SYNTHBOOST_SAMPLES"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "synthboost" / "samples"
+    from .data import user_cache_dir
+
+    return Path(os.environ.get("SYNTHBOOST_SAMPLES") or user_cache_dir() / "samples")
 
 
 def path_for(identity: str) -> Path:
