@@ -18,12 +18,14 @@ import torch
 def isolated_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("synthboost_home")
     saved = {k: os.environ.get(k) for k in ("SYNTHBOOST_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID",
-                                            "MLFLOW_EXPERIMENT_ID", "SYNTHBOOST_OPTUNA_STORAGE", "SYNTHBOOST_SAMPLES")}
+                                            "MLFLOW_EXPERIMENT_ID", "SYNTHBOOST_OPTUNA_STORAGE", "SYNTHBOOST_SAMPLES",
+                                            "SYNTHBOOST_SNAPSHOTS", "SYNTHBOOST_SNAPSHOT_SECONDS")}
     os.environ["SYNTHBOOST_HOME"] = str(home)
     for k in saved:
         if k != "SYNTHBOOST_HOME":
             os.environ.pop(k, None)
     os.environ["SYNTHBOOST_SAMPLES"] = str(home / "samples")  # the kept draws too, not the user's ~/.cache
+    os.environ["SYNTHBOOST_SNAPSHOTS"] = str(home / "snapshots")  # and the training snapshots
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     yield home
     for k, v in saved.items():

@@ -147,7 +147,7 @@ def test_ssvae_api_takes_images_only_for_the_pool(split):
     pool = unlabeled_pool(split, gen.config.unlabeled_size, 0)
     assert torch.equal(inputs.kwargs["unlabeled"], pool)  # images only: the pool's labels never leave data.py
     params = inspect.signature(cls.fit).parameters
-    assert set(params) == {"self", "images", "labels", "unlabeled", "val", "progress", "on_epoch"}
+    assert set(params) == {"self", "images", "labels", "unlabeled", "val", "progress", "on_epoch", "snapshots"}
     assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in ("unlabeled", "val", "progress", "on_epoch"))
 
 

@@ -34,6 +34,7 @@ from .regimes import train_counts
 from .errors import CheckpointIncomplete, UserError
 from .metrics import classification_metrics, confusion
 from .mixing import filter_samples, labels_for, mix, oversample_indices, synthetic_counts
+from .snapshots import Snapshots
 from .stages import StageFn, silent
 from .timing import timed
 from .training import EpochCallback
@@ -317,8 +318,9 @@ class ProjectModels:
 
 
 def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, progress: bool, use_cache: bool,
-                     stage: StageFn = silent):
-    """Load the generator with ``key`` from the run that trained it, or train it here and log it."""
+                     stage: StageFn = silent, snapshots: Snapshots | None = None):
+    """Load the generator with ``key`` from the run that trained it, or train it here and log it; with
+    ``snapshots`` a training killed earlier goes on from its last snapshot, and leaves its own as it goes."""
     cls = generators.get(cfg.model)
     if use_cache:
         for found in tracker.generator_runs(key):
@@ -345,8 +347,13 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
         curves.append((epoch, {f"train/gen_{k}": v for k, v in m.items()}))
         faults.point("generator-training")
 
-    final = gen.fit(split.train_x, split.train_y, progress=progress, on_epoch=on_epoch, **inputs.kwargs)
-    seconds = time.perf_counter() - t0
+    final = gen.fit(split.train_x, split.train_y, progress=progress, on_epoch=on_epoch, snapshots=snapshots,
+                    **inputs.kwargs)
+    # an uninterrupted training's time: this attempt's and the earlier ones' up to the snapshot it went on from
+    seconds = time.perf_counter() - t0 + (snapshots.earlier() if snapshots is not None else 0.0)
+    if snapshots is not None and (resumed := snapshots.resumed()):
+        stage("generator training", f"went on from a snapshot ({resumed}) of a killed attempt")
+        run.set_tags({tracking.TAG_GENERATOR_RESUMED: resumed})
     run.log_series(curves)
     run.log_metrics({f"train/gen_final_{k}": v for k, v in final.items()} | {"train/gen_seconds": seconds})
     state = gen.state_dict()
@@ -356,6 +363,8 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
     run.log_generator_model(state, name=f"{cfg.model}-generator", tags={tracking.TAG_GENERATOR_KEY: key})
     # last, once everything is up: only now may another run take this checkpoint as a cached generator
     run.set_tags(digest | {tracking.TAG_GENERATOR_TRAINED: "true"})
+    if snapshots is not None:
+        snapshots.clear()
     return gen, run.id, False
 
 
@@ -405,10 +414,15 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         synth_y = torch.zeros(0, dtype=torch.long)
         gen_run_id, reused = None, False
         if cfg.gen is not None:
+            # a training killed earlier (a session's end) goes on from its snapshot; use_cache=False starts afresh
+            snapshots = Snapshots(key) if use_cache else None
             with tracker.exclusive(f"generator-{key}"):  # one worker trains it, the others wait and reuse it
                 with timed(seconds, "gen"):
                     gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
-                                                               progress=progress, use_cache=use_cache, stage=stage)
+                                                               progress=progress, use_cache=use_cache, stage=stage,
+                                                               snapshots=snapshots)
+            if snapshots is not None:
+                seconds["gen"] += snapshots.earlier()
             if not reused:
                 work["gen_images"] = cost.generator_images(cfg.gen, len(split.train_y))
             precision = gen.precisions()

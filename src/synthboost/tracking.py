@@ -39,6 +39,7 @@ TAG_GENERATOR_REUSED = "generator_reused"
 #: "true" on a run whose wall times are known to be wrong (e.g. its process was paused mid-run): its result stands,
 #: but the cost model does not price other cells from it
 TAG_TIMINGS_DISTURBED = "timings_disturbed"
+TAG_GENERATOR_RESUMED = "generator_resumed"  # where its training went on from a killed attempt's snapshot
 TAG_SAMPLES_REUSED = "samples_reused"  # "true" when a run drew no image: its synthetic ones were kept (sample_cache)
 # what a run's amp settings resolved to on its machine (fp32 | bf16 | fp16): the generator's sampling, and its
 # training on the run that trained it (the classifier's is the param clf.precision, part of its recipe)
@@ -437,13 +438,15 @@ class Tracker:
         """Tag ``run_id`` as superseded by the run ``by`` (nothing is deleted; the run stays readable)."""
         self.attach(run_id).set_tags({TAG_SUPERSEDED_BY: by, TAG_SUPERSEDED_REASON: reason})
 
-    def timings(self, *, experiments: list[str] | None = None) -> list[dict[str, Any]]:
+    def timings(self, *, experiments: list[str] | None = None, before: int | None = None) -> list[dict[str, Any]]:
         """Every FINISHED cell run that logged its timings (``time/*`` and ``work/*`` metrics), as plain values with
-        the tags that say whose they are (family, profile, classifier, size) and where they were measured."""
+        the tags that say whose they are (family, profile, classifier, size) and where they were measured;
+        ``before`` (ms since the epoch): only the runs that had ended by then."""
         out = []
         ids = [self.experiment_id(e) for e in experiments] if experiments else None
-        for r in self.search(kind_filter(KIND_EXPERIMENT) + " and metrics.`time/cell` >= 0", experiment_ids=ids,
-                             max_results=50000):
+        when = f" and attributes.end_time < {int(before)}" if before is not None else ""
+        for r in self.search(kind_filter(KIND_EXPERIMENT) + " and metrics.`time/cell` >= 0" + when,
+                             experiment_ids=ids, max_results=50000):
             t, m = r.data.tags, r.data.metrics
             if t.get(TAG_TIMINGS_DISTURBED) == "true":
                 continue

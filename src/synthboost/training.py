@@ -17,6 +17,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from .data import to_float
 from .errors import GeneratorDiverged
+from .snapshots import Snapshots
 
 #: ``on_epoch(epoch, values)``: a training loop's per-epoch losses (and scores) for curves, pruning, timing
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -88,11 +89,13 @@ def train_likelihood(
     grad_clip: float | None = 1.0, ema: AveragedModel | None = None,
     progress: bool = False, on_epoch: EpochCallback | None = None, desc: str = "train",
     after_fit: Callable[[Tensor, Tensor], None] | None = None, amp: torch.dtype | None = None,
+    snapshots: Snapshots | None = None,
 ) -> dict[str, float]:
     """Train a network whose ``loss(x, y) -> (loss, parts)`` gives its own objective (VAEs, diffusion, CLIP).
 
     ``images`` is uint8 N×1×28×28 (or N×28×28), ``labels`` int64 N; both are moved to the network's device
-    once and sliced with randperm batches.  Returns the last epoch's mean loss parts.
+    once and sliced with randperm batches.  Returns the last epoch's mean loss parts.  With ``snapshots`` the
+    training goes on from the last snapshot of an earlier, killed attempt and leaves its own (``snapshots.py``).
     """
     device = next(net.parameters()).device
     x_all = images.to(device)
@@ -103,9 +106,14 @@ def train_likelihood(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     n = len(x_all)
     bs = min(batch_size, n)
-    means: dict[str, float] = {}
+    state = ({"net": net, "opt": opt} | ({"scaler": scaler} if scaler.is_enabled() else {})
+             | ({"ema": ema} if ema is not None else {}))
+    start, means = 0, {}
+    if snapshots is not None:
+        start, means, _ = snapshots.restore(state, on_epoch=on_epoch)
     with progress_bar(epochs, desc=desc, enabled=progress) as bar:
-        for epoch in range(epochs):
+        bar.update(min(start, epochs))
+        for epoch in range(start, epochs):
             net.train()
             sums: dict[str, float] = {}
             steps = 0
@@ -130,6 +138,8 @@ def train_likelihood(
                 steps += 1
             means = {k: v / max(steps, 1) for k, v in sums.items()}
             check_finite(means, where=f"{desc} epoch {epoch}")
+            if snapshots is not None:  # before on_epoch: what it does (log, prune, a fault) finds the epoch kept
+                snapshots.end_epoch(epoch, means, state, last=epoch == epochs - 1)
             if on_epoch is not None:
                 on_epoch(epoch, means)
             bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}")

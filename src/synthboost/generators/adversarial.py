@@ -39,6 +39,7 @@ from torch.optim.swa_utils import AveragedModel
 from ..config import config
 from ..data import NUM_CLASSES, to_float
 from ..errors import GeneratorDiverged
+from ..snapshots import Snapshots
 from ..training import EpochCallback, batches, check_finite, progress_bar
 from .base import TorchGenerator, epochs_with_floor, make_ema
 
@@ -153,13 +154,15 @@ def train_adversarial(
     n_critic: int = 1, loss: str = "hinge", z_dim: int, ema: AveragedModel | None = None,
     collapse_threshold: float = 0.1, collapse_patience: int = 3, collapse_warmup: int = 200,
     progress: bool = False, on_epoch: EpochCallback | None = None, desc: str = "gan",
+    snapshots: Snapshots | None = None,
 ) -> dict[str, float]:
     """Train G against D; return the last epoch's means of d_loss, g_loss, d_real, d_fake (D logits) and diversity.
 
     ``images`` uint8 N×1×28×28 (or N×28×28) and ``labels`` int64 N are moved to G's device once and sliced with
     randperm batches.  Every batch makes one D step; every ``n_critic``-th batch also makes one G step (fresh noise,
     that batch's labels, so fakes follow the data's class mix), followed by an EMA update of G when ``ema`` is given.
-    Raises ``GeneratorDiverged`` on a non-finite loss or on collapse (see the module docstring).
+    Raises ``GeneratorDiverged`` on a non-finite loss or on collapse (see the module docstring).  With
+    ``snapshots`` the training goes on from the last snapshot of an earlier, killed attempt (``snapshots.py``).
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown adversarial loss {loss!r} (choose from: {', '.join(LOSSES)})")
@@ -188,9 +191,14 @@ def train_adversarial(
 
     step = g_total = 0  # steps across epochs, so n_critic spans epoch boundaries on tiny datasets
     low_epochs = 0
-    means: dict[str, float] = {}
+    start, means = 0, {}
+    state = {"G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d} | ({"ema": ema} if ema is not None else {})
+    if snapshots is not None:  # after the probe's draws, which a resumed attempt makes alike before restoring
+        start, means, counters = snapshots.restore(state, on_epoch=on_epoch)
+        step, g_total, low_epochs = (counters.get(k, 0) for k in ("step", "g_total", "low_epochs"))
     with progress_bar(epochs, desc=desc, enabled=progress) as bar:
-        for epoch in range(epochs):
+        bar.update(min(start, epochs))
+        for epoch in range(start, epochs):
             G.train()
             D.train()
             sums = {"d_loss": 0.0, "d_real": 0.0, "d_fake": 0.0, "g_loss": 0.0}
@@ -236,11 +244,15 @@ def train_adversarial(
             ratio = spread / real_spread.clamp_min(1e-8)
             means["diversity"] = float(ratio.min())
             check_finite(means, where=f"{desc} epoch {epoch}")
-            if on_epoch is not None:
-                on_epoch(epoch, means)  # log the epoch first, so a collapse's curve is recorded
             judged = g_total >= collapse_warmup  # a fresh G barely varies yet: judge only after warmup G steps
             low_epochs = low_epochs + 1 if judged and means["diversity"] < collapse_threshold else 0
-            if low_epochs >= collapse_patience:
+            collapsed = low_epochs >= collapse_patience
+            if snapshots is not None and not collapsed:  # a resumed attempt runs the collapsing epoch again
+                snapshots.end_epoch(epoch, means, state, last=epoch == epochs - 1,
+                                    counters={"step": step, "g_total": g_total, "low_epochs": low_epochs})
+            if on_epoch is not None:
+                on_epoch(epoch, means)  # log the epoch first, so a collapse's curve is recorded
+            if collapsed:
                 worst = classes[int(ratio.argmin())]
                 raise GeneratorDiverged(
                     f"{desc}: mode collapse — samples of class {worst} vary {means['diversity']:.3f}× as much as real "
@@ -283,7 +295,7 @@ class AdversarialGenerator(TorchGenerator):
         return GeneratorPair(self.build_generator(), ema_decay=self.config.ema_decay)
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
-            on_epoch: EpochCallback | None = None) -> dict[str, float]:
+            on_epoch: EpochCallback | None = None, snapshots: Snapshots | None = None) -> dict[str, float]:
         cfg = self.config
         D = self.build_discriminator().to(self.device)  # fresh per fit, never checkpointed
         return train_adversarial(
@@ -292,7 +304,7 @@ class AdversarialGenerator(TorchGenerator):
             betas=(cfg.beta1, cfg.beta2), n_critic=cfg.n_critic, loss=self.adversarial_loss,
             z_dim=cfg.z_dim, ema=self.net.ema,
             collapse_threshold=cfg.collapse_threshold, collapse_patience=cfg.collapse_patience,
-            progress=progress, on_epoch=on_epoch, desc=self.name,
+            progress=progress, on_epoch=on_epoch, desc=self.name, snapshots=snapshots,
         )
 
     def noise(self, n: int) -> Tensor:

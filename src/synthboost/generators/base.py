@@ -21,6 +21,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import as_dict, build
 from ..data import Split
+from ..snapshots import Snapshots
 from ..training import native_bf16
 from ..training import EpochCallback, pick_device, train_likelihood
 
@@ -53,7 +54,7 @@ class Generator(Protocol):
     def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs: ...
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
-            on_epoch: EpochCallback | None = None) -> dict[str, float]: ...
+            on_epoch: EpochCallback | None = None, snapshots: Snapshots | None = None) -> dict[str, float]: ...
 
     def sample(self, labels: Tensor) -> Tensor: ...
 
@@ -141,14 +142,15 @@ class TorchGenerator(abc.ABC):
         return FitInputs()
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
-            on_epoch: EpochCallback | None = None) -> dict[str, float]:
-        """Default: the likelihood loop over ``self.net.loss`` with the config's epochs, batch size and lr."""
+            on_epoch: EpochCallback | None = None, snapshots: Snapshots | None = None) -> dict[str, float]:
+        """Default: the likelihood loop over ``self.net.loss`` with the config's epochs, batch size and lr;
+        ``snapshots`` lets a killed training go on from its last epoch snapshot (``synthboost.snapshots``)."""
         cfg = self.config
         return train_likelihood(
             self.net, images, labels,
             epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
             progress=progress, on_epoch=on_epoch, desc=self.name,
-            after_fit=self.after_fit,
+            after_fit=self.after_fit, snapshots=snapshots,
         )
 
     def after_fit(self, images: Tensor, labels: Tensor) -> None:

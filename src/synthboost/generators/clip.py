@@ -41,6 +41,7 @@ from ..clip_model import (CAPTION_TOKENS, TEMPLATES, FrozenCLIP, caption_feature
 from ..config import Choice, FloatRange, Profile, Tunable, config
 from ..data import NUM_CLASSES, Split
 from ..errors import UserError
+from ..snapshots import Snapshots
 from ..training import EpochCallback
 from .base import AuxModels, FitInputs
 from .ddpm import NULL_LABEL, DDPMConfig, DiffusionGenerator, DiffusionNet
@@ -174,7 +175,8 @@ class CLIPDiffusion(DiffusionGenerator):
         return train_clip(profile=cfg.clip_profile, device=self.device)[0]
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
-            on_epoch: EpochCallback | None = None, clip_state: dict | None = None) -> dict[str, float]:
+            on_epoch: EpochCallback | None = None, clip_state: dict | None = None,
+            snapshots: Snapshots | None = None) -> dict[str, float]:
         state = self.resolve_clip_state(clip_state, images=images, labels=labels)
         clip = load_clip(state, device=self.device)
         net: TextUNet = self.net
@@ -188,7 +190,7 @@ class CLIPDiffusion(DiffusionGenerator):
         if zero_shot is not None:
             self.extra_metrics["clip_zero_shot_accuracy"] = float(zero_shot)
         del clip  # only its caption features are needed for training
-        return super().fit(images, labels, progress=progress, on_epoch=on_epoch)
+        return super().fit(images, labels, progress=progress, on_epoch=on_epoch, snapshots=snapshots)
 
     # -- CLIP-gradient guidance (sampling only) --------------------------------------------------------------
     def cfg_scale(self, scale: float) -> float:

@@ -55,7 +55,7 @@ class HeldOut(TorchGenerator):
         return FitInputs(kwargs={"exclude": torch.cat([split.train_index, split.val_index])})
 
     def fit(self, images: Tensor, labels: Tensor, *, exclude: Tensor | None = None, progress: bool = False,
-            on_epoch=None) -> dict[str, float]:
+            on_epoch=None, snapshots=None) -> dict[str, float]:  # nothing trains: nothing to snapshot
         if exclude is None:
             raise ValueError("heldout: fit needs the run's own real indices (exclude=, from fit_inputs)")
         self.exclude = exclude.detach().cpu().long().unique()
@@ -109,7 +109,8 @@ class Noise(TorchGenerator):
     def build(self) -> nn.Module:
         return nn.Module()
 
-    def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False, on_epoch=None) -> dict[str, float]:
+    def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False, on_epoch=None,
+            snapshots=None) -> dict[str, float]:
         return {}
 
     @torch.no_grad()

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..config import Choice, FloatRange, IntRange, Tunable, config
 from ..data import NUM_CLASSES
+from ..snapshots import Snapshots
 from ..training import EpochCallback, autocast, precision_name, train_likelihood
 from .base import TorchGenerator, epochs_with_floor, make_ema, pick_amp, pick_sampling_amp
 
@@ -173,13 +174,14 @@ class DiffusionGenerator(TorchGenerator):
                 "sampling": precision_name(pick_sampling_amp(self.device, cfg.sampling_amp, train_mode=cfg.amp))}
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
-            on_epoch: EpochCallback | None = None) -> dict[str, float]:
+            on_epoch: EpochCallback | None = None, snapshots: Snapshots | None = None) -> dict[str, float]:
         cfg = self.config
         ema = make_ema(self.net, cfg.ema_decay, warmup=True)
         losses = train_likelihood(
             self.net, images, labels, epochs=epochs_for(cfg, len(labels)), batch_size=cfg.batch_size, lr=cfg.lr,
             ema=ema,
             amp=pick_amp(self.device, cfg.amp), progress=progress, on_epoch=on_epoch, desc=self.name,
+            snapshots=snapshots,
         )
         # sampling (and the checkpoint) use the averaged weights, which denoise markedly better than the last step
         self.net.load_state_dict(ema.module.state_dict())

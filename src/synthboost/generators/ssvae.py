@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..config import FloatRange, Tunable, config
 from ..data import NUM_CLASSES, Split, to_float, to_uint8, unlabeled_pool
+from ..snapshots import Snapshots
 from ..training import EpochCallback, train_likelihood
 from .base import AuxModels, FitInputs
 from .cvae import CVAE, CVAEConfig
@@ -114,14 +115,14 @@ class SSVAE(CVAE):
 
     def fit(self, images: Tensor, labels: Tensor, *, unlabeled: Tensor | None = None,
             val: tuple[Tensor, Tensor] | None = None, progress: bool = False,
-            on_epoch: EpochCallback | None = None) -> dict[str, float]:
+            on_epoch: EpochCallback | None = None, snapshots: Snapshots | None = None) -> dict[str, float]:
         """Train on ``images``/``labels`` plus the bare ``unlabeled`` images; ``val`` scores the head."""
         pool = self._check_pool(unlabeled)
         x = torch.cat([to_uint8(images), pool.to(images.device)])
         y = torch.cat([labels, torch.full((len(pool),), UNLABELED, dtype=labels.dtype, device=labels.device)])
         cfg = self.config
         out = train_likelihood(self.net, x, y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                               progress=progress, on_epoch=on_epoch, desc=self.name)
+                               progress=progress, on_epoch=on_epoch, desc=self.name, snapshots=snapshots)
         if val is not None:
             self.extra_metrics["ssvae_head_accuracy"] = self.head_accuracy(*val)
         return out

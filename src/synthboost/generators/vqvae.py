@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ..config import FloatRange, IntRange, Tunable, config
 from ..data import NUM_CLASSES, to_float
+from ..snapshots import Snapshots
 from ..training import EpochCallback, train_likelihood
 from .base import TorchGenerator
 
@@ -250,11 +251,12 @@ class VQVAE(TorchGenerator):
         return VQVAENet(self.config)
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
-            on_epoch: EpochCallback | None = None) -> dict[str, float]:
+            on_epoch: EpochCallback | None = None, snapshots: Snapshots | None = None) -> dict[str, float]:
         """Train the autoencoder, then the prior on the training images' code grids (prior curves: ``prior_*``)."""
         cfg = self.config
         ae = train_likelihood(self.net.autoencoder, images, labels, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                              lr=cfg.lr, progress=progress, on_epoch=on_epoch, desc=self.name)
+                              lr=cfg.lr, progress=progress, on_epoch=on_epoch, desc=self.name,
+                              snapshots=snapshots.phase("autoencoder") if snapshots is not None else None)
         codes = self.encode(images)
         self.extra_metrics["codebook_perplexity"] = codebook_perplexity(codes, cfg.codebook_size)
 
@@ -263,7 +265,8 @@ class VQVAE(TorchGenerator):
 
         prior = train_likelihood(self.net.prior, codes, labels, epochs=cfg.prior_epochs, batch_size=cfg.batch_size,
                                  lr=cfg.prior_lr, progress=progress, desc=f"{self.name} prior",
-                                 on_epoch=prior_epoch if on_epoch is not None else None)
+                                 on_epoch=prior_epoch if on_epoch is not None else None,
+                                 snapshots=snapshots.phase("prior") if snapshots is not None else None)
         return {**ae, **{f"prior_{k}": v for k, v in prior.items()}}
 
     @torch.no_grad()

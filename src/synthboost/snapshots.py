@@ -1,0 +1,171 @@
+"""A generator's training state between epochs, kept on local disk, so that a run killed mid-training (a session's
+end, a lost machine, Ctrl-C) goes on from its last snapshot when the same cell runs again, instead of from scratch.
+
+At balanced/5,000 a diffusion generator trains for about an hour of a core; a grid cut at a session's end lost
+every generator in training (two ddpm generators, 56 min each, on 2026-12-02).  A training loop (``training.py``,
+``generators/adversarial.py``) hands its state to ``Snapshots.end_epoch`` after each epoch: the networks, the
+optimizers, the EMA, the loop's counters, the epoch curve so far and the RNG state.  The RNG state makes a resumed
+training the same computation as an uninterrupted one (the same weights, bit for bit, on the same machine).
+
+Files are machine-local, beside the data's cache (``~/.cache/synthboost/training/``, under ``XDG_CACHE_HOME`` if
+set; ``SYNTHBOOST_SNAPSHOTS`` moves them), named by the generator key, which names the config, the data draw and
+the family's code version; the key is also stored inside and checked.  The pipeline deletes a snapshot once its
+generator's checkpoint is in the tracking store.  A snapshot that cannot be read or does not fit is ignored (with
+a warning) and the generator trains from scratch; one that cannot be written costs the resume, never the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+FORMAT = 1
+#: seconds of training between two snapshots: writing one (a few MB) takes well under a second
+EVERY = 300.0
+
+
+def snapshot_dir() -> Path:
+    from .data import user_cache_dir
+
+    return Path(os.environ.get("SYNTHBOOST_SNAPSHOTS") or user_cache_dir() / "training")
+
+
+def snapshot_every() -> float:
+    """``SYNTHBOOST_SNAPSHOT_SECONDS`` (0: after every epoch), else ``EVERY``."""
+    value = os.environ.get("SYNTHBOOST_SNAPSHOT_SECONDS")
+    try:
+        return max(0.0, float(value)) if value else EVERY
+    except ValueError:
+        raise UserError(f"SYNTHBOOST_SNAPSHOT_SECONDS={value!r} is not a number of seconds: set it to one (0: a "
+                        "snapshot after every epoch) or unset it") from None
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Snapshots:
+    """The snapshots of one generator's training (``key``: its generator key).
+
+    A loop calls ``restore`` once, after building its networks and optimizers and before its first epoch, then
+    ``end_epoch`` after each epoch.  ``objects`` maps names to anything with ``state_dict``/``load_state_dict``
+    (modules, optimizers, a GradScaler); ``counters`` are the loop's own numbers (steps so far, …).
+    """
+
+    def __init__(self, key: str, *, every: float | None = None, folder: Path | None = None):
+        self.key = key
+        self.every = snapshot_every() if every is None else every
+        self.path = (folder or snapshot_dir()) / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.pt"
+        self.resumed_epoch: int | None = None  # the epoch training went on from (None: from scratch)
+        self.earlier_seconds = 0.0  # training time of the attempts before this one, up to their last snapshot
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self._phases: list[Snapshots] = []
+        self._t0 = self._saved = time.perf_counter()
+
+    def phase(self, name: str) -> Snapshots:
+        """The snapshots of one of several trainings in a row (VQ-VAE: its autoencoder, then its prior)."""
+        child = Snapshots(f"{self.key}|{name}", every=self.every, folder=self.path.parent)
+        self._phases.append(child)
+        return child
+
+    def resumed(self) -> str | None:
+        """Where a resumed training went on from (``epoch 40``, ``prior epoch 3``), None when from scratch."""
+        parts = [f"epoch {self.resumed_epoch}"] if self.resumed_epoch else []
+        parts += [f"{c.key.rpartition('|')[2]} epoch {c.resumed_epoch}" for c in self._phases if c.resumed_epoch]
+        return ", ".join(parts) or None
+
+    def earlier(self) -> float:
+        """Training time of the attempts before this one (up to their last snapshots), every phase's included."""
+        return self.earlier_seconds + sum(c.earlier_seconds for c in self._phases)
+
+    def _read(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            blob = torch.load(self.path, weights_only=True)
+        except Exception as err:  # noqa: BLE001 — a damaged snapshot is never trusted: train from scratch
+            print(f"warning: training snapshot {self.path} unreadable ({type(err).__name__}); training from scratch",
+                  file=sys.stderr)
+            return None
+        if not isinstance(blob, dict) or blob.get("format") != FORMAT or blob.get("key") != self.key:
+            return None
+        return blob
+
+    def restore(self, objects: dict[str, Any], *, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                ) -> tuple[int, dict[str, float], dict[str, Any]]:
+        """Load the last snapshot into ``objects`` (and the RNG); replay its epoch curve to ``on_epoch``.  Returns
+        ``(first epoch to run, the last epoch's means, the loop's counters)``: ``(0, {}, {})`` without one."""
+        self._t0 = self._saved = time.perf_counter()
+        blob = self._read()
+        if blob is None:
+            return 0, {}, {}
+        if set(blob["objects"]) != set(objects):
+            print(f"warning: training snapshot {self.path} holds {sorted(blob['objects'])}, not {sorted(objects)}; "
+                  "training from scratch", file=sys.stderr)
+            return 0, {}, {}
+        for name, obj in objects.items():
+            obj.load_state_dict(blob["objects"][name])
+        _set_rng_state(blob["rng"])
+        self.history = [(int(e), dict(m)) for e, m in blob["history"]]
+        self.resumed_epoch = int(blob["epoch"])
+        self.earlier_seconds = float(blob["seconds"])
+        print(f"resuming {self.key[:12]}'s training at epoch {self.resumed_epoch} from {self.path}", file=sys.stderr)
+        if on_epoch is not None:  # the curve of the epochs before: the new run records the whole training
+            for epoch, means in self.history:
+                on_epoch(epoch, means)
+        return self.resumed_epoch, (self.history[-1][1] if self.history else {}), dict(blob["counters"])
+
+    def seconds(self) -> float:
+        """Training time so far, the earlier attempts' included."""
+        return self.earlier_seconds + time.perf_counter() - self._t0
+
+    def end_epoch(self, epoch: int, means: dict[str, float], objects: dict[str, Any], *,
+                  counters: dict[str, Any] | None = None, last: bool = False) -> None:
+        """Record ``epoch``'s means; write a snapshot when ``every`` seconds have passed since the last one (and
+        after the last epoch, so that a run killed while uploading its checkpoint does not train again)."""
+        self.history.append((epoch, dict(means)))
+        now = time.perf_counter()
+        if not last and now - self._saved < self.every:
+            return
+        blob = {"format": FORMAT, "key": self.key, "epoch": epoch + 1, "seconds": self.seconds(),
+                "history": self.history, "counters": dict(counters or {}), "rng": _rng_state(),
+                "objects": {name: obj.state_dict() for name, obj in objects.items()}}
+        tmp = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.stem, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                torch.save(blob, f)
+            os.replace(tmp, self.path)  # atomic: a kill while writing leaves the previous snapshot whole
+        except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as a RuntimeError
+            why = getattr(err, "strerror", None) or str(err).splitlines()[0][:120]
+            print(f"warning: training snapshot not written ({why}); a killed run would train again from an earlier "
+                  "snapshot", file=sys.stderr)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+        self._saved = time.perf_counter()
+
+    def clear(self) -> None:
+        """The generator is safely in the store: its snapshots are no longer needed."""
+        self.path.unlink(missing_ok=True)
+        for child in self._phases:
+            child.clear()
