@@ -7,6 +7,15 @@ small cell per family), print the dry-run's estimate for a grid of 20 cells (non
 balanced/high × two sizes, seed 0), run the grid with one worker and print the measured wall time and the ratio.
 ``--from-runs`` adds a second pass: the same grid at seed 1, estimated from the first pass's runs instead.
 The goal (issue 19) is a ratio within 0.7–1.3.  The machine is shared: the load average is printed with it.
+
+    python bench/grid_cost.py --replay studies/fair-balanced.yaml --as-of 2026-12-01T20:08 [--workers 2]
+
+The same check on a real grid that ran over hours or sessions, from the store in ``MLFLOW_TRACKING_URI`` (and this
+machine's calibration): the dry-run's estimate as the store stood at ``--as-of`` (UTC; only runs ended by then
+price it, ``grid.cost_estimate(as_of=…)``) beside the wall time of the grid's cells that FINISHED since, per
+family and in all, summed over cells (each cell is one process with one thread: core-time, which session breaks do
+not inflate).  Cells tagged ``timings_disturbed`` (a paused process) and cells not finished yet are left out of
+both sides; a generator's training is priced on the cell that actually trained it.
 """
 
 from __future__ import annotations
@@ -36,7 +45,16 @@ def main() -> None:
     ap.add_argument("--sizes", default="500,1500")
     ap.add_argument("--clf-epochs", type=int, default=6)
     ap.add_argument("--from-runs", action="store_true", help="a second pass estimated from the first pass's runs")
+    ap.add_argument("--replay", metavar="GRID_YAML", help="check a grid that ran in this store (see above)")
+    ap.add_argument("--as-of", help="with --replay: when the estimate is made (UTC, ISO: 2026-12-01T20:08)")
+    ap.add_argument("--workers", type=int, default=2, help="with --replay: workers the wall time is spread over")
+    ap.add_argument("--cells", action="store_true", help="with --replay: a line per measured cell too")
     args = ap.parse_args()
+    if args.replay:
+        if not args.as_of:
+            ap.error("--replay needs --as-of: when the estimate is made (UTC, e.g. 2026-12-01T20:08)")
+        replay(args.replay, as_of=args.as_of, workers=args.workers, cells=args.cells)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
@@ -78,6 +96,63 @@ def main() -> None:
                   f"{est.wall_seconds(1):.0f} s; estimate / measured = {ratio:.2f} "
                   f"({'within' if 0.7 <= ratio <= 1.3 else 'OUTSIDE'} ±30%; load average "
                   f"{load0:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+
+
+def replay(path: str, *, as_of: str, workers: int, cells: bool = False) -> None:
+    import datetime as dt
+
+    from synthboost import cost, queue
+    from synthboost import grid as grid_mod
+    from synthboost.tracking import KIND_EXPERIMENT, TAG_CONFIG_KEY, TAG_TIMINGS_DISTURBED, Tracker
+
+    try:
+        when = dt.datetime.fromisoformat(as_of).replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        raise SystemExit(f"--as-of {as_of!r} is not an ISO time: write e.g. 2026-12-01T20:08 (UTC)") from None
+    ms = int(when.timestamp() * 1000)
+    spec = grid_mod.load_grid(path)
+    tracker = Tracker()
+    units = grid_mod.plan(spec, queue.default_storage())
+    est = grid_mod.cost_estimate(spec, units, tracker, as_of=ms)
+    planned = {c["key"] for u in units for c in u["cells"]}
+    print(f"== {spec.experiment}: the dry-run's estimate as of {when:%Y-%m-%d %H:%M} UTC "
+          f"({len(est.cell_seconds)} cells to run then)")
+    for line in cost.report_lines(est, workers=workers):
+        print("  " + line)
+    rows: dict[str, list[float]] = {}  # family -> [cells, measured s, estimated s]
+    disturbed = unknown = 0
+    for r in tracker.finished_runs(KIND_EXPERIMENT, experiment_ids=[tracker.experiment_id(spec.experiment)]):
+        key = r.data.tags.get(TAG_CONFIG_KEY, "")
+        if key not in planned or (r.info.end_time or 0) < ms or key not in est.cell_seconds:
+            continue
+        if r.data.tags.get(TAG_TIMINGS_DISTURBED) == "true":
+            disturbed += 1
+            continue
+        if est.cell_seconds[key] is None:
+            unknown += 1
+            continue
+        row = rows.setdefault(r.data.tags.get("model", "?"), [0, 0.0, 0.0])
+        seconds = (r.info.end_time - r.info.start_time) / 1000
+        row[0] += 1
+        row[1] += seconds
+        row[2] += est.cell_seconds[key]
+        if cells:
+            start = dt.datetime.fromtimestamp(r.info.start_time / 1000, dt.timezone.utc)
+            print(f"  {start:%m-%d %H:%M} {r.data.tags.get('variant', '?'):<18} seed {r.data.tags.get('seed', '?')}: "
+                  f"measured {seconds / 60:6.1f} min, estimated {est.cell_seconds[key] / 60:6.1f} min")
+    waiting = len(est.cell_seconds) - sum(r[0] for r in rows.values()) - disturbed - unknown
+    print(f"\n== measured since: cells FINISHED after {when:%H:%M} (left out: {disturbed} with disturbed timings, "
+          f"{unknown} priced unknown, {waiting} not finished yet)")
+    print(f"  {'family':<12} {'cells':>5} {'measured':>10} {'estimated':>10} {'est/meas':>9}")
+    for fam, (n, meas, guess) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
+        print(f"  {fam:<12} {n:>5} {meas / 3600:>9.2f}h {guess / 3600:>9.2f}h {guess / meas:>9.2f}")
+    n, meas, guess = (sum(r[i] for r in rows.values()) for i in range(3))
+    if not n:
+        print("  no cell finished since then: nothing to check yet")
+        return
+    ratio = guess / meas
+    print(f"  {'total':<12} {n:>5} {meas / 3600:>9.2f}h {guess / 3600:>9.2f}h {ratio:>9.2f}  "
+          f"({len(rows)} families; {'within' if 0.7 <= ratio <= 1.3 else 'OUTSIDE'} ±30%)")
 
 
 if __name__ == "__main__":

@@ -185,3 +185,46 @@ def test_dry_run_on_an_empty_store_says_unknown_and_how_to_calibrate(tmp_path):
     assert "2 cells in 2 units; 0 done, 2 to run" in out.stdout
     assert "4 of 4 units unknown" in out.stdout and "synthboost grid --calibrate" in out.stdout
     assert [line.split()[0] for line in out.stdout.splitlines() if "unknown" in line.split()[-1:]] == ["none", "vae"]
+
+
+def test_an_estimate_replayed_as_of_a_past_time_prices_from_the_runs_ended_by_then(tmp_path, tracker, capsys):
+    """``bench/grid_cost.py --replay``: the dry-run a user would have seen then, to hold against the cells since."""
+    from synthboost import tracking
+
+    path = tmp_path / "g.yaml"
+    path.write_text("experiment: replayed\nprofile: smoke\nmodels: [none]\nregimes: [balanced]\nsizes: [300]\n"
+                    "seeds: [0, 1, 2]\n")
+    spec = grid_mod.load_grid(path)
+    units = grid_mod.plan(spec, str(tmp_path / "q.journal"))
+    keys = [c["key"] for u in units for c in u["cells"]]
+    steps = grid_mod.cell_work(units[0], units[0]["cells"][0], group=0).classifier_work
+    exp = tracker.experiment_id("replayed")
+    # seed 0 ended at t=1,000 s, classifier 1 s a step; seed 1 at t=5,000 s, 3 s a step; seed 2 never ran
+    for key, end, per_step in ((keys[0], 1_000_000, 1.0), (keys[1], 5_000_000, 3.0)):
+        run = tracker.client.create_run(exp, start_time=end - int((per_step * steps + 20) * 1000), tags={
+            tracking.TAG_KIND: tracking.KIND_EXPERIMENT, tracking.TAG_CONFIG_KEY: key, "model": "none",
+            "profile": "smoke", "classifier": "cnn", "size": "300", **cost.machine_tags()})
+        for name, value in (("time/classifier", per_step * steps), ("work/classifier", steps),
+                            ("time/cell", per_step * steps + 20)):
+            tracker.client.log_metric(run.info.run_id, name, value)
+        tracker.client.set_terminated(run.info.run_id, end_time=end)
+    assert len(tracker.timings(experiments=["replayed"], before=3_000_000)) == 1
+
+    now = grid_mod.cost_estimate(spec, units, tracker, calibration=tmp_path / "none.json")
+    assert list(now.cell_seconds) == [keys[2]]  # seeds 0 and 1 are done
+    assert now.cell_seconds[keys[2]] == pytest.approx(2.0 * steps + 20)  # the mean of both runs' rates
+    then = grid_mod.cost_estimate(spec, units, tracker, calibration=tmp_path / "none.json", as_of=3_000_000)
+    # seed 1 was still to run, in the order the cells then ran (seed 1 first), priced from seed 0's run alone
+    assert list(then.cell_seconds) == [keys[1], keys[2]]
+    assert then.cell_seconds[keys[1]] == pytest.approx(1.0 * steps + 20)
+    assert then.seconds == pytest.approx(sum(then.cell_seconds.values()))
+    before_any = grid_mod.cost_estimate(spec, units, tracker, calibration=tmp_path / "none.json", as_of=500_000)
+    assert before_any.unknown and set(before_any.cell_seconds.values()) == {None}
+    # the bench holds the estimate as of then against the cell measured since (seed 1: 3 s a step, 1 s priced)
+    from benches import load_bench
+
+    load_bench("grid_cost").replay(str(path), as_of="1970-01-01T00:50", workers=1, cells=True)
+    out = capsys.readouterr().out
+    assert "left out: 0 with disturbed timings, 0 priced unknown, 1 not finished yet" in out
+    row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["total"])
+    assert row[1] == "1" and float(row[4]) == pytest.approx((steps + 20) / (3 * steps + 20), abs=0.01)

@@ -113,6 +113,7 @@ class CellWork:
     quality: bool = False
     precision: str = "fp32"  # what its classifier trains in here (clf.amp resolved); priced from runs in it
     recipe: str = "fair"  # clf.recipe: the seed recipe is another network, priced from its own runs
+    key: str = ""  # the cell's config key (the grid's), to name its own estimate
 
     @property
     def rate_key(self) -> str:
@@ -251,6 +252,9 @@ class Estimate:
     group_seconds: dict[int, float]
     machine: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    #: each cell's own estimate by its key (the generator's training and a shared draw on the first cell of
+    #: their key in the order given); None when a unit of it is unknown
+    cell_seconds: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -305,6 +309,7 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
 
     families: dict[str, FamilyEstimate] = {}
     groups: dict[int, float] = {}
+    per_cell: dict[str, float | None] = {}
     seen_gen: set[str] = set(trained_keys)
     seen_pool: set[str] = set(drawn_keys)
     for c in cells:
@@ -322,6 +327,7 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
             parts.append(("sample", c.sampled))
         if c.quality:
             parts.append(("quality", 1.0))
+        per_cell[c.key] = 0.0
         for part, amount in parts:
             fam.units += 1
             x, source = rate(c.rate_key, part, c.size, c.precision, c.recipe)
@@ -334,11 +340,14 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
             if seconds is None:
                 fam.unknown += 1
                 fam.sources.add("unknown")
+                per_cell[c.key] = None
                 continue
             fam.sources.add(source)
             fam.seconds += seconds
             groups[c.group] = groups.get(c.group, 0.0) + seconds
-    return Estimate(families=families, group_seconds=groups, machine=m)
+            if per_cell[c.key] is not None:
+                per_cell[c.key] += seconds
+    return Estimate(families=families, group_seconds=groups, machine=m, cell_seconds=per_cell)
 
 
 def format_duration(seconds: float) -> str:

@@ -334,7 +334,7 @@ def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
                                n_total=n_real + n_added)
     common = dict(family=cfg.model, profile=cfg.profile, classifier=cfg.classifier, size=cfg.data.size, group=group,
                   classifier_work=clf, precision=classifiers.training_precision(cfg.clf),
-                  recipe=getattr(cfg.clf, "recipe", "fair"))
+                  recipe=getattr(cfg.clf, "recipe", "fair"), key=cell["key"])
     if cfg.gen is None:
         return cost.CellWork(**common)
     # what the generator key hashes, less the data digest (the same data config and seed draw the same data)
@@ -347,11 +347,18 @@ def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
                          sampled=float(n_added), pool_key=pool_key, quality=cfg.gen_metrics)
 
 
-def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Path | None = None) -> cost.Estimate:
-    """The missing cells' cost: each family's own runs on this machine, else its calibration, else unknown."""
-    done_keys = _finished_keys(tracker, tracker.experiment_id(spec.experiment))
+def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Path | None = None,
+                  as_of: int | None = None) -> cost.Estimate:
+    """The missing cells' cost: each family's own runs on this machine, else its calibration, else unknown.
+
+    ``as_of`` (ms since the epoch) replays the estimate the store gave then: only runs ended by then price, only
+    cells finished by then are done, and the cells go in the order they ran since (a generator's training is on
+    the cell that trained it) — to check an estimate against the cells measured after it (bench/grid_cost.py)."""
+    runs = {r.data.tags.get(TAG_CONFIG_KEY, ""): r for r in tracker.finished_runs(
+        KIND_EXPERIMENT, experiment_ids=[tracker.experiment_id(spec.experiment)])}
+    done_keys = {k for k, r in runs.items() if as_of is None or (r.info.end_time or 0) < as_of}
     m = cost.machine()
-    records = [cost.Record(**r) for r in tracker.timings()]
+    records = [cost.Record(**r) for r in tracker.timings(before=as_of)]
     mine = [r for r in records if (r.cpu, r.threads) == (m["cpu"], m["threads"])]
     cal_data = cost.load_calibration(calibration)
     calibrated, elsewhere = cost.calibration_records(cal_data, m)
@@ -367,6 +374,8 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
             elif w.gen_key is not None:  # a finished cell: its generator is trained and its pool drawn (and kept)
                 trained.add(w.gen_key)
                 drawn.add(w.pool_key)
+    if as_of is not None:  # cells measured since, as they ran; the others after them, in the plan's order
+        cells.sort(key=lambda w: runs[w.key].info.start_time if w.key in runs else float("inf"))
     est = cost.estimate(cells, records=mine, calibration=calibrated, m=m, trained_keys=trained, drawn_keys=drawn)
     if len(records) > len(mine):
         est.notes.append(f"{len(records) - len(mine)} timed runs from another CPU or thread count are not used")
