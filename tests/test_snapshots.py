@@ -120,3 +120,16 @@ def test_a_run_killed_in_generator_training_resumes_there_with_the_same_numbers(
     assert TAG_GENERATOR_RESUMED not in b.data.tags
     for k in ("test/accuracy", "test/balanced_accuracy", "train/gen_final_g_loss"):
         assert a.data.metrics[k] == b.data.metrics[k], k
+
+
+def test_snapshots_left_behind_for_a_month_are_swept_away(split, tmp_path):
+    import os
+    import time
+
+    stale, recent = tmp_path / "stale.pt", tmp_path / "recent.pt"
+    for path in (stale, recent):
+        path.write_bytes(b"x")
+    month_ago = time.time() - 31 * 86400
+    os.utime(stale, (month_ago, month_ago))
+    fit("vae", split, snapshots=Snapshots("sweeper", every=0, folder=tmp_path))
+    assert not stale.exists() and recent.exists()

@@ -30,8 +30,10 @@ import torch
 from .errors import UserError
 
 FORMAT = 1
-#: seconds of training between two snapshots: writing one (a few MB) takes well under a second
+#: seconds of training between two snapshots: writing one (~20 MB for quick's networks) takes well under a second
 EVERY = 300.0
+#: a snapshot untouched this long belongs to a training nobody ran again (a changed config, a dropped cell)
+STALE_DAYS = 30
 
 
 def snapshot_dir() -> Path:
@@ -113,8 +115,10 @@ class Snapshots:
     def restore(self, objects: dict[str, Any], *, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 ) -> tuple[int, dict[str, float], dict[str, Any]]:
         """Load the last snapshot into ``objects`` (and the RNG); replay its epoch curve to ``on_epoch``.  Returns
-        ``(first epoch to run, the last epoch's means, the loop's counters)``: ``(0, {}, {})`` without one."""
+        ``(first epoch to run, the last epoch's means, the loop's counters)``: ``(0, {}, {})`` without one.
+        Snapshots of other trainings untouched for ``STALE_DAYS`` are deleted on the way."""
         self._t0 = self._saved = time.perf_counter()
+        self._sweep()
         blob = self._read()
         if blob is None:
             return 0, {}, {}
@@ -163,6 +167,15 @@ class Snapshots:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
         self._saved = time.perf_counter()
+
+    def _sweep(self) -> None:
+        cutoff = time.time() - STALE_DAYS * 86400
+        for old in self.path.parent.glob("*.pt"):
+            try:
+                if old != self.path and old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except OSError:  # another process swept it first, or the folder is read-only: nothing lost
+                pass
 
     def clear(self) -> None:
         """The generator is safely in the store: its snapshots are no longer needed."""
