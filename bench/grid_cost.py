@@ -15,7 +15,9 @@ machine's calibration): the dry-run's estimate as the store stood at ``--as-of``
 price it, ``grid.cost_estimate(as_of=…)``) beside the wall time of the grid's cells that FINISHED since, per
 family and in all, summed over cells (each cell is one process with one thread: core-time, which session breaks do
 not inflate).  Cells tagged ``timings_disturbed`` (a paused process) and cells not finished yet are left out of
-both sides; a generator's training is priced on the cell that actually trained it.
+both sides; a generator's training is priced on the cell that actually trained it.  *share* is the CPU time the
+cells' processes got over their wall time and threads (``time/cell_cpu``, logged since 2026-12-02): below 1 the
+cells shared their cores with other jobs; ``--min-share 0.8`` leaves out the cells that got less than that.
 """
 
 from __future__ import annotations
@@ -49,11 +51,13 @@ def main() -> None:
     ap.add_argument("--as-of", help="with --replay: when the estimate is made (UTC, ISO: 2026-12-01T20:08)")
     ap.add_argument("--workers", type=int, default=2, help="with --replay: workers the wall time is spread over")
     ap.add_argument("--cells", action="store_true", help="with --replay: a line per measured cell too")
+    ap.add_argument("--min-share", type=float, default=0.0,
+                    help="with --replay: leave out cells that got less than this share of their cores")
     args = ap.parse_args()
     if args.replay:
         if not args.as_of:
             ap.error("--replay needs --as-of: when the estimate is made (UTC, e.g. 2026-12-01T20:08)")
-        replay(args.replay, as_of=args.as_of, workers=args.workers, cells=args.cells)
+        replay(args.replay, as_of=args.as_of, workers=args.workers, cells=args.cells, min_share=args.min_share)
         return
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +102,16 @@ def main() -> None:
                   f"{load0:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
-def replay(path: str, *, as_of: str, workers: int, cells: bool = False) -> None:
+def share_of_cores(run) -> float | None:
+    """The CPU time a cell's process got over its wall time and threads; None for runs from before it was logged."""
+    m = run.data.metrics
+    threads = int(run.data.tags.get("machine.threads") or 1)
+    if "time/cell_cpu" not in m or not m.get("time/cell"):
+        return None
+    return m["time/cell_cpu"] / (m["time/cell"] * threads)
+
+
+def replay(path: str, *, as_of: str, workers: int, cells: bool = False, min_share: float = 0.0) -> None:
     import datetime as dt
 
     from synthboost import cost, queue
@@ -120,7 +133,8 @@ def replay(path: str, *, as_of: str, workers: int, cells: bool = False) -> None:
     for line in cost.report_lines(est, workers=workers):
         print("  " + line)
     rows: dict[str, list[float]] = {}  # family -> [cells, measured s, estimated s]
-    disturbed = unknown = 0
+    shares: dict[str, list[float]] = {}
+    disturbed = unknown = contended = 0
     for r in tracker.finished_runs(KIND_EXPERIMENT, experiment_ids=[tracker.experiment_id(spec.experiment)]):
         key = r.data.tags.get(TAG_CONFIG_KEY, "")
         if key not in planned or (r.info.end_time or 0) < ms or key not in est.cell_seconds:
@@ -131,7 +145,14 @@ def replay(path: str, *, as_of: str, workers: int, cells: bool = False) -> None:
         if est.cell_seconds[key] is None:
             unknown += 1
             continue
-        row = rows.setdefault(r.data.tags.get("model", "?"), [0, 0.0, 0.0])
+        share = share_of_cores(r)
+        if min_share and (share is None or share < min_share):
+            contended += 1
+            continue
+        family = r.data.tags.get("model", "?")
+        if share is not None:
+            shares.setdefault(family, []).append(share)
+        row = rows.setdefault(family, [0, 0.0, 0.0])
         seconds = (r.info.end_time - r.info.start_time) / 1000
         row[0] += 1
         row[1] += seconds
@@ -139,13 +160,17 @@ def replay(path: str, *, as_of: str, workers: int, cells: bool = False) -> None:
         if cells:
             start = dt.datetime.fromtimestamp(r.info.start_time / 1000, dt.timezone.utc)
             print(f"  {start:%m-%d %H:%M} {r.data.tags.get('variant', '?'):<18} seed {r.data.tags.get('seed', '?')}: "
-                  f"measured {seconds / 60:6.1f} min, estimated {est.cell_seconds[key] / 60:6.1f} min")
-    waiting = len(est.cell_seconds) - sum(r[0] for r in rows.values()) - disturbed - unknown
+                  f"measured {seconds / 60:6.1f} min, estimated {est.cell_seconds[key] / 60:6.1f} min"
+                  + (f", {share:.0%} of a core" if share is not None else ""))
+    waiting = len(est.cell_seconds) - sum(r[0] for r in rows.values()) - disturbed - unknown - contended
     print(f"\n== measured since: cells FINISHED after {when:%H:%M} (left out: {disturbed} with disturbed timings, "
-          f"{unknown} priced unknown, {waiting} not finished yet)")
-    print(f"  {'family':<12} {'cells':>5} {'measured':>10} {'estimated':>10} {'est/meas':>9}")
+          f"{unknown} priced unknown, " + (f"{contended} below {min_share:.0%} of a core, " if min_share else "")
+          + f"{waiting} not finished yet)")
+    print(f"  {'family':<12} {'cells':>5} {'measured':>10} {'estimated':>10} {'est/meas':>9} {'share':>6}")
     for fam, (n, meas, guess) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
-        print(f"  {fam:<12} {n:>5} {meas / 3600:>9.2f}h {guess / 3600:>9.2f}h {guess / meas:>9.2f}")
+        got = shares.get(fam)
+        share = f"{sum(got) / len(got):.0%}" if got else "—"
+        print(f"  {fam:<12} {n:>5} {meas / 3600:>9.2f}h {guess / 3600:>9.2f}h {guess / meas:>9.2f} {share:>6}")
     n, meas, guess = (sum(r[i] for r in rows.values()) for i in range(3))
     if not n:
         print("  no cell finished since then: nothing to check yet")

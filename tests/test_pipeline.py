@@ -101,8 +101,13 @@ def test_mix_only_change_reuses_generator_but_changes_the_data(tracker, first_va
     result = run_experiment(other, tracker=tracker, experiment="test-pipeline", progress=False)
     assert result.generator_run_id == first.run_id
     n_real = len(make_split(other.data, other.seed).train_y)
-    assert tracker.client.get_run(result.run_id).data.metrics["mix/synthetic_total"] == round(0.5 * n_real)
+    metrics = tracker.client.get_run(result.run_id).data.metrics
+    assert metrics["mix/synthetic_total"] == round(0.5 * n_real)
     assert result.metrics != first.metrics
+    # the CPU time its process got: what share of its cores the cell had (bench/grid_cost.py --replay)
+    import torch
+
+    assert 0 < metrics["time/cell_cpu"] <= metrics["time/cell"] * torch.get_num_threads() * 1.2
 
 
 def test_sampling_only_change_reuses_the_weights_and_samples_with_the_new_setting(tracker, first_vae_run):

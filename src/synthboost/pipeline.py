@@ -402,7 +402,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         if on_start is not None:
             on_start(run.id)
         # wall time (time/*) and work (work/*) of each part of the cell, for the grid's cost estimates (cost.py)
-        t_cell = time.perf_counter()
+        t_cell, cpu_cell = time.perf_counter(), time.process_time()
         seconds: dict[str, float] = {}
         work: dict[str, float] = {}
         run.log_params(cfg.params())
@@ -512,6 +512,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         run.log_figure(plots.confusion_figure(matrix, title=f"{run_name(cfg)} — test"), "classifier/confusion_matrix.png")
         run.log_text(_per_class_csv(metrics, matrix), "classifier/per_class.csv")
         seconds["cell"] = time.perf_counter() - t_cell
+        # the process's CPU time (all its threads): against the wall time, the share of the cores the cell got
+        seconds["cell_cpu"] = time.process_time() - cpu_cell
         run.log_metrics({f"time/{k}": v for k, v in seconds.items()} | {f"work/{k}": v for k, v in work.items()})
     return RunResult(run_id=run.id, metrics=metrics, generator_run_id=gen_run_id, generator_reused=reused,
                      tags={k: str(v) for k, v in tags.items()})
