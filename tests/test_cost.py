@@ -220,6 +220,10 @@ def test_an_estimate_replayed_as_of_a_past_time_prices_from_the_runs_ended_by_th
     assert then.seconds == pytest.approx(sum(then.cell_seconds.values()))
     before_any = grid_mod.cost_estimate(spec, units, tracker, calibration=tmp_path / "none.json", as_of=500_000)
     assert before_any.unknown and set(before_any.cell_seconds.values()) == {None}
+    # a calibration made since did not exist then: the replay does not use it
+    cal = cost.save_calibration([record("none", size=300, gen_images=0)], path=tmp_path / "cal.json")
+    replayed = grid_mod.cost_estimate(spec, units, tracker, calibration=cal, as_of=500_000)
+    assert replayed.unknown and any("newer than the replayed moment" in n for n in replayed.notes)
     # the bench holds the estimate as of then against the cell measured since (seed 1: 3 s a step, 1 s priced)
     from benches import load_bench
 

@@ -362,6 +362,11 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
     mine = [r for r in records if (r.cpu, r.threads) == (m["cpu"], m["threads"])]
     cal_data = cost.load_calibration(calibration)
     calibrated, elsewhere = cost.calibration_records(cal_data, m)
+    measured = cal_data["machines"].get(cost.machine_key(m), {}).get("measured")  # local time, as written
+    late = as_of is not None and calibrated and (
+        measured is None or time.mktime(time.strptime(measured, "%Y-%m-%d %H:%M")) * 1000 > as_of)
+    if late:  # a replay prices as the store stood then: a calibration made since did not exist
+        calibrated = []
     cells, trained, drawn = [], set(), set()
     for group, u in enumerate(units):
         for c in u["cells"]:
@@ -377,6 +382,8 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
     if as_of is not None:  # cells measured since, as they ran; the others after them, in the plan's order
         cells.sort(key=lambda w: runs[w.key].info.start_time if w.key in runs else float("inf"))
     est = cost.estimate(cells, records=mine, calibration=calibrated, m=m, trained_keys=trained, drawn_keys=drawn)
+    if late:
+        est.notes.append(f"this machine's calibration (measured {measured}) is newer than the replayed moment: not used")
     if len(records) > len(mine):
         est.notes.append(f"{len(records) - len(mine)} timed runs from another CPU or thread count are not used")
     share = cost.calibration_share(cal_data, m)
