@@ -187,9 +187,13 @@ def test_dry_run_on_an_empty_store_says_unknown_and_how_to_calibrate(tmp_path):
     assert [line.split()[0] for line in out.stdout.splitlines() if "unknown" in line.split()[-1:]] == ["none", "vae"]
 
 
-def test_an_estimate_replayed_as_of_a_past_time_prices_from_the_runs_ended_by_then(tmp_path, tracker, capsys):
+def test_an_estimate_replayed_as_of_a_past_time_prices_from_the_runs_ended_by_then(tmp_path, monkeypatch, capsys):
     """``bench/grid_cost.py --replay``: the dry-run a user would have seen then, to hold against the cells since."""
     from synthboost import tracking
+
+    # a store of its own: the suite's shared one holds other tests' smoke runs of `none`, which would price it too
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'replayed.db'}")
+    tracker = tracking.Tracker()
 
     path = tmp_path / "g.yaml"
     path.write_text("experiment: replayed\nprofile: smoke\nmodels: [none]\nregimes: [balanced]\nsizes: [300]\n"
