@@ -126,10 +126,11 @@ def test_snapshots_left_behind_for_a_month_are_swept_away(split, tmp_path):
     import os
     import time
 
-    stale, recent = tmp_path / "stale.pt", tmp_path / "recent.pt"
-    for path in (stale, recent):
+    stale, cut_short, recent = tmp_path / "stale.pt", tmp_path / "stale.tmp", tmp_path / "recent.pt"
+    for path in (stale, cut_short, recent):
         path.write_bytes(b"x")
     month_ago = time.time() - 31 * 86400
-    os.utime(stale, (month_ago, month_ago))
+    for path in (stale, cut_short):
+        os.utime(path, (month_ago, month_ago))
     fit("vae", split, snapshots=Snapshots("sweeper", every=0, folder=tmp_path))
-    assert not stale.exists() and recent.exists()
+    assert not stale.exists() and not cut_short.exists() and recent.exists()

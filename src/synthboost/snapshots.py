@@ -170,7 +170,7 @@ class Snapshots:
 
     def _sweep(self) -> None:
         cutoff = time.time() - STALE_DAYS * 86400
-        for old in self.path.parent.glob("*.pt"):
+        for old in [*self.path.parent.glob("*.pt"), *self.path.parent.glob("*.tmp")]:  # .tmp: a write cut short
             try:
                 if old != self.path and old.stat().st_mtime < cutoff:
                     old.unlink()
