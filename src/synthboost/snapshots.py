@@ -126,8 +126,14 @@ class Snapshots:
             print(f"warning: training snapshot {self.path} holds {sorted(blob['objects'])}, not {sorted(objects)}; "
                   "training from scratch", file=sys.stderr)
             return 0, {}, {}
-        for name, obj in objects.items():
-            obj.load_state_dict(blob["objects"][name])
+        try:
+            for name, obj in objects.items():
+                obj.load_state_dict(blob["objects"][name])
+        except (RuntimeError, ValueError, KeyError) as err:  # the objects are half-loaded now: this attempt ends
+            self.path.unlink(missing_ok=True)
+            raise RuntimeError(f"training snapshot {self.path} does not fit this training "
+                               f"({str(err).splitlines()[0][:160]}); it is deleted: run the same command again "
+                               "to train from scratch") from None
         _set_rng_state(blob["rng"])
         self.history = [(int(e), dict(m)) for e, m in blob["history"]]
         self.resumed_epoch = int(blob["epoch"])
