@@ -127,7 +127,6 @@ def replay(path: str, *, as_of: str, workers: int, cells: bool = False, min_shar
     tracker = Tracker()
     units = grid_mod.plan(spec, queue.default_storage())
     est = grid_mod.cost_estimate(spec, units, tracker, as_of=ms)
-    planned = {c["key"] for u in units for c in u["cells"]}
     print(f"== {spec.experiment}: the dry-run's estimate as of {when:%Y-%m-%d %H:%M} UTC "
           f"({len(est.cell_seconds)} cells to run then)")
     for line in cost.report_lines(est, workers=workers):
@@ -137,7 +136,7 @@ def replay(path: str, *, as_of: str, workers: int, cells: bool = False, min_shar
     disturbed = unknown = contended = 0
     for r in tracker.finished_runs(KIND_EXPERIMENT, experiment_ids=[tracker.experiment_id(spec.experiment)]):
         key = r.data.tags.get(TAG_CONFIG_KEY, "")
-        if key not in planned or (r.info.end_time or 0) < ms or key not in est.cell_seconds:
+        if key not in est.cell_seconds:  # not in the grid, or done by then
             continue
         if r.data.tags.get(TAG_TIMINGS_DISTURBED) == "true":
             disturbed += 1

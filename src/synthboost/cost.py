@@ -193,6 +193,9 @@ def load_calibration(path: Path | None = None) -> dict[str, Any]:
     return data
 
 
+MEASURED_FORMAT = "%Y-%m-%d %H:%M"
+
+
 def save_calibration(records: list[Record], *, path: Path | None = None, m: dict[str, Any] | None = None,
                      cpu_share: float | None = None) -> Path:
     """Add (replace) this machine's records per family/profile/classifier; other machines' stay as they are.
@@ -206,7 +209,7 @@ def save_calibration(records: list[Record], *, path: Path | None = None, m: dict
     for r in records:
         fresh.setdefault(r.rate_key, []).append(r.to_json())
     entry["records"].update(fresh)
-    entry["measured"] = time.strftime("%Y-%m-%d %H:%M")
+    entry["measured"] = time.strftime(MEASURED_FORMAT)
     if cpu_share is not None:
         entry["cpu_share"] = round(cpu_share, 3)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,6 +220,12 @@ def save_calibration(records: list[Record], *, path: Path | None = None, m: dict
 def calibration_share(data: dict[str, Any], m: dict[str, Any]) -> float | None:
     """The CPU share the calibration of this machine got (None when unrecorded)."""
     return data["machines"].get(machine_key(m), {}).get("cpu_share")
+
+
+def calibration_time(data: dict[str, Any], m: dict[str, Any]) -> float | None:
+    """When this machine's calibration was measured (seconds since the epoch; None when unrecorded)."""
+    measured = data["machines"].get(machine_key(m), {}).get("measured")
+    return time.mktime(time.strptime(measured, MEASURED_FORMAT)) if measured else None  # written in local time
 
 
 def calibration_records(data: dict[str, Any], m: dict[str, Any]) -> tuple[list[Record], list[str]]:
@@ -327,7 +336,7 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
             parts.append(("sample", c.sampled))
         if c.quality:
             parts.append(("quality", 1.0))
-        per_cell[c.key] = 0.0
+        total: float | None = 0.0  # the cell's own: None once a unit of it is unknown
         for part, amount in parts:
             fam.units += 1
             x, source = rate(c.rate_key, part, c.size, c.precision, c.recipe)
@@ -340,13 +349,13 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
             if seconds is None:
                 fam.unknown += 1
                 fam.sources.add("unknown")
-                per_cell[c.key] = None
+                total = None
                 continue
             fam.sources.add(source)
             fam.seconds += seconds
             groups[c.group] = groups.get(c.group, 0.0) + seconds
-            if per_cell[c.key] is not None:
-                per_cell[c.key] += seconds
+            total = None if total is None else total + seconds
+        per_cell[c.key] = total
     return Estimate(families=families, group_seconds=groups, machine=m, cell_seconds=per_cell)
 
 

@@ -273,10 +273,15 @@ def plan(spec: GridSpec, storage_url: str, *, studies: Studies | None = None) ->
 
 
 # ---------------------------------------------------------------- store look-ups
+def _finished_runs(tracker, experiment_id: str) -> dict[str, Any]:
+    """config_key -> every FINISHED cell run in the grid's experiment."""
+    runs = tracker.finished_runs(KIND_EXPERIMENT, experiment_ids=[experiment_id])
+    return {r.data.tags.get(TAG_CONFIG_KEY, ""): r for r in runs}
+
+
 def _finished_keys(tracker, experiment_id: str) -> dict[str, float]:
     """config_key -> duration (s) of every FINISHED cell run in the grid's experiment."""
-    runs = tracker.finished_runs(KIND_EXPERIMENT, experiment_ids=[experiment_id])
-    return {r.data.tags.get(TAG_CONFIG_KEY, ""): _seconds(r) for r in runs}
+    return {key: _seconds(r) for key, r in _finished_runs(tracker, experiment_id).items()}
 
 
 def _seconds(run) -> float:
@@ -354,17 +359,15 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
     ``as_of`` (ms since the epoch) replays the estimate the store gave then: only runs ended by then price, only
     cells finished by then are done, and the cells go in the order they ran since (a generator's training is on
     the cell that trained it) — to check an estimate against the cells measured after it (bench/grid_cost.py)."""
-    runs = {r.data.tags.get(TAG_CONFIG_KEY, ""): r for r in tracker.finished_runs(
-        KIND_EXPERIMENT, experiment_ids=[tracker.experiment_id(spec.experiment)])}
+    runs = _finished_runs(tracker, tracker.experiment_id(spec.experiment))
     done_keys = {k for k, r in runs.items() if as_of is None or (r.info.end_time or 0) < as_of}
     m = cost.machine()
     records = [cost.Record(**r) for r in tracker.timings(before=as_of)]
     mine = [r for r in records if (r.cpu, r.threads) == (m["cpu"], m["threads"])]
     cal_data = cost.load_calibration(calibration)
     calibrated, elsewhere = cost.calibration_records(cal_data, m)
-    measured = cal_data["machines"].get(cost.machine_key(m), {}).get("measured")  # local time, as written
-    late = as_of is not None and calibrated and (
-        measured is None or time.mktime(time.strptime(measured, "%Y-%m-%d %H:%M")) * 1000 > as_of)
+    measured = cost.calibration_time(cal_data, m)
+    late = as_of is not None and calibrated and (measured is None or measured * 1000 > as_of)
     if late:  # a replay prices as the store stood then: a calibration made since did not exist
         calibrated = []
     cells, trained, drawn = [], set(), set()
@@ -383,7 +386,8 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
         cells.sort(key=lambda w: runs[w.key].info.start_time if w.key in runs else float("inf"))
     est = cost.estimate(cells, records=mine, calibration=calibrated, m=m, trained_keys=trained, drawn_keys=drawn)
     if late:
-        est.notes.append(f"this machine's calibration (measured {measured}) is newer than the replayed moment: not used")
+        when = time.strftime(cost.MEASURED_FORMAT, time.localtime(measured)) if measured else "at an unknown time"
+        est.notes.append(f"this machine's calibration (measured {when}) is newer than the replayed moment: not used")
     if len(records) > len(mine):
         est.notes.append(f"{len(records) - len(mine)} timed runs from another CPU or thread count are not used")
     share = cost.calibration_share(cal_data, m)

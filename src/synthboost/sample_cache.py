@@ -15,21 +15,19 @@ run id, and its images are drawn anew.  A file that cannot be read or written is
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from . import local_cache
+
 FORMAT = 1
 
 
 def cache_dir() -> Path:
-    from .data import user_cache_dir
-
-    return Path(os.environ.get("SYNTHBOOST_SAMPLES") or user_cache_dir() / "samples")
+    return local_cache.folder("samples", env="SYNTHBOOST_SAMPLES")
 
 
 def path_for(identity: str) -> Path:
@@ -56,15 +54,8 @@ def save(identity: str, value: Any, *, generator_run: str) -> None:
     """Write atomically (a temporary file renamed into place): two workers saving one draw leave one whole file."""
     path = path_for(identity)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({"format": FORMAT, "identity": identity, "generator_run": generator_run, "value": value}, f)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        local_cache.save({"format": FORMAT, "identity": identity, "generator_run": generator_run, "value": value},
+                          path)
     except OSError as err:  # a full disk or a read-only folder costs the next run a draw, not this run
         print(f"warning: could not keep the samples in {path.parent} ({err.strerror or err}); "
               "the next run that needs them draws them again", file=sys.stderr)

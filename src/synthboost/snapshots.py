@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from . import local_cache
 from .errors import UserError
 
 FORMAT = 1
@@ -37,9 +37,7 @@ STALE_DAYS = 30
 
 
 def snapshot_dir() -> Path:
-    from .data import user_cache_dir
-
-    return Path(os.environ.get("SYNTHBOOST_SNAPSHOTS") or user_cache_dir() / "training")
+    return local_cache.folder("training", env="SYNTHBOOST_SNAPSHOTS")
 
 
 def snapshot_every() -> float:
@@ -159,19 +157,11 @@ class Snapshots:
         blob = {"format": FORMAT, "key": self.key, "epoch": epoch + 1, "seconds": self.seconds(),
                 "history": self.history, "counters": dict(counters or {}), "rng": _rng_state(),
                 "objects": {name: obj.state_dict() for name, obj in objects.items()}}
-        tmp = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.stem, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                torch.save(blob, f)
-            os.replace(tmp, self.path)  # atomic: a kill while writing leaves the previous snapshot whole
-        except (OSError, RuntimeError) as err:  # torch's zip writer reports a full disk as a RuntimeError
-            why = getattr(err, "strerror", None) or str(err).splitlines()[0][:120]
-            print(f"warning: training snapshot not written ({why}); a killed run would train again from an earlier "
-                  "snapshot", file=sys.stderr)
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+            local_cache.save(blob, self.path)  # atomic: a kill while writing leaves the previous snapshot whole
+        except OSError as err:
+            print(f"warning: training snapshot not written ({err.strerror or err}); a killed run would train again "
+                  "from an earlier snapshot", file=sys.stderr)
         self._saved = time.perf_counter()
 
     def _sweep(self) -> None:
