@@ -12,7 +12,8 @@ so it is charged today's training time), ``time/sample`` (the 1× mix's draw: 4,
 ``gen/label_consistency`` and ``gen/fid`` (the pipeline's quality extractor, 100 or 500 samples per class).
 What a family's generators of one data draw share (clip's CLIP, trained once per draw) is made ready first and is in
 neither wall time.  It takes hours at ``quick``: ``--store DIR`` keeps the runs, and the same command run again reads
-back the finished ones (a cut-off run is run anew, training its generator again, so its time is a training time).
+back the finished ones; a run cut off in its generator's training goes on from that training's last snapshot
+(``snapshots.py``) and counts the cut attempt's training time up to it, so its time is still an unbroken training's.
 
 *wall* = training + the mix's sampling: what a grid cell spends before its classifier.  *speed-up* = today's mean
 wall / the fast setting's.  *holds* = the fast mean label consistency ≥ today's lowest seed and its mean FID ≤
@@ -79,6 +80,7 @@ def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, fl
     """One pipeline run, or the FINISHED one a cut-off earlier invocation left in ``--store`` (the bench takes hours:
     it resumes); what it logged, with its training time (today's when it reused today's weights)."""
     from synthboost import pipeline
+    from synthboost.tracking import TAG_GENERATOR_RESUMED
 
     cfg = _config(family=family, gen=gen, seed=seed, args=args)
     setting = "fast" if gen else "today"
@@ -86,13 +88,14 @@ def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, fl
     # training time even when an interrupted run of the same key left a checkpoint behind
     reuse = bool(gen) and set(gen) <= set(pipeline.sampling_values(cfg.gen))
     result, read_back = pipeline.run_or_read(cfg, tracker=tracker, experiment=EXPERIMENT, use_cache=reuse,
-                                             extra_tags={"ttq_setting": setting})
+                                             resume=True, extra_tags={"ttq_setting": setting})
     if read_back:
         print(f"{family} seed {seed} {setting}: run {result.run_id} finished earlier in this store; read back",
               flush=True)
     m = result.metrics
     return {"gen": m.get("time/gen", 0.0), "sample": m.get("time/sample", 0.0), "reused": result.generator_reused,
-            "lc": m["gen/label_consistency"], "fid": m["gen/fid"]}
+            "resumed": result.tags.get(TAG_GENERATOR_RESUMED, ""), "lc": m["gen/label_consistency"],
+            "fid": m["gen/fid"]}
 
 
 def warm_shared_inputs(*, family: str, seed: int, args, tracker) -> None:

@@ -370,11 +370,13 @@ def obtain_generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, pr
 
 def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = None, parent_run_id: str | None = None,
                    use_env_run: bool = True, on_epoch: EpochCallback | None = None, progress: bool = True,
-                   use_cache: bool = True, extra_tags: dict[str, str] | None = None,
+                   use_cache: bool = True, resume: bool | None = None, extra_tags: dict[str, str] | None = None,
                    killed_on: tuple[type[BaseException], ...] = (),
                    on_start: Callable[[str], None] | None = None, stage: StageFn = silent) -> RunResult:
     """Run one experiment cell and record it as one MLflow run.
 
+    ``use_cache=False`` trains the generator even when its checkpoint is in the store; ``resume`` (default: as
+    ``use_cache``) lets a training killed earlier go on from its snapshot, charged the killed attempt's time too.
     ``on_epoch`` sees the classifier's per-epoch values (a study reports them to Optuna and may raise a
     pruning exception, listed in ``killed_on`` so the run ends KILLED); ``on_start`` gets the run id first;
     ``stage`` hears of each stage as it starts (data, generator, sampling, classifier, metrics, quality).
@@ -415,7 +417,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         gen_run_id, reused = None, False
         if cfg.gen is not None:
             # a training killed earlier (a session's end) goes on from its snapshot; use_cache=False starts afresh
-            snapshots = Snapshots(key) if use_cache else None
+            # unless told to resume (a bench timing trainings across sessions)
+            snapshots = Snapshots(key) if (use_cache if resume is None else resume) else None
             with tracker.exclusive(f"generator-{key}"):  # one worker trains it, the others wait and reuse it
                 with timed(seconds, "gen"):
                     gen, gen_run_id, reused = obtain_generator(cfg, split, key, tracker=tracker, run=run,
@@ -520,14 +523,14 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
 
 
 def run_or_read(cfg: RunConfig, *, tracker, experiment: str, extra_tags: dict[str, str] | None = None,
-                use_cache: bool = True) -> tuple[RunResult, bool]:
+                use_cache: bool = True, resume: bool | None = None) -> tuple[RunResult, bool]:
     """The FINISHED run of ``cfg`` in ``experiment`` (same ``config_key`` and ``extra_tags``) if an earlier call
     left one, else a new run of it; and whether it was read back.  What a long bench calls, so that the same
     command after a cut runs only what did not finish.  ``metrics`` are everything the run logged."""
     done = tracker.finished_config_run(experiment, config_key(cfg), tags=extra_tags)
     run_id = done.info.run_id if done is not None else run_experiment(
         cfg, tracker=tracker, experiment=experiment, use_env_run=False, progress=False, use_cache=use_cache,
-        extra_tags=extra_tags).run_id
+        resume=resume, extra_tags=extra_tags).run_id
     info = tracker.run_info(run_id)
     tags = info["tags"]
     return RunResult(run_id=run_id, metrics=info["metrics"], generator_run_id=tags.get(tracking.TAG_GENERATOR_RUN_ID),
