@@ -74,12 +74,16 @@ def test_another_recipe_in_another_process_trains_on_the_kept_samples_without_dr
 
     def run_fresh_process():
         pipeline._POOLS.clear()  # what a new worker process starts with
-        result = run_experiment(weighted, tracker=tracker, experiment="test-pipeline", progress=False)
+        result = run_experiment(weighted, tracker=tracker, experiment="test-pipeline", progress=False,
+                                extra_tags={"variant": "vae-strong"})
         run = tracker.client.get_run(result.run_id)
         return result, run.data.tags["samples_reused"], run.data.metrics.get("work/sampled")
 
     kept, reused, sampled = run_fresh_process()
     assert kept.generator_run_id == first.run_id and reused == "true" and sampled is None
+    # the runs table tells the grid's variants of one model apart by name
+    assert tracker.client.get_run(kept.run_id).info.run_name == "vae-strong high/600 cnn mix=1×balance seed=1"
+    assert tracker.client.get_run(first.run_id).info.run_name.startswith("vae high/600 ")
     assert kept.metrics != first.metrics  # another recipe on the same images
 
     monkeypatch.setenv("SYNTHBOOST_SAMPLES", str(tmp_path))  # nothing kept: this run draws

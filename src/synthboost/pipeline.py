@@ -197,14 +197,15 @@ def external_tags(cfg: RunConfig) -> dict[str, str]:
     return {} if source is None else {tracking.TAG_EXTERNAL_DATA: "true", tracking.TAG_EXTERNAL_SOURCE: source}
 
 
-def run_name(cfg: RunConfig) -> str:
-    """Says what the run is, since the MLflow runs table shows names first."""
+def run_name(cfg: RunConfig, *, variant: str | None = None) -> str:
+    """Says what the run is, since the MLflow runs table shows names first; a grid's ``variant`` (e.g.
+    ``cgan-strong``: cgan under the careful recipe) leads it, so that a model's variants are told apart there."""
     mix_part = f" mix={cfg.mix.ratio:g}×{cfg.mix.strategy}" if uses_mix(cfg) else ""
     # runs under the seed study's recipe must not read like fair-protocol runs in the runs table
     recipe = getattr(cfg.clf, "recipe", "fair")
     recipe_part = f" recipe={recipe}" if recipe != "fair" else ""
     external = " +external data" if external_data(cfg) else ""  # nor may runs that saw more labelled images
-    return (f"{cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part}{recipe_part}{external}"
+    return (f"{variant or cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part}{recipe_part}{external}"
             f" seed={cfg.seed}")
 
 
@@ -399,7 +400,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         "minority_classes": ",".join(map(str, split.minority_classes)), **external_tags(cfg), **cost.machine_tags(),
         **(extra_tags or {}),
     }
-    with tracker.run(experiment=experiment, name=run_name(cfg), tags=tags, parent_run_id=parent_run_id,
+    name = run_name(cfg, variant=tags[tracking.TAG_VARIANT])
+    with tracker.run(experiment=experiment, name=name, tags=tags, parent_run_id=parent_run_id,
                      use_env_run=use_env_run, killed_on=killed_on) as run:
         if on_start is not None:
             on_start(run.id)
@@ -512,7 +514,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             with timed(seconds, "quality"):
                 log_quality(gen, cfg, split, tracker=tracker, run=run, stage=stage)
         matrix = confusion(split.test_y.numpy(), test_pred)
-        run.log_figure(plots.confusion_figure(matrix, title=f"{run_name(cfg)} — test"), "classifier/confusion_matrix.png")
+        run.log_figure(plots.confusion_figure(matrix, title=f"{name} — test"), "classifier/confusion_matrix.png")
         run.log_text(_per_class_csv(metrics, matrix), "classifier/per_class.csv")
         seconds["cell"] = time.perf_counter() - t_cell
         # the process's CPU time (all its threads): against the wall time, the share of the cores the cell got
