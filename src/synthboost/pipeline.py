@@ -205,8 +205,8 @@ def run_name(cfg: RunConfig, *, variant: str | None = None) -> str:
     recipe = getattr(cfg.clf, "recipe", "fair")
     recipe_part = f" recipe={recipe}" if recipe != "fair" else ""
     external = " +external data" if external_data(cfg) else ""  # nor may runs that saw more labelled images
-    return (f"{variant or cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part}{recipe_part}{external}"
-            f" seed={cfg.seed}")
+    return (f"{variant or cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part}{recipe_part}"
+            f"{external} seed={cfg.seed}")
 
 
 @dataclass
