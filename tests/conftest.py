@@ -35,6 +35,15 @@ def isolated_home(tmp_path_factory):
             os.environ[k] = v
 
 
+@pytest.fixture()
+def resumable_env(tmp_path) -> dict[str, str]:
+    """The environment of a subprocess killed in a generator's training and run again: no fault inherited, a
+    snapshot after every epoch, kept in ``tmp_path / "snap"``, one thread."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHBOOST_FAULT")}
+    return env | {"SYNTHBOOST_SNAPSHOTS": str(tmp_path / "snap"), "SYNTHBOOST_SNAPSHOT_SECONDS": "0",
+                  "OMP_NUM_THREADS": "1"}
+
+
 @pytest.fixture(scope="session")
 def tracker(isolated_home):
     from synthboost.tracking import Tracker

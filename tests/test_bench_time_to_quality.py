@@ -3,6 +3,10 @@ same command again resumes from its store."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from benches import load_bench
 
@@ -42,25 +46,17 @@ def test_bad_fast_settings_are_refused_with_the_fix(capsys):
 
 
 @pytest.mark.slow
-def test_a_run_cut_off_in_training_goes_on_from_its_snapshot_when_the_bench_is_run_again(tmp_path):
+def test_a_run_cut_off_in_training_goes_on_from_its_snapshot_when_the_bench_is_run_again(tmp_path, resumable_env):
     """The bench spans sessions: the process killed in a generator's training (a session's end) loses no training;
     the same command again resumes it, and says so."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     bench = Path(__file__).parents[1] / "bench" / "time_to_quality.py"
     args = [sys.executable, str(bench), "--profile", "smoke", "--families", "vqvae", "--seeds", "0", "--size", "300",
             "--fast", "vqvae:hidden=16", "--store", str(tmp_path / "store")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHBOOST_FAULT")}
-    env |= {"SYNTHBOOST_SNAPSHOTS": str(tmp_path / "snap"), "SYNTHBOOST_SNAPSHOT_SECONDS": "0",
-            "OMP_NUM_THREADS": "1"}
-    killed = subprocess.run(args, env=env | {"SYNTHBOOST_FAULT": "generator-training:SIGKILL"}, capture_output=True,
-                            text=True, timeout=600)
+    killed = subprocess.run(args, env=resumable_env | {"SYNTHBOOST_FAULT": "generator-training:SIGKILL"},
+                            capture_output=True, text=True, timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert list((tmp_path / "snap").glob("*.pt")), "the killed training left no snapshot"
-    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(args, env=resumable_env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     today = next(line for line in again.stdout.splitlines() if line.startswith("vqvae seed 0: today"))
     assert "'resumed': 'autoencoder epoch 1" in today, today

@@ -87,18 +87,14 @@ def test_a_snapshot_of_another_generator_or_a_damaged_one_is_never_used(split, t
 
 
 @pytest.mark.slow
-def test_a_run_killed_in_generator_training_resumes_there_with_the_same_numbers(tmp_path):
+def test_a_run_killed_in_generator_training_resumes_there_with_the_same_numbers(tmp_path, resumable_env):
     """The real thing: ``synthboost run`` killed (SIGKILL) after its generator's first epoch, run again."""
     args = [sys.executable, "-m", "synthboost", "run", "--model", "cgan", "--profile", "smoke", "--regime",
             "balanced", "--size", "300", "--seed", "0", "--set", "gen.epochs=3", "--set", "gen.min_g_steps=0",
             "--set", "clf.epochs=2"]
 
     def run(store: str, **env):
-        import os
-
-        e = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHBOOST_FAULT")}
-        e |= {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/{store}.db", "SYNTHBOOST_SNAPSHOTS": str(tmp_path / "snap"),
-              "SYNTHBOOST_SNAPSHOT_SECONDS": "0", "OMP_NUM_THREADS": "1", **env}
+        e = resumable_env | {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/{store}.db", **env}
         return subprocess.run(args, env=e, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
     killed = run("a", SYNTHBOOST_FAULT="generator-training:SIGKILL")
