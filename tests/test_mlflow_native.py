@@ -93,3 +93,54 @@ def test_the_checkpoint_cache_still_reuses_the_generator_and_links_its_model(tra
     assert [m.model_id for m in run.inputs.model_inputs] == [model_id]  # ... but a link to the one it sampled from
     assert run.inputs.dataset_inputs[0].dataset.digest == tracker.client.get_run(
         first.run_id).inputs.dataset_inputs[0].dataset.digest
+
+
+RACE = """
+import sys, time
+from pathlib import Path
+from types import SimpleNamespace
+import torch
+from synthboost.tracking import Tracker
+
+uri, folder, me, rounds = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+tracker = Tracker(uri)
+split = SimpleNamespace(digest="f" * 64, train_y=torch.arange(10).repeat(3), val_y=torch.arange(10))
+with tracker.run(experiment="race", name="worker", use_env_run=False) as run:
+    (folder / f"ready-{me}").touch()
+    while not (folder / "go").exists():
+        time.sleep(0.01)
+    start = float((folder / "go").read_text())
+    for k in range(rounds):  # every process logs round k's new split at the same instant
+        time.sleep(max(0.0, start + k - time.time()))
+        run.log_dataset(split, name=f"split {k}", source="/data")
+        print("logged", k, flush=True)
+"""
+
+
+def test_workers_logging_the_same_new_split_at_once_all_record_it(tmp_path):
+    """Workers of one grid start cells on the same data draw together: MLflow looks a dataset up, then inserts it,
+    so both insert and one used to fail its run on the unique key.  Each run must end with the dataset."""
+    import subprocess
+    import sys
+    import time
+
+    from synthboost.tracking import Tracker
+
+    uri, rounds = f"sqlite:///{tmp_path}/mlflow.db", 5
+    Tracker(uri).experiment_id("race")  # the schema and experiment exist before the workers race
+    procs = [subprocess.Popen([sys.executable, "-c", RACE, uri, str(tmp_path), str(i), str(rounds)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    deadline = time.time() + 120
+    while not all((tmp_path / f"ready-{i}").exists() for i in range(2)) and time.time() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "go").write_text(str(time.time() + 1))  # both have their run open: round k at go + k s
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        assert out.count("logged") == rounds, out
+    client = Tracker(uri).client
+    runs = client.search_runs([client.get_experiment_by_name("race").experiment_id])
+    assert len(runs) == 2
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert sorted(d.dataset.name for d in r.inputs.dataset_inputs) == [f"split {k}" for k in range(rounds)]

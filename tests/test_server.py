@@ -128,12 +128,14 @@ def test_wrong_credentials_or_database_exit_2_naming_the_uri_without_its_passwor
 def test_a_study_driven_by_four_independent_workers_runs_each_trial_once(server, tmp_path):
     args = ["study", "--model", "vae", "--config", "config.yaml", "--name", "four", "--experiment", "server-study"]
     results = finish(start_workers(server, tmp_path, 4, STUDY, args))
-    for code, out, err in results:
-        assert code == 0, out + err
-        assert "study four: 8 complete, 0 pruned, 0 failed" in out, out + err
-
     st = optuna.load_study(study_name="four", storage=queue.open_storage(server.storage))
     trials = st.get_trials()
+    reasons = {t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name != "COMPLETE"}
+    everything = "\n".join(f"--- worker {i} (exit {code})\n{out}{err}" for i, (code, out, err) in enumerate(results))
+    for code, out, err in results:
+        assert code == 0, everything
+        assert "study four: 8 complete, 0 pruned, 0 failed" in out, f"{reasons}\n{everything}"
+
     assert sorted(t.number for t in trials) == list(range(8))  # exactly the budget, no retry, nothing lost
     assert all(t.state.name == "COMPLETE" for t in trials)
     assert len({t.user_attrs["worker"] for t in trials}) >= 2, "the work was not shared"

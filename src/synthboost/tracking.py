@@ -129,6 +129,12 @@ def quiet_artifact_bars() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+def _duplicate_key(err: BaseException) -> bool:
+    """A store's unique-key violation (PostgreSQL's or SQLite's wording), as MLflow passes it on."""
+    text = str(err)
+    return "duplicate key value violates unique constraint" in text or "UNIQUE constraint failed" in text
+
+
 def redact(url: str) -> str:
     """Hide a password in a URL (``scheme://user:***@host/…``) before it goes into a tag or a message."""
     if "://" in url and "@" in url.split("://", 1)[1]:
@@ -618,7 +624,15 @@ class Run:
                                               train_y=split.train_y.numpy(), val_y=split.val_y.numpy(),
                                               class_names=CLASS_NAMES)
         with self._timed():
-            self.client.log_inputs(self.id, datasets=[mlflow_native.dataset_input(dataset, context)])
+            for attempt in range(3):
+                try:
+                    self.client.log_inputs(self.id, datasets=[mlflow_native.dataset_input(dataset, context)])
+                    return
+                except Exception as err:
+                    # MLflow looks the dataset up, then inserts it: two workers logging the same new split at once
+                    # both insert, and the loser gets a unique-key error.  Now it exists, so asking again links it.
+                    if attempt == 2 or not _duplicate_key(err):
+                        raise
 
     def log_generator_model(self, state: dict, *, name: str, tags: dict[str, Any] | None = None) -> str:
         """A trained generator's checkpoint as an MLflow model of this run: a pyfunc whose ``predict(labels)``
