@@ -44,3 +44,45 @@ def test_evaluate_refuses_runs_without_a_generator_and_unknown_ids(tracker):
     assert out.exit_code == 2 and "has no generator" in out.stderr
     out = runner.invoke(app, ["evaluate", "--run-id", "0123456789abcdef0123456789abcdef"])
     assert out.exit_code == 2 and "no run with id" in out.stderr
+
+
+
+TWO_AT_ONCE = """
+import sys, time
+from pathlib import Path
+import torch
+from synthboost import tracking
+
+uri, go = sys.argv[1], Path(sys.argv[2])
+tracker = tracking.Tracker(uri)
+tracker.experiment_id(tracking.MODELS_EXPERIMENT)
+
+def train():  # an extractor's training: long enough for the other worker to ask meanwhile
+    time.sleep(3)
+    return {"w": torch.ones(3)}, {"extractor/test_accuracy": 0.5}, {"profile": "smoke"}
+
+while not go.exists():
+    time.sleep(0.01)
+print(tracking.cached_model(tracker, kind="extractor", key="k-at-once", name="feature extractor", train=train)[1])
+"""
+
+
+def test_two_workers_needing_the_extractor_at_once_train_it_once(tmp_path):
+    """Workers of a grid starting together on a fresh store: one trains the quality extractor, the other waits and
+    loads it (the same run), rather than both spending the training."""
+    import subprocess
+    import sys
+
+    from synthboost.tracking import Tracker
+
+    uri, go = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_AT_ONCE, uri, str(go)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    go.touch()
+    ids = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        ids.append(out.split()[-1])
+    trained = Tracker(uri).search("tags.aux_kind = 'extractor'", max_results=10)
+    assert len(trained) == 1 and ids == [trained[0].info.run_id] * 2, (ids, [r.info.run_id for r in trained])

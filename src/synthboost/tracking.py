@@ -492,19 +492,23 @@ def cached_model(tracker: Tracker, *, kind: str, key: str, name: str,
     """An auxiliary model (feature extractor, CLIP) trained once per ``key`` and kept as an MLflow run.
 
     ``train()`` returns ``(state, metrics, params)``; the state is saved as ``model/model.pt``.  Later calls
-    with the same kind and key load it from that run instead of training again.  Returns (state, run_id).
+    with the same kind and key load it from that run instead of training again; workers asking at once wait for
+    the one training it (``Tracker.exclusive``).  Returns (state, run_id).
     """
     found = tracker.find_model_run(kind, key)
-    if found is not None:
-        return tracker.load_checkpoint(found, "model/model.pt"), found
-    with tracker.run(experiment=experiment, name=name, tags={"aux_kind": kind, "aux_key": key,
-                                                           TAG_KIND: KIND_MODEL, "git_commit": git_commit()},
-                     use_env_run=False) as run:
-        state, metrics, params = train()
-        run.log_params(params)
-        run.log_metrics(metrics)
-        run.set_tags(run.log_checkpoint(state, artifact_path="model"))
-    return state, run.id
+    if found is None:
+        with tracker.exclusive(f"{kind}-{key}"):  # workers starting together: one trains it, the others load it
+            found = tracker.find_model_run(kind, key)
+            if found is None:
+                with tracker.run(experiment=experiment, name=name, tags={
+                        "aux_kind": kind, "aux_key": key, TAG_KIND: KIND_MODEL, "git_commit": git_commit()},
+                                 use_env_run=False) as run:
+                    state, metrics, params = train()
+                    run.log_params(params)
+                    run.log_metrics(metrics)
+                    run.set_tags(run.log_checkpoint(state, artifact_path="model"))
+                return state, run.id
+    return tracker.load_checkpoint(found, "model/model.pt"), found
 
 
 class Run:
