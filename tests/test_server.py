@@ -61,6 +61,11 @@ def finish(procs, timeout: float = 600) -> list[tuple[int, str, str]]:
     return out
 
 
+def outputs(results) -> str:
+    """Every worker's output, for a failure message: the one that failed a trial is not always the first."""
+    return "\n".join(f"--- worker {i} (exit {code})\n{out}{err}" for i, (code, out, err) in enumerate(results))
+
+
 def runs_of(tracker: Tracker, experiment: str):
     exp = tracker.client.get_experiment_by_name(experiment)
     return tracker.client.search_runs([exp.experiment_id], max_results=1000)
@@ -131,10 +136,9 @@ def test_a_study_driven_by_four_independent_workers_runs_each_trial_once(server,
     st = optuna.load_study(study_name="four", storage=queue.open_storage(server.storage))
     trials = st.get_trials()
     reasons = {t.number: t.user_attrs.get("fail_reason") for t in trials if t.state.name != "COMPLETE"}
-    everything = "\n".join(f"--- worker {i} (exit {code})\n{out}{err}" for i, (code, out, err) in enumerate(results))
     for code, out, err in results:
-        assert code == 0, everything
-        assert "study four: 8 complete, 0 pruned, 0 failed" in out, f"{reasons}\n{everything}"
+        assert code == 0, outputs(results)
+        assert "study four: 8 complete, 0 pruned, 0 failed" in out, f"{reasons}\n{outputs(results)}"
 
     assert sorted(t.number for t in trials) == list(range(8))  # exactly the budget, no retry, nothing lost
     assert all(t.state.name == "COMPLETE" for t in trials)
@@ -161,8 +165,8 @@ def test_a_grid_driven_by_four_independent_workers_runs_each_cell_once(server, t
 
     results = finish(start_workers(server, tmp_path, 4, GRID, ["grid", "--config", "config.yaml"]))
     for code, out, err in results:
-        assert code == 0, out + err
-        assert "0 missing of 6" in out, out + err
+        assert code == 0, outputs(results)
+        assert "0 missing of 6" in out, outputs(results)
 
     tracker = Tracker(server.tracking_uri)
     spec_file = tmp_path / "grid.yaml"
