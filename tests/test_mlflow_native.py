@@ -117,6 +117,7 @@ with tracker.run(experiment="race", name="worker", use_env_run=False) as run:
 """
 
 
+@pytest.mark.slow
 def test_workers_logging_the_same_new_split_at_once_all_record_it(tmp_path):
     """Workers of one grid start cells on the same data draw together: MLflow looks a dataset up, then inserts it,
     so both insert and one used to fail its run on the unique key.  Each run must end with the dataset."""

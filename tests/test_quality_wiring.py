@@ -67,6 +67,7 @@ print(tracking.cached_model(tracker, kind="extractor", key="k-at-once", name="fe
 """
 
 
+@pytest.mark.slow
 def test_two_workers_needing_the_extractor_at_once_train_it_once(tmp_path):
     """Workers of a grid starting together on a fresh store: one trains the quality extractor, the other waits and
     loads it (the same run), rather than both spending the training."""
