@@ -2,6 +2,9 @@
 (Models column, registry, ``mlflow.pyfunc.load_model``), and the checkpoint cache keeps working on top of them."""
 
 import json
+import subprocess
+import sys
+import time
 
 import mlflow
 import numpy as np
@@ -11,6 +14,7 @@ import torch
 
 from synthboost.data import CLASS_NAMES, load_fashion_mnist, make_split
 from synthboost.pipeline import generator_key, make_config, run_experiment
+from synthboost.tracking import Tracker
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +125,6 @@ with tracker.run(experiment="race", name="worker", use_env_run=False) as run:
 def test_workers_logging_the_same_new_split_at_once_all_record_it(tmp_path):
     """Workers of one grid start cells on the same data draw together: MLflow looks a dataset up, then inserts it,
     so both insert and one used to fail its run on the unique key.  Each run must end with the dataset."""
-    import subprocess
-    import sys
-    import time
-
-    from synthboost.tracking import Tracker
-
     uri, rounds = f"sqlite:///{tmp_path}/mlflow.db", 5
     Tracker(uri).experiment_id("race")  # the schema and experiment exist before the workers race
     procs = [subprocess.Popen([sys.executable, "-c", RACE, uri, str(tmp_path), str(i), str(rounds)],

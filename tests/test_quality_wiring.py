@@ -1,10 +1,14 @@
 """Generator-quality metrics wired into runs: logged by the pipeline, and later by `synthboost evaluate`."""
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
 from synthboost.cli import app
 from synthboost.pipeline import make_config, run_experiment
+from synthboost.tracking import Tracker
 
 runner = CliRunner()
 GEN_KEYS = ("fid", "kid_mean", "kid_std", "inception_score", "precision", "recall", "fid_class_0", "fid_class_9",
@@ -71,11 +75,6 @@ print(tracking.cached_model(tracker, kind="extractor", key="k-at-once", name="fe
 def test_two_workers_needing_the_extractor_at_once_train_it_once(tmp_path):
     """Workers of a grid starting together on a fresh store: one trains the quality extractor, the other waits and
     loads it (the same run), rather than both spending the training."""
-    import subprocess
-    import sys
-
-    from synthboost.tracking import Tracker
-
     uri, go = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", TWO_AT_ONCE, uri, str(go)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -495,20 +495,22 @@ def cached_model(tracker: Tracker, *, kind: str, key: str, name: str,
     with the same kind and key load it from that run instead of training again; workers asking at once wait for
     the one training it (``Tracker.exclusive``).  Returns (state, run_id).
     """
-    found = tracker.find_model_run(kind, key)
-    if found is None:
-        with tracker.exclusive(f"{kind}-{key}"):  # workers starting together: one trains it, the others load it
-            found = tracker.find_model_run(kind, key)
-            if found is None:
-                with tracker.run(experiment=experiment, name=name, tags={
-                        "aux_kind": kind, "aux_key": key, TAG_KIND: KIND_MODEL, "git_commit": git_commit()},
-                                 use_env_run=False) as run:
-                    state, metrics, params = train()
-                    run.log_params(params)
-                    run.log_metrics(metrics)
-                    run.set_tags(run.log_checkpoint(state, artifact_path="model"))
-                return state, run.id
+    with tracker.exclusive(f"{kind}-{key}"):  # workers starting together: one trains it, the others load it
+        found = tracker.find_model_run(kind, key)
+        if found is None:
+            return _train_model(tracker, kind=kind, key=key, name=name, train=train, experiment=experiment)
     return tracker.load_checkpoint(found, "model/model.pt"), found
+
+
+def _train_model(tracker: Tracker, *, kind: str, key: str, name: str, train, experiment: str) -> tuple[dict, str]:
+    with tracker.run(experiment=experiment, name=name, tags={"aux_kind": kind, "aux_key": key,
+                                                           TAG_KIND: KIND_MODEL, "git_commit": git_commit()},
+                     use_env_run=False) as run:
+        state, metrics, params = train()
+        run.log_params(params)
+        run.log_metrics(metrics)
+        run.set_tags(run.log_checkpoint(state, artifact_path="model"))
+    return state, run.id
 
 
 class Run:
@@ -627,16 +629,16 @@ class Run:
         dataset = mlflow_native.split_dataset(name=name, digest=split.digest, source=source,
                                               train_y=split.train_y.numpy(), val_y=split.val_y.numpy(),
                                               class_names=CLASS_NAMES)
+        inputs = [mlflow_native.dataset_input(dataset, context)]
         with self._timed():
-            for attempt in range(3):
-                try:
-                    self.client.log_inputs(self.id, datasets=[mlflow_native.dataset_input(dataset, context)])
-                    return
-                except Exception as err:
-                    # MLflow looks the dataset up, then inserts it: two workers logging the same new split at once
-                    # both insert, and the loser gets a unique-key error.  Now it exists, so asking again links it.
-                    if attempt == 2 or not _duplicate_key(err):
-                        raise
+            try:
+                self.client.log_inputs(self.id, datasets=inputs)
+            except Exception as err:
+                # MLflow looks the dataset up, then inserts it: two workers logging the same new split at once both
+                # insert, and the loser gets a unique-key error.  Now it exists, so asking again links it.
+                if not _duplicate_key(err):
+                    raise
+                self.client.log_inputs(self.id, datasets=inputs)
 
     def log_generator_model(self, state: dict, *, name: str, tags: dict[str, Any] | None = None) -> str:
         """A trained generator's checkpoint as an MLflow model of this run: a pyfunc whose ``predict(labels)``
