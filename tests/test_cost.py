@@ -236,3 +236,22 @@ def test_an_estimate_replayed_as_of_a_past_time_prices_from_the_runs_ended_by_th
     assert "left out: 0 with disturbed timings, 0 priced unknown, 1 not finished yet" in out
     row = next(line.split() for line in out.splitlines() if line.split()[:1] == ["total"])
     assert row[1] == "1" and float(row[4]) == pytest.approx((steps + 20) / (3 * steps + 20), abs=0.01)
+
+
+def test_two_cpus_of_one_model_name_but_different_vector_units_are_different_machines(monkeypatch):
+    """Cloud CPUs report one model name ("AMD EPYC") for an AVX2 part and an AVX512-BF16 one, whose speeds differ:
+    timings of one must not price cells on the other."""
+    import torch
+
+    from synthboost import training
+
+    monkeypatch.setattr(cost, "cpu_model", lambda: "AMD EPYC")
+    seen = []
+    for isa, bf16 in (("AVX2", False), ("AVX512", True), ("AVX512", False)):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda isa=isa: isa)
+        monkeypatch.setattr(training, "native_bf16", lambda device, bf16=bf16: bf16)
+        cost.cpu_kind.cache_clear()
+        seen.append(cost.machine()["cpu"])
+    cost.cpu_kind.cache_clear()
+    assert seen == ["AMD EPYC [AVX2]", "AMD EPYC [AVX512+BF16]", "AMD EPYC [AVX512]"]
+    assert len({cost.machine_key({"cpu": c, "threads": 1}) for c in seen}) == 3

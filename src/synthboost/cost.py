@@ -47,10 +47,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+@functools.cache
+def cpu_kind() -> str:
+    """The CPU's model name with the vector unit torch dispatches to and whether it computes bf16 natively: cloud
+    machines of one model name ("AMD EPYC") differ there, and so do their speeds (an AVX2 one and an AVX512-BF16
+    one were both just "AMD EPYC"), so timings are matched on this, not on the name alone."""
+    import torch
+
+    from .training import native_bf16
+
+    features = torch.backends.cpu.get_cpu_capability() + ("+BF16" if native_bf16(torch.device("cpu")) else "")
+    return f"{cpu_model()} [{features}]"
+
+
 def machine() -> dict[str, Any]:
     import torch
 
-    return {"cpu": cpu_model(), "threads": torch.get_num_threads()}
+    return {"cpu": cpu_kind(), "threads": torch.get_num_threads()}
 
 
 def machine_tags() -> dict[str, Any]:
