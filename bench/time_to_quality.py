@@ -15,6 +15,9 @@ neither wall time.  It takes hours at ``quick``: ``--store DIR`` keeps the runs,
 back the finished ones; a run cut off in its generator's training goes on from that training's last snapshot
 (``snapshots.py``) and counts the cut attempt's training time up to it, so its time is still an unbroken training's.
 
+Wall times compare only within one machine (tag ``machine.cpu``): a row whose runs ran on several (a store
+resumed elsewhere from the ledger, ``synthboost ledger import --experiment time-to-quality``) prints no speed-up.
+
 *wall* = training + the mix's sampling: what a grid cell spends before its classifier.  *speed-up* = today's mean
 wall / the fast setting's.  *holds* = the fast mean label consistency ≥ today's lowest seed and its mean FID ≤
 today's highest seed (the issue's "within the spread of today's three seeds").  The classifier is cut to one step
@@ -100,7 +103,7 @@ def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, fl
     m = result.metrics
     return {"gen": m.get("time/gen", 0.0), "sample": m.get("time/sample", 0.0), "reused": result.generator_reused,
             "resumed": result.tags.get(TAG_GENERATOR_RESUMED, ""), "lc": m["gen/label_consistency"],
-            "fid": m["gen/fid"]}
+            "fid": m["gen/fid"], "machine": result.tags.get("machine.cpu", "unknown CPU")}
 
 
 def warm_shared_inputs(*, family: str, seed: int, args, tracker) -> None:
@@ -125,11 +128,16 @@ def summarise(family: str, today: list[dict], fast: list[dict], fast_values: dic
             f["gen"] = t["gen"]
     wall_t = statistics.fmean(r["gen"] + r["sample"] for r in today)
     wall_f = statistics.fmean(r["gen"] + r["sample"] for r in fast)
+    # a store resumed on another machine (runs read back from the ledger) holds wall times of two CPUs: quality
+    # still compares, wall times only within one machine
+    machines = sorted({r["machine"] for r in today + fast})
     lc_f, fid_f = statistics.fmean(r["lc"] for r in fast), statistics.fmean(r["fid"] for r in fast)
-    holds = lc_f >= min(r["lc"] for r in today) and fid_f <= max(r["fid"] for r in today)
+    eps = 1e-9  # a mean of equal values may round below them
+    holds = lc_f >= min(r["lc"] for r in today) - eps and fid_f <= max(r["fid"] for r in today) + eps
     return {"family": family, "fast": ", ".join(f"{k}={v}" for k, v in fast_values.items()),
             "seeds": len(today), "today_wall": wall_t, "fast_wall": wall_f,
-            "speedup": wall_t / wall_f if wall_f > 0 else float("inf"),
+            "speedup": (wall_t / wall_f if wall_f > 0 else float("inf")) if len(machines) == 1 else None,
+            "machines": machines,
             "today_lc": [r["lc"] for r in today], "fast_lc": [r["lc"] for r in fast],
             "today_fid": [r["fid"] for r in today], "fast_fid": [r["fid"] for r in fast], "holds": holds}
 
@@ -139,14 +147,20 @@ def _spread(values: list[float], fmt: str) -> str:
     return format(mean, fmt) + (f" [{min(values):{fmt}}, {max(values):{fmt}}]" if len(values) > 1 else "")
 
 
+def _speedup(row: dict) -> str:
+    if row["speedup"] is None:
+        return f"— (runs of {len(row['machines'])} machines: run the family again on one)"
+    return f"{row['speedup']:.2f}×"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| family | fast setting | seeds | today: wall s | fast: wall s | speed-up | label consistency today → "
-             "fast | FID today → fast | quality holds |", "|" + "---|" * 9]
+             "fast | FID today → fast | quality holds | machine |", "|" + "---|" * 10]
     for r in rows:
         lines.append(f"| {r['family']} | {r['fast']} | {r['seeds']} | {r['today_wall']:.1f} | {r['fast_wall']:.1f} | "
-                     f"{r['speedup']:.2f}× | {_spread(r['today_lc'], '.3f')} → {_spread(r['fast_lc'], '.3f')} | "
+                     f"{_speedup(r)} | {_spread(r['today_lc'], '.3f')} → {_spread(r['fast_lc'], '.3f')} | "
                      f"{_spread(r['today_fid'], '.1f')} → {_spread(r['fast_fid'], '.1f')} | "
-                     f"{'yes' if r['holds'] else 'no'} |")
+                     f"{'yes' if r['holds'] else 'no'} | {'; '.join(r['machines'])} |")
     return "\n".join(lines)
 
 

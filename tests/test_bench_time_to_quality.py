@@ -62,3 +62,20 @@ def test_a_run_cut_off_in_training_goes_on_from_its_snapshot_when_the_bench_is_r
     assert "'resumed': 'autoencoder epoch 1" in today, today
     assert "'resumed': ''" in today.split("fast", 1)[1]  # the fast setting trained on its own, from the start
     assert not list((tmp_path / "snap").glob("*.pt"))  # cleared once each generator was in the store
+
+
+def test_a_row_whose_runs_ran_on_two_machines_compares_quality_but_prints_no_speed_up():
+    """A store resumed on another machine from the ledger holds wall times of two CPUs: their ratio means nothing."""
+    bench = load_bench("time_to_quality")
+
+    def run(machine, wall, lc=0.7, fid=80.0):
+        return {"gen": wall, "sample": 0.0, "reused": False, "resumed": "", "lc": lc, "fid": fid, "machine": machine}
+
+    one = bench.summarise("vae", [run("A [AVX2]", 300)] * 3, [run("A [AVX2]", 100)] * 3, {"epochs": 20})
+    assert one["speedup"] == pytest.approx(3.0)
+    mixed = bench.summarise("vae", [run("A [AVX512+BF16]", 200), run("A [AVX2]", 300), run("A [AVX2]", 300)],
+                            [run("A [AVX2]", 100)] * 3, {"epochs": 20})
+    assert mixed["speedup"] is None and mixed["holds"]
+    line = bench.table([one, mixed]).splitlines()[-1]
+    assert "— (runs of 2 machines" in line and "A [AVX2]; A [AVX512+BF16]" in line and "3.00×" not in line
+    assert "3.00×" in bench.table([one])

@@ -206,3 +206,26 @@ def test_a_listed_checkpoint_missing_from_the_copy_counts_as_not_carried(world, 
     assert out.exit_code == 0, out.output
     vae = cells(Tracker(f"sqlite:///{tmp_path / 'clone.db'}"))["vae"]
     assert "generator_trained" not in vae.data.tags and vae.data.tags["ledger.checkpoint"] == "not carried"
+
+
+def test_import_takes_only_the_experiments_asked_for(world, tmp_path, monkeypatch):
+    """A bench's own store resumed on a new machine wants its experiment's runs, not the whole ledger."""
+    import shutil
+
+    lg = tmp_path / "lg"
+    shutil.copytree(world["dir"] / EXP, lg / EXP)
+    record = next(r for r, _ in ledger.read_records(lg) if r["tags"].get("model") == "none")
+    other = record | {"experiment": "ledger-other", "run_id": "0" * 32, "artifacts": [],
+                      "tags": {k: v for k, v in record["tags"].items() if k != "mlflow.parentRunId"}}
+    (lg / "ledger-other").mkdir()
+    (lg / "ledger-other" / f"{other['run_id']}.json").write_text(json.dumps(other))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'only.db'}")
+    out = runner.invoke(app, ["ledger", "import", "--experiment", "ledger-other", "--dir", str(lg)])
+    assert out.exit_code == 0 and "1 run(s) imported" in out.stdout, out.output
+    only = Tracker(f"sqlite:///{tmp_path / 'only.db'}")
+    assert only.client.get_experiment_by_name(EXP) is None
+    (run,) = only.client.search_runs([only.client.get_experiment_by_name("ledger-other").experiment_id])
+    assert run.data.tags["ledger.origin_run_id"] == "0" * 32
+    out = runner.invoke(app, ["ledger", "import", "--experiment", "no-such", "--dir", str(lg)])
+    assert out.exit_code == 2 and "has no experiment no-such (it has: ledger, ledger-other)" in out.output
+    assert len(out.output.strip().splitlines()) == 1

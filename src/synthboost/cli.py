@@ -516,6 +516,8 @@ def ledger_export(
 @ledger_app.command("import")
 @guarded
 def ledger_import(
+    experiment: Annotated[list[str] | None, typer.Option(help="An experiment to import (repeatable; default: "
+                                                              "every experiment).")] = None,
     dir_: LedgerDir = None,
     journal: Annotated[bool, typer.Option(help="Restore the ledger's Optuna journal when there is none yet.")] = True,
 ) -> None:
@@ -525,7 +527,8 @@ def ledger_import(
     from . import ledger, tracking
 
     src = Path(dir_) if dir_ else ledger.default_dir()
-    summary = ledger.import_(tracking.Tracker(), src=src, journal=ledger.default_journal() if journal else None)
+    summary = ledger.import_(tracking.Tracker(), src=src, journal=ledger.default_journal() if journal else None,
+                             experiments=experiment)
     typer.echo(f"{tracking.redact(tracking.tracking_uri())}: {summary.line('imported')}")
 
 

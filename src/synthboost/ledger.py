@@ -168,12 +168,20 @@ def read_records(src: Path) -> list[tuple[dict[str, Any], Path]]:
     return sorted(out, key=lambda rp: (level(rp[0]), rp[0]["start_time"] or 0, rp[0]["run_id"]))
 
 
-def import_(tracker: tracking.Tracker, *, src: Path, journal: str | None = None) -> Summary:
+def import_(tracker: tracking.Tracker, *, src: Path, journal: str | None = None,
+            experiments: list[str] | None = None) -> Summary:
     """Create the runs of the ledger at ``src`` that the store lacks and update the tags of those it has; with
-    ``journal`` (the local Optuna journal path) restore the ledger's journal there when there is none yet."""
+    ``journal`` (the local Optuna journal path) restore the ledger's journal there when there is none yet;
+    ``experiments``: only those experiments' runs (a name the ledger lacks -> UserError)."""
     tracking.quiet_artifact_bars()
     summary = Summary()
     records = read_records(src)
+    if experiments:
+        missing = sorted(set(experiments) - {r["experiment"] for r, _ in records})
+        if missing:
+            raise UserError(f"the ledger at {src} has no experiment {', '.join(missing)} "
+                            f"(it has: {', '.join(sorted({r['experiment'] for r, _ in records})) or 'none'})")
+        records = [(r, f) for r, f in records if r["experiment"] in experiments]
     to_local = tracking.origin_ids(tracker)
     created = set()
     for record, folder in records:  # parents first, so a child nests under its parent's new id
