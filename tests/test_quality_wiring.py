@@ -40,6 +40,16 @@ def test_pipeline_logs_quality_and_evaluate_adds_it_later(tracker):
     # same generator, same seed, same extractor: the same FID as the first run's
     assert after.data.metrics["gen/fid"] == pytest.approx(run.data.metrics["gen/fid"], rel=1e-5)
 
+    # --no-cas: the same distances without CAS's four classifier fits, and the run records that it has none
+    other = run_experiment(make_config(model="vae", regime="balanced", size=400, seed=0, profile="smoke",
+                                       mix_ratio=0.4), tracker=tracker, experiment="test-quality", progress=False)
+    out = runner.invoke(app, ["evaluate", "--run-id", other.run_id, "--no-cas"])
+    assert out.exit_code == 0 and "FID" in out.stdout and "CAS" not in out.stdout, out.output
+    lean = tracker.client.get_run(other.run_id).data
+    assert lean.metrics["gen/fid"] == pytest.approx(run.data.metrics["gen/fid"], rel=1e-5)
+    assert "gen/label_consistency" in lean.metrics and not any("cas" in k for k in lean.metrics)
+    assert lean.params["gen_metrics.cas"] == "False" and after.data.params["gen_metrics.cas"] == "True"
+
 
 def test_evaluate_refuses_runs_without_a_generator_and_unknown_ids(tracker):
     base = run_experiment(make_config(model="none", regime="balanced", size=300, seed=0, profile="smoke"),

@@ -165,14 +165,18 @@ def ui(
 
 @app.command()
 @guarded
-def evaluate(run_id: Annotated[str, typer.Option("--run-id", help="An existing run with a generator.")]) -> None:
+def evaluate(run_id: Annotated[str, typer.Option("--run-id", help="An existing run with a generator.")],
+             cas: Annotated[bool, typer.Option("--cas/--no-cas", help="Also the classifier-based CAS (four classifier "
+                                                                       "fits: most of the time at quick).")] = True,
+             ) -> None:
     """Compute generator-quality metrics (gen/*) for an existing run from its logged checkpoint."""
     from . import pipeline, tracking
 
-    m = pipeline.evaluate_run(run_id, tracker=tracking.Tracker(), stage=Stages())
+    m = pipeline.evaluate_run(run_id, tracker=tracking.Tracker(), stage=Stages(), cas=cas)
     typer.echo(f"run {run_id}: FID {m['fid']:.2f}, KID {m['kid_mean']:.4f}±{m['kid_std']:.4f}, IS "
                f"{m['inception_score']:.2f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, "
-               f"label consistency {m['label_consistency']:.3f}, CAS cnn {m['cas_cnn']:.3f} (real {m['real_cnn']:.3f})")
+               f"label consistency {m['label_consistency']:.3f}"
+               + (f", CAS cnn {m['cas_cnn']:.3f} (real {m['real_cnn']:.3f})" if cas else ""))
 
 
 clip_app = typer.Typer(no_args_is_help=True, help="The project's small CLIP (conditions the `clip` family).")

@@ -585,8 +585,10 @@ QUALITY_PER_CLASS = {"smoke": 50, "quick": 500, "paper": 1000}
 SLOW_QUALITY_PER_CLASS = {"smoke": 20, "quick": 100, "paper": 1000}
 
 
-def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run, stage: StageFn = silent) -> dict[str, float]:
-    """Generator-quality metrics (gen/*), their plots and the extractor's run id, logged into ``run``.
+def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run, stage: StageFn = silent,
+                cas: bool = True) -> dict[str, float]:
+    """Generator-quality metrics (gen/*), their plots and the extractor's run id, logged into ``run``; without
+    ``cas`` the classifier-based CAS is left out (param ``gen_metrics.cas``).
 
     The real reference set is the official test set (first n per class): these numbers are reported, never
     used for selection.  The feature extractor is trained once per data digest and profile and kept as an
@@ -597,12 +599,13 @@ def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run, stage: Stage
     slow = getattr(gen, "slow_sampling", False)
     state, extractor_run = feature_extractor(tracker, profile=cfg.profile, stage=stage)
     n_per_class = (SLOW_QUALITY_PER_CLASS if slow else QUALITY_PER_CLASS)[cfg.profile]
-    stage("generator quality", f"FID, KID, IS, precision/recall on {n_per_class} samples per class, CAS")
+    stage("generator quality", f"FID, KID, IS, precision/recall on {n_per_class} samples per class"
+                               + (", CAS" if cas else ""))
     result = quality.generator_quality(
         gen, extractor=quality.load_extractor(state), real_x=split.test_x, real_y=split.test_y,
         test_x=split.test_x, test_y=split.test_y, train_x=split.train_x, train_y=split.train_y,
         n_per_class=n_per_class, seed=cfg.seed,
-        cas_classifier_profile=cfg.profile, cas_from_quality_draw=slow)
+        cas_classifier_profile=cfg.profile, cas_from_quality_draw=slow, cas=cas)
     run.set_tags({"gen.extractor_run_id": extractor_run})
     run.log_params({f"gen_metrics.{k}": v for k, v in result.params.items()})
     # wall time of the metrics' own draw, so samplers can be compared across runs (bench/ has the clean ratio)
@@ -613,8 +616,9 @@ def log_quality(gen, cfg: RunConfig, split: Split, *, tracker, run, stage: Stage
     return result.metrics
 
 
-def evaluate_run(run_id: str, *, tracker, stage: StageFn = silent) -> dict[str, float]:
-    """Compute the generator-quality metrics later for an existing run, from its logged checkpoint."""
+def evaluate_run(run_id: str, *, tracker, stage: StageFn = silent, cas: bool = True) -> dict[str, float]:
+    """Compute the generator-quality metrics later for an existing run, from its logged checkpoint (``cas``: with
+    the classifier-based CAS, most of the time at ``quick``)."""
     info = tracker.run_info(run_id)
     gen_run = info["tags"].get(tracking.TAG_GENERATOR_RUN_ID)
     if not gen_run:
@@ -629,7 +633,7 @@ def evaluate_run(run_id: str, *, tracker, stage: StageFn = silent) -> dict[str, 
     if split.digest != info["tags"].get("data_digest"):
         raise UserError(f"run {run_id}: the data on this machine differs from the run's (data_digest mismatch)")
     gen = load_generator(tracker, gen_run, cfg.gen)  # with the run's own guidance / temperature / truncation
-    return log_quality(gen, cfg, split, tracker=tracker, run=tracker.attach(run_id), stage=stage)
+    return log_quality(gen, cfg, split, tracker=tracker, run=tracker.attach(run_id), stage=stage, cas=cas)
 
 
 def _per_class_csv(metrics: dict[str, float], matrix: np.ndarray) -> str:

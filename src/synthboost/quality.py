@@ -351,7 +351,8 @@ class QualityResult:
 
 def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y: Tensor, test_x: Tensor,
                       test_y: Tensor, train_x: Tensor, train_y: Tensor, n_per_class: int, seed: int,
-                      cas_classifier_profile: str, cas_from_quality_draw: bool = False, device=None,
+                      cas_classifier_profile: str, cas_from_quality_draw: bool = False, cas: bool = True,
+                      device=None,
                       kid_subsets: int = 100,
                       kid_subset_size: int = 1000, pr_k: int = 3, is_splits: int = 10,
                       tsne_per_class: int = 100) -> QualityResult:
@@ -363,7 +364,9 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
     * CAS trains on ``len(train_y)`` synthetic samples (balanced labels) and tests on ``test_x``; the same
       classifiers trained on ``train_x`` give ``real_cnn``/``real_svm``.  With ``cas_from_quality_draw`` (slow
       samplers) CAS reuses the distance draw instead of a second one, and the real side trains on a seeded
-      subset of ``train_x`` of the same size, so the two scores stay comparable.
+      subset of ``train_x`` of the same size, so the two scores stay comparable.  ``cas=False`` leaves CAS out:
+      its four classifier fits are most of the metrics' time at ``quick`` (a quarter of an hour on a CPU), and a
+      question about distances alone (a bench) does not need them.
     * Figures: ``gen/pca.png`` (all samples) and ``gen/tsne.png`` (``tsne_per_class`` per class and set).
     """
     if n_per_class < 2:
@@ -395,17 +398,18 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
     with timed(seconds, "label_consistency"):
         m["label_consistency"] = float((fake_logits.argmax(1) == fake_y).float().mean())
 
-    if cas_from_quality_draw:
-        cas_x, cas_y = fake_x, fake_y
-        if len(cas_y) < len(train_y):
-            keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))[:len(cas_y)]
-            train_x, train_y = train_x[keep], train_y[keep]
-    else:
-        cas_y = labels_for(balanced_counts(len(train_y)))
-        with timed(seconds, "cas_sample"):
-            cas_x = draw(generator, cas_y, seed=seed * 1000 + 12)
-    m.update(classifier_scores(cas_x, cas_y, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                               profile=cas_classifier_profile, seed=seed, device=device, seconds=seconds))
+    if cas:
+        if cas_from_quality_draw:
+            cas_x, cas_y = fake_x, fake_y
+            if len(cas_y) < len(train_y):
+                keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))[:len(cas_y)]
+                train_x, train_y = train_x[keep], train_y[keep]
+        else:
+            cas_y = labels_for(balanced_counts(len(train_y)))
+            with timed(seconds, "cas_sample"):
+                cas_x = draw(generator, cas_y, seed=seed * 1000 + 12)
+        m.update(classifier_scores(cas_x, cas_y, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                                   profile=cas_classifier_profile, seed=seed, device=device, seconds=seconds))
 
     figures: dict[str, Figure] = {}
     with timed(seconds, "pca"):
@@ -419,8 +423,9 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
         "reference_digest": dataset_digest(ref_x, ref_y)[:16], "feature_dim": feats.num_features,
         "kid_subsets": kid_subsets, "kid_subset_size": min(kid_subset_size, len(ref_y), len(fake_y)),
         "pr_k": pr_k, "is_splits": is_splits, "tsne_per_class": tsne_per_class,
-        "cas_train_size": len(cas_y), "cas_real_train_size": len(train_y), "cas_test_size": len(test_y),
-        "cas_profile": cas_classifier_profile, "cas_from_quality_draw": cas_from_quality_draw,
-        "seed": seed,
+        "cas": cas, "seed": seed,
     }
+    if cas:
+        params |= {"cas_train_size": len(cas_y), "cas_real_train_size": len(train_y), "cas_test_size": len(test_y),
+                   "cas_profile": cas_classifier_profile, "cas_from_quality_draw": cas_from_quality_draw}
     return QualityResult(metrics=m, figures=figures, params=params, seconds=seconds)
