@@ -20,7 +20,10 @@ back the finished ones; a run cut off in its generator's training goes on from t
 Wall times compare only within one machine (tag ``machine.cpu``): a row whose runs ran on several (a store
 resumed elsewhere from the ledger, ``synthboost ledger import --experiment time-to-quality``) prints no speed-up.
 
-*wall* = training + the mix's sampling: what a grid cell spends before its classifier.  *speed-up* = today's mean
+*wall* = training + the mix's sampling: what a grid cell spends before its classifier.  *CPU s* = the CPU seconds
+of the whole run (training, sampling, the one-step classifier; not the quality metrics), measured by the bench
+around it: on a machine shared with other jobs wall time also measures them, CPU time does not (no figure for a run
+resumed from a snapshot or reusing a generator: part of its work is not in it).  *speed-up* = today's mean
 wall / the fast setting's.  *holds* = the fast mean label consistency ≥ today's lowest seed and its mean FID ≤
 today's highest seed (the issue's "within the spread of today's three seeds").  The classifier is cut to one step
 (``clf.steps=1``): it is not part of the question and would only add noise to the timings.
@@ -64,6 +67,8 @@ FAST: dict[str, dict[str, object]] = {
 
 
 EXPERIMENT = "time-to-quality"
+#: the run's CPU seconds as the bench measured them around it (the pipeline in this process, one thread)
+CPU_METRIC = "ttq/cpu_seconds"
 
 
 def parse_fast(items: list[str]) -> dict[str, dict[str, str]]:
@@ -97,16 +102,24 @@ def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, fl
     # only a sampling-only fast setting may reuse weights (today's); anything else trains, so its time/gen is a
     # training time even when an interrupted run of the same key left a checkpoint behind
     reuse = bool(gen) and set(gen) <= set(pipeline.sampling_values(cfg.gen))
+    cpu0 = time.process_time()
     result, read_back = pipeline.run_or_read(cfg, tracker=tracker, experiment=EXPERIMENT, use_cache=reuse,
                                              resume=True, extra_tags={"ttq_setting": setting})
+    if not read_back:  # the run's CPU seconds (training, sampling, a one-step classifier), kept for a read-back
+        result.metrics[CPU_METRIC] = time.process_time() - cpu0
+        tracker.attach(result.run_id).log_metrics({CPU_METRIC: result.metrics[CPU_METRIC]})
     if read_back:
         print(f"{family} seed {seed} {setting}: run {result.run_id} finished earlier in this store; read back",
               flush=True)
     m = result.metrics
     if "gen/fid" not in m:  # finished, but cut before (or not yet at) its quality: computed now, logged in the run
         m = m | {f"gen/{k}": v for k, v in pipeline.evaluate_run(result.run_id, tracker=tracker, cas=False).items()}
+    resumed = result.tags.get(TAG_GENERATOR_RESUMED, "")
+    # CPU seconds compare under any load, but only for a run trained in one go here (a resumed run's cut attempt
+    # and a reused generator's training are not in them)
+    cpu = m.get(CPU_METRIC) if not resumed and not result.generator_reused else None
     return {"gen": m.get("time/gen", 0.0), "sample": m.get("time/sample", 0.0), "reused": result.generator_reused,
-            "resumed": result.tags.get(TAG_GENERATOR_RESUMED, ""), "lc": m["gen/label_consistency"],
+            "resumed": resumed, "cpu": cpu, "lc": m["gen/label_consistency"],
             "fid": m["gen/fid"], "machine": result.tags.get("machine.cpu", "unknown CPU")}
 
 
@@ -135,13 +148,17 @@ def summarise(family: str, today: list[dict], fast: list[dict], fast_values: dic
     # a store resumed on another machine (runs read back from the ledger) holds wall times of two CPUs: quality
     # still compares, wall times only within one machine
     machines = sorted({r["machine"] for r in today + fast})
+    cpus = [r["cpu"] for r in today + fast]
+    cpu_t = statistics.fmean(cpus[:len(today)]) if None not in cpus else None
+    cpu_f = statistics.fmean(cpus[len(today):]) if None not in cpus else None
     lc_f, fid_f = statistics.fmean(r["lc"] for r in fast), statistics.fmean(r["fid"] for r in fast)
     eps = 1e-9  # a mean of equal values may round below them
     holds = lc_f >= min(r["lc"] for r in today) - eps and fid_f <= max(r["fid"] for r in today) + eps
     return {"family": family, "fast": ", ".join(f"{k}={v}" for k, v in fast_values.items()),
             "seeds": len(today), "today_wall": wall_t, "fast_wall": wall_f,
             "speedup": (wall_t / wall_f if wall_f > 0 else float("inf")) if len(machines) == 1 else None,
-            "machines": machines,
+            "machines": machines, "today_cpu": cpu_t, "fast_cpu": cpu_f,
+            "cpu_speedup": cpu_t / cpu_f if cpu_t is not None and cpu_f and len(machines) == 1 else None,
             "today_lc": [r["lc"] for r in today], "fast_lc": [r["lc"] for r in fast],
             "today_fid": [r["fid"] for r in today], "fast_fid": [r["fid"] for r in fast], "holds": holds}
 
@@ -158,11 +175,17 @@ def _speedup(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| family | fast setting | seeds | today: wall s | fast: wall s | speed-up | label consistency today → "
-             "fast | FID today → fast | quality holds | machine |", "|" + "---|" * 10]
+    lines = ["| family | fast setting | seeds | today: wall s | fast: wall s | speed-up | today: CPU s | fast: CPU s | "
+             "CPU speed-up | label consistency today → fast | FID today → fast | quality holds | machine |",
+             "|" + "---|" * 13]
+
+    def num(x, fmt):
+        return "—" if x is None else format(x, fmt)
+
     for r in rows:
         lines.append(f"| {r['family']} | {r['fast']} | {r['seeds']} | {r['today_wall']:.1f} | {r['fast_wall']:.1f} | "
-                     f"{_speedup(r)} | {_spread(r['today_lc'], '.3f')} → {_spread(r['fast_lc'], '.3f')} | "
+                     f"{_speedup(r)} | {num(r['today_cpu'], '.1f')} | {num(r['fast_cpu'], '.1f')} | "
+                     f"{num(r['cpu_speedup'], '.2f')}{'×' if r['cpu_speedup'] else ''} | {_spread(r['today_lc'], '.3f')} → {_spread(r['fast_lc'], '.3f')} | "
                      f"{_spread(r['today_fid'], '.1f')} → {_spread(r['fast_fid'], '.1f')} | "
                      f"{'yes' if r['holds'] else 'no'} | {'; '.join(r['machines'])} |")
     return "\n".join(lines)

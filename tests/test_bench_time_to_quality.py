@@ -32,7 +32,10 @@ def test_a_sampling_only_change_is_charged_todays_training_and_the_table_says_wh
     assert float(rows["cgan"][3]) > 0 and float(rows["cgan"][4]) > 0  # a GAN trains for seconds even on smoke
     for cells in rows.values():
         assert float(cells[3]) >= 0 and float(cells[4]) >= 0 and cells[5].endswith("×")
-        assert cells[8] in {"yes", "no"} and "→" in cells[6] and "→" in cells[7]
+        assert cells[11] in {"yes", "no"} and "→" in cells[9] and "→" in cells[10]
+    # CPU seconds: measured for vae (both settings trained), none for cgan's fast run (it reused today's weights)
+    assert float(rows["vae"][6]) > 0 and float(rows["vae"][7]) > 0 and rows["vae"][8].endswith("×")
+    assert rows["cgan"][8] == "—"
 
 
 def test_bad_fast_settings_are_refused_with_the_fix(capsys):
@@ -69,13 +72,14 @@ def test_a_row_whose_runs_ran_on_two_machines_compares_quality_but_prints_no_spe
     bench = load_bench("time_to_quality")
 
     def run(machine, wall, lc=0.7, fid=80.0):
-        return {"gen": wall, "sample": 0.0, "reused": False, "resumed": "", "lc": lc, "fid": fid, "machine": machine}
+        return {"gen": wall, "sample": 0.0, "reused": False, "resumed": "", "lc": lc, "fid": fid, "machine": machine,
+                "cpu": wall / 2}
 
     one = bench.summarise("vae", [run("A [AVX2]", 300)] * 3, [run("A [AVX2]", 100)] * 3, {"epochs": 20})
-    assert one["speedup"] == pytest.approx(3.0)
+    assert one["speedup"] == pytest.approx(3.0) and one["cpu_speedup"] == pytest.approx(3.0)
     mixed = bench.summarise("vae", [run("A [AVX512+BF16]", 200), run("A [AVX2]", 300), run("A [AVX2]", 300)],
                             [run("A [AVX2]", 100)] * 3, {"epochs": 20})
-    assert mixed["speedup"] is None and mixed["holds"]
+    assert mixed["speedup"] is None and mixed["cpu_speedup"] is None and mixed["holds"]
     line = bench.table([one, mixed]).splitlines()[-1]
     assert "— (runs of 2 machines" in line and "A [AVX2]; A [AVX512+BF16]" in line and "3.00×" not in line
     assert "3.00×" in bench.table([one])
