@@ -108,7 +108,7 @@ def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, fl
     if not read_back:  # the run's CPU seconds (training, sampling, a one-step classifier), kept for a read-back
         result.metrics[CPU_METRIC] = time.process_time() - cpu0
         tracker.attach(result.run_id).log_metrics({CPU_METRIC: result.metrics[CPU_METRIC]})
-    if read_back:
+    else:
         print(f"{family} seed {seed} {setting}: run {result.run_id} finished earlier in this store; read back",
               flush=True)
     m = result.metrics
@@ -168,24 +168,25 @@ def _spread(values: list[float], fmt: str) -> str:
     return format(mean, fmt) + (f" [{min(values):{fmt}}, {max(values):{fmt}}]" if len(values) > 1 else "")
 
 
-def _speedup(row: dict) -> str:
-    if row["speedup"] is None:
+def _speedup(row: dict, key: str) -> str:
+    if len(row["machines"]) > 1:
         return f"— (runs of {len(row['machines'])} machines: run the family again on one)"
-    return f"{row['speedup']:.2f}×"
+    return "—" if row[key] is None else f"{row[key]:.2f}×"
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.1f}"
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| family | fast setting | seeds | today: wall s | fast: wall s | speed-up | today: CPU s | fast: CPU s | "
              "CPU speed-up | label consistency today → fast | FID today → fast | quality holds | machine |",
              "|" + "---|" * 13]
-
-    def num(x, fmt):
-        return "—" if x is None else format(x, fmt)
-
     for r in rows:
         lines.append(f"| {r['family']} | {r['fast']} | {r['seeds']} | {r['today_wall']:.1f} | {r['fast_wall']:.1f} | "
-                     f"{_speedup(r)} | {num(r['today_cpu'], '.1f')} | {num(r['fast_cpu'], '.1f')} | "
-                     f"{num(r['cpu_speedup'], '.2f')}{'×' if r['cpu_speedup'] else ''} | {_spread(r['today_lc'], '.3f')} → {_spread(r['fast_lc'], '.3f')} | "
+                     f"{_speedup(r, 'speedup')} | {_num(r['today_cpu'])} | {_num(r['fast_cpu'])} | "
+                     f"{_speedup(r, 'cpu_speedup')} | "
+                     f"{_spread(r['today_lc'], '.3f')} → {_spread(r['fast_lc'], '.3f')} | "
                      f"{_spread(r['today_fid'], '.1f')} → {_spread(r['fast_fid'], '.1f')} | "
                      f"{'yes' if r['holds'] else 'no'} | {'; '.join(r['machines'])} |")
     return "\n".join(lines)
