@@ -1,7 +1,7 @@
 """Time to quality: each generator family's wall time to a usable 1× mix, today's settings vs faster ones, side by side.
 
     python bench/time_to_quality.py [--families ddpm,cgan,...] [--seeds 0,1,2] [--regime balanced] [--size 5000]
-        [--profile quick] [--fast ddpm:sampling_steps=10,epochs=8 ...] [--store DIR]
+        [--profile quick] [--fast ddpm:sampling_steps=10,epochs=8 ...] [--store DIR] [--report]
 
 The question (issue 19, goal 2): does a cheaper setting reach today's generator quality — label consistency and FID
 within the spread of today's seeds — in at most half the wall time?  For every family and seed the bench runs the
@@ -91,7 +91,7 @@ def _config(*, family: str, gen: dict, seed: int, args):
                                 overrides={"gen": dict(gen), "clf": {"steps": 1}})
 
 
-def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, float]:
+def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, float] | None:
     """One pipeline run, or the FINISHED one a cut-off earlier invocation left in ``--store`` (the bench takes hours:
     it resumes); what it logged, with its training time (today's when it reused today's weights)."""
     from synthboost import pipeline
@@ -102,6 +102,9 @@ def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, fl
     # only a sampling-only fast setting may reuse weights (today's); anything else trains, so its time/gen is a
     # training time even when an interrupted run of the same key left a checkpoint behind
     reuse = bool(gen) and set(gen) <= set(pipeline.sampling_values(cfg.gen))
+    if args.report and tracker.finished_config_run(EXPERIMENT, pipeline.config_key(cfg),
+                                                   tags={"ttq_setting": setting}) is None:
+        return None  # --report runs nothing
     cpu0 = time.process_time()
     result, read_back = pipeline.run_or_read(cfg, tracker=tracker, experiment=EXPERIMENT, use_cache=reuse,
                                              resume=True, extra_tags={"ttq_setting": setting})
@@ -201,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=5000)
     ap.add_argument("--profile", choices=PROFILES, default="quick")
     ap.add_argument("--fast", action="append", default=[], help="FAMILY:key=value[,key=value…] (repeatable)")
+    ap.add_argument("--report", action="store_true", help="print the table from the runs already in --store and "
+                    "run nothing (a family with a run missing is named, not tabled)")
     ap.add_argument("--store", default=None, help="folder for the store (default: a temporary one); run the same "
                     "command with the same --store again to resume: finished runs are read back, not re-run")
     args = ap.parse_args(argv)
@@ -213,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         fast = FAST | parse_fast(args.fast)
     except (ValueError, UserError) as err:
         ap.error(str(err))
+    if args.report and not args.store:
+        ap.error("--report reads a store: give --store DIR (the folder of an earlier run of this bench)")
     missing = [f for f in families if f not in fast]
     if missing:
         ap.error(f"no fast setting for {', '.join(missing)}: give --fast {missing[0]}:key=value")
@@ -224,16 +231,23 @@ def main(argv: list[str] | None = None) -> int:
     tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}")
     print(f"store {tracker.uri}; {args.regime}/{args.size}, {args.profile}, seeds {seeds}; load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
-    rows = []
+    rows, unfinished = [], []
     for family in families:
         today, quick = [], []
         for seed in seeds:  # interleaved, so both settings see the same load
-            warm_shared_inputs(family=family, seed=seed, args=args, tracker=tracker)
+            if not args.report:
+                warm_shared_inputs(family=family, seed=seed, args=args, tracker=tracker)
             today.append(measure(family=family, gen={}, seed=seed, args=args, tracker=tracker))
             quick.append(measure(family=family, gen=fast[family], seed=seed, args=args, tracker=tracker))
             print(f"{family} seed {seed}: today {today[-1]}, fast {quick[-1]}", flush=True)
-        rows.append(summarise(family, today, quick, fast[family]))
+        done = [r for r in today + quick if r is not None]
+        if len(done) < len(today + quick):
+            unfinished.append(f"{family} ({len(done)} of {len(today + quick)} runs)")
+        else:
+            rows.append(summarise(family, today, quick, fast[family]))
     print(table(rows))
+    if unfinished:
+        print(f"not finished in this store, so not in the table: {', '.join(unfinished)}")
     print(f"load average at the end {os.getloadavg()[0]:.1f} (wall times are comparable within a row only)")
     return 0
 

@@ -26,6 +26,13 @@ def test_a_sampling_only_change_is_charged_todays_training_and_the_table_says_wh
     assert again.count("finished earlier in this store; read back") == 4
     table = [line for line in out.splitlines() if line.startswith("| vae ") or line.startswith("| cgan ")]
     assert table and table == [line for line in again.splitlines() if line.startswith(("| vae ", "| cgan "))]
+    # --report prints the same table and runs nothing: a family without its runs is named, not tabled
+    families = argv.index("--families") + 1
+    report = argv[:families] + ["vae,cgan,cvae"] + argv[families + 1:] + ["--report"]
+    assert bench.main(report) == 0
+    reported = capsys.readouterr().out
+    assert [line for line in reported.splitlines() if line.startswith(("| vae ", "| cgan "))] == table
+    assert "not in the table: cvae (0 of 2 runs)" in reported and "| cvae " not in reported
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in out.splitlines() if line.startswith("| vae ") or line.startswith("| cgan ")}
     assert rows["vae"][1] == "epochs=1" and rows["cgan"][1] == "truncation=0.5"
@@ -46,6 +53,9 @@ def test_bad_fast_settings_are_refused_with_the_fix(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--families", "noise"])
     assert "untrainable" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--report"])
+    assert "--report reads a store: give --store DIR" in capsys.readouterr().err
 
 
 @pytest.mark.slow
