@@ -102,12 +102,11 @@ def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, fl
     # only a sampling-only fast setting may reuse weights (today's); anything else trains, so its time/gen is a
     # training time even when an interrupted run of the same key left a checkpoint behind
     reuse = bool(gen) and set(gen) <= set(pipeline.sampling_values(cfg.gen))
-    if args.report and tracker.finished_config_run(EXPERIMENT, pipeline.config_key(cfg),
-                                                   tags={"ttq_setting": setting}) is None:
-        return None  # --report runs nothing
     cpu0 = time.process_time()
     result, read_back = pipeline.run_or_read(cfg, tracker=tracker, experiment=EXPERIMENT, use_cache=reuse,
-                                             resume=True, extra_tags={"ttq_setting": setting})
+                                             resume=True, extra_tags={"ttq_setting": setting}, read_only=args.report)
+    if result is None:  # --report runs nothing
+        return None
     if not read_back:  # the run's CPU seconds (training, sampling, a one-step classifier), kept for a read-back
         result.metrics[CPU_METRIC] = time.process_time() - cpu0
         tracker.attach(result.run_id).log_metrics({CPU_METRIC: result.metrics[CPU_METRIC]})

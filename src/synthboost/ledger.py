@@ -177,10 +177,11 @@ def import_(tracker: tracking.Tracker, *, src: Path, journal: str | None = None,
     summary = Summary()
     records = read_records(src)
     if experiments:
-        missing = sorted(set(experiments) - {r["experiment"] for r, _ in records})
+        have = {r["experiment"] for r, _ in records}
+        missing = sorted(set(experiments) - have)
         if missing:
             raise UserError(f"the ledger at {src} has no experiment {', '.join(missing)} "
-                            f"(it has: {', '.join(sorted({r['experiment'] for r, _ in records})) or 'none'})")
+                            f"(it has: {', '.join(sorted(have)) or 'none'})")
         records = [(r, f) for r, f in records if r["experiment"] in experiments]
     to_local = tracking.origin_ids(tracker)
     created = set()

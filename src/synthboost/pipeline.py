@@ -525,11 +525,14 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
 
 
 def run_or_read(cfg: RunConfig, *, tracker, experiment: str, extra_tags: dict[str, str] | None = None,
-                use_cache: bool = True, resume: bool | None = None) -> tuple[RunResult, bool]:
+                use_cache: bool = True, resume: bool | None = None,
+                read_only: bool = False) -> tuple[RunResult | None, bool]:
     """The FINISHED run of ``cfg`` in ``experiment`` (same ``config_key`` and ``extra_tags``) if an earlier call
-    left one, else a new run of it; and whether it was read back.  What a long bench calls, so that the same
-    command after a cut runs only what did not finish.  ``metrics`` are everything the run logged."""
+    left one, else a new run of it (``read_only``: None); and whether it was read back.  What a long bench calls,
+    so that the same command after a cut runs only what did not finish.  ``metrics`` are everything it logged."""
     done = tracker.finished_config_run(experiment, config_key(cfg), tags=extra_tags)
+    if done is None and read_only:
+        return None, False
     run_id = done.info.run_id if done is not None else run_experiment(
         cfg, tracker=tracker, experiment=experiment, use_env_run=False, progress=False, use_cache=use_cache,
         resume=resume, extra_tags=extra_tags).run_id

@@ -349,6 +349,25 @@ class QualityResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step (for the benchmark)
 
 
+def _cas(generator, fake_x: Tensor, fake_y: Tensor, *, train_x: Tensor, train_y: Tensor, test_x: Tensor,
+         test_y: Tensor, profile: str, from_quality_draw: bool, seed: int, device,
+         seconds: dict[str, float]) -> tuple[dict[str, float], dict[str, Any]]:
+    """CAS and the real-data side (``generator_quality``'s docstring says how each is drawn), and its params."""
+    if from_quality_draw:
+        cas_x, cas_y = fake_x, fake_y
+        if len(cas_y) < len(train_y):
+            keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))[:len(cas_y)]
+            train_x, train_y = train_x[keep], train_y[keep]
+    else:
+        cas_y = labels_for(balanced_counts(len(train_y)))
+        with timed(seconds, "cas_sample"):
+            cas_x = draw(generator, cas_y, seed=seed * 1000 + 12)
+    scores = classifier_scores(cas_x, cas_y, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                               profile=profile, seed=seed, device=device, seconds=seconds)
+    return scores, {"cas_train_size": len(cas_y), "cas_real_train_size": len(train_y), "cas_test_size": len(test_y),
+                    "cas_profile": profile, "cas_from_quality_draw": from_quality_draw}
+
+
 def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y: Tensor, test_x: Tensor,
                       test_y: Tensor, train_x: Tensor, train_y: Tensor, n_per_class: int, seed: int,
                       cas_classifier_profile: str, cas_from_quality_draw: bool = False, cas: bool = True,
@@ -398,18 +417,13 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
     with timed(seconds, "label_consistency"):
         m["label_consistency"] = float((fake_logits.argmax(1) == fake_y).float().mean())
 
+    cas_params: dict[str, Any] = {}
     if cas:
-        if cas_from_quality_draw:
-            cas_x, cas_y = fake_x, fake_y
-            if len(cas_y) < len(train_y):
-                keep = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(seed))[:len(cas_y)]
-                train_x, train_y = train_x[keep], train_y[keep]
-        else:
-            cas_y = labels_for(balanced_counts(len(train_y)))
-            with timed(seconds, "cas_sample"):
-                cas_x = draw(generator, cas_y, seed=seed * 1000 + 12)
-        m.update(classifier_scores(cas_x, cas_y, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                                   profile=cas_classifier_profile, seed=seed, device=device, seconds=seconds))
+        cas_metrics, cas_params = _cas(generator, fake_x, fake_y, train_x=train_x, train_y=train_y, test_x=test_x,
+                                       test_y=test_y, profile=cas_classifier_profile,
+                                       from_quality_draw=cas_from_quality_draw, seed=seed, device=device,
+                                       seconds=seconds)
+        m.update(cas_metrics)
 
     figures: dict[str, Figure] = {}
     with timed(seconds, "pca"):
@@ -423,9 +437,6 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
         "reference_digest": dataset_digest(ref_x, ref_y)[:16], "feature_dim": feats.num_features,
         "kid_subsets": kid_subsets, "kid_subset_size": min(kid_subset_size, len(ref_y), len(fake_y)),
         "pr_k": pr_k, "is_splits": is_splits, "tsne_per_class": tsne_per_class,
-        "cas": cas, "seed": seed,
+        "cas": cas, "seed": seed, **cas_params,
     }
-    if cas:
-        params |= {"cas_train_size": len(cas_y), "cas_real_train_size": len(train_y), "cas_test_size": len(test_y),
-                   "cas_profile": cas_classifier_profile, "cas_from_quality_draw": cas_from_quality_draw}
     return QualityResult(metrics=m, figures=figures, params=params, seconds=seconds)
