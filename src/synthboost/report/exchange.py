@@ -1,27 +1,33 @@
-"""What one synthetic image is worth: a mix's accuracy read off the real-only learning curve.
+"""What one synthetic image is worth: a mix's accuracy read off the real-only learning curve of its own seeds.
 
-A *curve* is the mean test accuracy (or one class's test recall) of the untuned real-only runs against the real
+A *curve* is the test accuracy (or one class's test recall) of the untuned real-only runs against the real
 training images they trained on, per protocol × profile × regime × classifier × classifier recipe — `none` on the
-plain recipe, `none-strong` on the strong one — from at least ``MIN_SIZES`` sizes.  Two fits compete per curve:
+plain recipe, `none-strong` on the strong one — from at least ``MIN_SIZES`` sizes, fitted **per seed**: a seed's
+draws at every size are nested (one shuffle per class), and its mix at size n trains on the very draw of its
+baseline at n, so a mix is read only against the curve of its own seed.  Two fits compete:
 
-* ``pchip``: the means made monotone (isotonic regression, weighted by seeds), then a shape-preserving cubic
-  (PCHIP) on log-size — it passes through every (monotone) mean and never overshoots;
+* ``pchip``: the seed's values made monotone (isotonic regression), then a shape-preserving cubic (PCHIP) on
+  log-size — it passes through every (monotone) value and never overshoots;
 * ``power``: a saturating power law ``a − b·(n/n₀)^(−c)``, b ≥ 0 (least squares: for each c of a fine grid,
   a and b are linear — see ``EXPONENTS``).
 
-The one with the smaller leave-one-size-out error (each interior size predicted from the others) is chosen; the
-power law needs 4 sizes for that (3 parameters fitted on the rest), so on 3 sizes the interpolation is used.
-In the table, ``censored`` = "above" makes ``n_equivalent`` and ``exchange_rate`` lower bounds (the curve's largest
-size), "below" upper bounds; interval ends of ±inf mean resamples left the curve's range on that side.
+The one with the smaller leave-one-size-out error (each interior size predicted from the others, pooled over the
+seeds) is used for every seed of the curve; the power law needs 4 sizes for that, so on 3 sizes the
+interpolation is used.
 
-A mix cell's *equivalent real size* is the real training count at which the chosen curve reaches the mix's mean
-accuracy; outside the curve's measured range it is only a bound ("> largest", "< smallest": censored, never
-extrapolated).  Its *exchange rate* is (equivalent − real) / synthetic images: 1 = a synthetic image is worth a
-real one, 0 = worth nothing, < 0 = it hurts.  The 95% interval is a percentile bootstrap: the curve's per-seed
-values at each size and the mix's per-seed values are resampled, the chosen fit refitted and inverted, so it
-carries the seeds' and the fit's uncertainty (the fit's kind stays the one chosen on the full data).  Per class,
-the same from the curves of ``test/recall_<k>`` against the class's own real training images, and the class's
-synthetic images (in ``high`` the class counts are drawn per seed: the curve uses their mean over seeds).
+A mix cell's *exchange rate* r says each synthetic image is worth r real ones: seed s's mix, with R_s real and
+S_s synthetic images, should score what seed s's curve gives at R_s + r·S_s.  The estimate is the r at which the
+seeds' mean difference (mix − own curve) is 0; the 95% interval is every r that a paired t-test over the seeds
+(t with seeds − 1 degrees of freedom) does not reject — a test inversion, so the curve's and the mix's seed noise
+and whatever they share are all in it.  Simulated coverage: ``tests/test_exchange.py`` (the percentile bootstrap
+used before covered 78% on 3 seeds).  Only rates inside every seed's measured range are tried: beyond it the rate
+is a bound (``censored`` "above": a lower bound; "below": an upper bound), never an extrapolation, and an interval
+end of ±inf means the test accepts up to the edge of that range.  The *equivalent real* size is R + r·S at the
+seeds' mean counts.  A seed whose mix adds fewer synthetic images than ``min_synthetic`` gives no rate (dividing
+by a handful of images only magnifies the seeds' noise): a cell without such a seed is shown as "too few
+synthetic images" (or "no synthetic images").  Per class, the same from each seed's curve of ``test/recall_<k>``
+against *that seed's* count of class k (in ``high`` the counts are drawn per seed, so a class can be a minority on
+one seed and a majority on another: its counts are never averaged over seeds), with the class's synthetic images.
 """
 
 from __future__ import annotations
@@ -36,8 +42,15 @@ from ..regimes import CLASS_NAMES, NUM_CLASSES
 from .frame import BASELINES, CELL, regime_rank, row_mix
 
 MIN_SIZES = 3
-BOOTSTRAP = 400  # resamples; the interval's ends move by well under its width from run to run at this count
-GRID = 1024  # log-spaced points the fits are evaluated (and inverted) on
+GRID = 1024  # log-spaced points a seed's fit is evaluated on (between them: linear in log-size)
+RATE_GRID = 2048  # rates the paired test is evaluated at, across the range every seed's curve covers
+LEVEL = 0.95
+#: the fewest synthetic images a seed's mix needs for a rate: at least MIN_SYNTHETIC and MIN_SYNTHETIC_SHARE of its
+#: real images — read on log-size, the equivalent size's seed noise grows with the real count, and the rate divides
+#: it by the synthetic count (a 1× mix's interval is ~10× narrower than a 0.1× mix's)
+MIN_SYNTHETIC = 10
+MIN_SYNTHETIC_SHARE = 0.1
+TOO_FEW, NO_SYNTHETIC, NO_SHARED_SEED = "too few synthetic images", "no synthetic images", "no seed shared with the curve"
 #: what one curve is drawn from (its runs' sizes and seeds are the points)
 CURVE = ["protocol", "profile", "regime", "classifier", "recipe"]
 #: the real-only runs a curve is made of: the plain recipe's and the strong recipe's
@@ -47,6 +60,11 @@ LADDER = (1000, 2000, 3000, 4000, 5000, 10000)
 ABOVE, BELOW = "above", "below"  # censoring: the mix is beyond the curve's largest / below its smallest size
 
 
+def min_synthetic(n_real) -> np.ndarray:
+    """The fewest synthetic images that price a mix of ``n_real`` real images (see ``MIN_SYNTHETIC``)."""
+    return np.maximum(MIN_SYNTHETIC, MIN_SYNTHETIC_SHARE * np.asarray(n_real, dtype=float))
+
+
 @dataclass
 class Fit:
     """One fitted curve: its kind, its values on a log grid over the measured range (non-decreasing), and the
@@ -54,30 +72,13 @@ class Fit:
 
     kind: str
     grid: np.ndarray  # real training images, log-spaced from the smallest measured size to the largest
-    values: np.ndarray  # shape (GRID,) or (GRID, B) for bootstrap refits
+    values: np.ndarray  # shape (GRID,)
     errors: dict[str, float] = field(default_factory=dict)
     params: tuple = ()
 
-    def inverse(self, y) -> np.ndarray:
-        """The real size at which the curve first reaches ``y`` (per column for bootstrap fits); −inf below the
-        curve's smallest value, +inf above its largest."""
-        v = self.values if self.values.ndim == 2 else self.values[:, None]
-        y = np.broadcast_to(np.asarray(y, dtype=float), (v.shape[1],))
-        i = np.clip((v < y[None, :]).sum(axis=0), 1, len(self.grid) - 1)  # first grid point reaching y
-        cols = np.arange(v.shape[1])
-        lo, hi = v[i - 1, cols], v[i, cols]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = np.clip(np.where(hi > lo, (y - lo) / (hi - lo), 0.0), 0.0, 1.0)
-        lg = np.log(self.grid)
-        n = np.exp(lg[i - 1] + t * (lg[i] - lg[i - 1]))
-        n = np.where(y < v[0], -np.inf, np.where(y > v[-1], np.inf, n))
-        n = np.where(np.isnan(y) | np.isnan(v).any(axis=0), np.nan, n)
-        return n if self.values.ndim == 2 else n[0]
-
     def __call__(self, n) -> np.ndarray:
         """The curve at real sizes ``n`` inside its range (linear in log-size between grid points)."""
-        v = self.values if self.values.ndim == 1 else self.values[:, 0]
-        return np.interp(np.log(n), np.log(self.grid), v)
+        return np.interp(np.log(n), np.log(self.grid), self.values)
 
 
 # ---------------------------------------------------------------- the two candidate fits
@@ -97,8 +98,8 @@ def monotone(x: np.ndarray, y: np.ndarray, *, weights=None, at: np.ndarray) -> n
 
 
 #: exponents the power law's c is searched over; for each, a and b are a linear least-squares solve (variable
-#: projection), so a fit — and hundreds of bootstrap refits at once — is a few array operations, not an iterative
-#: optimiser per resample (scipy's curve_fit took ~2.5 ms per fit here: a second per curve at 400 resamples)
+#: projection), so a fit is a few array operations, not an iterative optimiser (scipy's curve_fit took ~2.5 ms per
+#: fit here, and a curve is fitted once per seed and left-out size)
 EXPONENTS = np.exp(np.linspace(np.log(0.02), np.log(4.0), 400))
 
 
@@ -107,14 +108,16 @@ def power_law(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     column of ``y`` (shape (3,) for a vector, (3, B) for columns)."""
     y2 = y if y.ndim == 2 else y[:, None]
     powers = (x / x[0])[None, :] ** -EXPONENTS[:, None]  # (C, m)
-    design = np.stack([np.ones_like(powers), -powers], axis=2)  # (C, m, 2)
-    coef = np.linalg.pinv(design) @ y2[None]  # (C, 2, B)
-    coef[:, 1] = np.maximum(coef[:, 1], 0.0)  # a decreasing law is no learning curve: b = 0 is a flat line …
-    flat = coef[:, 1] == 0.0
-    coef[:, 0] = np.where(flat, y2.mean(axis=0)[None], coef[:, 0])  # … at the mean
-    sse = np.square(design @ coef - y2[None]).sum(axis=1)  # (C, B)
+    pc = powers - powers.mean(axis=1, keepdims=True)
+    yc = y2 - y2.mean(axis=0)
+    # per exponent, y ≈ a − b·p is a straight line in p: its least-squares slope, made ≥ 0 (a decreasing law is
+    # no learning curve: b = 0 is a flat line at the mean)
+    b = np.maximum(-(pc @ yc) / np.square(pc).sum(axis=1, keepdims=True), 0.0)  # (C, B)
+    a = y2.mean(axis=0)[None] + b * powers.mean(axis=1, keepdims=True)
+    sse = np.square(y2[None] - (a[:, None, :] - b[:, None, :] * powers[:, :, None])).sum(axis=1)  # (C, B)
     best = sse.argmin(axis=0)
     cols = np.arange(y2.shape[1])
+    coef = np.stack([a, b], axis=1)  # (C, 2, B)
     out = np.stack([coef[best, 0, cols], coef[best, 1, cols], EXPONENTS[best]])
     return out if y.ndim == 2 else out[:, 0]
 
@@ -138,12 +141,12 @@ def loso_errors(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> dict[str, 
     return {k: float(np.sqrt(np.mean(np.square(v)))) if v else math.nan for k, v in err.items()}
 
 
-def fit_curve(x, y, *, weights=None, kind: str | None = None) -> Fit:
+def fit_curve(x, y, *, weights=None, kind: str | None = None, errors: dict | None = None) -> Fit:
     """The chosen fit of mean values ``y`` at real sizes ``x`` (ascending, ≥ 3): the candidate with the smaller
-    leave-one-size-out error, or ``kind`` when given."""
+    leave-one-size-out error, or ``kind`` when given (``errors``: already computed)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     weights = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
-    errors = loso_errors(x, y, weights)
+    errors = loso_errors(x, y, weights) if errors is None else errors
     if kind is None:
         kind = "power" if errors["power"] < errors["pchip"] else "pchip"  # NaN (too few sizes) -> pchip
     grid = _grid(x)
@@ -153,13 +156,69 @@ def fit_curve(x, y, *, weights=None, kind: str | None = None) -> Fit:
     return Fit(kind, grid, np.maximum.accumulate(monotone(x, y, weights=weights, at=grid)), errors)
 
 
-def refit(fit: Fit, x: np.ndarray, ys: np.ndarray, *, weights: np.ndarray) -> Fit:
-    """``fit``'s kind refitted on each column of ``ys`` (bootstrap resamples of the means): values (GRID, B)."""
-    if fit.kind == "power":
-        values = _power_values(power_law(x, ys), x[0], fit.grid)
+def seed_fits(x: np.ndarray, y: np.ndarray) -> list[Fit]:
+    """One fit per seed (columns of ``x``, ``y``: sizes × seeds), all of the kind whose leave-one-size-out error,
+    pooled over the seeds, is smaller; each fit carries the pooled errors."""
+    per_seed = [loso_errors(x[:, s], y[:, s], np.ones(len(x))) for s in range(x.shape[1])]
+    errors = {k: float(np.sqrt(np.mean([e[k] ** 2 for e in per_seed]))) for k in ("pchip", "power")}
+    kind = "power" if errors["power"] < errors["pchip"] else "pchip"  # NaN (too few sizes) -> pchip
+    return [fit_curve(x[:, s], y[:, s], kind=kind, errors=errors) for s in range(x.shape[1])]
+
+
+# ---------------------------------------------------------------- the paired rate
+@dataclass
+class Rate:
+    """An exchange rate: the estimate (a bound where ``censored``) and its 95% interval (NaN on one seed)."""
+
+    estimate: float
+    low: float
+    high: float
+    censored: str
+
+
+def _crossing(r: np.ndarray, f: np.ndarray, a: int, b: int) -> float:
+    """Where ``f`` (linear between grid points ``a`` and ``b``) is 0."""
+    return float(r[a] + (r[b] - r[a]) * f[a] / (f[a] - f[b])) if f[a] != f[b] else float(r[b])
+
+
+def paired_rate(fits: list[Fit], mix, real, synthetic, *, level: float = LEVEL) -> Rate | None:
+    """The exchange rate of a mix against its seeds' own curves: ``fits`` and the mix's ``mix`` (metric),
+    ``real`` and ``synthetic`` (counts) per seed, in the same order.  None when no rate lies inside every seed's
+    curve range."""
+    from scipy import stats
+
+    mix, real, syn = (np.asarray(a, dtype=float) for a in (mix, real, synthetic))
+    low = max((f.grid[0] - n) / s for f, n, s in zip(fits, real, syn))  # every seed stays inside its curve
+    high = min((f.grid[-1] - n) / s for f, n, s in zip(fits, real, syn))
+    if not low < high:
+        return None
+    r = np.linspace(low, high, RATE_GRID)
+    at = real[None, :] + r[:, None] * syn[None, :]
+    d = mix[None, :] - np.column_stack([f(np.clip(at[:, s], f.grid[0], f.grid[-1])) for s, f in enumerate(fits)])
+    mean = d.mean(axis=1)  # non-increasing in r: each seed's curve rises with its size
+    reached = mean <= 0
+    if reached[0]:
+        estimate, censored = low, BELOW if mean[0] < 0 else ""
+    elif not reached.any():
+        estimate, censored = high, ABOVE
     else:
-        values = monotone(x, ys, weights=weights, at=fit.grid)
-    return Fit(fit.kind, fit.grid, np.maximum.accumulate(values, axis=0), fit.errors, fit.params)
+        i = int(reached.argmax())
+        estimate, censored = _crossing(r, mean, i - 1, i), ""
+    k = len(mix)
+    if k < 2:
+        return Rate(estimate, math.nan, math.nan, censored)
+    # accepted: |mean| ≤ t·sd/√k (written without the division, so that sd = 0 needs no case of its own)
+    excess = np.abs(mean) - stats.t.ppf(0.5 + level / 2, k - 1) * d.std(axis=1, ddof=1) / math.sqrt(k)
+    accepted = np.flatnonzero(excess <= 0)
+    if len(accepted) == 0:  # nothing between grid points: a one-sided bound, or (seeds that agree) the estimate
+        lo, hi = {ABOVE: (high, math.inf), BELOW: (-math.inf, low)}.get(censored, (estimate, estimate))
+    else:
+        a, b = accepted[0], accepted[-1]
+        lo = -math.inf if a == 0 else _crossing(r, excess, a - 1, a)
+        hi = math.inf if b == len(r) - 1 else _crossing(r, excess, b, b + 1)
+        if not censored:  # the estimate is accepted, even where it falls between grid points
+            lo, hi = min(lo, estimate), max(hi, estimate)
+    return Rate(estimate, lo, hi, censored)
 
 
 # ---------------------------------------------------------------- the table
@@ -182,35 +241,17 @@ def _per_seed(runs: pd.DataFrame, keys: list[str], values: list[str]) -> pd.Data
     return runs.groupby([*keys, "seed"], sort=False, dropna=False)[values].mean().reset_index()
 
 
-def _boot_means(groups: list[np.ndarray], rng: np.random.Generator, b: int) -> np.ndarray:
-    """(len(groups), b): means of ``b`` resamples (with replacement) of each group's per-seed values."""
-    out = np.empty((len(groups), b))
-    for i, g in enumerate(groups):
-        out[i] = g[rng.integers(0, len(g), size=(b, len(g)))].mean(axis=1)
-    return out
-
-
-def _bounds(samples: np.ndarray) -> tuple[float, float]:
-    s = samples[~np.isnan(samples)]
-    if len(s) == 0:
-        return math.nan, math.nan
-    lo, hi = np.percentile(s, [2.5, 97.5], method="inverted_cdf")  # no interpolation: ±inf (censored) stays
-    return float(lo), float(hi)
-
-
-def exchange_rates(runs: pd.DataFrame, *, bootstrap: int = BOOTSTRAP, seed: int = 0) -> Exchange:
+def exchange_rates(runs: pd.DataFrame) -> Exchange:
     """The exchange table of the tidy ``runs`` (``frame.tidy``; the own-data runs): see the module's text."""
-    rng = np.random.default_rng(seed)
     if "n_real" not in runs or runs.empty:
         return Exchange(pd.DataFrame(), pd.DataFrame(), [])
     runs = runs[(runs["tuned"] == "") if "tuned" in runs else slice(None)]
-    is_mix = (~runs["model"].isin(BASELINES) | (runs["model"] == "oversample")) & (runs["n_synthetic"] > 0)
+    is_mix = ~runs["model"].isin(BASELINES) | ((runs["model"] == "oversample") & (runs["n_synthetic"] > 0))
     mixes = runs[is_mix & runs["n_real"].notna()]
     real = runs[runs["model"].isin(CURVE_MODELS) & runs["n_real"].notna()]
     metrics = [("all", "accuracy", "n_real", "n_synthetic")] + [
         (str(k), f"recall_{k}", f"real_{k}", f"synthetic_{k}") for k in range(NUM_CLASSES)]
-    values = [m[1] for m in metrics] + [m[2] for m in metrics] + [m[3] for m in metrics[1:]] + ["n_synthetic"]
-    values = list(dict.fromkeys(values))
+    values = list(dict.fromkeys(v for m in metrics for v in m[1:]))
     rows, curves, missing = [], [], []
     curve_groups = dict(list(real.groupby([*CURVE, "model"], sort=False)))
     mix_cells = list(mixes.groupby(CELL, sort=False, dropna=False))
@@ -222,45 +263,65 @@ def exchange_rates(runs: pd.DataFrame, *, bootstrap: int = BOOTSTRAP, seed: int 
             missing.append(_missing_text(key, have, mixes))
             continue
         for model, g in usable.items():
-            ps = _per_seed(g, ["size"], values).sort_values("size")
-            sizes = sorted(ps["size"].unique())
-            by_size = [ps[ps["size"] == s] for s in sizes]
+            table = _per_seed(g, ["size"], values).set_index(["size", "seed"]).unstack("seed").sort_index()
+            sizes = list(table.index)
             for label, metric, real_col, syn_col in metrics:
-                if ps[metric].isna().all():
+                # sizes × seeds, only the seeds measured at every size: each seed's own curve
+                y = table[metric]
+                y = y.loc[:, y.notna().all()]
+                x = table[real_col][y.columns]
+                if y.empty or x.isna().any().any() or (np.diff(x.to_numpy(), axis=0) <= 0).any():
                     continue
-                x = np.array([d[real_col].mean() for d in by_size])
-                groups = [d[metric].dropna().to_numpy() for d in by_size]
-                if any(len(v) == 0 for v in groups) or np.any(np.diff(x) <= 0):
-                    continue
-                w = np.array([len(v) for v in groups], dtype=float)
-                y = np.array([v.mean() for v in groups])
-                fit = fit_curve(x, y, weights=w)
-                boot = refit(fit, x, _boot_means(groups, rng, bootstrap), weights=w)
+                fits = seed_fits(x.to_numpy(), y.to_numpy())
+                fit = fits[0]
+                n_low, n_high = float(x.iloc[0].mean()), float(x.iloc[-1].mean())
                 curves.append({**dict(zip(CURVE, key)), "baseline": model, "class": label,
-                               "sizes": ",".join(map(str, sizes)), "min_seeds": int(w.min()), "fit": fit.kind,
+                               "sizes": ",".join(map(str, sizes)), "min_seeds": y.shape[1], "fit": fit.kind,
                                "error_pchip": fit.errors["pchip"], "error_power": fit.errors["power"],
-                               "n_low": x[0], "n_high": x[-1]})
+                               "n_low": n_low, "n_high": n_high})
+                by_seed = dict(zip(y.columns, fits))
                 for cell_key, cells in mix_cells:
                     cell = dict(zip(CELL, cell_key))
                     if tuple(cell[c] for c in CURVE) != key:
                         continue
-                    per_seed = _per_seed(cells, [], [metric, real_col, syn_col])
-                    v = per_seed[metric].dropna().to_numpy()
-                    n_real, n_syn = float(per_seed[real_col].mean()), float(per_seed[syn_col].mean())
-                    if len(v) == 0 or n_syn <= 0:
+                    per_seed = _per_seed(cells, [], [metric, real_col, syn_col]).dropna(subset=[metric])
+                    if per_seed.empty:
                         continue
-                    n_eq = float(fit.inverse(v.mean()))
-                    censored = ABOVE if n_eq == np.inf else BELOW if n_eq == -np.inf else ""
-                    n_eq = x[-1] if censored == ABOVE else x[0] if censored == BELOW else n_eq  # then a bound
-                    n_boot = boot.inverse(_boot_means([v], rng, bootstrap)[0])
-                    lo, hi = _bounds(n_boot)
-                    rows.append({**cell, "baseline": model, "class": label, "seeds": len(v), "n_real": n_real,
-                                 "n_synthetic": n_syn, "value": float(v.mean()), "fit": fit.kind,
-                                 "curve_sizes": ",".join(map(str, sizes)), "censored": censored,
-                                 "n_low": x[0], "n_high": x[-1], "n_equivalent": n_eq, "n_equivalent_low": lo,
-                                 "n_equivalent_high": hi, "exchange_rate": (n_eq - n_real) / n_syn,
-                                 "rate_low": (lo - n_real) / n_syn, "rate_high": (hi - n_real) / n_syn})
+                    shared = per_seed[per_seed["seed"].isin(by_seed)]
+                    priced = shared[shared[syn_col] >= min_synthetic(shared[real_col])]
+                    note = ("" if len(priced) else NO_SHARED_SEED if shared.empty
+                            else NO_SYNTHETIC if (shared[syn_col] == 0).all() else TOO_FEW)
+                    used = priced if len(priced) else per_seed
+                    n_real, n_syn = float(used[real_col].mean()), float(used[syn_col].mean())
+                    rate = None if note else paired_rate([by_seed[s] for s in priced["seed"]], priced[metric],
+                                                         priced[real_col], priced[syn_col])
+                    if rate is None and not note:
+                        continue  # the seeds' curve ranges share no rate (their counts differ too much)
+                    rate = rate or Rate(math.nan, math.nan, math.nan, "")
+                    eq = [n_real + v * n_syn for v in (rate.estimate, rate.low, rate.high)]
+                    rows.append({**cell, "baseline": model, "class": label, "seeds": len(used), "n_real": n_real,
+                                 "n_synthetic": n_syn, "value": float(used[metric].mean()), "fit": fit.kind,
+                                 "curve_sizes": ",".join(map(str, sizes)), "censored": rate.censored,
+                                 "n_low": n_low, "n_high": n_high, "n_equivalent": eq[0],
+                                 "n_equivalent_low": eq[1], "n_equivalent_high": eq[2],
+                                 "exchange_rate": rate.estimate, "rate_low": rate.low, "rate_high": rate.high,
+                                 "note": note})
     return Exchange(pd.DataFrame(rows), pd.DataFrame(curves), missing)
+
+
+def _curve_model(key: tuple, have: dict, mixes: pd.DataFrame) -> str:
+    """The real-only model whose runs make the curve ``key``: the one already run, else `none-strong` when the
+    mixes' classifier recipe carries the strong recipe's values, else `none`."""
+    if have:
+        return next(iter(have))
+    from .. import classifiers
+    from .frame import recipe_values
+
+    protocol, profile, regime, classifier, recipe = key
+    strong = getattr(classifiers.get(classifier).Config, "strong", {}).get(profile, {})
+    clf = mixes.loc[mixes["recipe"] == recipe, "clf"] if "clf" in mixes else pd.Series(dtype=object)
+    values = recipe_values(clf.iloc[0]) if len(clf) else {}
+    return "none-strong" if strong and all(values.get(k) == str(v) for k, v in strong.items()) else "none"
 
 
 def _missing_text(key: tuple, have: dict, mixes: pd.DataFrame) -> str:
@@ -269,20 +330,22 @@ def _missing_text(key: tuple, have: dict, mixes: pd.DataFrame) -> str:
     mix_sizes = sorted({int(s) for s in mixes.loc[(mixes[CURVE] == pd.Series(dict(zip(CURVE, key)))).all(axis=1),
                                                   "size"]})
     suggest = [s for s in sorted(set(LADDER) | set(mix_sizes)) if s not in present][:max(1, MIN_SIZES - len(present))]
-    base = "/".join(have) or "`none` (or `none-strong`)"
+    model = _curve_model(key, have, mixes)
     where = f"{regime}, {classifier}, {profile}, {protocol} protocol, recipe {recipe or '—'}"
-    return (f"{where}: the real-only curve ({base}) has sizes {', '.join(map(str, present)) or 'none'} — "
-            f"{MIN_SIZES} are needed; run `synthboost run --model none --regime {regime} --classifier {classifier} "
-            f"--profile {profile} --size N` (≥ 3 seeds, the mixes' clf.* values) at N = "
+    return (f"{where}: the real-only curve ({'/'.join(have) or model}) has sizes {', '.join(map(str, present)) or 'none'} "
+            f"— {MIN_SIZES} are needed; run `synthboost run --model {model} --regime {regime} --classifier "
+            f"{classifier} --profile {profile} --size N` (≥ 3 seeds, the mixes' clf.* values) at N = "
             f"{', '.join(map(str, suggest))}")
 
 
 # ---------------------------------------------------------------- how the report shows it
 def fmt_size(n: float, censored: str) -> str:
-    return {ABOVE: "> ", BELOW: "< "}.get(censored, "") + f"{n:,.0f}"
+    return "—" if np.isnan(n) else {ABOVE: "> ", BELOW: "< "}.get(censored, "") + f"{n:,.0f}"
 
 
-def fmt_rate(rate: float, lo: float, hi: float, censored: str) -> str:
+def fmt_rate(rate: float, lo: float, hi: float, censored: str, note: str = "") -> str:
+    if note:
+        return note
     text = {ABOVE: "> ", BELOW: "< "}.get(censored, "") + f"{rate:.2f}"
     if np.isnan(lo) or np.isnan(hi):
         return text
@@ -295,8 +358,8 @@ def display(ex: Exchange) -> tuple[pd.DataFrame, pd.DataFrame]:
     t = ex.table
     if t.empty:
         return pd.DataFrame(), pd.DataFrame()
-    t = t.assign(mix=t.apply(row_mix, axis=1), rate=[fmt_rate(*a) for a in zip(t["exchange_rate"], t["rate_low"],
-                                                                                  t["rate_high"], t["censored"])])
+    t = t.assign(mix=t.apply(row_mix, axis=1), rate=[fmt_rate(*a) for a in zip(
+        t["exchange_rate"], t["rate_low"], t["rate_high"], t["censored"], t["note"])])
     ident = ["regime", "classifier", "baseline", "variant", "size", "mix"]
     overall = t[t["class"] == "all"]
     out = overall[ident].copy()

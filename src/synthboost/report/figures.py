@@ -26,7 +26,7 @@ FIGURE_TITLES = {
     "gain_heatmap": "Accuracy gain over `none` (or `none-strong`, for mixes on its recipe), variant × regime",
     "quality_vs_gain": "Generator quality vs accuracy gain over `none`",
     "sample_grids": "Sample grids, one run per variant (one row per class)",
-    "exchange_rate": "What one synthetic image is worth: exchange rate against the real-only curve (95% bootstrap)",
+    "exchange_rate": "What one synthetic image is worth: exchange rate against the real-only curve (95% paired t-interval)",
 }
 #: figures shown in a section of their own, not under "Plots"
 SECTION_FIGURES = ("exchange_rate",)
@@ -210,11 +210,12 @@ def fig_sample_grids(grids: dict[str, tuple[Path, str]]):
 
 def fig_exchange_rate(exchange: Exchange):
     """One panel per real-only curve (regime, classifier, baseline): each mix's exchange rate with its 95%
-    bootstrap interval; a censored rate is a bound, drawn as a triangle pointing the way it may go."""
+    paired interval; a censored rate is a bound, drawn as a triangle pointing the way it may go (a mix with too
+    few synthetic images has no rate and no mark)."""
     from matplotlib.figure import Figure
 
     t = exchange.table
-    t = t[t["class"] == "all"] if not t.empty else t
+    t = t[(t["class"] == "all") & t["exchange_rate"].notna()] if not t.empty else t
     if t.empty:
         return None
     t = t.assign(label=t["variant"].astype(str) + " " + t["size"].astype(str) + " " + t.apply(row_mix, axis=1),

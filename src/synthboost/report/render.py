@@ -208,15 +208,18 @@ def exchange_texts(ex: Exchange | None) -> list[str]:
     if ex is None:
         return []
     texts = ["Each mix's accuracy is read off the real-only learning curve of its regime, classifier and classifier "
-             "recipe (`none` for the plain recipe, `none-strong` for the strong one): the *equivalent real* size is "
-             "the number of real training images at which the curve reaches that accuracy, and the *exchange rate* "
-             "is (equivalent − real) / synthetic images — 1: a synthetic image is worth a real one (the `heldout` "
-             "control's mark), 0: worth nothing (`noise`'s), below 0: it hurts. The curve is a monotone "
-             "interpolation (isotonic means, PCHIP on log-size: `pchip`) or a saturating power law a − b·n^(−c) "
-             "(`power`), whichever predicts left-out sizes better; beyond the curve's measured sizes only a bound is "
-             "given (> largest, < smallest), never an extrapolation. Brackets: 95% percentile bootstrap over the "
-             "seeds of the curve and of the mix, refitting the curve each time (±∞: the resamples leave the curve's "
-             "range). Sizes count real *training* images (the cell's size less its validation split). Under the "
+             "recipe (`none` for the plain recipe, `none-strong` for the strong one), seed by seed: a mix is read "
+             "against the curve of its own seed, whose draws it shares. The *exchange rate* r says each synthetic "
+             "image is worth r real ones — 1: as much as a real one (the `heldout` control's mark), 0: nothing "
+             "(`noise`'s), below 0: it hurts — and *equivalent real* is real + r × synthetic images. The curve is a "
+             "monotone interpolation (isotonic values, PCHIP on log-size: `pchip`) or a saturating power law "
+             "a − b·n^(−c) (`power`), whichever predicts left-out sizes better over the seeds; beyond the curve's "
+             "measured sizes only a bound is given (> largest, < smallest), never an extrapolation. Brackets: 95% "
+             "interval, every rate that a paired t-test over the seeds (mix − its seed's curve) does not reject (±∞: "
+             "accepted up to the edge of the curve's range). A mix that adds fewer synthetic images than "
+             f"max({exchange_mod.MIN_SYNTHETIC}, {exchange_mod.MIN_SYNTHETIC_SHARE:.0%} of its real images) gets no "
+             "rate (\"too few synthetic images\"); per class, each seed's curve counts that seed's own images of the "
+             "class. Sizes count real *training* images (the cell's size less its validation split). Under the "
              "CNN's fixed step budget a mix trains for the steps of its own real size, not of its equivalent size, "
              "so a rate measured there is what the images are worth at that budget."]
     if ex.empty and not ex.missing:
