@@ -50,7 +50,8 @@ LEVEL = 0.95
 #: it by the synthetic count (a 1× mix's interval is ~10× narrower than a 0.1× mix's)
 MIN_SYNTHETIC = 10
 MIN_SYNTHETIC_SHARE = 0.1
-TOO_FEW, NO_SYNTHETIC, NO_SHARED_SEED = "too few synthetic images", "no synthetic images", "no seed shared with the curve"
+TOO_FEW, NO_SYNTHETIC = "too few synthetic images", "no synthetic images"
+NO_SHARED_SEED = "no seed shared with the curve"
 #: what one curve is drawn from (its runs' sizes and seeds are the points)
 CURVE = ["protocol", "profile", "regime", "classifier", "recipe"]
 #: the real-only runs a curve is made of: the plain recipe's and the strong recipe's
@@ -332,10 +333,10 @@ def _missing_text(key: tuple, have: dict, mixes: pd.DataFrame) -> str:
     suggest = [s for s in sorted(set(LADDER) | set(mix_sizes)) if s not in present][:max(1, MIN_SIZES - len(present))]
     model = _curve_model(key, have, mixes)
     where = f"{regime}, {classifier}, {profile}, {protocol} protocol, recipe {recipe or '—'}"
-    return (f"{where}: the real-only curve ({'/'.join(have) or model}) has sizes {', '.join(map(str, present)) or 'none'} "
-            f"— {MIN_SIZES} are needed; run `synthboost run --model {model} --regime {regime} --classifier "
-            f"{classifier} --profile {profile} --size N` (≥ 3 seeds, the mixes' clf.* values) at N = "
-            f"{', '.join(map(str, suggest))}")
+    sizes = ", ".join(map(str, present)) or "none"
+    return (f"{where}: the real-only curve ({'/'.join(have) or model}) has sizes {sizes} — {MIN_SIZES} are needed; "
+            f"run `synthboost run --model {model} --regime {regime} --classifier {classifier} --profile {profile} "
+            f"--size N` (≥ 3 seeds, the mixes' clf.* values) at N = {', '.join(map(str, suggest))}")
 
 
 # ---------------------------------------------------------------- how the report shows it

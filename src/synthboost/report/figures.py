@@ -26,7 +26,8 @@ FIGURE_TITLES = {
     "gain_heatmap": "Accuracy gain over `none` (or `none-strong`, for mixes on its recipe), variant × regime",
     "quality_vs_gain": "Generator quality vs accuracy gain over `none`",
     "sample_grids": "Sample grids, one run per variant (one row per class)",
-    "exchange_rate": "What one synthetic image is worth: exchange rate against the real-only curve (95% paired t-interval)",
+    "exchange_rate": "What one synthetic image is worth: exchange rate against the real-only curve "
+                     "(95% paired t-interval)",
 }
 #: figures shown in a section of their own, not under "Plots"
 SECTION_FIGURES = ("exchange_rate",)
