@@ -335,11 +335,11 @@ def plan(spec: GridSpec, storage_url: str, *, studies: Studies | None = None) ->
                                   "cells": cells})
     for part in spec.include:
         units += plan(load_grid(part), storage_url, studies=studies)
-    seen: dict[str, str] = {}
-    for u in units:  # a cell planned twice (an included file repeating one) would run once and count twice
+    seen: dict[str, int] = {}
+    for i, u in enumerate(units):  # a cell planned twice (an included file repeating one) would count twice
         for c in u["cells"]:
-            if seen.setdefault(c["key"], unit_id(u)) != unit_id(u):
-                raise UserError(f"grid {spec.experiment}: {unit_id(u)} plans a cell that {seen[c['key']]} plans "
+            if (j := seen.setdefault(c["key"], i)) != i:
+                raise UserError(f"grid {spec.experiment}: {unit_id(u)} plans a cell that {unit_id(units[j])} plans "
                                 "too; name each cell in one file")
     return in_order(units, spec.order)
 
