@@ -336,7 +336,7 @@ def test_a_time_limit_ends_every_worker_and_nothing_is_lost_or_doubled(tracker, 
     monkeypatch.setenv("SYNTHBOOST_FAULT", "classifier-training:wait")
     monkeypatch.setenv("SYNTHBOOST_FAULT_ONCE", str(tmp_path / "fault-once"))  # one worker stalls
     out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--workers", "2",
-                              "--time-limit", "40"])
+                              "--time-limit", "90"])
     assert out.exit_code == 3, out.output
     runs = cell_runs(tracker, "g-limit-w")
     done = {r.data.tags["config_key"] for r in runs if r.info.status == "FINISHED"}
