@@ -10,6 +10,9 @@ a crash finishes only what is missing.  Stale units (dead worker) are failed and
 A cell re-run under a new key (a code version bump, a changed default) leaves its older FINISHED runs tagged
 ``superseded_by`` the new run (supersede.py): as each cell finishes, and in a sweep at the start and end of every
 grid, so runs re-run before marking existed are marked too.
+The queue is first in, first out and holds the plan's units in the plan's order (the grid file's ``order``: the
+answers wanted first); ``--time-limit`` ends a sitting on time — no unit starts after it, the running ones are cut
+and wait in the queue — so a long grid runs in bounded sittings, on one machine or many (docs/verdict/).
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ def in_order(units: list[dict], order: list[dict]) -> list[dict]:
     """``units`` in the grid's ``order`` (see GridSpec.order); unchanged without one."""
     if not order:
         return units
+
     def rank(i_unit):
         i, u = i_unit
         group = next((g for g, sel in enumerate(order) if _selected(sel, u)), len(order))
