@@ -162,12 +162,12 @@ def test_mixes_for_gives_a_variant_its_own_mixes_and_the_others_keep_the_grids(g
 
 
 @pytest.mark.parametrize("name", ["grid", "gan-balanced", "gan-high", "diffusion-balanced", "diffusion-high",
-                                  "tuned-high", "tuned-balanced", "verdict"])
+                                  "tuned-high", "tuned-balanced", "verdict", "verdict-headline", "verdict-paper"])
 def test_the_shipped_grid_files_are_valid(name):
     from synthboost.study import studies_dir
 
     spec = grid_mod.load_grid(studies_dir() / f"{name}.yaml")
-    assert grid_mod.variants(spec) and spec.profile == "quick"
+    assert grid_mod.variants(spec) and spec.profile == ("paper" if name == "verdict-paper" else "quick")
 
 
 def _finished_study(storage: str, name: str, model: str, params: dict, path=None) -> None:
@@ -287,3 +287,181 @@ def test_coverage_counts_a_cell_done_by_its_config_key_and_groups_the_missing_se
     assert "names 4 cells; 2 are FINISHED in this store, 2 are missing" in cov.text()
     with pytest.raises(UserError, match="add --experiment g-cov"):
         load_plan(path, ["other"])
+
+
+# ---------------------------------------------------------------- sittings of bounded time (issue 37)
+def _trials(storage: str, name: str, state: str) -> list:
+    import optuna
+
+    from synthboost.queue import open_storage
+
+    st = optuna.load_study(study_name=name, storage=open_storage(storage))
+    return st.get_trials(states=(getattr(optuna.trial.TrialState, state),))
+
+
+def test_a_time_limit_cuts_the_running_cell_and_the_next_grid_runs_it_once(tracker, tmp_path, grid_file, monkeypatch):
+    """A sitting ends at its time limit: the cell running then ends KILLED, no unit starts after it, and the next
+    grid command runs every missing cell, the cut one included, once."""
+    from synthboost import faults
+
+    path = grid_file("g-limit", GRID.replace("[none, vae]", "[none]"))  # 2 regimes × 2 seeds: 4 one-cell units
+    storage = str(tmp_path / "q.journal")
+    # the first cell stalls after its classifier's first epoch, as a long cell would, until the limit cuts it
+    monkeypatch.setenv("SYNTHBOOST_FAULT", "classifier-training:wait")
+    monkeypatch.setattr(faults, "_fired", set())
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--time-limit", "30"])
+    assert out.exit_code == 3, out.output
+    assert "time limit (30 s) reached" in out.stdout
+    assert "0 cells run now, 0 were already done, 4 missing of 4" in out.stdout
+    runs = cell_runs(tracker, "g-limit")
+    assert [r.info.status for r in runs] == ["KILLED"]  # the cut cell; none started after the limit
+    assert not _trials(storage, "grid-g-limit", "RUNNING")
+
+    monkeypatch.delenv("SYNTHBOOST_FAULT")
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage])
+    assert out.exit_code == 0, out.output
+    assert "4 cells run now, 0 were already done, 0 missing of 4" in out.stdout
+    finished = [r for r in cell_runs(tracker, "g-limit") if r.info.status == "FINISHED"]
+    keys = [r.data.tags["config_key"] for r in finished]
+    assert len(keys) == len(set(keys)) == 4 and runs[0].data.tags["config_key"] in keys
+    assert not _trials(storage, "grid-g-limit", "WAITING") and not _trials(storage, "grid-g-limit", "RUNNING")
+
+
+@pytest.mark.slow
+def test_a_time_limit_ends_every_worker_and_nothing_is_lost_or_doubled(tracker, tmp_path, grid_file, monkeypatch):
+    """With worker processes: one stalls in its cell and is cut at the limit, the other finishes what it took; the
+    finished cells stay, and the next command runs only the rest."""
+    path = grid_file("g-limit-w", GRID.replace("[none, vae]", "[none]").replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
+    storage = str(tmp_path / "q.journal")
+    monkeypatch.setenv("SYNTHBOOST_FAULT", "classifier-training:wait")
+    monkeypatch.setenv("SYNTHBOOST_FAULT_ONCE", str(tmp_path / "fault-once"))  # one worker stalls
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--workers", "2",
+                              "--time-limit", "90"])
+    assert out.exit_code == 3, out.output
+    runs = cell_runs(tracker, "g-limit-w")
+    done = {r.data.tags["config_key"] for r in runs if r.info.status == "FINISHED"}
+    assert "KILLED" in {r.info.status for r in runs} and "RUNNING" not in {r.info.status for r in runs}
+    assert f"{len(done)} cells run now" in out.stdout and len(done) < 6
+
+    monkeypatch.delenv("SYNTHBOOST_FAULT")
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--workers", "2"])
+    assert out.exit_code == 0, out.output
+    assert f"{6 - len(done)} cells run now, {len(done)} were already done, 0 missing of 6" in out.stdout
+    finished = [r.data.tags["config_key"] for r in cell_runs(tracker, "g-limit-w") if r.info.status == "FINISHED"]
+    assert len(finished) == len(set(finished)) == 6
+
+
+ORDERED = GRID.replace("[none, vae]", "[none, none-strong, vae]").replace("sizes: [300]", "sizes: [300, 400]") + """
+order:
+  - {{models: [vae, none], regimes: [high]}}
+  - {{regimes: [high]}}
+"""
+
+
+def test_order_runs_the_selected_units_first_size_by_size_and_the_queue_keeps_it(tracker, tmp_path, grid_file):
+    """The headline units first (a sitting cut short has answered them), whole comparisons first within them; a
+    unit cut and retried (queued last) is put back in its place by the next grid."""
+    from synthboost.queue import interrupted, load_study
+
+    spec = grid_mod.load_grid(grid_file("g-order", ORDERED))
+    storage = str(tmp_path / "q.journal")
+    units = grid_mod.plan(spec, storage)
+    ids = [grid_mod.unit_id(u) for u in units]
+    first = [(u["variant"], u["size"], u["seed"]) for u in units[:8]]
+    assert first == [(v, size, seed) for size in (300, 400) for seed in (0, 1) for v in ("none", "vae")]
+    assert {u["variant"] for u in units[8:12]} == {"none-strong"} and {u["regime"] for u in units[:12]} == {"high"}
+    assert {u["regime"] for u in units[12:]} == {"balanced"} and len(units) == 24
+
+    study, _ = grid_mod.prepare(spec, units, storage_url=storage, tracker=tracker)
+    queued = lambda: [t.user_attrs["unit_id"] for t in _trials(storage, "grid-g-order", "WAITING")]  # noqa: E731
+    assert queued() == ids
+    st = load_study("grid-g-order", storage)
+    trial = st.ask()  # a worker takes the first unit and is cut: its retry waits at the end of the queue
+    interrupted(st, trial, reason="cut at the grid's time limit")
+    assert queued() == ids[1:] + ids[:1]
+    grid_mod.prepare(spec, units, storage_url=storage, tracker=tracker)
+    assert queued() == ids  # back in the plan's order, each unit once
+    # another grid file of the experiment (a slice) queues its own units only, in its order
+    sliced = grid_mod.load_grid(grid_file("g-order", ORDERED.replace("regimes: [balanced, high]", "regimes: [high]")))
+    grid_mod.prepare(sliced, grid_mod.plan(sliced, storage), storage_url=storage, tracker=tracker)
+    assert queued() == ids[:12]
+
+
+PART = """
+experiment: {exp}
+profile: quick
+models: [none, vae]
+regimes: [high]
+sizes: [300]
+seeds: [0, 1]
+fixed: {{clf.epochs: 1, gen.latent_dim: 12}}
+gen_metrics: true
+"""
+
+
+def test_an_included_file_of_another_profile_is_planned_with_the_grid(tracker, tmp_path, grid_file):
+    """One plan over grid files of one experiment: the `paper` rows of the verdict beside its `quick` grid, each cell
+    at its own profile, counted by the dry-run and by `report --plan`; a bad include is one line, exit 2."""
+    grid_file("g-mixed-part", PART.replace("{exp}", "g-mixed"))
+    path = grid_file("g-mixed", GRID + "include: [g-mixed-part.yaml]\norder: [{{profiles: [smoke]}}]\n")
+    storage = str(tmp_path / "q.journal")
+    units = grid_mod.plan(grid_mod.load_grid(path), storage)
+    quick, extra = units[:8], units[8:]  # none 2 regimes × 2 seeds + vae 4 units; the part's 4 units last
+    assert {u["profile"] for u in quick} == {"smoke"} and {u["profile"] for u in extra} == {"quick"}
+    assert sorted((u["variant"], u["gen_metrics"]) for u in extra) == [("none", True)] * 2 + [("vae", True)] * 2
+    assert len({grid_mod.unit_id(u) for u in units}) == 12  # high/none/seed 0 at two profiles: two units
+    assert len({c["key"] for u in units for c in u["cells"]}) == 12 + 4
+    out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--dry-run"])
+    assert out.exit_code == 0 and "grid g-mixed (smoke, quick): 16 cells in 12 units" in out.stdout, out.output
+    import pandas as pd
+
+    from synthboost.report.coverage import load_plan, plan_coverage
+
+    held = pd.DataFrame({"experiment": ["g-mixed"], "tags.config_key": [extra[0]["cells"][0]["key"]]})
+    cov = plan_coverage(held, load_plan(path, ["g-mixed"]), name=path.name, storage_url=storage)
+    assert (cov.planned, cov.finished) == (16, 1)  # `report --plan` counts the included file's cells too
+
+    for text, message in [
+        (PART.replace("{exp}", "other"), "must run in experiment 'g-mixed'"),
+        (PART.replace("{exp}", "g-mixed").replace("profile: quick", "profile: smoke").replace(
+            "gen_metrics: true", "gen_metrics: false"), "plans a cell that"),
+    ]:
+        grid_file("g-mixed-part", text)
+        out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--dry-run"])
+        assert out.exit_code == 2 and message in out.stderr, out.output
+    out = runner.invoke(app, ["grid", "--config", str(grid_file("g-bad-order", GRID + "order: [{{models: [vea]}}]\n")),
+                              "--storage", storage, "--dry-run"])
+    assert out.exit_code == 2 and "order names models 'vea'" in out.stderr, out.output
+
+
+def test_the_verdict_plans_its_headline_first_and_the_cpu_slice_is_the_same_cells(tmp_path):
+    """studies/verdict.yaml: the seed's headline cell (DVAE × 6 and VQ-VAE with the baselines on high/1,000, seeds
+    0–4, both protocols, default and tuned mixes) runs first, then high, semi, balanced, paper; the CPU slice file
+    plans exactly those cells, under the same keys, so the full grid skips them once they are in."""
+    from synthboost.study import studies_dir
+
+    storage = str(tmp_path / "q.journal")
+    for model in ("dvae", "vqvae", "none-strong", "oversample"):  # their studies on high exist: tuned cells too
+        _finished_study(storage, f"{model}-high-1000-quick", model, {"mix.ratio": 0.5} if model in ("dvae", "vqvae")
+                        else {"clf.lr": 0.004})
+    units = grid_mod.plan(grid_mod.load_grid(studies_dir() / "verdict.yaml"), storage)
+    head = grid_mod.plan(grid_mod.load_grid(studies_dir() / "verdict-headline.yaml"), storage)
+    assert len(head) == 18 * 5 and sum(len(u["cells"]) for u in head) == 90 + 7 * 5 + 2 * 5  # + tuned dvae×6, vqvae
+    assert [(grid_mod.unit_id(u), [c["key"] for c in u["cells"]]) for u in units[:90]] == \
+        sorted(((grid_mod.unit_id(u), [c["key"] for c in u["cells"]]) for u in head),
+               key=lambda x: [grid_mod.unit_id(u) for u in units].index(x[0]))
+    groups = [("head" if u["regime"] == "high" and u["profile"] == "quick" and u["model"] in
+               ("none", "none-strong", "oversample", "dvae", "vqvae") else (u["regime"], u["profile"])) for u in units]
+    assert list(dict.fromkeys(groups)) == ["head", ("high", "quick"), ("semi", "quick"), ("balanced", "quick"),
+                                           ("high", "paper"), ("semi", "paper")]
+    assert groups == sorted(groups, key=list(dict.fromkeys(groups)).index)[:len(groups) - 170] + groups[-170:]
+    assert {u["seed"] for u in units} == {0, 1, 2, 3, 4}
+    paper = [u for u in units if u["profile"] == "paper"]
+    assert len(paper) == 17 * 2 * 5 and {(u["regime"], u["size"]) for u in paper} == {("high", 1000), ("semi", 1000)}
+    assert all(u["gen_metrics"] for u in paper) and not any(u["gen_metrics"] for u in units if u not in paper)
+    seed = {(u["variant"], u["regime"]) for u in units if u["variant"].endswith("-seedrecipe")}
+    assert {v for v, r in seed if r == "balanced"} == {"none-seedrecipe", "vqvae-seedrecipe"} | {
+        f"dvae-{n}-seedrecipe" for n in ("gaussian", "salt_pepper", "rotation", "brightness", "contrast", "blur")}
+    assert ("ddpm-seedrecipe", "high") in seed and ("ddpm-seedrecipe", "semi") not in seed
+    curve = {(u["regime"], u["size"]) for u in units if u["variant"] == "none"}
+    assert {("high", 19500), ("semi", 50000), ("balanced", 60000), ("high", 10000)} <= curve

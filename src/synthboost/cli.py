@@ -322,6 +322,9 @@ def grid(
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Time one small cell per family of the grid on this "
                                                                 "machine (throw-away store) for --dry-run's estimates; "
                                                                 "kept in tracking/calibration.json.")] = False,
+    time_limit: Annotated[float | None, typer.Option(
+        "--time-limit", help="Seconds: no unit starts after them and the units running then are cut (their "
+                             "unfinished cells re-run by the next grid command); exit 3 when cells are left.")] = None,
 ) -> None:
     """Run every model × regime × size × seed × classifier × mix cell; resumable; one MLflow run per cell."""
     from . import cost
@@ -330,6 +333,8 @@ def grid(
 
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    if time_limit is not None and time_limit <= 0:
+        raise UserError(f"--time-limit must be > 0 seconds, got {time_limit:g}")
     spec = grid_mod.load_grid(config, profile=profile)
     url = storage or queue.default_storage()
     queue.check_storage(url)
@@ -344,7 +349,8 @@ def grid(
         units = grid_mod.plan(spec, url, studies=studies)
         tracker = tracking.Tracker()
         st = grid_mod.status(spec, units, tracker)
-        typer.echo(f"grid {spec.experiment} ({spec.profile}): {st.cells} cells in {len(units)} units; {st.done} done, "
+        profiles = ", ".join(dict.fromkeys([spec.profile] + [u["profile"] for u in units]))
+        typer.echo(f"grid {spec.experiment} ({profiles}): {st.cells} cells in {len(units)} units; {st.done} done, "
                    f"{st.cells - st.done} to run ({st.units_left} units)")
         if studies.waiting:
             typer.echo(grid_mod.waiting_line(studies.waiting))
@@ -360,7 +366,11 @@ def grid(
         for line in cost.report_lines(est, workers=workers):
             typer.echo(line)
         return
-    s = grid_mod.run_grid(spec, storage_url=url, workers=workers, show_progress=sys.stderr.isatty())
+    s = grid_mod.run_grid(spec, storage_url=url, workers=workers, show_progress=sys.stderr.isatty(),
+                          time_limit=time_limit)
+    if s["timed_out"]:
+        typer.echo(f"time limit ({time_limit:g} s) reached: no unit started after it, the units running were cut "
+                   "(their unfinished cells re-run next time)")
     typer.echo(f"grid {s['experiment']}: {s['ran']} cells run now, {s['done_before']} were already done, "
                f"{s['missing']} missing of {s['cells']}; parent run {s['parent_run_id']} "
                f"(Optuna study {s['study']})" + ("; re-run the same command to finish" if s["missing"] else ""))
@@ -370,7 +380,7 @@ def grid(
         typer.echo(f"{s['marked_superseded']} older runs of re-run cells marked superseded (tag "
                    f"{tracking.TAG_SUPERSEDED_BY}); the report leaves them out")
     if s["missing"]:
-        raise typer.Exit(1)
+        raise typer.Exit(3 if s["timed_out"] else 1)
 
 
 @app.command("grid-worker", hidden=True)
@@ -379,11 +389,13 @@ def grid_worker(
     name: Annotated[str, typer.Option(help="The grid's Optuna study name (grid-<experiment>).")],
     storage: Annotated[str, typer.Option(help="Optuna storage URL or journal path.")],
     experiment: Annotated[str, typer.Option(help="The grid's MLflow experiment.")],
+    deadline: Annotated[float | None, typer.Option(help="time.time() after which no unit starts and the running "
+                                                        "one is cut (grid --time-limit).")] = None,
 ) -> None:
     """Pull grid units until the queue is empty (any machine that reaches both stores)."""
     from . import grid as grid_mod
 
-    grid_mod.work(name, storage, experiment=experiment)
+    grid_mod.work(name, storage, experiment=experiment, deadline=deadline)
 
 
 @app.command()

@@ -10,14 +10,21 @@ a crash finishes only what is missing.  Stale units (dead worker) are failed and
 A cell re-run under a new key (a code version bump, a changed default) leaves its older FINISHED runs tagged
 ``superseded_by`` the new run (supersede.py): as each cell finishes, and in a sweep at the start and end of every
 grid, so runs re-run before marking existed are marked too.
+The queue is first in, first out and holds the plan's units in the plan's order (the grid file's ``order``: the
+answers wanted first); ``--time-limit`` ends a sitting on time — no unit starts after it, the running ones are cut
+and wait in the queue — so a long grid runs in bounded sittings, on one machine or many (docs/verdict/).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,10 +58,20 @@ class GridSpec:
     # ({from_study: "{model}-{regime}-1000-quick"} names each tuned variant's own study per regime; with
     # `missing: skip` the cells whose study does not exist yet wait for it: the same grid re-run adds them)
     mixes: list[dict[str, Any]] = pydantic.Field(default_factory=lambda: [{"ratio": 1.0, "strategy": "balance"}])
-    # model or variant name -> its own sizes (e.g. the real-only learning curves beyond the generators' sizes)
-    sizes_for: dict[str, list[int]] = pydantic.Field(default_factory=dict)
+    # model or variant name -> its own sizes (e.g. the real-only learning curves beyond the generators' sizes), or
+    # regime -> sizes for it (e.g. each regime's full pool)
+    sizes_for: dict[str, list[int] | dict[Regime, list[int]]] = pydantic.Field(default_factory=dict)
     # model or variant name -> its own mixes instead of the grid's (e.g. the seed protocol's 1:1 mix for its variants)
     mixes_for: dict[str, list[dict[str, Any]]] = pydantic.Field(default_factory=dict)
+    # model or variant name -> its own regimes instead of the grid's (e.g. a variant on `high` only)
+    regimes_for: dict[str, list[Regime]] = pydantic.Field(default_factory=dict)
+    # other grid files (beside this one) planned with it, in the same experiment: a grid of another profile (or
+    # gen_metrics) is a file of its own, and one plan — `report --plan`, the queue — covers them all
+    include: list[str] = pydantic.Field(default_factory=list)
+    # the order units run in: each unit goes with the first selector it matches ({models: [variant or model names],
+    # regimes, sizes, profiles}, every key given must match), the rest last; within a selector size by size, seed
+    # by seed, so a sitting cut short leaves whole comparisons (every variant at the first sizes and seeds)
+    order: list[dict[str, list[Any]]] = pydantic.Field(default_factory=list)
     fixed: dict[str, Any] = pydantic.Field(default_factory=dict)  # section.key -> value for every cell
     gen_metrics: bool = False
 
@@ -82,13 +99,63 @@ def load_grid(path: str | Path | None, *, profile: str | None = None) -> GridSpe
     for c in spec.classifiers:
         classifiers.get(c)
     known = {n for v in variants(spec) for n in (v.name, v.model)}  # also validates model names
-    for field_name in ("sizes_for", "mixes_for"):
+    for field_name in ("sizes_for", "mixes_for", "regimes_for"):
         unknown = sorted(set(getattr(spec, field_name)) - known)
         if unknown:
             raise UserError(f"{path.name}: {field_name} names {', '.join(map(repr, unknown))}, not a model or "
                             f"variant of this grid (have: {', '.join(sorted(known))})")
     split_fixed(spec.fixed)
+    parts = [_included(path, name, spec.experiment) for name in spec.include]
+    spec.include = [str(part_path) for part_path, _ in parts]  # absolute: plan() reads them from anywhere
+    known |= {n for _, part in parts for v in variants(part) for n in (v.name, v.model)}
+    for sel in spec.order:
+        _check_selector(sel, path.name, known)
     return spec
+
+
+def _included(path: Path, name: str, experiment: str) -> tuple[Path, GridSpec]:
+    """An included grid file, beside ``path``: it must exist, run in the same experiment and include none."""
+    part_path = (path.parent / name).resolve()
+    if not part_path.is_file():
+        raise UserError(f"{path.name}: include {name!r}: no such grid file beside it")
+    part = load_grid(part_path)
+    if part.experiment != experiment or part.include:
+        raise UserError(f"{path.name}: include {name!r} must run in experiment {experiment!r} and include no "
+                        f"other file (it runs in {part.experiment!r}"
+                        + (f" and includes {', '.join(part.include)})" if part.include else ")"))
+    return part_path, part
+
+
+SELECTOR_KEYS = ("models", "regimes", "sizes", "profiles")
+
+
+def _check_selector(sel: dict, where: str, known: set[str]) -> None:
+    unknown = set(sel) - set(SELECTOR_KEYS)
+    if unknown or not sel or not all(isinstance(v, list) for v in sel.values()):
+        raise UserError(f"{where}: an order entry takes lists under {', '.join(SELECTOR_KEYS)}, got {sel}")
+    for key, allowed in (("models", known), ("regimes", REGIMES), ("profiles", PROFILES)):
+        bad = [v for v in sel.get(key, []) if v not in allowed]
+        if bad:
+            raise UserError(f"{where}: order names {key} {', '.join(map(repr, bad))}, not of this grid "
+                            f"(choose from: {', '.join(sorted(allowed))})")
+
+
+def _selected(sel: dict, unit: dict) -> bool:
+    return all(unit[field] in sel[key] or (key == "models" and unit["model"] in sel[key])
+               for key, field in (("models", "variant"), ("regimes", "regime"), ("sizes", "size"),
+                                  ("profiles", "profile")) if key in sel)
+
+
+def in_order(units: list[dict], order: list[dict]) -> list[dict]:
+    """``units`` in the grid's ``order`` (see GridSpec.order); unchanged without one."""
+    if not order:
+        return units
+
+    def rank(i_unit):
+        i, u = i_unit
+        group = next((g for g, sel in enumerate(order) if _selected(sel, u)), len(order))
+        return group, u["size"], u["seed"], i
+    return [u for _, u in sorted(enumerate(units), key=rank)]
 
 
 def variants(spec: GridSpec) -> list[Variant]:
@@ -216,9 +283,10 @@ def _settings_for(model: str, mixes: list[dict[str, Any]], *, regime: str, profi
     return [mx for mx in resolved if mx["study_model"] is None or not generators.is_baseline(mx["study_model"])]
 
 
-def sizes_of(spec: GridSpec, variant: Variant) -> list[int]:
-    """A variant's sizes: ``sizes_for`` its name, else its model, else the grid's."""
-    return spec.sizes_for.get(variant.name, spec.sizes_for.get(variant.model, spec.sizes))
+def sizes_of(spec: GridSpec, variant: Variant, regime: str) -> list[int]:
+    """A variant's sizes on ``regime``: ``sizes_for`` its name, else its model, else the grid's."""
+    sizes = spec.sizes_for.get(variant.name, spec.sizes_for.get(variant.model, spec.sizes))
+    return sizes.get(regime, spec.sizes) if isinstance(sizes, dict) else sizes
 
 
 def plan(spec: GridSpec, storage_url: str, *, studies: Studies | None = None) -> list[dict[str, Any]]:
@@ -233,10 +301,10 @@ def plan(spec: GridSpec, storage_url: str, *, studies: Studies | None = None) ->
     units = []
     for v in variants(spec):
         baseline = generators.is_baseline(v.model)
-        for regime in spec.regimes:
+        for regime in spec.regimes_for.get(v.name, spec.regimes_for.get(v.model, spec.regimes)):
             v_mixes = own_mixes.get(v.name, own_mixes.get(v.model, mixes))  # mixes_for its name, else its model
             settings = _settings_for(v.model, v_mixes, regime=regime, profile=spec.profile, studies=studies)
-            for size in sizes_of(spec, v):
+            for size in sizes_of(spec, v, regime):
                 for seed in spec.seeds:
                     cells = []
                     for clf in spec.classifiers:
@@ -269,7 +337,15 @@ def plan(spec: GridSpec, storage_url: str, *, studies: Studies | None = None) ->
                     units.append({"variant": v.name, "model": v.model, "regime": regime, "size": size,
                                   "seed": seed, "profile": spec.profile, "gen_metrics": spec.gen_metrics,
                                   "cells": cells})
-    return units
+    for part in spec.include:
+        units += plan(load_grid(part), storage_url, studies=studies)
+    seen: dict[str, int] = {}
+    for i, u in enumerate(units):  # a cell planned twice (an included file repeating one) would count twice
+        for c in u["cells"]:
+            if (j := seen.setdefault(c["key"], i)) != i:
+                raise UserError(f"grid {spec.experiment}: {unit_id(u)} plans a cell that {unit_id(units[j])} plans "
+                                "too; name each cell in one file")
+    return in_order(units, spec.order)
 
 
 # ---------------------------------------------------------------- store look-ups
@@ -417,7 +493,8 @@ def calibrate(spec: GridSpec, *, storage_url: str, size: int = CALIBRATION_SIZE,
         first.setdefault((v.model, v.clf.get("recipe", "fair")), v)
     small = build(GridSpec, as_dict(spec) | {
         "models": [{"model": v.model, "name": v.name, "gen": v.gen, "clf": v.clf} for v in first.values()],
-        "regimes": ["balanced"], "sizes": [size], "sizes_for": {}, "mixes_for": {}, "seeds": [0],
+        "regimes": ["balanced"], "sizes": [size], "sizes_for": {}, "mixes_for": {}, "regimes_for": {},
+        "include": [], "order": [], "seeds": [0],
         "experiment": "calibration"})
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix="synthboost-calibrate-") as tmp:
@@ -459,21 +536,53 @@ def prepare(spec: GridSpec, units: list[dict], *, storage_url: str, tracker):
                                           follow_env_run=False)
         queue.recover_stale_trials(study, tracker)
         done_keys = _finished_keys(tracker, tracker.experiment_id(spec.experiment))
-        queued = {t.user_attrs.get("unit_id") for t in study.get_trials(
-            deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
-        for u in units:
-            uid = unit_id(u)
-            if uid not in queued and any(c["key"] not in done_keys for c in u["cells"]):
-                study.enqueue_trial({}, user_attrs={"unit": json.dumps(u), "unit_id": uid}, skip_if_exists=False)
+        running = {t.user_attrs.get("unit_id") for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        want = [(unit_id(u), json.dumps(u)) for u in units
+                if unit_id(u) not in running and any(c["key"] not in done_keys for c in u["cells"])]
+        # the queue is first in, first out: it must hold the plan's units in the plan's order.  Units left waiting
+        # (a sitting cut at its time limit, a retry, another grid file of the experiment) that are not the head of
+        # that list are withdrawn and the whole list queued afresh
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if [(t.user_attrs.get("unit_id"), t.user_attrs.get("unit")) for t in waiting] != want[:len(waiting)]:
+            queue.withdraw(study, waiting, reason=f"re-queued in the order of the plan ({len(want)} units)")
+            waiting = []
+        for uid, payload in want[len(waiting):]:
+            study.enqueue_trial({}, user_attrs={"unit": payload, "unit_id": uid}, skip_if_exists=False)
     return study, parent
 
 
 def unit_id(unit: dict) -> str:
-    return f"{unit['variant']}|{unit['regime']}|{unit['size']}|{unit['seed']}"
+    return f"{unit['variant']}|{unit['regime']}|{unit['size']}|{unit['seed']}|{unit['profile']}"
 
 
-def work(name: str, storage_url: str, *, experiment: str, progress=None) -> dict[str, int]:
-    """Pull units until the queue is empty; returns counts of cells run / skipped / failed."""
+class TimeUp(KeyboardInterrupt):
+    """The grid's time limit passed while a unit ran: raised in the running cell, which ends KILLED as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _cut_at(deadline: float | None) -> Iterator[None]:
+    """Raise TimeUp in this (main) thread at ``deadline`` (time.time()) while the block runs."""
+    if deadline is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def cut(signum, frame):
+        raise TimeUp
+
+    before = signal.signal(signal.SIGALRM, cut)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.time(), 0.001))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def work(name: str, storage_url: str, *, experiment: str, progress=None,
+         deadline: float | None = None) -> dict[str, int]:
+    """Pull units until the queue is empty (or, with ``deadline`` (time.time()), until then: no unit starts after
+    it and the one running is cut, its unfinished cells re-run by the next grid); returns counts of cells run /
+    skipped / failed and units cut."""
     from optuna.trial import TrialState
 
     from .tracking import Tracker
@@ -482,18 +591,22 @@ def work(name: str, storage_url: str, *, experiment: str, progress=None) -> dict
     tracker = Tracker()
     parent = queue.parent_run_id(study)
     exp_id = tracker.experiment_id(experiment)
-    counts = {"run": 0, "skipped": 0, "failed": 0}
-    for trial in queue.next_trials(study, storage_url, tracker):  # only the enqueued units
+    counts = {"run": 0, "skipped": 0, "failed": 0, "cut": 0}
+    for trial in queue.next_trials(study, storage_url, tracker, until=deadline):  # only the enqueued units
         if "unit" not in trial.user_attrs:  # another machine took the last unit between check and ask
             study.tell(trial, state=TrialState.FAIL)
             continue
         unit = json.loads(trial.user_attrs["unit"])
         failures = []
         try:
-            with queue.Heartbeat(trial):
+            with queue.Heartbeat(trial), _cut_at(deadline):
                 _run_unit(unit, trial=trial, tracker=tracker, parent=parent, experiment=experiment,
                           done_keys=_finished_keys(tracker, exp_id), counts=counts, failures=failures,
                           progress=progress)
+        except TimeUp:  # its finished cells stay; the rest wait in the queue (as on Ctrl-C) for the next grid
+            queue.interrupted(study, trial, reason="cut at the grid's time limit")
+            counts["cut"] += 1
+            break
         except KeyboardInterrupt:  # the cell's run ended KILLED; the unit fails and waits for a resume
             queue.interrupted(study, trial)
             raise
@@ -547,11 +660,15 @@ def _run_cell(unit: dict, cell: dict, *, trial, tracker, parent: str, experiment
               f"{err}); the next `synthboost grid` will", file=sys.stderr)
 
 
-def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progress: bool = True) -> dict[str, Any]:
+def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progress: bool = True,
+             time_limit: float | None = None) -> dict[str, Any]:
+    """Run the grid's missing cells; with ``time_limit`` (seconds from now) no unit starts after it and the units
+    running then are cut (their cells re-run by the next grid), so a sitting ends on time."""
     from tqdm.auto import tqdm
 
     from .tracking import Tracker
 
+    deadline = None if time_limit is None else time.time() + time_limit
     tracker = Tracker()
     studies = Studies(storage_url)
     units = plan(spec, storage_url, studies=studies)
@@ -562,7 +679,7 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
     remaining = before.cells - before.done
     with tqdm(total=remaining, desc="cells", disable=None if show_progress else True) as bar:
         if workers <= 1:
-            work(name, storage_url, experiment=spec.experiment, progress=bar.update)
+            work(name, storage_url, experiment=spec.experiment, progress=bar.update, deadline=deadline)
         else:
             exp = tracker.experiment_id(spec.experiment)
             keys = {c["key"] for u in units for c in u["cells"]}
@@ -574,21 +691,27 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
                 bar.update(max(0, now - seen))
                 seen = max(seen, now)
 
+            limit = ["--deadline", repr(deadline)] if deadline is not None else []
             codes = queue.run_workers("grid-worker", workers, name=name, storage_url=storage_url,
-                                      args=lambda i: ["--experiment", spec.experiment], while_waiting=show_finished)
+                                      args=lambda i: ["--experiment", spec.experiment, *limit],
+                                      while_waiting=show_finished)
             if any(codes):
                 print(f"warning: worker exit codes {codes}; re-run to resume", file=sys.stderr)
-        # the same grid started on other machines: wait for their units (and take over any whose worker died)
-        queue.wait_for_others(study, storage_url, tracker, lambda: work(name, storage_url, experiment=spec.experiment,
-                                                                        progress=bar.update))
+        # the same grid started on other machines: wait for their units (and take over any whose worker died) —
+        # not past the time limit, which ends this sitting whatever runs elsewhere
+        if deadline is None or time.time() < deadline:
+            queue.wait_for_others(study, storage_url, tracker, lambda: work(
+                name, storage_url, experiment=spec.experiment, progress=bar.update, deadline=deadline))
     after = status(spec, units, tracker)
+    timed_out = deadline is not None and time.time() >= deadline and after.done < after.cells
     last = superseded(spec, units, tracker, mark=True)  # what a cell could not mark as it finished (see _run_cell)
     marked = last.already + len(last.marks) - first.already
     if after.done == after.cells:
         tracker.close_run(parent, "FINISHED")
     else:
-        tracker.close_run(parent, "FAILED", error=f"{after.cells - after.done} cells missing; re-run to resume")
-    return {"cells": after.cells, "done": after.done, "done_before": before.done,
+        tracker.close_run(parent, "FAILED", error=f"{after.cells - after.done} cells missing"
+                          + (f" at the time limit ({time_limit:g} s)" if timed_out else "") + "; re-run to resume")
+    return {"cells": after.cells, "done": after.done, "done_before": before.done, "timed_out": timed_out,
             "ran": after.done - before.done, "missing": after.cells - after.done, "parent_run_id": parent,
             "experiment": spec.experiment, "study": name, "marked_superseded": marked,
             "waiting": sorted(studies.waiting)}

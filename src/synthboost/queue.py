@@ -236,8 +236,9 @@ def _lock_engine(storage_url: str):
     return sqlalchemy.create_engine(storage_url, connect_args={"connect_timeout": 5}, pool_pre_ping=True)
 
 
-def next_trials(study, storage_url: str, tracker, *, budget: int = 0) -> Iterator[Any]:
-    """Ask for trials one at a time until none is owed; each check-and-ask holds the budget lock.
+def next_trials(study, storage_url: str, tracker, *, budget: int = 0, until: float | None = None) -> Iterator[Any]:
+    """Ask for trials one at a time until none is owed (or the time ``until``, time.time(), has come); each
+    check-and-ask holds the budget lock.
 
     A waiting trial (enqueued, or the retry of a stale one) is always owed; beyond those, new trials are
     asked until ``budget`` of them are done or running (0: only enqueued trials, as a grid's units).  The
@@ -246,7 +247,7 @@ def next_trials(study, storage_url: str, tracker, *, budget: int = 0) -> Iterato
     tracker.lock_factory = functools.partial(storage_lock, storage_url)
     # ask/tell with RDBStorage's heartbeat is what this module is for (Heartbeat beats, recover_stale_trials fails)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    while True:
+    while until is None or time.time() < until:
         with budget_lock(storage_url):
             recover_stale_trials(study, tracker)
             counts = budget_counts(study)
@@ -317,13 +318,23 @@ def recover_stale_trials(study, tracker) -> list[int]:
     return failed
 
 
-def interrupted(study, trial) -> None:
-    """Ctrl-C during ``trial``: it ends FAIL (reason "interrupted") and waits as a retry, so a resume runs it."""
+def interrupted(study, trial, *, reason: str = "interrupted (SIGINT)") -> None:
+    """Ctrl-C during ``trial`` (or a time limit): it ends FAIL with ``reason`` and waits as a retry, so a resume
+    runs it."""
     from optuna.trial import TrialState
 
-    trial.set_user_attr("fail_reason", "interrupted (SIGINT)")
+    trial.set_user_attr("fail_reason", reason)
     study.tell(trial, state=TrialState.FAIL)
     _enqueue_retry(study, trial)
+
+
+def withdraw(study, trials, *, reason: str) -> None:
+    """Take waiting ``trials`` out of the queue (FAIL with ``reason``, no retry); the caller holds the budget lock."""
+    from optuna.trial import TrialState
+
+    for t in trials:  # Optuna has no public call that ends a trial nobody asked for: its storage does it
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
 
 
 def _enqueue_retry(study, t) -> None:
