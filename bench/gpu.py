@@ -112,9 +112,9 @@ def bound(device: torch.device, *, batch: int, seconds: float, budget: Budget) -
             rates = {p: conv_rate(side, cin, cout, batch=batch, dtype=d, device=device, seconds=seconds)
                      for p, d in precisions.items()}
             best = {p: max(best[p], r) for p, r in rates.items()}
-            lines.append(f"| {label} | " + " | ".join(f"{r:.1f}" for r in rates.values()) + " |")
+            lines.append(f"| {label} | " + " | ".join(f"{r:.3g}" for r in rates.values()) + " |")
     lines.append("")
-    lines.append("bound (best rate): " + ", ".join(f"{p} {r:.1f} TFLOP/s" for p, r in best.items()))
+    lines.append("bound (best rate): " + ", ".join(f"{p} {r:.3g} TFLOP/s" for p, r in best.items()))
     return lines, {"fp32": best["fp32 (TF32)"], "bf16": best["bf16"]}
 
 
@@ -176,8 +176,6 @@ def family_row(name: str, split, device: torch.device, *, epochs: int) -> dict:
         return gen, (lambda: gen.fit(split.train_x, split.train_y, **kwargs)), kwargs
 
     gen, run, kwargs = fit(1)
-    with torch.device("cpu"):
-        pass
     flops_epoch = count_flops(run)  # also the warm-up
     bs = gen.config.batch_size
     n = len(split.train_y) + len(kwargs.get("unlabeled", ()))
@@ -198,39 +196,43 @@ def trainer_table(rows: list[dict], peak: dict[str, float]) -> list[str]:
             continue
         tflops = r["img_s"] * r["flops_img"] / 1e12
         frac = f"{tflops / peak[r['precision']]:.1%}" if peak.get(r["precision"]) else "n/a (bound not measured)"
-        lines.append(f"| {r['name']} | {r['flops_img'] / 1e6:.1f} | {r['img_s']:,.0f} | {tflops:.2f} | {frac} | "
+        lines.append(f"| {r['name']} | {r['flops_img'] / 1e6:.1f} | {r['img_s']:,.0f} | {tflops:.3g} | {frac} | "
                      f"{r['note']} |")
     return lines
 
 
 # ---------------------------------------------------------------- 3. busy fraction
-def busy_fraction(fn, device: torch.device) -> tuple[float, float]:
-    """(the time ``torch.profiler`` saw kernels run, wall time) over one call of ``fn``; on a CPU the ops' own
-    time stands in for the kernels'."""
+def busy_fraction(fn, device: torch.device) -> tuple[float, float, int]:
+    """(the time ``torch.profiler`` saw kernels run, wall time, kernels seen) over one call of ``fn`` — the kernel
+    events summed as the profiler's own table totals them; on a CPU the aten ops' own time stands in."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sync(device)
     with profile(activities=activities) as prof:
         seconds = wall(fn, device)
-    events = prof.key_averages()
     if device.type == "cuda":
-        busy_us = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events)
+        kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+        busy_us = sum(e.self_device_time_total for e in kernels)
     else:
-        busy_us = sum(e.self_cpu_time_total for e in events if e.key.startswith("aten::"))
-    return busy_us / 1e6, seconds
+        kernels = [e for e in prof.events() if e.name.startswith("aten::")]
+        busy_us = sum(e.self_cpu_time_total for e in kernels)
+    return busy_us / 1e6, seconds, len(kernels)
 
 
 def busy_rows(split, device: torch.device, *, steps: int, budget: Budget) -> list[str]:
-    lines = ["| trainer (one process) | kernel time s | wall s | busy fraction |", "|---|---:|---:|---:|"]
+    lines = ["| trainer (one process) | kernel time s | wall s | busy fraction | kernels seen |",
+             "|---|---:|---:|---:|---:|"]
     for mode in ("graph", "eager"):
         if budget.left() <= 0:
             lines.append(f"| classifier CNN, {mode} | | | time limit |")
             continue
         run = cnn_fit(split, device, {"steps": steps, "cuda_step": mode})
         cnn_fit(split, device, {"steps": 10, "cuda_step": mode})()
-        busy, seconds = busy_fraction(run, device)
-        lines.append(f"| classifier CNN, {mode} | {busy:.2f} | {seconds:.2f} | {busy / seconds:.0%} |")
+        busy, seconds, kernels = busy_fraction(run, device)
+        lines.append(f"| classifier CNN, {mode} ({steps} steps) | {busy:.2f} | {seconds:.2f} | {busy / seconds:.0%} "
+                     f"| {kernels:,} |")
     return lines
 
 
@@ -309,8 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         out.extend(lines)
         print("\n".join(lines), flush=True)
 
-    emit(out[:])
-    out[:] = out[:len(out)]
+    print("\n".join(out), flush=True)
     peak: dict[str, float] = {}
     split = make_split(DataConfig(regime="balanced", size=args.size), 0) if {"trainers", "busy"} & set(parts) else None
     if "bound" in parts:

@@ -95,9 +95,9 @@ class CNNConfig:
     compile: bool = False
     amp: Literal["off", "bf16", "auto"] = "off"
     optimizer_impl: Literal["foreach", "fused", "loop"] = "foreach"
-    # on a CUDA device only (the CPU trains as before): graph = the whole step (batch gather, augmentation,
-    # forward, backward, AdamW, schedule) replayed as one captured CUDA graph, so a step costs the host two
-    # launches; fused = eager with fused AdamW; eager = as on the CPU.  Graph falls back to fused where it cannot
+    # on a CUDA device only (the CPU trains as before): graph = batch gather, augmentation, forward and backward
+    # replayed as one captured CUDA graph, then fused AdamW (a step costs the host a few launches); fused = eager
+    # with fused AdamW; eager = as on the CPU.  Graph falls back to fused where it cannot
     # capture (compile on, or a capture error); the run's tags clf.cuda_graphs / clf.fused_optimizer say what ran.
     # Neutral in keys: on a GPU it changes only rounding, which a GPU run never reproduced bitwise anyway
     cuda_step: Literal["graph", "fused", "eager"] = "graph"
@@ -332,56 +332,12 @@ def training_precision(cfg, device: torch.device | None = None) -> str:
     return precision_name(resolve_amp(cfg.amp, dev))
 
 
-class HyperTable:
-    """The learning rate (and Adam's beta1, which onecycle cycles) of every step, on the device: a captured step
-    reads its values from these tensors, where an eager step has the scheduler write Python floats."""
-
-    def __init__(self, lrs: list[float], beta1s: list[float], beta2: float, *, device: torch.device):
-        # CUDA's fused AdamW reads a float32 lr; elsewhere float64 keeps the scheduler's floats exactly
-        dtype = torch.float32 if device.type == "cuda" else torch.float64
-        self.lrs = torch.tensor(lrs, device=device, dtype=dtype)
-        # fused AdamW takes beta1 as a float only: a cycled beta1 needs the capturable foreach one
-        self.beta1s = torch.tensor(beta1s, device=device, dtype=dtype) if len(set(beta1s)) > 1 else None
-        self.lr = self.lrs[0].clone()
-        self.beta1 = self.beta1s[0].clone() if self.beta1s is not None else beta1s[0]
-        self.beta2 = beta2
-        self.counter = torch.zeros(1, dtype=torch.long, device=device)
-
-    @classmethod
-    def of(cls, schedule, optimizer: type, total_steps: int, *, lr: float, weight_decay: float,
-           device: torch.device) -> HyperTable:
-        """The values ``schedule(opt)`` gives an ``optimizer`` over ``total_steps`` steps, read off a throwaway one."""
-        shadow = optimizer([torch.zeros(1, requires_grad=True)], lr=lr, weight_decay=weight_decay)
-        sched = schedule(shadow)
-        lrs, beta1s = [], []
-        for _ in range(total_steps):
-            group = shadow.param_groups[0]
-            lrs.append(group["lr"])
-            beta1s.append(group["betas"][0])
-            shadow.step()  # no gradient: changes nothing, but the scheduler expects it
-            sched.step()
-        return cls(lrs, beta1s, shadow.param_groups[0]["betas"][1], device=device)
-
-    def optimizer_kwargs(self) -> dict:
-        if self.beta1s is None:
-            return {"lr": self.lr, "betas": (self.beta1, self.beta2), "fused": True, "capturable": True}
-        beta2 = torch.tensor(self.beta2, device=self.lr.device, dtype=self.lr.dtype)
-        return {"lr": self.lr, "betas": (self.beta1, beta2), "foreach": True, "capturable": True}
-
-    def advance(self) -> None:
-        """Load this step's values into the optimizer's tensors and count the step (kernels only: capturable)."""
-        self.lr.copy_(self.lrs.index_select(0, self.counter).view(()))
-        if self.beta1s is not None:
-            self.beta1.copy_(self.beta1s.index_select(0, self.counter).view(()))
-        self.counter.add_(1)
-
-
 class StepGraph:
-    """``step()`` (a whole training step on static tensors) as one CUDA graph: warmed up eagerly, captured once,
-    then replayed per call.  ``capture=False`` calls it eagerly (the CPU tests run the same step); a failed
+    """``step()`` (work on static tensors: the classifier's forward and backward) as one CUDA graph: warmed up
+    eagerly, captured once, then replayed per call.  ``capture=False`` calls it eagerly (the CPU tests run the same step); a failed
     capture falls back to that, with a warning, and ``capture`` then reads False."""
 
-    WARMUP = 3  # eager steps before the capture: the optimizer's state and cuDNN's choices exist by then
+    WARMUP = 3  # eager calls before the capture: cuDNN's choices and the autograd buffers exist by then
 
     def __init__(self, step, *, generators: list[torch.Generator] = (), capture: bool = True):
         self.step, self.generators, self.capture = step, list(generators), capture
@@ -489,16 +445,11 @@ class CNNClassifier:
         step_net = torch.compile(self.net) if cfg.compile else self.net  # shares the weights; predict stays eager
         levers = dev.type in self.step_levers_on and cfg.cuda_step != "eager"
         graphed = levers and cfg.cuda_step == "graph" and not cfg.compile
-        if graphed:  # the schedule's per-step values come from device tables the graph reads
-            table = HyperTable.of(lambda o: self._schedule(o, total_steps), optimizer, total_steps, lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay, device=dev)
-            opt = optimizer(self.net.parameters(), **table.optimizer_kwargs(), weight_decay=cfg.weight_decay)
-            sched = None
-        else:
-            impl = "fused" if levers else cfg.optimizer_impl
-            opt = optimizer(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            **optimizer_options(impl))
-            sched = self._schedule(opt, total_steps)
+        # the optimizer step stays outside the graph: onecycle changes Adam's beta1 every step, which a captured
+        # AdamW cannot take (its kernels read beta1 as a host float); fused, it is one kernel a step
+        opt = optimizer(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                        **optimizer_options("fused" if levers else cfg.optimizer_impl))
+        sched = self._schedule(opt, total_steps)
 
         def batch_loss(idx: Tensor) -> Tensor:
             yb = y_all[idx]
@@ -514,12 +465,10 @@ class CNNClassifier:
             static_idx = torch.zeros(bs, dtype=torch.long, device=dev)
             graph_total = torch.zeros((), device=dev)
 
-            def graph_step() -> None:
-                table.advance()
+            def graph_step() -> None:  # captured: backward then writes the gradients, it does not add to them
                 opt.zero_grad(set_to_none=True)
                 loss = batch_loss(static_idx)
                 loss.backward()
-                opt.step()
                 graph_total.add_(loss.detach() * bs)
 
             graph = StepGraph(graph_step, generators=[rng], capture=dev.type == "cuda")
@@ -545,16 +494,16 @@ class CNNClassifier:
                 total, seen = 0.0, 0
                 for _ in range(min(steps_per_epoch, total_steps - step)):
                     idx = next(draws)
-                    if graph is not None:  # two launches: the batch's indices, then the whole step
+                    if graph is not None:  # a few launches: the batch's indices, the graph, fused AdamW
                         static_idx.copy_(idx)
                         graph()
                     else:
                         loss = batch_loss(idx)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
-                        opt.step()
-                        sched.step()
                         total = total + loss.detach() * len(idx)  # summed as a tensor: no sync per step
+                    opt.step()
+                    sched.step()
                     step += 1
                     seen += len(idx)
                 if graph is not None:
