@@ -1,11 +1,13 @@
 """How close each trainer runs to a GPU's compute bound, how busy it keeps the GPU, and the two fair grids' wall time.
 
-    python bench/gpu.py [--device cuda] [--parts bound,trainers,busy,grids] [--limit 150] [--size 5000]
+    python bench/gpu.py [--device cuda] [--parts bound,trainers,busy,grids] [--limit 120] [--grid-limit 100]
+        [--size 5000]
         [--cnn-steps 400] [--epochs 1] [--families ddpm,cgan,...] [--grids studies/fair-high.yaml,...]
         [--workers N] [--out docs/gpu-bench.md]
 
-bench/bound.py's counterpart for a GPU, made for one short sitting (one ~8-minute call: each part stops starting
-new items once its ``--limit`` seconds are spent, and ``--parts`` picks parts):
+bench/bound.py's counterpart for a GPU, made for one short sitting (one call of at most ~7 minutes: each part
+stops starting new items once its ``--limit`` seconds are spent, a grid is cut at ``--grid-limit``, and
+``--parts`` picks parts):
 
 1. **bound**: the device's achievable rate on the classifier CNN's convolutions (forward + backward of each conv
    layer of ``vgg`` at a large batch) in fp32 with TF32 allowed (cuDNN's default for convolutions) and in bf16;
@@ -277,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
-    ap.add_argument("--limit", type=float, default=150.0, help="seconds each part may start new items for")
+    ap.add_argument("--limit", type=float, default=120.0, help="seconds each part may start new items for")
+    ap.add_argument("--grid-limit", type=float, default=100.0, help="seconds each grid may run (then it is cut)")
     ap.add_argument("--size", type=int, default=5000, help="balanced regime size (train + val) of the trainers")
     ap.add_argument("--cnn-steps", type=int, default=400, help="optimizer steps of each timed CNN fit")
     ap.add_argument("--conv-batch", type=int, default=1024, help="batch of the bound's convolutions")
@@ -341,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         lines = ["| grid | workers | wall time | cells finished | speed-up on the unchanged project's "
                  f"{'/'.join(f'{v:.0f} s' for v in BEFORE.values())} |", "|---|---:|---:|---|---:|"]
         for g in grids:
-            lines.append(grid_row(g, workers=workers, limit=args.limit, device=device, profile=args.grid_profile))
+            lines.append(grid_row(g, workers=workers, limit=args.grid_limit, device=device,
+                                  profile=args.grid_profile))
             print(f"  grid done: {g.name}", file=sys.stderr, flush=True)
         emit(["## The fair grids (fresh temporary store)", "", *lines, ""])
     if args.out:

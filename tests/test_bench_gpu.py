@@ -25,7 +25,7 @@ def test_gpu_bench_runs_every_part_on_the_cpu_and_writes_its_table(tmp_path, cap
     out = tmp_path / "gpu.md"
     assert bench.main(["--device", "cpu", "--size", "300", "--cnn-steps", "4", "--conv-batch", "8",
                        "--conv-seconds", "0.05", "--families", "vae", "--grids", str(grid), "--workers", "1",
-                       "--limit", "900", "--out", str(out)]) == 0
+                       "--limit", "900", "--grid-limit", "900", "--out", str(out)]) == 0
     text = out.read_text()
     assert text.startswith("# GPU bench: CPU (")
     for heading in ("## The bound", "## Trainers", "## GPU busy fraction", "## The fair grids"):

@@ -365,7 +365,7 @@ class StepGraph:
             graph = torch.cuda.CUDAGraph()
             for gen in self.generators:  # their draws advance inside the graph, as the default generator's do
                 graph.register_generator_state(gen)
-            with torch.cuda.graph(graph, stream=self.stream):
+            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
                 self.step()
             self.graph = graph
         except Exception as err:  # noqa: BLE001 - a step that cannot be captured still trains, eagerly
