@@ -157,3 +157,37 @@ def test_on_cuda_the_step_is_one_captured_graph_and_trains_as_the_eager_step(spl
 def test_on_cuda_fused_is_the_eager_step_with_fused_adamw(split):
     clf, out, _, _ = fit(split, "cuda", cuda_step="fused")
     assert clf.execution == {"cuda_graphs": "false", "fused_optimizer": "true"}
+
+
+@cuda
+def test_on_cuda_the_generator_loops_still_stop_on_a_nan_loss_once_an_epoch(monkeypatch):
+    """No sync a step there: a non-finite loss is caught at the end of its epoch, with the same message."""
+    from synthboost.errors import GeneratorDiverged
+    from synthboost.generators import adversarial
+
+    images = torch.randint(0, 256, (128, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(128) % 10
+
+    class Nan(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(784, 1)
+
+        def loss(self, x, y):
+            return self.lin(x.flatten(1)).mean() * float("nan"), {}
+
+    with pytest.raises(GeneratorDiverged, match="loss became nan at epoch 0"):
+        train_likelihood(Nan().cuda(), images, labels, epochs=2, batch_size=32, lr=1e-3)
+    gen = build_gan()
+    _, g_loss = adversarial.LOSSES[gen.adversarial_loss]
+    monkeypatch.setitem(adversarial.LOSSES, gen.adversarial_loss,
+                        (lambda real, fake: (real * float("nan")).mean(), g_loss))
+    with pytest.raises(GeneratorDiverged, match="D loss became nan at epoch 0"):
+        gen.fit(images, labels)
+
+
+def build_gan():
+    from synthboost import generators
+
+    cls = generators.get("cgan")
+    return cls(build(cls.Config, profile="smoke"), device="cuda")
