@@ -37,8 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/generators.py, bench/bound.py
 from bound import count_flops, untrained_clip_state  # noqa: E402
