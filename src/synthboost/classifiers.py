@@ -21,6 +21,7 @@ Inputs are uint8 N×1×28×28 (or N×28×28) tensors; labels int64.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -46,6 +47,9 @@ _STRONG_CNN = {"augment": "shift_flip", "class_weight": "balanced"}
 #: where the strong recipe was still gaining at 2× (+0.66 pp) and had stopped at 4× (README); from 2,000 images
 #: up, 40 epochs are at least this many steps, so the floor binds only below
 QUICK_MIN_STEPS = 1040
+#: ``eval_every=0`` without early stopping: validation passes in a run, for its curve and a study's pruner (each
+#: one syncs the device; every epoch was ~80 passes in high/1,000's 1,040 steps)
+EVALS_PER_RUN = 8
 
 
 @config
@@ -67,7 +71,10 @@ class CNNConfig:
     width: int = pydantic.Field(default=32, ge=8, le=256)
     dropout: float = pydantic.Field(default=0.3, ge=0.0, lt=1.0)
     label_smoothing: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0)
-    eval_every: int = pydantic.Field(default=1, ge=1)  # validation (curves, pruning) every k epochs
+    # validation (curves, a study's pruning, early stopping) every k epochs and after the last; 0 = as often as
+    # selection needs it: every epoch under early stopping, else ``EVALS_PER_RUN`` times a run.  Without early
+    # stopping the trained weights do not depend on it (tests/test_device_step.py), so keys ignore it there
+    eval_every: int = pydantic.Field(default=0, ge=0)
     augment: Literal["none", "shift", "shift_flip", "shift_flip_erase"] = "none"  # see ``augment`` below
     shift: int = pydantic.Field(default=2, ge=1, le=4)  # the largest shift, in pixels
     flip_classes: Literal["mirror_safe", "all"] = "mirror_safe"  # which classes a flip may touch
@@ -88,10 +95,16 @@ class CNNConfig:
     compile: bool = False
     amp: Literal["off", "bf16", "auto"] = "off"
     optimizer_impl: Literal["foreach", "fused", "loop"] = "foreach"
+    # on a CUDA device only (the CPU trains as before): graph = batch gather, augmentation, forward and backward
+    # replayed as one captured CUDA graph, then fused AdamW (a step costs the host a few launches); fused = eager
+    # with fused AdamW; eager = as on the CPU.  Graph falls back to fused where it cannot
+    # capture (compile on, or a capture error); the run's tags clf.cuda_graphs / clf.fused_optimizer say what ran.
+    # Neutral in keys: on a GPU it changes only rounding, which a GPU run never reproduced bitwise anyway
+    cuda_step: Literal["graph", "fused", "eager"] = "graph"
     #: the speed levers' values that train exactly as runs recorded before the levers existed (see config.key_dict);
     #: ``precision`` is not a field but the logged ``clf.precision`` (amp resolved): fp32 is what older runs used
     key_neutral: ClassVar[dict] = {"channels_last": True, "compile": False, "amp": "off", "optimizer_impl": "foreach",
-                                   "min_steps": 0, "precision": "fp32"}
+                                   "min_steps": 0, "precision": "fp32", "cuda_step": "graph"}
 
     profiles: ClassVar[dict] = {
         "smoke": {"epochs": 2},
@@ -163,6 +176,12 @@ ERASE = 8  # side of the cutout square
 MIRROR_SAFE = (0, 1, 2, 3, 4, 6, 8)
 
 
+@functools.cache
+def mirror_safe_lookup(device: torch.device) -> Tensor:
+    """Per class, whether a flip may touch it: built once per device (a CUDA graph cannot copy from the host)."""
+    return torch.isin(torch.arange(NUM_CLASSES, device=device), torch.tensor(MIRROR_SAFE, device=device))
+
+
 def augment(x: Tensor, *, policy: str, generator: torch.Generator, labels: Tensor | None = None, shift: int = 2,
             flip_classes: str = "mirror_safe") -> Tensor:
     """A randomly augmented copy of the image batch ``x`` (N×C×H×W, any dtype), one draw per image.
@@ -183,7 +202,7 @@ def augment(x: Tensor, *, policy: str, generator: torch.Generator, labels: Tenso
         if flip_classes == "mirror_safe":
             if labels is None:
                 raise ValueError("augment: flip_classes='mirror_safe' needs the labels")
-            flip &= torch.isin(labels, torch.tensor(MIRROR_SAFE, device=dev))
+            flip &= mirror_safe_lookup(dev)[labels]
         x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
     # the shift: image i takes rows dy_i … dy_i+H-1 and columns dx_i … dx_i+W-1 of its padded copy
     padded = F.pad(x, (shift, shift, shift, shift))
@@ -296,6 +315,14 @@ def floor_binds(*, epochs: int, batch_size: int, min_steps: int, steps: int | No
     return epochs * max(1, n_budget // min(batch_size, n_budget)) < min_steps
 
 
+def eval_period(cfg: CNNConfig, epochs: int) -> int:
+    """Validate every this many epochs (and after the last): ``eval_every``, or for 0 every epoch under early
+    stopping (its patience counts epochs) and else ``EVALS_PER_RUN`` times a run."""
+    if cfg.eval_every:
+        return cfg.eval_every
+    return 1 if cfg.early_stopping else max(1, -(-epochs // EVALS_PER_RUN))
+
+
 def training_precision(cfg, device: torch.device | None = None) -> str:
     """What a classifier of config ``cfg`` trains in on ``device`` (default: the one it would pick): its
     ``amp`` resolved for the CNN, fp32 for the scikit-learn models (no such knob)."""
@@ -305,9 +332,60 @@ def training_precision(cfg, device: torch.device | None = None) -> str:
     return precision_name(resolve_amp(cfg.amp, dev))
 
 
+class StepGraph:
+    """``step()`` (work on static tensors: the classifier's forward and backward) as one CUDA graph: warmed up
+    eagerly, captured once, then replayed per call.  ``capture=False`` calls it eagerly (the CPU tests run the same step); a failed
+    capture falls back to that, with a warning, and ``capture`` then reads False."""
+
+    WARMUP = 3  # eager calls before the capture: cuDNN's choices and the autograd buffers exist by then
+
+    def __init__(self, step, *, generators: list[torch.Generator] = (), capture: bool = True):
+        self.step, self.generators, self.capture = step, list(generators), capture
+        self.calls, self.graph = 0, None
+        self.stream = torch.cuda.Stream() if capture else None  # warm-up and capture on one side stream
+
+    def __call__(self) -> None:
+        if self.capture and self.graph is None:
+            self._warm_or_capture()
+        elif self.graph is not None:
+            self.graph.replay()
+        else:
+            self.step()
+        self.calls += 1
+
+    def _warm_or_capture(self) -> None:
+        import warnings
+
+        self.stream.wait_stream(torch.cuda.current_stream())
+        try:
+            if self.calls < self.WARMUP:
+                with torch.cuda.stream(self.stream):
+                    self.step()
+                return
+            graph = torch.cuda.CUDAGraph()
+            for gen in self.generators:  # their draws advance inside the graph, as the default generator's do
+                graph.register_generator_state(gen)
+            with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+                self.step()
+            self.graph = graph
+        except Exception as err:  # noqa: BLE001 - a step that cannot be captured still trains, eagerly
+            if self.calls < self.WARMUP:
+                raise
+            warnings.warn(f"CUDA graph capture failed, training eagerly: {type(err).__name__}: {err}", stacklevel=3)
+            self.capture = False
+        finally:
+            torch.cuda.current_stream().wait_stream(self.stream)
+        if self.graph is not None:
+            self.graph.replay()  # the capture recorded the step without running it
+        else:
+            self.step()
+
+
 class CNNClassifier:
     name = "cnn"
     Config = CNNConfig
+    #: device types where ``cuda_step`` applies (a class value, so the CPU tests can run that path uncaptured)
+    step_levers_on: ClassVar[tuple[str, ...]] = ("cuda",)
     #: bump when training behaviour changes: part of every cell's config key, so a grid re-runs its cells
     #: (version 1: the fixed step budgets of the fair protocol)
     code_version = 1
@@ -363,11 +441,39 @@ class CNNClassifier:
         total_steps, steps_per_epoch = step_budget(cfg, min(budget_n or n, n))
         epochs = -(-total_steps // steps_per_epoch)
         optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.optimizer]
-        opt = optimizer(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                        **optimizer_options(cfg.optimizer_impl))
         amp = resolve_amp(cfg.amp, dev)
         step_net = torch.compile(self.net) if cfg.compile else self.net  # shares the weights; predict stays eager
+        levers = dev.type in self.step_levers_on and cfg.cuda_step != "eager"
+        graphed = levers and cfg.cuda_step == "graph" and not cfg.compile
+        # the optimizer step stays outside the graph: onecycle changes Adam's beta1 every step, which a captured
+        # AdamW cannot take (its kernels read beta1 as a host float); fused, it is one kernel a step
+        opt = optimizer(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                        **optimizer_options("fused" if levers else cfg.optimizer_impl))
         sched = self._schedule(opt, total_steps)
+
+        def batch_loss(idx: Tensor) -> Tensor:
+            yb = y_all[idx]
+            xb = augment(x_all[idx], policy=cfg.augment, generator=rng, labels=yb, shift=cfg.shift,
+                         flip_classes=cfg.flip_classes)  # real and synthetic alike
+            with autocast(dev, amp, cache=not graphed):  # a graph must not keep autocast's cached casts
+                logits = step_net(to_float(xb))
+            loss_each = F.cross_entropy(logits.float(), yb, reduction="none", label_smoothing=cfg.label_smoothing)
+            return weighted_loss(loss_each, w_all[idx])
+
+        graph = None
+        if graphed:
+            static_idx = torch.zeros(bs, dtype=torch.long, device=dev)
+            graph_total = torch.zeros((), device=dev)
+
+            def graph_step() -> None:  # captured: backward then writes the gradients, it does not add to them
+                opt.zero_grad(set_to_none=True)
+                loss = batch_loss(static_idx)
+                loss.backward()
+                graph_total.add_(loss.detach() * bs)
+
+            graph = StepGraph(graph_step, generators=[rng], capture=dev.type == "cuda")
+        self.execution = {"cuda_graphs": str(graph is not None and graph.capture).lower(),
+                          "fused_optimizer": str(any(g.get("fused") for g in opt.param_groups)).lower()}
 
         def stream():  # endless randperm passes over the (mixed) set, or class-balanced draws
             while True:
@@ -378,6 +484,7 @@ class CNNClassifier:
 
         draws = stream()
         stopping = cfg.early_stopping > 0 and val is not None
+        period = eval_period(cfg, epochs)
         best_score, best_epoch, best_state = -1.0, -1, None
         last: dict[str, float] = {}
         step = 0
@@ -387,23 +494,23 @@ class CNNClassifier:
                 total, seen = 0.0, 0
                 for _ in range(min(steps_per_epoch, total_steps - step)):
                     idx = next(draws)
-                    yb = y_all[idx]
-                    xb = augment(x_all[idx], policy=cfg.augment, generator=rng, labels=yb, shift=cfg.shift,
-                                 flip_classes=cfg.flip_classes)  # real and synthetic alike
-                    with autocast(dev, amp):
-                        logits = step_net(to_float(xb))
-                    loss_each = F.cross_entropy(logits.float(), yb, reduction="none",
-                                                label_smoothing=cfg.label_smoothing)
-                    loss = weighted_loss(loss_each, w_all[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    if graph is not None:  # a few launches: the batch's indices, the graph, fused AdamW
+                        static_idx.copy_(idx)
+                        graph()
+                    else:
+                        loss = batch_loss(idx)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        total = total + loss.detach() * len(idx)  # summed as a tensor: no sync per step
                     opt.step()
                     sched.step()
                     step += 1
-                    total = total + loss.detach() * len(idx)  # summed as a tensor: no sync per step
                     seen += len(idx)
+                if graph is not None:
+                    total = graph_total.clone()
+                    graph_total.zero_()
                 last = {"loss": float(total) / max(seen, 1)}
-                if val is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == epochs):
+                if val is not None and ((epoch + 1) % period == 0 or epoch + 1 == epochs):
                     pred = self.predict(val[0])
                     last["val_balanced_accuracy"] = balanced_accuracy(val[1].numpy(), pred)
                     if stopping and last["val_balanced_accuracy"] > best_score:
@@ -415,6 +522,10 @@ class CNNClassifier:
                 bar.update(1)
                 if stopping and "val_balanced_accuracy" in last and epoch - best_epoch >= cfg.early_stopping:
                     break
+        if graph is not None:
+            self.execution["cuda_graphs"] = str(graph.capture).lower()  # false when the capture failed
+            opt.zero_grad(set_to_none=True)  # the gradients live in the graph's memory pool: let it go
+            del graph
         out = {**last, "epochs_run": epoch + 1, "steps": step}
         if best_state is not None:
             self.net.load_state_dict(best_state)  # the weights that scored best on validation

@@ -314,7 +314,8 @@ def dashboard(
 @guarded
 def grid(
     config: Annotated[str | None, typer.Option(help="Grid YAML (default: studies/grid.yaml).")] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes pulling units from the storage.")] = 1,
+    workers: Annotated[int | None, typer.Option(help="Worker processes pulling units from the storage (default: 1; "
+                                                   "on a CUDA host, one per core).")] = None,
     profile: Annotated[str | None, typer.Option(help="Override the grid file's profile.")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage (the work queue); default: the project's.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print cells, done, and what the rest costs (per "
@@ -331,6 +332,7 @@ def grid(
     from . import grid as grid_mod
     from . import queue, tracking
 
+    workers = grid_mod.default_workers() if workers is None else workers
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     if time_limit is not None and time_limit <= 0:

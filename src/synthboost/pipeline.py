@@ -155,8 +155,12 @@ def real_train_count(cfg: RunConfig) -> int:
 
 
 def clf_key_dict(cfg: RunConfig) -> dict[str, Any]:
-    """The classifier's config as keys see it: ``key_dict``, less a step floor that does not bind on this cell."""
+    """The classifier's config as keys see it: ``key_dict``, less a step floor that does not bind on this cell, and
+    with an idle validation cadence at its old default."""
     out = key_dict(cfg.clf)
+    if "eval_every" in out:  # keyed as it trains: without early stopping the weights do not depend on it, and
+        # under early stopping auto (0) validates every epoch, as 1, the default before auto, did
+        out["eval_every"] = (cfg.clf.eval_every or 1) if cfg.clf.early_stopping else 1
     if "min_steps" in out and not classifiers.floor_binds(
             epochs=cfg.clf.epochs, batch_size=cfg.clf.batch_size, min_steps=cfg.clf.min_steps, steps=cfg.clf.steps,
             n_budget=real_train_count(cfg)):
@@ -496,6 +500,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
                                  progress=progress, budget_n=budget_images(cfg, len(split.train_y)))
         finally:
             run.log_series(curve)  # a pruned trial keeps its curve
+        # how the step ran on this device (CUDA graphs, fused AdamW): tags, as they change no recipe
+        run.set_tags({f"clf.{k}": v for k, v in getattr(clf, "execution", {}).items()})
         work["classifier"] = cost.classifier_work(cfg.clf, n_budget=budget_images(cfg, len(split.train_y)) or len(y),
                                                   n_total=len(y))
         run.log_metrics({f"train/clf_{k}": v for k, v in fitted.items() if k in ("epochs_run", "best_epoch", "steps")})

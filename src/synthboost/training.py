@@ -27,9 +27,11 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def autocast(device: torch.device, amp: torch.dtype | None):
-    """``torch.autocast`` in ``amp``, or nothing when ``amp`` is None."""
-    return torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+def autocast(device: torch.device, amp: torch.dtype | None, *, cache: bool = True):
+    """``torch.autocast`` in ``amp``, or nothing when ``amp`` is None; ``cache=False`` inside a CUDA graph."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp, cache_enabled=cache)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -60,6 +62,11 @@ def optimizer_options(impl: str) -> dict[str, bool]:
     the same updates as the per-parameter loop, and faster), fused (one kernel per step; rounds differently),
     loop (torch's per-parameter default on the CPU)."""
     return {"foreach": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}[impl]
+
+
+def device_optimizer(device: torch.device) -> str:
+    """A generator loop's ``optimizer_options`` on ``device``: fused on CUDA, foreach (bitwise the loop) elsewhere."""
+    return "fused" if device.type == "cuda" else "foreach"
 
 
 def check_finite(parts: dict[str, float], *, where: str) -> None:
@@ -100,12 +107,15 @@ def train_likelihood(
     device = next(net.parameters()).device
     x_all = images.to(device)
     y_all = labels.to(device)
-    # foreach: bitwise the per-parameter loop's updates (tests/test_speed_levers.py), fewer kernel launches
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay, **optimizer_options("foreach"))
+    # foreach: bitwise the per-parameter loop's updates (tests/test_speed_levers.py), fewer kernel launches; on
+    # CUDA fused (one kernel a step: rounds differently, which a GPU run never reproduced bitwise anyway)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay,
+                           **optimizer_options(device_optimizer(device)))
     # fp16 autocast needs loss scaling against gradient underflow; for bf16/fp32 the scaler is a no-op
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     n = len(x_all)
     bs = min(batch_size, n)
+    sync_free = device.type == "cuda"  # there a non-finite loss is caught once an epoch, not with a sync a step
     state = ({"net": net, "opt": opt} | ({"scaler": scaler} if scaler.is_enabled() else {})
              | ({"ema": ema} if ema is not None else {}))
     start, means = 0, {}
@@ -115,13 +125,13 @@ def train_likelihood(
         bar.update(min(start, epochs))
         for epoch in range(start, epochs):
             net.train()
-            sums: dict[str, float] = {}
+            sums: dict[str, Tensor | float] = {}
             steps = 0
             for idx in batches(n, bs, device=device):
                 x = to_float(x_all[idx])
                 with autocast(device, amp):
                     loss, parts = net.loss(x, y_all[idx])
-                if not torch.isfinite(loss):
+                if not sync_free and not torch.isfinite(loss):
                     raise GeneratorDiverged(f"{desc}: loss became {loss.item()} at epoch {epoch}")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -132,11 +142,13 @@ def train_likelihood(
                 scaler.update()
                 if ema is not None:
                     ema.update_parameters(net)
-                parts = {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                # summed in float64 as Python summed the floats: the same means, without a sync per step
+                for k, v in {"loss": loss, **parts}.items():
+                    sums[k] = sums.get(k, 0.0) + (v.detach().double() if torch.is_tensor(v) else float(v))
                 steps += 1
-            means = {k: v / max(steps, 1) for k, v in sums.items()}
+            if sync_free and not torch.isfinite(torch.as_tensor(sums.get("loss", 0.0))):
+                raise GeneratorDiverged(f"{desc}: loss became {float(sums['loss'])} at epoch {epoch}")
+            means = {k: float(v) / max(steps, 1) for k, v in sums.items()}
             check_finite(means, where=f"{desc} epoch {epoch}")
             if snapshots is not None:  # before on_epoch: what it does (log, prune, a fault) finds the epoch kept
                 snapshots.end_epoch(epoch, means, state, last=epoch == epochs - 1)

@@ -116,6 +116,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     runs["mix_filter"] = np.where(kind == "none", "", kind + "≥" + threshold)
     real = _real_counts(runs, frame)
     _drop_idle_floor(frame, real.sum(axis=1))
+    _key_eval_cadence(frame)
     setup_cols = sorted(c for c in frame.columns if c.startswith(("params.gen.", "params.clf.")))
     if setup_cols:
         hashed = pd.util.hash_pandas_object(frame[setup_cols].fillna("").astype(str), index=False)
@@ -194,6 +195,17 @@ def _drop_idle_floor(frame: pd.DataFrame, n_real: np.ndarray) -> None:
                          n_budget=int(n))
              for e, b, f, s, n in zip(epochs, batch, floor, steps, n_real)]
     frame["params.clf.min_steps"] = frame["params.clf.min_steps"].where(binds)
+
+
+def _key_eval_cadence(frame: pd.DataFrame) -> None:
+    """``params.clf.eval_every`` as ``pipeline.clf_key_dict`` keys it: 1 without early stopping (the weights do not
+    depend on it) and for auto (0) under it, so runs from before auto share their recipe with runs after it."""
+    if "params.clf.eval_every" not in frame:
+        return
+    every = frame["params.clf.eval_every"]
+    stopping = pd.to_numeric(frame.get("params.clf.early_stopping", pd.Series(0, index=frame.index)),
+                             errors="coerce").fillna(0) > 0
+    frame["params.clf.eval_every"] = every.where(every.isna() | (stopping & (every.astype(str) != "0")), "1")
 
 
 def _real_counts(runs: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
