@@ -262,6 +262,24 @@ def test_import_takes_only_the_experiments_asked_for(world, tmp_path, monkeypatc
     assert len(out.output.strip().splitlines()) == 1
 
 
+def test_a_run_imported_unfinished_goes_back_into_the_ledger(world, tmp_path, monkeypatch):
+    """A cell cut off after logging its generator (exported with --checkpoints; later cells reuse that generator)
+    is imported KILLED: an export of that store keeps it, so no run is lost on the way from one store to the next."""
+    record = next(r for r, _ in ledger.read_records(world["dir"]) if r["tags"].get("model") == "vae")
+    cut = {k: v for k, v in record.items() if k != "files"} | {
+        "format": ledger.FORMAT, "experiment": "ledger-cut", "run_id": "c" * 32, "status": "RUNNING",
+        "end_time": None, "artifacts": [], "tags": {k: v for k, v in record["tags"].items() if k != "mlflow.parentRunId"}}
+    (tmp_path / "lg" / "ledger-cut").mkdir(parents=True)
+    (tmp_path / "lg" / "ledger-cut" / f"{cut['run_id']}.json").write_text(json.dumps(cut))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'cut.db'}")
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "lg"), "--no-journal"])
+    assert out.exit_code == 0 and "1 run(s) imported" in out.stdout, out.output
+    out = runner.invoke(app, ["ledger", "export", "--dir", str(tmp_path / "again"), "--no-journal"])
+    assert out.exit_code == 0 and "1 run(s) written" in out.stdout, out.output
+    ((again, _),) = ledger.read_records(tmp_path / "again")
+    assert again["run_id"] == "c" * 32 and again["status"] == "KILLED" and again["metrics"] == cut["metrics"]
+
+
 def first_form(src, dst):
     """The ledger at ``src`` rewritten in the first form, as exports wrote it until 2026-12-06: one JSON per run
     (indented), its carried artifacts in a folder beside it."""
