@@ -96,6 +96,12 @@ readme: setup
 ledger: setup
 	$(PY) -m synthboost ledger export
 
+# An offline GPU host (docs/gpu.md): .offline/ (git-ignored) holds the dependencies a Python 3.12 + torch host lacks,
+# the data and the two scripts to run there (OFFLINE_PYTHON=3.11 make offline for a host of another Python).
+.PHONY: offline
+offline: setup
+	VENV=$(VENV) tools/offline/bundle
+
 # Server mode (tracking/README.md): a local PostgreSQL + MLflow server in tracking/server/ (idempotent); prints the
 # two lines every worker needs. `synthboost server status` / `synthboost server stop` for the rest.
 .PHONY: server fault-table

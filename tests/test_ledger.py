@@ -1,7 +1,11 @@
 """The ledger: a store's runs exported as files and imported into a fresh store give the same report, the grid
-resumes from them, later tags (superseded) follow, and a bad ledger is a one-line error."""
+resumes from them, later tags (superseded) follow, the first form (a JSON per run) and an archive import too, and
+a bad ledger is a one-line error."""
 
+import gzip
 import json
+import tarfile
+from pathlib import Path
 
 import pytest
 from smoke_configs import smoke_grid
@@ -42,8 +46,9 @@ def world(tracker, tmp_path_factory):
             "imported": imported, "copy": Tracker(copy_uri)}
 
 
-def test_export_writes_one_record_per_run_with_the_small_artifacts_only(tracker, world):
+def test_export_writes_one_small_file_per_experiment_with_the_small_artifacts_inline(tracker, world):
     assert world["exported"].exit_code == 0, world["exported"].output
+    assert sorted(p.name for p in world["dir"].iterdir()) == [f"{EXP}.jsonl.gz"]  # one file, nothing beside it
     records = {r["tags"].get("model", r["tags"].get("synthboost.kind")): r
                for r, _ in ledger.read_records(world["dir"])}
     assert {"none", "vae", "grid"} <= set(records)  # the two cells and the grid's parent run they nest under
@@ -51,13 +56,21 @@ def test_export_writes_one_record_per_run_with_the_small_artifacts_only(tracker,
     vae = records["vae"]
     assert vae["run_id"] == cells(tracker)["vae"].info.run_id
     assert "samples/grid.png" in vae["artifacts"] and "config.yaml" in vae["artifacts"]
+    assert "model: vae" in vae["files"]["config.yaml"]["text"]  # text artifacts inline, readable in the file
     assert "generator/model.pt" in vae["left_behind"]
-    assert (world["dir"] / EXP / vae["run_id"] / "samples" / "grid.png").stat().st_size > 1000
     assert vae["metrics"]["test/accuracy"][0][2] == cells(tracker)["vae"].data.metrics["test/accuracy"]
     assert vae["tags"]["mlflow.parentRunId"] == records["grid"]["run_id"]
+    # the sample grid is stored once, as a grey PNG: the whole experiment's file is smaller than the grid as logged
+    with gzip.open(world["dir"] / f"{EXP}.jsonl.gz", "rt") as f:
+        blobs = [line for line in map(json.loads, f) if "blob" in line]
+    assert len(blobs) == 1 and "grey-png" in blobs[0]
+    logged = tracker.client.download_artifacts(vae["run_id"], "samples/grid.png", str(world["folder"] / "logged"))
+    assert (world["dir"] / f"{EXP}.jsonl.gz").stat().st_size < Path(logged).stat().st_size
 
+    before = (world["dir"] / f"{EXP}.jsonl.gz").read_bytes()
     again = runner.invoke(app, ["ledger", "export", "--experiment", EXP, "--dir", str(world["dir"])])
     assert again.exit_code == 0 and "0 run(s) written, 0 updated, 3 unchanged" in again.stdout, again.output
+    assert (world["dir"] / f"{EXP}.jsonl.gz").read_bytes() == before  # byte for byte: git sees no change
 
 
 def test_an_imported_store_gives_the_same_report_and_the_grid_resumes_from_it(tracker, world, tmp_path, monkeypatch):
@@ -82,6 +95,14 @@ def test_an_imported_store_gives_the_same_report_and_the_grid_resumes_from_it(tr
     fresh_queue = [*world["grid_args"][:-1], str(tmp_path / "fresh.journal")]  # a new machine: no queue either
     out = runner.invoke(app, fresh_queue)
     assert out.exit_code == 0 and "0 cells run now, 2 were already done" in out.stdout, out.output
+    # the copy's sample grid is the original's, pixel for pixel (the ledger stored it in grey)
+    import numpy as np
+    from matplotlib.image import imread
+
+    here_grid = tracker.client.download_artifacts(cells(tracker)["vae"].info.run_id, "samples/grid.png",
+                                                  str(tmp_path / "here"))
+    there_grid = copy.client.download_artifacts(vae.info.run_id, "samples/grid.png", str(tmp_path / "there"))
+    assert np.array_equal(imread(here_grid), imread(there_grid))
     # and exporting the copy writes the same ledger (plus the second grid's parent run): every run kept its
     # identity and its tags
     out = runner.invoke(app, ["ledger", "export", "--experiment", EXP, "--dir", str(world["dir"])])
@@ -106,6 +127,14 @@ def test_a_run_superseded_after_the_export_is_marked_in_the_imported_store_too(t
 def test_bad_ledgers_and_names_are_one_line_errors(world, tmp_path):
     out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "nowhere")])
     assert out.exit_code == 2 and "no ledger at" in out.output and len(out.output.strip().splitlines()) == 1
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / f"{EXP}.jsonl.gz").write_bytes((world["dir"] / f"{EXP}.jsonl.gz").read_bytes()[:200])
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "cut")])
+    assert out.exit_code == 2 and f"{EXP}.jsonl.gz is not a readable ledger file" in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1
+    (tmp_path / "x.tar.gz").write_bytes(b"not an archive")
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "x.tar.gz")])
+    assert out.exit_code == 2 and "x.tar.gz is not a readable ledger archive" in out.output, out.output
     broken = tmp_path / "broken" / EXP
     broken.mkdir(parents=True)
     (broken / "abc.json").write_text(json.dumps({"format": "something else"}))
@@ -213,10 +242,12 @@ def test_import_takes_only_the_experiments_asked_for(world, tmp_path, monkeypatc
     import shutil
 
     lg = tmp_path / "lg"
-    shutil.copytree(world["dir"] / EXP, lg / EXP)
+    lg.mkdir()
+    shutil.copy(world["dir"] / f"{EXP}.jsonl.gz", lg)
     record = next(r for r, _ in ledger.read_records(lg) if r["tags"].get("model") == "none")
-    other = record | {"experiment": "ledger-other", "run_id": "0" * 32, "artifacts": [],
-                      "tags": {k: v for k, v in record["tags"].items() if k != "mlflow.parentRunId"}}
+    other = {k: v for k, v in record.items() if k != "files"} | {  # a record of the first form, beside the second
+        "format": ledger.FORMAT, "experiment": "ledger-other", "run_id": "0" * 32, "artifacts": [],
+        "tags": {k: v for k, v in record["tags"].items() if k != "mlflow.parentRunId"}}
     (lg / "ledger-other").mkdir()
     (lg / "ledger-other" / f"{other['run_id']}.json").write_text(json.dumps(other))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'only.db'}")
@@ -229,3 +260,79 @@ def test_import_takes_only_the_experiments_asked_for(world, tmp_path, monkeypatc
     out = runner.invoke(app, ["ledger", "import", "--experiment", "no-such", "--dir", str(lg)])
     assert out.exit_code == 2 and "has no experiment no-such (it has: ledger, ledger-other)" in out.output
     assert len(out.output.strip().splitlines()) == 1
+
+
+def test_a_run_imported_unfinished_goes_back_into_the_ledger(world, tmp_path, monkeypatch):
+    """A cell cut off after logging its generator (exported with --checkpoints; later cells reuse that generator)
+    is imported KILLED: an export of that store keeps it, so no run is lost on the way from one store to the next."""
+    record = next(r for r, _ in ledger.read_records(world["dir"]) if r["tags"].get("model") == "vae")
+    cut = {k: v for k, v in record.items() if k != "files"} | {
+        "format": ledger.FORMAT, "experiment": "ledger-cut", "run_id": "c" * 32, "status": "RUNNING",
+        "end_time": None, "artifacts": [], "tags": {k: v for k, v in record["tags"].items() if k != "mlflow.parentRunId"}}
+    (tmp_path / "lg" / "ledger-cut").mkdir(parents=True)
+    (tmp_path / "lg" / "ledger-cut" / f"{cut['run_id']}.json").write_text(json.dumps(cut))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'cut.db'}")
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "lg"), "--no-journal"])
+    assert out.exit_code == 0 and "1 run(s) imported" in out.stdout, out.output
+    out = runner.invoke(app, ["ledger", "export", "--dir", str(tmp_path / "again"), "--no-journal"])
+    assert out.exit_code == 0 and "1 run(s) written" in out.stdout, out.output
+    ((again, _),) = ledger.read_records(tmp_path / "again")
+    assert again["run_id"] == "c" * 32 and again["status"] == "KILLED" and again["metrics"] == cut["metrics"]
+
+
+def first_form(src, dst):
+    """The ledger at ``src`` rewritten in the first form, as exports wrote it until 2026-12-06: one JSON per run
+    (indented), its carried artifacts in a folder beside it."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        for record, folder in ledger.read_records(src, Path(scratch)):
+            out = dst / record["experiment"]
+            out.mkdir(parents=True, exist_ok=True)
+            old = {k: v for k, v in record.items() if k != "files"} | {"format": ledger.FORMAT}
+            (out / f"{record['run_id']}.json").write_text(json.dumps(old, sort_keys=True, indent=1) + "\n")
+            for rel in record["artifacts"]:
+                (out / record["run_id"] / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / rel, out / record["run_id"] / rel)
+
+
+def test_the_first_form_converts_to_the_same_ledger_and_an_archive_imports_as_is(world, tmp_path, monkeypatch):
+    """A ledger of the first form, imported and exported again, is the second form's file byte for byte; the
+    archive a GPU host brings back (`tar -czf ledger.tar.gz ledger`) imports without unpacking it first."""
+    import shutil
+
+    shutil.copytree(world["dir"], tmp_path / "now")  # the world's ledger as it is at this point of the module
+    first_form(tmp_path / "now", tmp_path / "first")
+    assert not list((tmp_path / "first").glob("*.jsonl.gz")) and list((tmp_path / "first").glob("*/*.json"))
+    n = len(ledger.read_records(tmp_path / "now"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'old.db'}")
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "first"), "--no-journal"])
+    assert out.exit_code == 0 and f"{n} run(s) imported" in out.stdout, out.output
+    out = runner.invoke(app, ["ledger", "export", "--dir", str(tmp_path / "second"), "--no-journal"])
+    assert out.exit_code == 0 and f"{n} run(s) written" in out.stdout, out.output
+    assert (tmp_path / "second" / f"{EXP}.jsonl.gz").read_bytes() == (tmp_path / "now" / f"{EXP}.jsonl.gz").read_bytes()
+
+    with tarfile.open(tmp_path / "ledger.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "second", arcname="ledger")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'archive.db'}")
+    out = runner.invoke(app, ["ledger", "import", "--dir", str(tmp_path / "ledger.tar.gz"), "--no-journal"])
+    assert out.exit_code == 0 and f"{n} run(s) imported" in out.stdout, out.output
+    vae = cells(Tracker(f"sqlite:///{tmp_path / 'archive.db'}"))["vae"]
+    assert vae.data.tags["ledger.origin_run_id"] == cells(world["copy"])["vae"].data.tags["ledger.origin_run_id"]
+
+
+def test_the_ledger_carries_the_grid_of_the_run_each_report_would_show_and_no_other():
+    import pandas as pd
+
+    from synthboost.report.figures import grid_runs
+
+    runs = pd.DataFrame([  # (run, variant, start, study, superseded_by, has a grid)
+        dict(run_id=r, experiment="e", model=m, variant=v, start_time=t, study=st, superseded_by=sb,
+             external_data=False) for r, m, v, t, st, sb in [
+            ("a", "vae", "vae", 1, "", ""), ("b", "vae", "vae", 2, "", ""),
+            ("c", "vae", "vae", 3, "", "b"),  # superseded: only --include-superseded shows it
+            ("d", "vae", "vae", 4, "study-1", ""),  # a study trial: only --include-studies
+            ("e", "cgan", "cgan", 5, "", ""), ("f", "cgan", "cgan", 6, "", ""),  # f has no grid (upload cut)
+            ("g", "none", "none", 7, "", "")]])  # a baseline draws no samples
+    assert grid_runs(runs, lambda run_id: run_id != "f") == {"b", "c", "d", "e"}

@@ -507,7 +507,8 @@ def readme(
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger: a store's finished runs as files under "
                                                     "tracking/ledger/, committed so measurements outlive the machine.")
 app.add_typer(ledger_app, name="ledger")
-LedgerDir = Annotated[str | None, typer.Option("--dir", help="The ledger's folder (default: tracking/ledger).")]
+LedgerDir = Annotated[str | None, typer.Option("--dir", help="The ledger's folder (default: tracking/ledger); "
+                                                             "import also takes a .tar.gz of one.")]
 
 
 @ledger_app.command("export")
@@ -520,7 +521,8 @@ def ledger_export(
     journal: Annotated[bool, typer.Option(help="Also copy the Optuna journal (the default storage, when it is a "
                                                "file).")] = True,
 ) -> None:
-    """Write the store's FINISHED runs (MLFLOW_TRACKING_URI) as JSON files; only what changed is rewritten."""
+    """Write the store's FINISHED runs (MLFLOW_TRACKING_URI), one gzip JSON-lines file per experiment; only what
+    changed is rewritten."""
     from pathlib import Path
 
     from . import ledger, tracking

@@ -786,13 +786,16 @@ RUN_ID_TAGS = ("mlflow.parentRunId", TAG_SUPERSEDED_BY, TAG_GENERATOR_RUN_ID)
 
 
 def ledger_runs(tracker: Tracker, experiment_names: list[str] | None, *, generators: bool = False) -> list:
-    """The FINISHED runs of every kind in the named experiments (None: all), plus the parent runs they nest under
-    (a grid's or study's parent may still be open or killed): what a ledger keeps.  With ``generators`` also the
+    """The FINISHED runs of every kind in the named experiments (None: all), the runs imported from a ledger, and
+    the parent runs they nest under (a grid's or study's parent may still be open or killed): what a ledger keeps.  With ``generators`` also the
     runs that logged a whole generator but did not finish (a cell cut off while sampling): later cells reuse it."""
     ids = list(_experiments_named(tracker, experiment_names))
     if not ids:
         return []
     runs = {r.info.run_id: r for r in _paged_runs(tracker.client, ids, "attributes.status = 'FINISHED'")}
+    # a run that came from a ledger goes back into it, finished or not (a cut-off cell whose generator others reuse)
+    for r in _paged_runs(tracker.client, ids, f"tags.`{TAG_LEDGER_ORIGIN}` LIKE '%'"):
+        runs.setdefault(r.info.run_id, r)
     if generators:
         for r in _paged_runs(tracker.client, ids, f"tags.{TAG_GENERATOR_TRAINED} = 'true'"):
             runs.setdefault(r.info.run_id, r)
@@ -890,6 +893,12 @@ def set_run_tags(tracker: Tracker, run_id: str, tags: dict[str, str]) -> None:
 
 def run_tags(tracker: Tracker, run_id: str) -> dict[str, str]:
     return dict(tracker.client.get_run(run_id).data.tags)
+
+
+def has_artifact(tracker: Tracker, run_id: str, path: str) -> bool:
+    """Whether the run holds the artifact ``path`` (one listing of its folder, nothing downloaded)."""
+    folder = path.rpartition("/")[0]
+    return any(f.path == path for f in tracker.client.list_artifacts(run_id, folder or None))
 
 
 def download_artifact(tracker: Tracker, run_id: str, path: str, dst: str | Path) -> Path | None:

@@ -48,6 +48,17 @@ def sample_grids(tracker, runs: pd.DataFrame, folder: Path) -> dict[str, tuple[P
     return grids
 
 
+def grid_runs(runs: pd.DataFrame, has_grid) -> set[str]:
+    """The runs whose sample grid a report may show (what a ledger carries of the grids): per experiment and variant
+    the latest one that has a grid (``has_grid(run_id)``) in each class of runs a report's flags take or leave (study
+    trials, superseded runs, external data), so any selection's latest is one of them."""
+    gen = runs[~runs["model"].isin(BASELINES)].sort_values("start_time", ascending=False)
+    classes = [gen["experiment"], gen["variant"], gen["study"] != "", gen["superseded_by"] != "", gen["external_data"]]
+    picks = (next((run_id for run_id in g["run_id"] if has_grid(run_id)), None)
+             for _, g in gen.groupby(classes, sort=False))
+    return {run_id for run_id in picks if run_id is not None}
+
+
 def draw(analysis: Analysis, grids: dict[str, tuple[Path, str]], *,
          exchange: Exchange | None = None) -> dict[str, bytes]:
     """Every figure there is data for, by name (the keys of ``FIGURE_TITLES``), as PNG bytes."""
