@@ -150,7 +150,9 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     runs["time_cell"] = pd.to_numeric(col("metrics.time/cell"), errors="coerce")
     runs["time_gen"] = pd.to_numeric(col("metrics.time/gen"), errors="coerce")
     runs["threads"] = pd.to_numeric(col("tags.machine.threads"), errors="coerce")
-    runs["generator_trained"] = col(f"tags.{tracking.TAG_GENERATOR_TRAINED}").fillna("").astype(str) == "true"
+    # a run imported from the ledger without its checkpoint lost the tag but trained all the same (ledger.py)
+    runs["generator_trained"] = ((col(f"tags.{tracking.TAG_GENERATOR_TRAINED}").fillna("").astype(str) == "true")
+                                 | (col(f"tags.{tracking.TAG_LEDGER_CHECKPOINT}").fillna("").astype(str) != ""))
     for short, name in QUALITY.items():
         if f"metrics.{name}" in frame:
             runs[short] = pd.to_numeric(frame[f"metrics.{name}"], errors="coerce")
