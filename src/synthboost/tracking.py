@@ -739,6 +739,20 @@ def runs_frame(tracker: Tracker, experiment_names: list[str] | None = None, *, k
     return pd.DataFrame.from_records(rows, columns=None if rows else base)
 
 
+def unfinished_runs(tracker: Tracker, experiment_names: list[str] | None = None, *,
+                    kind: str = "experiment") -> list[dict[str, str]]:
+    """The runs of one kind that are not FINISHED (RUNNING, FAILED, KILLED) in the named experiments, each as
+    ``run_id``, ``run_name``, ``status``, ``experiment``: what ``runs_frame`` leaves out, for a report to say so."""
+    ids = _experiments_named(tracker, experiment_names)
+    if not ids:
+        return []
+    found = _paged_runs(tracker.client, list(ids), kind_filter(kind, finished=False)
+                        + " and attributes.status != 'FINISHED'")
+    return [{"run_id": r.info.run_id, "run_name": r.info.run_name or "", "status": r.info.status,
+             "experiment": ids.get(r.info.experiment_id, ""),
+             "origin": r.data.tags.get(TAG_LEDGER_ORIGIN, r.info.run_id)} for r in found]
+
+
 def _experiments_named(tracker: Tracker, names: list[str] | None) -> dict[str, str]:
     """{experiment id: name} for the named experiments (None: every active one); an unknown name -> UserError."""
     known: dict[str, str] = {}

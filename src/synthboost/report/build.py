@@ -21,6 +21,7 @@ from ..timing import timed
 from . import render
 from . import costs
 from .claims import Claim, goal, seed
+from .convergence import convergence
 from .coverage import Coverage, load_plan, plan_coverage
 from .exchange import Exchange, exchange_rates
 from .figures import draw, sample_grids
@@ -83,6 +84,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
     seconds: dict[str, float] = {}
     with timed(seconds, "query"):
         frame = tracking.runs_frame(tracker, experiments)
+        unfinished = tracking.unfinished_runs(tracker, experiments)
     if frame.empty:
         where = f"experiment(s) {', '.join(map(repr, experiments))}" if experiments else tracker.uri
         raise UserError(f"no finished experiment runs in {where}; record some with `synthboost run` first")
@@ -100,6 +102,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
         check_baselines(analysis)
         current = analysis.current()  # a superseded cell (--include-superseded) is shown, never claimed
         claim_list = protocol_claims(current)
+        analysis.convergence = convergence(current.runs)
         rates = exchange_rates(current.runs)
         coverage = plan_coverage(frame, spec, name=Path(plan).name, storage_url=storage_url) if spec else None
 
@@ -109,7 +112,8 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
     meta = {"experiments": names, "n_runs": len(runs), "n_cells": len(analysis.results),
             "study_trials": int((runs["study"] != "").sum()), "external_runs": len(external),
             "superseded_left_out": left_out, "superseded_included": int((runs["superseded"] != "").sum()),
-            "store": store_label(tracker.uri), "when": datetime.datetime.now().isoformat(timespec="seconds")}
+            "store": store_label(tracker.uri), "when": datetime.datetime.now().isoformat(timespec="seconds"),
+            "unfinished": unfinished}
     figures: dict[str, bytes] = {}
     if formats & {"md", "html"}:  # CSV alone needs no figures
         with tempfile.TemporaryDirectory() as tmp:

@@ -107,6 +107,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     runs["clf_steps"] = pd.to_numeric(col("metrics.train/clf_steps"), errors="coerce")
     runs["seed"] = pd.to_numeric(col("tags.seed", "params.seed"), errors="coerce")
     runs["data_digest"] = col("tags.data_digest").fillna("")
+    runs["minority"] = col("tags.minority_classes").fillna("").astype(str)  # what test/minority_recall averages
     runs["mix_ratio"] = pd.to_numeric(col("params.mix.ratio"), errors="coerce").fillna(0.0)
     runs["mix_strategy"] = col("params.mix.strategy").fillna("uniform")
     runs["mix_weight"] = pd.to_numeric(col("params.mix.synthetic_weight"), errors="coerce").fillna(1.0)
@@ -124,6 +125,9 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     else:
         runs["setup"] = ""
     runs["clf"], runs["recipe"] = _recipes(frame)
+    gen_cols = sorted(c for c in frame.columns if c.startswith("params.gen."))  # a generator's settings alone
+    runs["gen_setup"] = ([f"{h:016x}"[:6] for h in pd.util.hash_pandas_object(
+        frame[gen_cols].fillna("").astype(str), index=False)] if gen_cols else "")
     runs["tuned"] = col(f"tags.{tracking.TAG_TUNED_BUDGET}").fillna("").astype(str)
     runs["superseded_by"] = col(f"tags.{tracking.TAG_SUPERSEDED_BY}").fillna("").astype(str)
     runs["superseded"] = _superseded_labels(frame, runs["superseded_by"] != "")
@@ -147,7 +151,9 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     runs["time_cell"] = pd.to_numeric(col("metrics.time/cell"), errors="coerce")
     runs["time_gen"] = pd.to_numeric(col("metrics.time/gen"), errors="coerce")
     runs["threads"] = pd.to_numeric(col("tags.machine.threads"), errors="coerce")
-    runs["generator_trained"] = col(f"tags.{tracking.TAG_GENERATOR_TRAINED}").fillna("").astype(str) == "true"
+    # a run imported from the ledger without its checkpoint lost the tag but trained all the same (ledger.py)
+    runs["generator_trained"] = ((col(f"tags.{tracking.TAG_GENERATOR_TRAINED}").fillna("").astype(str) == "true")
+                                 | (col(f"tags.{tracking.TAG_LEDGER_CHECKPOINT}").fillna("").astype(str) != ""))
     for short, name in QUALITY.items():
         if f"metrics.{name}" in frame:
             runs[short] = pd.to_numeric(frame[f"metrics.{name}"], errors="coerce")
@@ -157,8 +163,11 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
         runs[f"recall_{k}"] = pd.to_numeric(col(f"metrics.test/recall_{k}"), errors="coerce")
         runs[f"synthetic_{k}"] = pd.to_numeric(col(f"metrics.mix/synthetic_count_{k}",
                                                    f"metrics.mix/oversampled_count_{k}"), errors="coerce").fillna(0)
-    runs["n_synthetic"] = pd.to_numeric(col("metrics.mix/synthetic_total", "metrics.mix/oversampled_total"),
-                                        errors="coerce").fillna(0)
+    total = pd.to_numeric(col("metrics.mix/synthetic_total", "metrics.mix/oversampled_total"), errors="coerce")
+    runs["n_synthetic"] = total.fillna(0)
+    # a generator run that logged adding no synthetic image trained on its real images alone (e.g. a minority-only
+    # mix on a balanced draw): the report never counts it as evidence about synthetic images
+    runs["no_synthetic"] = ~runs["model"].isin(BASELINES) & (total == 0)
     runs[[f"real_{k}" for k in range(NUM_CLASSES)]] = real
     runs["n_real"] = real.sum(axis=1)
     runs = runs.dropna(subset=["model", "regime", "size", "classifier", "seed", "accuracy"])
@@ -347,17 +356,22 @@ def ordered_regimes(values) -> list[str]:
     return sorted(set(values), key=regime_rank)
 
 
-def mix_label(ratio: float, strategy: str, weight: float, *, baseline: bool = False, filter_: str = "") -> str:
+NO_SYNTHETIC = "no synthetic images"
+
+
+def mix_label(ratio: float, strategy: str, weight: float, *, baseline: bool = False, filter_: str = "",
+              empty: bool = False) -> str:
     if baseline or ratio == 0:
         return "real only"
     # three significant digits: a study's best ratio (0.0808736…) is a label here, the exact value is in the run
-    return f"{ratio:.3g}×{strategy}" + (f" w={weight:.3g}" if weight != 1 else "") + (f" {filter_}" if filter_ else "")
+    return (f"{ratio:.3g}×{strategy}" + (f" w={weight:.3g}" if weight != 1 else "") + (f" {filter_}" if filter_ else "")
+            + (f" ({NO_SYNTHETIC})" if empty else ""))
 
 
 def row_mix(row) -> str:
-    """``mix_label`` of a cell row (results, runs or gains)."""
+    """``mix_label`` of a cell row (results, runs or gains); ``no_synthetic`` rows say they added none."""
     return mix_label(row["mix_ratio"], row["mix_strategy"], row["mix_weight"], baseline=row["model"] in BASELINES,
-                     filter_=row.get("mix_filter", ""))
+                     filter_=row.get("mix_filter", ""), empty=bool(row.get("no_synthetic", False)))
 
 
 def cell_name(row) -> str:

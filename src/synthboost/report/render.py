@@ -15,13 +15,14 @@ import pandas as pd
 
 from ..errors import UserError
 from .claims import Claim
+from . import convergence as convergence_mod
 from . import costs as cost_mod
 from . import exchange as exchange_mod
 from .exchange import Exchange
 from .coverage import TITLE as COVERAGE_TITLE, Coverage
 from .figures import FIGURE_TITLES, SECTION_FIGURES
 from .frame import CELL, METRICS, QUALITY, row_mix
-from .stats import MATCHED, MIN_SEEDS, PLAIN, TUNED, Analysis, sort_cells
+from .stats import MATCHED, MIN_SEEDS, TUNED, Analysis, sort_cells
 
 FORMATS = ("md", "html", "csv")
 LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1",
@@ -136,13 +137,10 @@ def display_gains(analysis: Analysis) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-#: the headline table's comparisons, preferred in this order when a cell has several against one baseline
-_HEADLINE_ORDER = {MATCHED: 0, TUNED: 1, PLAIN: 2}
-
-
 def display_headline(analysis: Analysis) -> pd.DataFrame:
     """One row per cell: its accuracy and its accuracy gain over each baseline it is paired with, and the
-    minority-recall gain over its first — the compact table the README embeds (``headline.md``)."""
+    minority-recall gain over its first — the compact table the README embeds (``headline.md``).  A tuned cell's
+    gains are against the baselines tuned with the same budget, in columns of their own ("vs oversample (tuned)")."""
     res = sort_cells(analysis.results)
     out = _id_columns(res, analysis.results)
     out["seeds"] = [f"{n}{FEW if few else ''}" for n, few in zip(res["seeds"], res["few_seeds"])]
@@ -150,24 +148,25 @@ def display_headline(analysis: Analysis) -> pd.DataFrame:
     g = analysis.gains
     if g.empty:
         return out
-    g = g.assign(_o=g["comparison"].map(_HEADLINE_ORDER).fillna(len(_HEADLINE_ORDER)))
-    g = g.sort_values("_o").drop_duplicates(CELL + ["baseline", "metric"])  # one comparison per baseline
     cells = pd.MultiIndex.from_frame(res[CELL])
 
-    def gains_of(metric: str, baseline: str) -> pd.DataFrame:
-        sub = g[(g["metric"] == metric) & (g["baseline"] == baseline)].set_index(CELL)
+    def gains_of(metric: str, baseline: str, tuned: bool) -> pd.DataFrame:
+        kind = g["comparison"] == TUNED if tuned else g["comparison"] != TUNED
+        sub = g[(g["metric"] == metric) & (g["baseline"] == baseline) & kind].set_index(CELL)
         return sub.reindex(cells)
 
-    first: list[str | None] = [None] * len(res)  # the first baseline each cell is paired with
-    for b in analysis.baselines:
-        acc = gains_of("accuracy", b)
-        if acc["mean"].notna().any():
-            out[f"Δ accuracy vs {b}"] = [_fmt_gain(a, lo, hi) for a, lo, hi in
-                                         zip(acc["mean"], acc["ci_low"], acc["ci_high"])]
-            first = [f or (b if pd.notna(m) else None) for f, m in zip(first, acc["mean"])]
-    recall = {b: gains_of("minority_recall", b) for b in set(first) - {None}}
-    texts = ["—" if b is None or pd.isna(recall[b]["mean"].iloc[i]) else
-             f"{_fmt_gain(*recall[b][['mean', 'ci_low', 'ci_high']].iloc[i])} ({b})" for i, b in enumerate(first)]
+    first: list[tuple[str, bool] | None] = [None] * len(res)  # the first baseline each cell is paired with
+    for tuned in (False, True):
+        for b in analysis.baselines:
+            acc = gains_of("accuracy", b, tuned)
+            if acc["mean"].notna().any():
+                out[f"Δ accuracy vs {b}" + (" (tuned)" if tuned else "")] = [
+                    _fmt_gain(a, lo, hi) for a, lo, hi in zip(acc["mean"], acc["ci_low"], acc["ci_high"])]
+                first = [f or ((b, tuned) if pd.notna(m) else None) for f, m in zip(first, acc["mean"])]
+    recall = {k: gains_of("minority_recall", *k) for k in set(first) - {None}}
+    texts = ["—" if k is None or pd.isna(recall[k]["mean"].iloc[i]) else
+             f"{_fmt_gain(*recall[k][['mean', 'ci_low', 'ci_high']].iloc[i])} ({k[0]}{', tuned' if k[1] else ''})"
+             for i, k in enumerate(first)]
     if any(t != "—" for t in texts):
         out["Δ minority recall (vs)"] = texts
     return out.reset_index(drop=True)
@@ -199,6 +198,7 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+CONVERGENCE_TITLE = "Does the budget converge? (a larger step budget against the cell's)"
 COST_TITLE = "What it cost (core-hours per family, from the runs' own timings)"
 EXCHANGE_TITLE = "What one synthetic image is worth (exchange rate against the real-only curve)"
 
@@ -261,7 +261,20 @@ def _intro(meta: dict) -> list[str]:
                "Study trials are left out (`--include-studies` adds them).")
             + (f" {meta['external_runs']} runs that used external data are listed apart at the end, never paired."
                if meta.get("external_runs") else "")
-            + _superseded_note(meta)]
+            + _superseded_note(meta) + _unfinished_note(meta)]
+
+
+def _unfinished_note(meta: dict) -> str:
+    """One sentence on the experiment runs that are not FINISHED: never read, and named (their id as recorded first,
+    so the ledger file ``tracking/ledger/<experiment>/<id>.json`` is found by it)."""
+    runs = meta.get("unfinished") or []
+    if not runs:
+        return ""
+    named = "; ".join(f"{r['status']} {r['origin'][:8]} ({r['run_name']})" for r in runs[:5])
+    more = f" and {len(runs) - 5} more" if len(runs) > 5 else ""
+    return (f" {len(runs)} experiment run{'s' if len(runs) != 1 else ''} not FINISHED {'are' if len(runs) != 1 else 'is'}"
+            f" left out (it holds no final metrics; the report reads FINISHED runs only): "
+            f"{named}{more}.")
 
 
 def _superseded_note(meta: dict) -> str:
@@ -277,13 +290,40 @@ def _superseded_note(meta: dict) -> str:
     return ""
 
 
+def minority_note(runs: pd.DataFrame) -> str:
+    """What "minority recall" averages, named: the classes each data cell's draw made minority, per seed where
+    they differ (on `high` each seed draws its own long tail, so the Δ averages different classes per seed)."""
+    if "minority" not in runs:
+        return ""
+    from ..regimes import CLASS_NAMES
+
+    def names(text: str) -> str:
+        return ", ".join(f"{k} {CLASS_NAMES[int(k)]}" for k in text.split(",") if k.strip().isdigit())
+
+    parts = []
+    known = runs[runs["minority"] != ""]
+    for (regime, size), g in known.groupby(["regime", "size"], sort=False):
+        by_seed = g.groupby("seed")["minority"].first()
+        if by_seed.nunique() == 1:
+            parts.append(f"{regime}/{size}: {names(by_seed.iloc[0])}")
+        else:
+            parts.append(f"{regime}/{size}, a different set per seed (the Δ averages different classes): "
+                         + "; ".join(f"seed {s}: {names(m)}" for s, m in by_seed.items()))
+    return ("Minority recall is the mean test recall of the classes a seed's draw made minority — " + "; ".join(parts)
+            + ".") if parts else ""
+
+
 def headline_md(analysis: Analysis, meta: dict) -> str:
     """The headline table with a line saying where it comes from (for the README)."""
     exps = ", ".join(f"`{e}`" for e in meta["experiments"])
-    return (f"{_md_table(display_headline(analysis))}\n\n"
+    table = display_headline(analysis)
+    recall = minority_note(analysis.runs) if "Δ minority recall (vs)" in table else ""
+    return (f"{_md_table(table)}\n\n"
             f"Test accuracy in %, mean ± std over seeds; Δ in pp, mean [95% CI] over paired seeds ({FEW}: fewer than "
-            f"{MIN_SEEDS}); each gain pairs runs of one data draw, seed and classifier recipe. From {exps} in "
-            f"{meta['store']}, generated {meta['when']} by `synthboost report`.\n")
+            f"{MIN_SEEDS}), uncorrected for the many cells (the report's claims say what survives the correction); "
+            f"each gain pairs runs of one data draw, seed, classifier recipe and tuning (a tuned cell against the "
+            f"baselines tuned with the same budget: the \"(tuned)\" columns). {recall + ' ' if recall else ''}"
+            f"From {exps} in {meta['store']}, generated {meta['when']} by `synthboost report`.\n")
 
 
 def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, bytes], meta: dict,
@@ -321,6 +361,9 @@ def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, by
             parts += [_md_table(overall), "", "Curves and their fits:", "",
                       _md_table(display_exchange_curves(exchange)), "", "Per class (from each class's test-recall curve, in images of that class):", "",
                       _md_table(per_class), ""]
+    parts += [f"## {CONVERGENCE_TITLE}", "", *(t + "\n" for t in convergence_mod.texts(analysis.convergence))]
+    if not analysis.convergence.empty:
+        parts += [_md_table(convergence_mod.display(analysis.convergence)), ""]
     cost = cost_mod.display(tables_costs) if tables_costs is not None else pd.DataFrame()
     if not cost.empty:
         parts += [f"## {COST_TITLE}", "", cost_mod.NOTE, "", _md_table(cost), ""]
@@ -388,6 +431,9 @@ def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, 
              "<h2>Gains over the real-only baselines (pp, mean [95% CI] over paired seeds)</h2>",
              _html_table(display_gains(analysis), "No cell has a paired baseline."),
              *_html_exchange(exchange, figures, esc),
+             f"<h2>{esc(CONVERGENCE_TITLE)}</h2>",
+             *(f"<p>{esc(t)}</p>" for t in convergence_mod.texts(analysis.convergence)),
+             _html_table(convergence_mod.display(analysis.convergence), ""),
              *([f"<h2>{esc(COST_TITLE)}</h2>", f"<p>{esc(cost_mod.NOTE)}</p>",
                 _html_table(cost_mod.display(tables_costs), "")]
                if tables_costs is not None and not tables_costs.empty else []),
@@ -419,13 +465,16 @@ def _html_exchange(exchange: Exchange | None, figures: dict[str, bytes], esc) ->
 def csv_tables(analysis: Analysis, claim_list: list[Claim], *, exchange: Exchange | None = None,
                costs: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     claims_df = pd.DataFrame([{"claim": c.key, "statement": c.statement, "verdict": c.verdict, "n": c.n,
-                               "unit": c.unit, "ci_low": c.ci_low, "ci_high": c.ci_high, "detail": c.detail}
+                               "unit": c.unit, "ci_low": c.ci_low, "ci_high": c.ci_high, "ci_level": c.level,
+                               "detail": c.detail}
                               for c in claim_list])
     runs = analysis.runs.drop(columns=["start_time"])
     tables = {"runs.csv": runs, "results.csv": analysis.results, "gains.csv": analysis.gains,
               "missing_baselines.csv": analysis.missing, "claims.csv": claims_df}
     if not analysis.external.empty:
         tables["external_results.csv"] = analysis.external
+    if not analysis.convergence.empty:
+        tables["convergence.csv"] = analysis.convergence
     if exchange is not None and not exchange.empty:
         tables["exchange.csv"], tables["exchange_curves.csv"] = exchange.table, exchange.curves
     if costs is not None and not costs.empty:

@@ -30,7 +30,9 @@ from .frame import (BASELINES, CELL, CONTROLS, METRICS, QUALITY, cell_name, reci
 PAIR = ["protocol", "profile", "regime", "size", "classifier", "seed", "data_digest", "is_superseded"]
 #: ``is_superseded``: a superseded run (``--include-superseded``) pairs only with superseded baselines, and a current
 #: baseline's value is never averaged with a superseded one
-MATCH = PAIR + ["recipe"]
+MATCH = PAIR + ["recipe", "tuned"]
+#: ``tuned``: a generator run from its study's best pairs only with baselines tuned with the same budget (``TUNED``),
+#: a default one only with default baselines — never a tuned mix with an untuned baseline or the other way round
 MIN_SEEDS = 3
 #: the real-only controls: a generator cell needs one of them on its own recipe (or is listed as missing `none`)
 REAL_ONLY = ("none", "none-strong")
@@ -56,6 +58,8 @@ class Analysis:
     #: with a baseline or pooled into a claim; ``external_sources`` says what the external data was
     external: pd.DataFrame = field(default_factory=pd.DataFrame)
     external_sources: list[str] = field(default_factory=list)
+    #: cells against their twins at a larger step budget (convergence.py; set by build_report)
+    convergence: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def protocols(self) -> list[str]:
         return sorted(set(self.results["protocol"]))
@@ -96,14 +100,14 @@ def sort_cells(df: pd.DataFrame) -> pd.DataFrame:
     return key.drop(columns=["_r", "_b"]).reset_index(drop=True)
 
 
-def t_interval(mean, std, n) -> tuple:
-    """95% Student-t interval of a mean of ``n`` paired differences (NaN below 2)."""
+def t_interval(mean, std, n, level: float = 0.95) -> tuple:
+    """Student-t interval (95% unless ``level``) of a mean of ``n`` paired differences (NaN below 2)."""
     from scipy.special import stdtrit  # Student t quantile; scipy.stats would add ~1 s of imports
 
     n = np.asarray(n, dtype=float)
     dof = np.where(n >= 2, n - 1, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        half = stdtrit(dof, 0.975) * np.asarray(std, dtype=float) / np.sqrt(n)
+        half = stdtrit(dof, 1 - (1 - level) / 2) * np.asarray(std, dtype=float) / np.sqrt(n)
     return np.asarray(mean, dtype=float) - half, np.asarray(mean, dtype=float) + half
 
 
@@ -142,7 +146,7 @@ def _recipe_distance(recipe_values: dict[str, dict[str, str]]):
 
 
 def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of: pd.Series,
-           distance=lambda a, b: 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+           distance=lambda a, b: 0, name_of=str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paired differences, unpaired targets) of every cell compared with ``baseline``.
 
     Generators pair on ``match`` (data, seed and recipe); with ``none``, the stronger baselines pair on
@@ -155,26 +159,32 @@ def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of:
     base_rows = per_seed[per_seed["model"] == baseline]
     is_gen = ~per_seed["model"].isin(BASELINES)
     parts, lost = [], []
-    # generators: matched recipe
-    gens = per_seed[is_gen]
+    # generators with synthetic images (a mix that added none is the real-only run again: no evidence either way);
+    # a default generator against the default baseline of its recipe
+    gens = per_seed[is_gen & ~per_seed["no_synthetic"]]
+    default = gens[gens["tuned"] == ""]
     if len(gens):
-        base = base_rows.groupby("match")[metrics].mean()
-        hit = gens["match"].isin(base.index)
-        paired = gens[hit]
+        base_default = base_rows[base_rows["tuned"] == ""]
+        _one_baseline(default, base_default, "match", baseline, name_of)
+        base = base_default.groupby("match")[metrics].mean()
+        hit = default["match"].isin(base.index)
+        paired = default[hit]
         if len(paired):
             d = paired[metrics].to_numpy() - base.loc[paired["match"], metrics].to_numpy()
             parts.append(pd.DataFrame(d, columns=metrics).assign(
                 cell=paired["cell"].to_numpy(), seed=paired["seed"].to_numpy(),
                 baseline_recipe=recipe_of.reindex(paired["cell"]).to_numpy(), comparison=MATCHED))
-        here = set(zip(base_rows["protocol"], base_rows["recipe"]))
-        real = set(zip(*(per_seed.loc[per_seed["model"].isin(REAL_ONLY), c] for c in ("protocol", "recipe"))))
-        key = list(zip(gens["protocol"], gens["recipe"]))
+        here = set(zip(base_default["protocol"], base_default["recipe"]))
+        real_rows = per_seed[per_seed["model"].isin(REAL_ONLY) & (per_seed["tuned"] == "")]
+        real = set(zip(real_rows["protocol"], real_rows["recipe"]))
+        key = list(zip(default["protocol"], default["recipe"]))
         applies = np.array([k in here or (baseline == "none" and k not in real) for k in key], dtype=bool)
-        lost.append(gens[~hit.to_numpy() & applies].assign(_on=gens["recipe"]))
+        lost.append(default[~hit.to_numpy() & applies].assign(_on=default["recipe"]))
         # tuned generators against the tuned baselines of their budget, on the same data and seed
         tuned_base = base_rows[base_rows["tuned"] != ""]
         tuned_gens = gens[gens["tuned"] != ""]
         if len(tuned_base) and len(tuned_gens):
+            _one_baseline(tuned_gens, tuned_base, ["pair", "tuned"], baseline, name_of)
             base = tuned_base.groupby(["pair", "tuned", "recipe"])[metrics].mean().reset_index()
             merged = tuned_gens[["cell", "pair", "tuned", "seed", *metrics]].merge(
                 base, on=["pair", "tuned"], suffixes=("", "_b"))
@@ -205,6 +215,23 @@ def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of:
     return diffs.assign(baseline=baseline) if len(diffs) else diffs, pd.concat(lost) if lost else per_seed.iloc[:0]
 
 
+def _one_baseline(gens: pd.DataFrame, base_rows: pd.DataFrame, on, baseline: str, name_of) -> None:
+    """Each generator run meets at most one ``baseline`` cell on ``on``: two cells (e.g. two `oversample` mixes,
+    or a default and a re-tuned one) would be averaged into a baseline nobody ran — ``UserError`` naming them."""
+    on = [on] if isinstance(on, str) else on
+    used = base_rows.merge(gens[on].drop_duplicates(), on=on)
+    cells = used.groupby(on)["cell"].unique()
+    several = cells[cells.map(len) > 1]
+    if several.empty:
+        return
+    gen = gens.merge(several.index.to_frame(index=False), on=on).iloc[0]
+    raise UserError(f"{len(several.iloc[0])} `{baseline}` cells match the same generator runs (e.g. "
+                    f"{name_of(gen['cell'])}, seed {int(gen['seed'])}): "
+                    + "; ".join(name_of(c) for c in several.iloc[0])
+                    + " — a gain pairs one cell with one cell: report them from separate experiments, or mark the "
+                      "older one superseded (`synthboost supersede`)")
+
+
 def analyse(runs: pd.DataFrame) -> Analysis:
     metrics = [m for m in METRICS if m in runs]
     values = metrics + [q for q in QUALITY if q in runs] + (["clf_steps"] if "clf_steps" in runs else [])
@@ -214,6 +241,8 @@ def analyse(runs: pd.DataFrame) -> Analysis:
         runs = runs.assign(tuned="")
     if "superseded" not in runs:
         runs = runs.assign(superseded="")
+    if "no_synthetic" not in runs:
+        runs = runs.assign(no_synthetic=False)
     runs = runs.assign(is_superseded=runs["superseded"] != "")
     # integer ids for a cell, for "same data, seed, classifier, profile" and for that plus the recipe: every later
     # groupby and merge is on one int column instead of ten string columns (pandas' string factorising dominated
@@ -227,6 +256,7 @@ def analyse(runs: pd.DataFrame) -> Analysis:
     per_seed["runs"] = grouped.size()
     per_seed["seed"] = grouped["seed"].first()
     per_seed["match"] = grouped["match"].first()  # a cell has one recipe, so (cell, pair) fixes the match
+    per_seed["no_synthetic"] = grouped["no_synthetic"].all()
     per_seed = per_seed.reset_index()
     for c in ("model", "protocol", "recipe", "tuned"):
         per_seed[c] = keys[c].reindex(per_seed["cell"]).to_numpy()
@@ -237,14 +267,22 @@ def analyse(runs: pd.DataFrame) -> Analysis:
     results["seeds"] = cells.size()
     results["runs"] = cells["runs"].sum()
     results["few_seeds"] = results["seeds"] < MIN_SEEDS
+    # a mix that added no synthetic image on any seed (e.g. a minority-only mix on balanced data): shown as such,
+    # never paired; one that added none on some seeds is paired on the others only
+    results["no_synthetic"] = cells["no_synthetic"].all()
     results = sort_cells(keys.join(results).reset_index(drop=True))
 
     values_of = {r: recipe_values(t) for r, t in runs.drop_duplicates("recipe")[["recipe", "clf"]].itertuples(
         index=False)} if "clf" in runs else {}
     present = [b for b in BASELINES if (runs["model"] == b).any()]
+
+    def name_of(cell: int) -> str:
+        row = keys.loc[cell]
+        return cell_name(row) + (f" tuned ({row['tuned']})" if row["tuned"] else "")
+
     diff_parts, missing_parts = [], []
     for baseline in dict.fromkeys(["none", *present]):
-        diffs, lost = _pairs(per_seed, baseline, metrics, keys["recipe"], _recipe_distance(values_of))
+        diffs, lost = _pairs(per_seed, baseline, metrics, keys["recipe"], _recipe_distance(values_of), name_of)
         if len(diffs):
             diff_parts.append(diffs)
         if not lost.empty:

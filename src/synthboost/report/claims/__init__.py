@@ -35,6 +35,7 @@ class Claim:
     unit: str = "seeds"  # what n counts
     ci_low: float = math.nan  # the deciding 95% interval (a fraction; shown in pp)
     ci_high: float = math.nan
+    level: float = 0.95  # of the deciding interval: above 95% where it was corrected for picking the best of several
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -44,7 +45,8 @@ class Claim:
         """``n = 3 seeds, 95% CI [+9.1, +13.0] pp`` — or what is missing."""
         if self.n is None:
             return "n = 0, no interval"
-        return f"n = {self.n} {self.unit}, " + ci(self.ci_low, self.ci_high) + ("" if pd.isna(self.ci_low) else " pp")
+        return (f"n = {self.n} {self.unit}, " + ci(self.ci_low, self.ci_high, self.level)
+                + ("" if pd.isna(self.ci_low) else " pp"))
 
 
 def pp(x: float) -> str:
@@ -52,9 +54,9 @@ def pp(x: float) -> str:
     return f"{100 * x:+.1f} pp"
 
 
-def ci(lo: float, hi: float) -> str:
-    """A gain's 95% interval in percentage points (none with a single seed)."""
-    return "no interval (1 seed)" if pd.isna(lo) else f"95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+def ci(lo: float, hi: float, level: float = 0.95) -> str:
+    """A gain's interval (95% unless ``level``) in percentage points (none with a single seed)."""
+    return "no interval (1 seed)" if pd.isna(lo) else f"{100 * level:.3g}% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
 def few_note(df: pd.DataFrame) -> str:

@@ -42,8 +42,9 @@ def goal_verdict(n: int, mean: float, lo: float, hi: float, target: float) -> st
 def _best_tuned(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series, int] | None:
     """The runs of the tuned generator cell with the best mean validation balanced accuracy, that cell's key
     row, and how many tuned generator cells there were to choose from."""
+    empty = runs["no_synthetic"] if "no_synthetic" in runs else False  # a mix that added nothing is no candidate
     gens = runs[~runs["model"].isin(BASELINES) & ~runs["model"].isin(CONTROLS) & (runs["tuned"] != "")
-                & runs["val_balanced_accuracy"].notna()]
+                & runs["val_balanced_accuracy"].notna() & ~empty]
     if gens.empty:
         return None
     cell = gens.groupby(CELL, sort=False, dropna=False).ngroup()
