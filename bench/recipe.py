@@ -7,7 +7,7 @@ t-interval above zero (``choose``).  Its test-accuracy column is a *report* of t
 never read by the choice.  ``--table ablation`` / ``convergence`` only *measure* (test accuracy on the report seeds
 0–2, nothing feeds back).  One process per job, one thread each; ``--resume FILE`` keeps each finished job.
 
-    python bench/recipe.py --table choice --cells high/1000,balanced/1000 --seeds 100,101,102 --kfold 3 \
+    python bench/recipe.py --table choice --cells high/1000 --seeds 100,101,102 --kfold 3 --only 0,4,5 \
         --resume /tmp/choice.jsonl --out docs/recipe
     python bench/recipe.py --cells high/1000,balanced/1000 --seeds 0,1,2 --jobs 2 --out docs/recipe
     python bench/recipe.py --cells high/1000,balanced/5000 --table convergence --jobs 2 --out docs/recipe
