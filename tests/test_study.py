@@ -147,8 +147,8 @@ def test_studies_tune_on_draws_the_reports_do_not_use_and_select_by_folds_on_the
         if "models" in values:  # a grid file
             assert not set(values.get("seeds", [0, 1, 2])) & set(study_mod.TUNING_SEEDS), path.name
             continue
-        spec = study_mod.load_spec(model=values.get("model", path.stem if path.stem in study_mod.generators.model_names()
-                                                    else "vae"), path=path)
+        model = path.stem if path.stem in study_mod.generators.model_names() else "vae"
+        spec = study_mod.load_spec(model=values.get("model", model), path=path)
         assert not set(spec.seeds) & {0, 1, 2}, path.name
     spec = study_mod.load_spec(model="cgan")
     assert spec.seeds == [100] and spec.selection.folds("high") == 3 and spec.selection.folds("balanced") is None
@@ -184,7 +184,8 @@ def test_a_strong_recipe_study_tunes_the_mix_under_it_by_folds_on_a_tail_draw(tr
                     "seeds: [0]\nclassifiers: [cnn]\nmixes: [{from_study: vae-strong-high-300-smoke}]\n")
     (unit,) = grid_mod.plan(grid_mod.load_grid(grid), storage)
     (cell,) = unit["cells"]
-    assert cell["overrides"]["clf"]["augment"] == "shift_flip" and cell["overrides"]["clf"]["class_weight"] == "balanced"
+    clf = cell["overrides"]["clf"]
+    assert clf["augment"] == "shift_flip" and clf["class_weight"] == "balanced"
     assert cell["tags"]["tuned.budget"] == "1 complete trials of val/balanced_accuracy, 3-fold, strong recipe"
     (tmp_path / "g2.yaml").write_text(grid.read_text().replace("seeds: [0]", "seeds: [0, 100]"))
     out = runner.invoke(app, ["grid", "--config", str(tmp_path / "g2.yaml"), "--storage", storage])

@@ -209,8 +209,9 @@ def study(
     model: Annotated[str, typer.Option(help="Generator family or baseline to tune.", autocompletion=_models)] = "vae",
     config: Annotated[str | None, typer.Option(help="Study YAML (default: studies/<model>.yaml, else "
                                                     "studies/default.yaml).")] = None,
-    n_trials: Annotated[int | None, typer.Option(help="Complete trials the study needs (across workers and resumes; "
-                                                      "pruned and failed ones are replaced, up to 3× started).")] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Complete trials the study needs (across workers and "
+                                                      "resumes; pruned and failed ones are replaced, up to 3× "
+                                                      "started).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes pulling trials from the storage.")] = 1,
     regime: Annotated[str | None, typer.Option(help="Override the study file's regime.")] = None,
     size: Annotated[int | None, typer.Option(help="Override the study file's size.")] = None,

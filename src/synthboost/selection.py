@@ -107,7 +107,8 @@ def study_agreement(name: str, storage_url: str, *, tracker, log: bool = True, f
     numbers, values, tests = (np.array(c) for c in zip(*scores))
     rho, lo, hi, p = spearman(values, tests)
     chosen = int(np.argmax(values))
-    result = Agreement(study=name, selection=spec.selection.label(spec.regime), objective=spec.objective, n=len(scores), rho=rho, ci_low=lo, ci_high=hi,
+    result = Agreement(study=name, selection=spec.selection.label(spec.regime), objective=spec.objective,
+                       n=len(scores), rho=rho, ci_low=lo, ci_high=hi,
                        p_value=p, chosen_trial=int(numbers[chosen]), chosen_test=float(tests[chosen]),
                        best_test=float(tests.max()), chosen_test_rank=int((tests > tests[chosen]).sum()) + 1)
     if log and first is None and queue.PARENT_RUN_ATTR in study.user_attrs:
