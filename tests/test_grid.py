@@ -199,7 +199,7 @@ def test_from_study_carries_the_best_classifier_recipe_and_tags_tuned_cells(grid
     units = grid_mod.plan(grid_mod.load_grid(grid_file("g-tuned", text)), storage)
     cells = {(u["variant"], c["mix_label"]): c for u in units if u["seed"] == 0 and u["regime"] == "high"
              for c in u["cells"]}
-    budget = "12 trials of val/balanced_accuracy, holdout"  # the shipped none-strong/oversample/cgan budgets
+    budget = "12 complete trials of val/balanced_accuracy, 3-fold"  # the shipped none-strong/oversample/cgan budgets
     assert set(cells) == {("none", "real only"), ("none-strong", "real only"), ("none-strong", "best of ns"),
                           ("oversample", "real only"), ("oversample", "best of os"),
                           ("cgan", '{"ratio": 1.0, "strategy": "uniform"}'), ("cgan", "best of cs")}

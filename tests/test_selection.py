@@ -144,14 +144,15 @@ def test_bad_kfold_exits_2_with_one_line_naming_the_fix(tmp_path, selection, mes
 
 
 def test_a_study_stored_before_selection_existed_still_resumes(tracker, tmp_path):
-    """Its stored spec lacks `selection`; it means the holdout, so the same study file resumes it."""
+    """Its stored spec lacks `selection`; it means the holdout, so a study file that says holdout resumes it — one
+    on today's default for the tail (3-fold on `high`) does not."""
     import json
 
     from synthboost import study as study_mod
     from synthboost.tracking import Tracker
 
     path = tmp_path / "old.yaml"
-    path.write_text(kfold_study(""))
+    path.write_text(kfold_study("selection: {tail_kfold: null}"))
     spec = study_mod.load_spec(model="none-strong", path=path)
     storage = str(tmp_path / "s.journal")
     st = optuna.create_study(study_name="old", storage=queue.open_storage(storage), direction="maximize")
@@ -159,6 +160,8 @@ def test_a_study_stored_before_selection_existed_still_resumes(tracker, tmp_path
     del stored["selection"]
     st.set_user_attr("synthboost.spec", json.dumps(stored))
     study_mod.prepare(spec, name="old", storage_url=storage, experiment="test-selection-old", tracker=Tracker())
-    kfold = study_mod.load_spec(model="none-strong", path=path, overrides={"selection": {"kfold": 2}})
-    with pytest.raises(study_mod.UserError, match="exists with a different spec"):
-        study_mod.prepare(kfold, name="old", storage_url=storage, experiment="test-selection-old", tracker=Tracker())
+    for selection in ({"kfold": 2}, {}):  # explicit k-fold, and today's default on the tail
+        kfold = study_mod.load_spec(model="none-strong", path=path, overrides={"selection": selection})
+        with pytest.raises(study_mod.UserError, match="exists with a different spec"):
+            study_mod.prepare(kfold, name="old", storage_url=storage, experiment="test-selection-old",
+                              tracker=Tracker())

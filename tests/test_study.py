@@ -109,13 +109,87 @@ def test_pruned_and_failed_trials_end_killed_and_failed(tracker, tmp_path, study
     assert result.exit_code == 0, result.output
     st, _, children = trials_and_children(tracker, "statuses", storage)
     states = [t.state.name for t in sorted(st.trials, key=lambda t: t.number)]
-    assert states == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE"]
+    # the budget is 4 COMPLETE trials: the pruned and the failed one are replaced, so every study's choice rests on
+    # the same number of scored trials
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
     by_id = {r.info.run_id: r for r in children}
     for t in st.trials:
         assert by_id[t.user_attrs["mlflow_run_id"]].info.status == STATUS[t.state.name]
     failed = by_id[st.trials[2].user_attrs["mlflow_run_id"]]
     assert "loss became nan" in failed.data.tags["error"]
     assert "loss became nan" in st.trials[2].user_attrs["fail_reason"]
+
+
+def test_a_study_whose_trials_keep_failing_stops_at_its_limit_and_says_so(tracker, tmp_path, study_file,
+                                                                            monkeypatch):
+    from synthboost.errors import GeneratorDiverged
+    from synthboost.generators import vae
+
+    def always_nan(self, *a, **k):
+        raise GeneratorDiverged("vae: loss became nan at epoch 0")
+
+    monkeypatch.setattr(vae.VAE, "fit", always_nan)
+    study_file.write_text(smoke_study(n_trials=2, extra="max_trials: 3"))
+    storage = str(tmp_path / "s.journal")
+    result = invoke("--model", "vae", "--config", str(study_file), "--storage", storage, "--name", "failing",
+                    "--experiment", "test-study")
+    assert result.exit_code == 0, result.output
+    st = optuna.load_study(study_name="failing", storage=queue.open_storage(storage))
+    assert [t.state.name for t in st.trials] == ["FAIL"] * 3  # not an endless loop of failures
+    assert "stopped at its limit of 3 started trials with 0 of 2 complete" in result.stdout
+
+
+def test_studies_tune_on_draws_the_reports_do_not_use_and_select_by_folds_on_the_tail():
+    """Every shipped study tunes on seeds no grid reports (0–2), by k-fold on the long-tailed regimes; its budget
+    counts complete trials and says so; an old stored spec keeps what it did."""
+    for path in sorted(study_mod.studies_dir().glob("*.yaml")):
+        values = study_mod.load_yaml(path)
+        if "models" in values:  # a grid file
+            assert not set(values.get("seeds", [0, 1, 2])) & set(study_mod.TUNING_SEEDS), path.name
+            continue
+        model = path.stem if path.stem in study_mod.generators.model_names() else "vae"
+        spec = study_mod.load_spec(model=values.get("model", model), path=path)
+        assert not set(spec.seeds) & {0, 1, 2}, path.name
+    spec = study_mod.load_spec(model="cgan")
+    assert spec.seeds == [100] and spec.selection.folds("high") == 3 and spec.selection.folds("balanced") is None
+    assert study_mod.budget_label(spec) == "12 complete trials of val/balanced_accuracy, 3-fold"
+    balanced = study_mod.load_spec(model="cgan", overrides={"regime": "balanced", "recipe": "strong"})
+    assert study_mod.budget_label(balanced) == "12 complete trials of val/balanced_accuracy, holdout, strong recipe"
+    assert study_mod.default_name(balanced) == "cgan-strong-balanced-1000-quick"
+    old = study_mod.stored_spec('{"model": "cgan", "regime": "high", "n_trials": 12, "selection": {"kfold": null}}')
+    assert study_mod.budget_label(old) == "12 trials of val/balanced_accuracy, holdout"
+
+
+@pytest.mark.slow
+def test_a_strong_recipe_study_tunes_the_mix_under_it_by_folds_on_a_tail_draw(tracker, tmp_path, study_file):
+    """``recipe: strong``: every trial trains the classifier on none-strong's recipe; on ``high`` each trial is
+    scored by 3 folds of the tuning draw (seed 100), and a grid re-runs its best under the same recipe — but
+    refuses to re-run it on the draw it was tuned on."""
+    from synthboost import grid as grid_mod
+
+    study_file.write_text(smoke_study(n_trials=1, regime="high", search={"mix.ratio": "{low: 0.2, high: 1.0}"},
+                                      fixed="clf.epochs: 1").replace("seeds: [0]", "seeds: [100]")
+                          + "recipe: strong\n")
+    storage = str(tmp_path / "s.journal")
+    result = invoke("--model", "vae", "--config", str(study_file), "--storage", storage, "--experiment", "test-study")
+    assert result.exit_code == 0, result.output
+    st = optuna.load_study(study_name="vae-strong-high-300-smoke", storage=queue.open_storage(storage))
+    (t,) = st.trials
+    runs = [tracker.client.get_run(v) for k, v in t.user_attrs.items() if k.startswith("mlflow_run_id")]
+    assert sorted(r.data.params["data.fold"] for r in runs) == ["0", "1", "2"]
+    assert {(r.data.params["seed"], r.data.params["clf.augment"], r.data.params["clf.class_weight"]) for r in runs} == \
+        {("100", "shift_flip", "balanced")}
+    grid = tmp_path / "g.yaml"
+    grid.write_text("experiment: g-strong\nprofile: smoke\nmodels: [vae]\nregimes: [high]\nsizes: [300]\n"
+                    "seeds: [0]\nclassifiers: [cnn]\nmixes: [{from_study: vae-strong-high-300-smoke}]\n")
+    (unit,) = grid_mod.plan(grid_mod.load_grid(grid), storage)
+    (cell,) = unit["cells"]
+    clf = cell["overrides"]["clf"]
+    assert clf["augment"] == "shift_flip" and clf["class_weight"] == "balanced"
+    assert cell["tags"]["tuned.budget"] == "1 complete trials of val/balanced_accuracy, 3-fold, strong recipe"
+    (tmp_path / "g2.yaml").write_text(grid.read_text().replace("seeds: [0]", "seeds: [0, 100]"))
+    out = runner.invoke(app, ["grid", "--config", str(tmp_path / "g2.yaml"), "--storage", storage])
+    assert out.exit_code == 2 and "vae-strong-high-300-smoke tuned on seed(s) [100]" in out.stderr
 
 
 @pytest.mark.slow

@@ -209,11 +209,15 @@ def study(
     model: Annotated[str, typer.Option(help="Generator family or baseline to tune.", autocompletion=_models)] = "vae",
     config: Annotated[str | None, typer.Option(help="Study YAML (default: studies/<model>.yaml, else "
                                                     "studies/default.yaml).")] = None,
-    n_trials: Annotated[int | None, typer.Option(help="Study-wide trial budget (across workers and resumes).")] = None,
+    n_trials: Annotated[int | None, typer.Option(help="Complete trials the study needs (across workers and "
+                                                      "resumes; pruned and failed ones are replaced, up to 3× "
+                                                      "started).")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes pulling trials from the storage.")] = 1,
     regime: Annotated[str | None, typer.Option(help="Override the study file's regime.")] = None,
     size: Annotated[int | None, typer.Option(help="Override the study file's size.")] = None,
     profile: Annotated[str | None, typer.Option(help="Override the study file's profile.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Override the study file's classifier recipe under every trial: "
+                                                    "plain or strong (the study's name gains -strong).")] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage: a journal file path or a database URL "
                                                      "(default: tracking/optuna.journal).")] = None,
     name: Annotated[str | None, typer.Option(help="Study name; the same name resumes it.")] = None,
@@ -228,8 +232,8 @@ def study(
     if workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     spec = study_mod.load_spec(model=model, path=config, overrides={
-        "n_trials": n_trials, "regime": regime, "size": size, "profile": profile})
-    name = name or f"{model}-{spec.regime}-{spec.size}-{spec.profile}"
+        "n_trials": n_trials, "regime": regime, "size": size, "profile": profile, "recipe": recipe})
+    name = name or study_mod.default_name(spec)
     url = storage or queue.default_storage()
     queue.check_storage(url)
     summary = study_mod.run_study(spec, name=name, storage_url=url, experiment=experiment, workers=workers,
@@ -240,6 +244,9 @@ def study(
                + (f"best {spec.objective} {summary['best_value']:.4f} (trial {summary['best_trial']}, run "
                   f"{summary['best_run_id']}) with {summary['best_params']}" if "best_value" in summary
                   else "no complete trial yet"))
+    if spec.counts == "complete" and t["COMPLETE"] < spec.n_trials and not t["RUNNING"]:
+        typer.echo(f"study {name} stopped at its limit of {study_mod.trial_limit(spec)} started trials with "
+                   f"{t['COMPLETE']} of {spec.n_trials} complete; raise max_trials in the study file to go on")
     if "agreement" in summary:
         typer.echo(summary["agreement"])
     typer.echo(f"MLflow parent run {summary['parent_run_id']}; watch it with `synthboost dashboard --name {name}`")

@@ -34,7 +34,7 @@ import pydantic
 from . import classifiers, cost, generators, queue, supersede
 from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, as_dict, build, config, load_yaml, unflatten
 from .errors import ResourceError, UserError
-from .study import split_fixed
+from .study import TUNING_SEEDS, budget_label, fixed_overrides, split_fixed, stored_spec
 from .tracking import KIND_EXPERIMENT, KIND_GRID, TAG_CONFIG_KEY, TAG_TUNED_BUDGET, TAG_TUNED_STUDY, TAG_VARIANT
 
 
@@ -209,10 +209,13 @@ class Studies:
             return None
         return found
 
+    def found(self) -> dict[str, dict[str, Any]]:
+        """The studies read so far that have a best trial, by name."""
+        return {name: best for name, best in self._best.items() if not isinstance(best, str)}
+
     def _load(self, name: str) -> dict[str, Any] | str:
         import optuna
 
-        from .study import StudySpec, budget_label
 
         try:
             study = optuna.load_study(study_name=name, storage=queue.open_storage(self.storage_url))
@@ -221,13 +224,14 @@ class Studies:
             return f"grid: no study named {name!r} in {queue.redact(self.storage_url)}"
         except ValueError:
             return f"grid: study {name!r} has no complete trial yet"
-        spec = build(StudySpec, json.loads(study.user_attrs["synthboost.spec"]))
-        split = unflatten(best)
+        spec = stored_spec(study.user_attrs["synthboost.spec"])
+        split, fixed = unflatten(best), fixed_overrides(spec)
         # the cells run from a study's best name it and its budget, so the report compares a tuned generator
-        # with the tuned baselines of the same budget
+        # with the tuned baselines of the same budget; they run under the study's fixed values (its recipe) too,
+        # since its best was chosen under them
         tags = {TAG_TUNED_STUDY: name, TAG_TUNED_BUDGET: budget_label(spec)}
-        return {"mix": split.get("mix", {}), "gen": split.get("gen", {}), "clf": split.get("clf", {}),
-                "study_model": spec.model, "tags": tags, "label": f"best of {name}"}
+        return {**{s: {**fixed.get(s, {}), **split.get(s, {})} for s in ("mix", "gen", "clf")},
+                "study_model": spec.model, "tags": tags, "label": f"best of {name}", "seeds": list(spec.seeds)}
 
 
 def _mix_settings(mixes: list[dict[str, Any]], studies: Studies) -> list[dict[str, Any]]:
@@ -334,6 +338,8 @@ def plan(spec: GridSpec, storage_url: str, *, studies: Studies | None = None) ->
                                           "mix_label": mx["label"] if mx else "real only", "tags": tags,
                                           "identity": supersede.config_identity(
                                               cfg, variant=v.name, tuned_study=tags.get(TAG_TUNED_STUDY, ""))})
+                    if not cells:  # a variant whose only mixes are studies not run yet (`missing: skip`)
+                        continue
                     units.append({"variant": v.name, "model": v.model, "regime": regime, "size": size,
                                   "seed": seed, "profile": spec.profile, "gen_metrics": spec.gen_metrics,
                                   "cells": cells})
@@ -682,6 +688,7 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
     tracker = Tracker()
     studies = Studies(storage_url)
     units = plan(spec, storage_url, studies=studies)
+    check_tuning_draws(spec, studies)
     first = superseded(spec, units, tracker, mark=True)
     before = status(spec, units, tracker)
     study, parent = prepare(spec, units, storage_url=storage_url, tracker=tracker)
@@ -725,6 +732,18 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
             "ran": after.done - before.done, "missing": after.cells - after.done, "parent_run_id": parent,
             "experiment": spec.experiment, "study": name, "marked_superseded": marked,
             "waiting": sorted(studies.waiting)}
+
+
+def check_tuning_draws(spec: GridSpec, studies: Studies) -> None:
+    """A tuned cell must not be re-run on a draw its study tuned on: that seed would score the choice on the very
+    images it was chosen for (a ``UserError`` naming the studies and seeds otherwise)."""
+    overlap = {name: sorted(set(best["seeds"]) & set(spec.seeds)) for name, best in studies.found().items()
+               if set(best["seeds"]) & set(spec.seeds)}
+    if overlap:
+        which = "; ".join(f"{name} tuned on seed(s) {seeds}" for name, seeds in sorted(overlap.items()))
+        raise UserError(f"grid {spec.experiment}: its seeds {spec.seeds} include the draws its studies tuned on "
+                        f"({which}); re-run those studies on other seeds (the default: {list(TUNING_SEEDS)}) "
+                        "under a new name, or drop those seeds from the grid")
 
 
 def waiting_line(names) -> str:

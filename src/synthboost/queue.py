@@ -236,13 +236,16 @@ def _lock_engine(storage_url: str):
     return sqlalchemy.create_engine(storage_url, connect_args={"connect_timeout": 5}, pool_pre_ping=True)
 
 
-def next_trials(study, storage_url: str, tracker, *, budget: int = 0, until: float | None = None) -> Iterator[Any]:
+def next_trials(study, storage_url: str, tracker, *, budget: int = 0, complete: bool = False,
+                limit: int | None = None, until: float | None = None) -> Iterator[Any]:
     """Ask for trials one at a time until none is owed (or the time ``until``, time.time(), has come); each
     check-and-ask holds the budget lock.
 
     A waiting trial (enqueued, or the retry of a stale one) is always owed; beyond those, new trials are
-    asked until ``budget`` of them are done or running (0: only enqueued trials, as a grid's units).  The
-    tracker borrows the storage's locks, so a generator is trained once across every worker (``exclusive``).
+    asked until ``budget`` of them are done or running (0: only enqueued trials, as a grid's units) — with
+    ``complete``, until ``budget`` are COMPLETE or running (a pruned or failed trial is replaced), but never
+    beyond ``limit`` started in all.  The tracker borrows the storage's locks, so a generator is trained once
+    across every worker (``exclusive``).
     """
     tracker.lock_factory = functools.partial(storage_lock, storage_url)
     # ask/tell with RDBStorage's heartbeat is what this module is for (Heartbeat beats, recover_stale_trials fails)
@@ -251,7 +254,10 @@ def next_trials(study, storage_url: str, tracker, *, budget: int = 0, until: flo
         with budget_lock(storage_url):
             recover_stale_trials(study, tracker)
             counts = budget_counts(study)
-            if not counts["waiting"] and counts["done"] + counts["running"] >= budget:
+            owed = (counts["complete"] if complete else counts["done"]) + counts["running"] < budget
+            if limit is not None and counts["done"] + counts["running"] >= limit:
+                owed = False
+            if not counts["waiting"] and not owed:
                 return
             trial = study.ask()
         yield trial
@@ -278,14 +284,15 @@ def wait_for_others(study, storage_url: str, tracker, work: Callable[[], Any], *
 
 
 def budget_counts(study) -> dict[str, int]:
-    """done (COMPLETE, PRUNED, FAIL not retried), running, waiting."""
+    """done (COMPLETE, PRUNED, FAIL not retried), complete, running, waiting."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
     done = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                or (t.state == TrialState.FAIL and t.number not in retried))
-    return {"done": done, "running": sum(t.state == TrialState.RUNNING for t in trials),
+    return {"done": done, "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+            "running": sum(t.state == TrialState.RUNNING for t in trials),
             "waiting": sum(t.state == TrialState.WAITING for t in trials)}
 
 

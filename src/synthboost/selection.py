@@ -96,10 +96,10 @@ def study_agreement(name: str, storage_url: str, *, tracker, log: bool = True, f
     ``first``: only the trials numbered below it — two studies with the same seeded random sampler propose the
     same points in the same order, so their first N trials compare two selection methods on the same settings.
     """
-    import json
+    from .study import stored_spec
 
     study = queue.load_study(name, storage_url)
-    spec = json.loads(study.user_attrs.get("synthboost.spec", "{}"))
+    spec = stored_spec(study.user_attrs["synthboost.spec"])
     scores = [s for s in trial_scores(study, tracker) if first is None or s[0] < first]
     if len(scores) < 3:
         raise UserError(f"study {name!r} has {len(scores)} complete trial(s) with a test score; rank agreement needs "
@@ -107,9 +107,8 @@ def study_agreement(name: str, storage_url: str, *, tracker, log: bool = True, f
     numbers, values, tests = (np.array(c) for c in zip(*scores))
     rho, lo, hi, p = spearman(values, tests)
     chosen = int(np.argmax(values))
-    kfold = (spec.get("selection") or {}).get("kfold")
-    result = Agreement(study=name, selection="holdout" if kfold is None else f"{kfold}-fold",
-                       objective=spec.get("objective", "objective"), n=len(scores), rho=rho, ci_low=lo, ci_high=hi,
+    result = Agreement(study=name, selection=spec.selection.label(spec.regime), objective=spec.objective,
+                       n=len(scores), rho=rho, ci_low=lo, ci_high=hi,
                        p_value=p, chosen_trial=int(numbers[chosen]), chosen_test=float(tests[chosen]),
                        best_test=float(tests.max()), chosen_test_rank=int((tests > tests[chosen]).sum()) + 1)
     if log and first is None and queue.PARENT_RUN_ATTR in study.user_attrs:

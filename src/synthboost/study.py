@@ -29,6 +29,16 @@ from .tracking import KIND_STUDY, env_run_id
 
 FIXED_SECTIONS = ("data", "mix", "clf", "gen")
 OBJECTIVES = ("val/balanced_accuracy", "val/macro_f1", "val/accuracy")
+#: the draws a study tunes on by default: never a seed the grids report (0–2), so a tuned cell re-run on a report
+#: seed is not judged on the draw its choice was made on (``synthboost grid`` refuses that overlap)
+TUNING_SEEDS = (100,)
+#: regimes with a long tail: their holdout validation split has only a few images in the tail classes (2–3 on
+#: ``high``/1,000), so a study there selects by k-fold within the pool unless its file says otherwise
+TAIL_REGIMES = ("high", "semi")
+#: the started trials (complete, pruned, failed) a study may use to reach its complete ones: ``n_trials`` × this
+MAX_TRIALS_FACTOR = 3
+#: what a study stored before these fields existed did: holdout everywhere, a budget of *started* trials
+LEGACY = {"counts": "started", "selection": {"tail_kfold": None}}
 
 
 # ---------------------------------------------------------------- the study file
@@ -50,13 +60,21 @@ class PrunerSpec:
 class SelectionSpec:
     """How a trial is scored.  Default: once on the regime's stratified holdout (``data.val_fraction``).
     ``kfold: k``: stratified k-fold within the regime's pool — k runs per seed, each trained on k−1 folds and
-    validated on the held-out one; the objective is the mean over folds (and seeds).  The test set is only
-    reported, never selected on.  (k ≥ 2 and at most the smallest class's image count: checked on load.)"""
+    validated on the held-out one; the objective is the mean over folds (and seeds).  Without ``kfold``, a
+    long-tailed regime (``TAIL_REGIMES``) uses ``tail_kfold`` folds (null: the holdout there too — a third of the
+    cost per trial, but a tail class is judged on 2–3 images).  The test set is only reported, never selected on.
+    (k ≥ 2 and at most the smallest class's image count: checked on load.)"""
 
     kfold: int | None = None
+    tail_kfold: int | None = 3
 
-    def label(self) -> str:
-        return "holdout" if self.kfold is None else f"{self.kfold}-fold"
+    def folds(self, regime: str) -> int | None:
+        """The folds a trial on ``regime`` runs (None: the holdout)."""
+        return self.kfold if self.kfold is not None or regime not in TAIL_REGIMES else self.tail_kfold
+
+    def label(self, regime: str) -> str:
+        k = self.folds(regime)
+        return "holdout" if k is None else f"{k}-fold"
 
 
 @config
@@ -68,8 +86,17 @@ class StudySpec:
     size: int = pydantic.Field(default=1000, ge=100, le=60000)
     classifier: str = "cnn"
     profile: Profile = "quick"
-    seeds: list[int] = pydantic.Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[int] = pydantic.Field(default_factory=lambda: list(TUNING_SEEDS), min_length=1)  # the draws tuned on
+    # the study ends when this many trials are COMPLETE (pruned and failed ones do not count toward it), so every
+    # study's choice rests on the same number of scored trials ...
     n_trials: int = pydantic.Field(default=20, ge=1)
+    # ... or when this many have been started in all, so that a study whose trials keep failing stops
+    # (None: MAX_TRIALS_FACTOR × n_trials)
+    max_trials: int | None = pydantic.Field(default=None, ge=1)
+    counts: Literal["complete", "started"] = "complete"  # "started": a study stored before complete trials counted
+    # strong: the classifier's strong recipe (none-strong's) under every trial — the mix is tuned where it will be
+    # judged against the strong baseline; the study's default name gains "-strong" and a grid re-runs it so
+    recipe: Literal["plain", "strong"] = "plain"
     objective: Literal["val/balanced_accuracy", "val/macro_f1", "val/accuracy"] = "val/balanced_accuracy"
     sampler: SamplerSpec = pydantic.Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = pydantic.Field(default_factory=PrunerSpec)
@@ -110,7 +137,7 @@ def load_spec(*, model: str, path: str | Path | None = None, overrides: dict[str
 
 def check_selection(spec: StudySpec) -> None:
     """k-fold selection: k ≥ 2, and no more folds than the smallest class of any seed's draw has images."""
-    k = spec.selection.kfold
+    k = spec.selection.folds(spec.regime)
     if k is None:
         return
     for seed in spec.seeds:
@@ -121,7 +148,40 @@ def budget_label(spec: StudySpec) -> str:
     """What "the same tuning budget" means between two studies: trials, objective and selection (their context —
     regime, size, profile, classifier — is the cell's own).  A run from a study's best carries it as a tag, and the
     report compares a tuned generator only with tuned baselines of the same label."""
-    return f"{spec.n_trials} trials of {spec.objective}, {spec.selection.label()}"
+    trials = f"{spec.n_trials} trials" if spec.counts == "started" else f"{spec.n_trials} complete trials"
+    recipe = ", strong recipe" if spec.recipe == "strong" else ""
+    return f"{trials} of {spec.objective}, {spec.selection.label(spec.regime)}{recipe}"
+
+
+def trial_limit(spec: StudySpec) -> int:
+    """How many trials a study may start in all to reach its ``n_trials`` complete ones."""
+    return spec.max_trials if spec.max_trials is not None else MAX_TRIALS_FACTOR * spec.n_trials
+
+
+def default_name(spec: StudySpec) -> str:
+    """``{model}-{regime}-{size}-{profile}``; ``{model}-strong-…`` for a study on the strong recipe."""
+    return f"{spec.model}{'-strong' if spec.recipe == 'strong' else ''}-{spec.regime}-{spec.size}-{spec.profile}"
+
+
+def stored_spec(text: str) -> StudySpec:
+    """The spec a study stored (its user attribute ``synthboost.spec``); a field it predates takes ``LEGACY``'s
+    value — what that study actually did — not today's default."""
+    values = json.loads(text)
+    for key, legacy in LEGACY.items():
+        if isinstance(legacy, dict):
+            values[key] = {**legacy, **(values.get(key) or {})}
+        else:
+            values.setdefault(key, legacy)
+    return build(StudySpec, values)
+
+
+def fixed_overrides(spec: StudySpec) -> dict[str, dict[str, Any]]:
+    """Every trial's fixed values by section: the strong recipe's clf.* (``recipe: strong``), then ``fixed``."""
+    out = split_fixed(spec.fixed)
+    if spec.recipe == "strong":
+        strong = classifiers.get(spec.classifier).Config.strong.get(spec.profile, {})
+        out["clf"] = {**strong, **out.get("clf", {})}
+    return out
 
 
 def _check_model(model: str) -> None:
@@ -192,9 +252,10 @@ def prepare(spec: StudySpec, *, name: str, storage_url: str, experiment: str, tr
         study = queue.create_study(name, storage_url, direction="maximize")
         old = study.user_attrs.get("synthboost.spec")
         new = spec_json(spec)
-        if old is not None:  # a study stored before a field existed has that field's default
-            old = spec_json(build(StudySpec, json.loads(old)))
-        if old is not None and {**json.loads(old), "n_trials": 0} != {**json.loads(new), "n_trials": 0}:
+        if old is not None:  # a study stored before a field existed: what it did (LEGACY)
+            old = spec_json(stored_spec(old))
+        budget = {"n_trials": 0, "max_trials": 0}  # the budget may grow on resume; nothing else may change
+        if old is not None and {**json.loads(old), **budget} != {**json.loads(new), **budget}:
             raise UserError(f"study {name!r} exists with a different spec; choose another --name to start afresh")
         study.set_user_attr("synthboost.spec", new)  # a higher n_trials on resume raises the budget
         study.set_metric_names([spec.objective])
@@ -204,9 +265,9 @@ def prepare(spec: StudySpec, *, name: str, storage_url: str, experiment: str, tr
                   "classifier": spec.classifier})
     if created:
         flat = {f"study.{k}": (json.dumps(v) if isinstance(v, (dict, list)) else v)
-                for k, v in json.loads(new).items() if k != "n_trials"}  # n_trials may grow on resume: a tag
+                for k, v in json.loads(new).items() if k not in budget}  # the budget may grow on resume: a tag
         tracker.attach(parent).log_params(flat)
-    tracker.attach(parent).set_tags({"study.n_trials": spec.n_trials})
+    tracker.attach(parent).set_tags({"study.n_trials": spec.n_trials, "study.max_trials": trial_limit(spec)})
     return study
 
 
@@ -241,10 +302,10 @@ def objective(trial, spec: StudySpec, *, study_name: str, tracker, parent: str, 
     from . import pipeline
 
     overrides = suggest(trial, resolve_space(spec))
-    for section, kv in split_fixed(spec.fixed).items():
+    for section, kv in fixed_overrides(spec).items():
         overrides[section] = kv | overrides.get(section, {})  # a suggested value wins over a fixed one
     values: list[float] = []
-    k = spec.selection.kfold
+    k = spec.selection.folds(spec.regime)
     runs = [(seed, fold) for seed in spec.seeds for fold in ([None] if k is None else range(k))]
     for i, (seed, fold) in enumerate(runs):
         data = overrides.get("data", {}) | ({} if fold is None else {"kfold": k, "fold": fold})
@@ -276,13 +337,15 @@ def work(name: str, storage_url: str, *, worker_index: int = 0, progress: bool =
     from .tracking import Tracker
 
     study = queue.load_study(name, storage_url)
-    spec = build(StudySpec, json.loads(study.user_attrs["synthboost.spec"]))
+    spec = stored_spec(study.user_attrs["synthboost.spec"])
     study.sampler = make_sampler(spec, worker_index)
     study.pruner = _pruner(spec)
     tracker = Tracker()
     parent = queue.parent_run_id(study)
     ran = 0
-    for trial in queue.next_trials(study, storage_url, tracker, budget=spec.n_trials):
+    complete = spec.counts == "complete"
+    for trial in queue.next_trials(study, storage_url, tracker, budget=spec.n_trials, complete=complete,
+                                   limit=trial_limit(spec) if complete else None):
         ran += 1
         _run_trial(study, trial, spec, tracker=tracker, parent=parent, progress=progress, use_cache=use_cache)
     return ran
