@@ -85,3 +85,19 @@ def test_run_grid_leaves_one_archive_that_imports_into_a_fresh_store(checkout, t
     home = Tracker(f"sqlite:///{tmp_path / 'home.db'}")
     runs = home.client.search_runs([home.experiment_id("offline")], "attributes.status = 'FINISHED'")
     assert sorted(r.data.tags.get("model", "") for r in runs) == ["", "none", "vae"]  # the grid's parent and cells
+
+    # a second sitting through tools/verdict-slice: the ledger that travelled is imported, its cells are skipped,
+    # and the whole experiment comes back again in one archive
+    ledger = checkout / "tracking" / "ledger"
+    ledger.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extract("ledger/offline.jsonl.gz", checkout / "tracking")
+    (checkout / "tools").mkdir()
+    shutil.copy(ROOT / "tools" / "verdict-slice", checkout / "tools" / "verdict-slice")
+    again = subprocess.run(["bash", "tools/verdict-slice", "400", "1", str(tmp_path / "out2")], cwd=checkout,
+                           env=host_env(tmp_path, SYNTHBOOST_WORK=str(tmp_path / "work2"), VERDICT_GRID="grid.yaml",
+                                        VERDICT_EXPERIMENT="offline"), capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 cells run now" in again.stdout and "--time-limit" not in again.stderr, again.stdout
+    with tarfile.open(tmp_path / "out2" / "ledger.tar.gz") as tar:
+        assert tar.getnames() == ["ledger", "ledger/offline.jsonl.gz"]
