@@ -574,7 +574,7 @@ def server_start(
     pg_port: Annotated[int | None, typer.Option("--pg-port", help="PostgreSQL port (default 5433, or the last "
                                                                     "one used).")] = None,
     host: Annotated[str | None, typer.Option(help="The MLflow server's listening address (default 127.0.0.1, or "
-                                                  "the last one used); beyond loopback its login is always on.")] = None,
+                                                  "the last one used); beyond loopback its login is on.")] = None,
     auth: Annotated[bool | None, typer.Option("--auth/--no-auth", help="MLflow's basic authentication (default: "
                                                                        "on beyond loopback).")] = None,
 ) -> None:

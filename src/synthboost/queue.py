@@ -171,8 +171,9 @@ def run_workers(command: str, n: int, *, name: str, storage_url: str,
     """Start ``n`` processes ``python -m synthboost <command> --name N <args(i)>`` and wait for them.
 
     The storage URL (a database's holds its password) reaches them in ``SYNTHBOOST_OPTUNA_STORAGE``, never on the
-    command line, which every local user can read in ``ps``.  ``while_waiting`` is called every ``every`` seconds until the last one exits (e.g. to move a progress bar).
-    Returns their exit codes.
+    command line, which every local user can read in ``ps``.  ``while_waiting`` is called every ``every`` seconds
+    until the last one exits (e.g. to move a progress bar).  Returns their exit codes; a worker that gave up on a
+    store (``outage.OUTAGE_EXIT``) raises ``StoreOutage`` here too.
     """
     env = os.environ | {"SYNTHBOOST_OPTUNA_STORAGE": storage_url}
     procs = [subprocess.Popen([sys.executable, "-m", "synthboost", command, "--name", name, *args(i)], env=env)

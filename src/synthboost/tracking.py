@@ -285,10 +285,11 @@ class _PatientClient:
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
+        answers = self._answers if name.startswith("log_") else None  # uploads only: a download is not a write
 
         @functools.wraps(attr)
         def call(*args, **kwargs):
-            return outage.patient(lambda: attr(*args, **kwargs), what=self._what, answers=self._answers)
+            return outage.patient(lambda: attr(*args, **kwargs), what=self._what, answers=answers)
 
         return call
 
