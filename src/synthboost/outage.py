@@ -93,9 +93,12 @@ def patient(call: Callable[[], T], *, what: str,
             continue
         now = time.monotonic()
         with _lock:
-            began = _down_since.pop(what, None)
+            # only a call that itself failed and now succeeds says the store is back: another thread's call that
+            # never needed it (a cached or local look-up) proves nothing
+            began = _down_since.pop(what, None) if start is not None else None
             last = _answered.get(what)
-            _answered[what] = now
+            if start is not None or what not in _down_since:
+                _answered[what] = now
         if began is not None:
             # the outage began somewhere between the last answer and the first failed call: say both
             since = f"; its last answer was {now - last:.0f} s ago" if last is not None else ""
