@@ -90,9 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print(f"error: no records under {RECORDS}; run without --no-run", file=sys.stderr)
         return 1
-    if summary is None:  # only re-rendering: keep the last run's summary line
-        block = README.read_text().split(START, 1)[-1].split(END, 1)[0]
-        summary = next((ln for ln in block.splitlines() if ln.startswith("Generated ")), None)
+    if summary is None:  # only re-rendering: say what the records hold (they may come from several runs)
+        outcomes: dict[str, int] = {}
+        for r in records:
+            outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+        day = datetime.date.fromtimestamp(max(r["finished_at"] for r in records)).isoformat()
+        summary = (f"Rendered {day} by `fault_table.py --no-run` from each test's last record: "
+                   + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
+                   + f"; {sum(r.get('seconds') or 0 for r in records) / 60:.1f} min of test time in all (2 shared "
+                     "cores, other work running beside).")
     rewrite_readme(render(records, summary))
     print(f"{README}: {len(records)} rows")
     return code

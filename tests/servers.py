@@ -38,11 +38,13 @@ class Server:
         self.env: dict[str, str] = {}
         self.out = ""
 
-    def start(self):
-        r = cli("server", "start", "--dir", str(self.dir), "--port", str(self.port), "--pg-port", str(self.pg_port))
+    def start(self, *more: str):
+        r = cli("server", "start", "--dir", str(self.dir), "--port", str(self.port), "--pg-port", str(self.pg_port),
+                *more)
         assert r.returncode == 0, r.stdout + r.stderr
         self.env = dict(line.split("=", 1) for line in r.stdout.splitlines() if line.split("=")[0] in
-                        ("MLFLOW_TRACKING_URI", "SYNTHBOOST_OPTUNA_STORAGE"))
+                        ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                         "SYNTHBOOST_OPTUNA_STORAGE"))
         self.out = r.stdout
         return r
 

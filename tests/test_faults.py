@@ -10,6 +10,7 @@ file and renders those into the table in tests/README.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -27,7 +28,7 @@ from synthboost import queue
 from synthboost.tracking import Tracker
 
 from conftest import unavailable
-from servers import worker_env
+from servers import cli, worker_env
 from smoke_configs import smoke_study
 
 pytestmark = pytest.mark.slow
@@ -281,8 +282,9 @@ def test_a_damaged_checkpoint_is_never_taken_as_a_cached_generator(tmp_path, cap
 # ---------------------------------------------------------------- Ctrl-C
 def test_ctrl_c_ends_the_run_killed_fails_the_trial_and_says_how_to_resume(procs, tmp_path, record):
     record.fault("Ctrl-C (SIGINT) during classifier training", store="embedded",
-                 checked="exit 130 without finishing the trial, one line `interrupted … re-run the same command to resume`; the run "
-                         "KILLED, the trial FAIL, its retry WAITING")
+                 checked="exit 130 without finishing the trial, one line `interrupted … re-run the same command to "
+                         "resume`; the run and the study's parent KILLED (none RUNNING), the trial FAIL, its retry "
+                         "WAITING; the same command then finishes (`1 retried`), the parent reopened and FINISHED")
     home = tmp_path / "clone"
     study_file = write_study(home, 1, latent=8)
     errfile = tmp_path / "stderr"
@@ -317,6 +319,14 @@ def test_ctrl_c_ends_the_run_killed_fails_the_trial_and_says_how_to_resume(procs
     assert failed.user_attrs["fail_reason"] == "interrupted (SIGINT)"
     run = embedded_tracker(home).client.get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED" and run.data.tags["error"] == "interrupted"
+    # nothing left RUNNING: the study's parent run ends KILLED too (issue 36), and the resume reopens it
+    assert status_counts(all_runs(embedded_tracker(home))) == {"KILLED": 2}
+    code, out, err = procs.run(["study", "--model", "vae", "--config", str(study_file), "--name", "c"],
+                               env=embedded_env(home), cwd=home)
+    assert code == 0 and "study c: 1 complete, 0 pruned, 0 failed (1 retried" in out, out + err[-3000:]
+    record.count("after", "after the exit, then the resume", runs=all_runs(embedded_tracker(home)),
+                 trials=journal_study(home, "c").get_trials())
+    assert status_counts(all_runs(embedded_tracker(home))) == {"KILLED": 1, "FINISHED": 2}  # parent reopened
 
 
 # ---------------------------------------------------------------- a full disk
@@ -331,13 +341,14 @@ DISK_FULL_ARGS = ["run", "--model", "vae", "--profile", "smoke", "--size", "300"
                   "--set", "clf.epochs=1"]  # gen.hidden 128: a 6.7 MB checkpoint
 
 
-def _assert_disk_full_then_resumes(procs, home: Path, record, *, first_run: dict, strerror: str, make_room) -> None:
-    """The first run fails writing its checkpoint: exit 1, one line; the store reads back (one FAILED run with the
-    reason, no cached generator); after ``make_room()`` the same command succeeds."""
+def _assert_disk_full_then_resumes(procs, home: Path, record, *, first_run: dict, strerror: str, make_room,
+                                   what: str = "generator checkpoint") -> None:
+    """The first run fails writing its checkpoint (or ``what``): exit 1, one line; the store reads back (one FAILED
+    run with the reason, no cached generator); after ``make_room()`` the same command succeeds."""
     code, out, err = procs.run(DISK_FULL_ARGS, env=embedded_env(home), cwd=home, **first_run)
     assert code == 1, err[-3000:]
     line = one_line_error(err)
-    assert line.startswith("error: no space left writing the generator checkpoint") and "re-run" in line, line
+    assert line.startswith(f"error: no space left writing the {what}") and "re-run" in line, line
     assert f"MB): {strerror}; free some space" in line, line  # the real errno, not a guess
 
     tracker = embedded_tracker(home)  # readable: the failed run is there, FAILED, with the reason
@@ -433,8 +444,9 @@ def _server_trials(server, name: str) -> list:
 
 def test_server_stopped_mid_study_and_back_within_the_bound_nothing_is_lost(server, procs, tmp_path, record):
     record.fault("MLflow server and PostgreSQL stopped mid-study, back after ~8 s", store="server",
-                 checked="stderr says `unreachable … waiting for it with backoff` then `is back after N s`; the study"
-                         " ends `2 complete, 0 pruned, 0 failed`, every run FINISHED, no retry")
+                 checked="stderr says `unreachable … waiting for it with backoff` then `is back after N s … "
+                         "its last answer was M s ago` (M ≥ the 8 s stop); the study ends `2 complete, 0 pruned, 0 "
+                         "failed`, every run FINISHED, no retry")
     home = tmp_path / "machine"
     study_file = write_study(home, 2, latent=12)
     env = worker_env(server, home) | {"SYNTHBOOST_OUTAGE_SECONDS": "300"}
@@ -452,6 +464,10 @@ def test_server_stopped_mid_study_and_back_within_the_bound_nothing_is_lost(serv
     err = errfile.read_text()
     assert p.returncode == 0, err[-3000:]
     assert "unreachable" in err and "waiting for it with backoff" in err and "is back after" in err, err[-3000:]
+    # the outage as long as it was: the last answer before it is named (issue 36: "back after 2 s" for an 8 s stop)
+    ago = [int(line.rsplit("last answer was ", 1)[1].split()[0]) for line in err.splitlines()
+           if "is back after" in line and "last answer was" in line]
+    assert ago and max(ago) >= 8, err[-3000:]
     assert "study outage: 2 complete, 0 pruned, 0 failed" in out, out + err[-2000:]
     st = optuna.load_study(study_name="outage", storage=server.storage)
     assert sorted(t.state.name for t in st.get_trials()) == ["COMPLETE"] * 2  # nothing lost, nothing retried
@@ -530,3 +546,304 @@ def test_a_server_mode_worker_killed_while_training_resumes_and_completes_each_t
     record.count("after", "after the resume", runs=runs, trials=trials)
     assert status_counts(runs) == {"FINISHED": 2, "FAILED": 1}  # parent + the retry; the killed run closed
     assert len(trained_runs(runs)) == 1  # trained once, by the retry
+
+
+# ---------------------------------------------------------------- issue 36: nothing lost, no open door
+def test_a_full_disk_at_the_logged_model_step_is_one_line_and_the_run_closed_failed(small_tmpfs, procs, tmp_path,
+                                                                                   record):
+    """The checkpoint (6.7 MB) fits on a 10 MB artifact disk, the MLflow model's copy of it does not: as for the
+    checkpoint, one line, the run FAILED, never a cached generator; after room the same command succeeds."""
+    record.fault("a full disk at the logged-model step: the artifact folder on a 10 MB tmpfs, the checkpoint fits, "
+                 "the MLflow model's copy does not (ENOSPC)", store="embedded",
+                 checked="exit 1, one line `error: no space left writing the generator model … No space left on "
+                         "device`; one FAILED run, no cached generator; after the tmpfs is grown the same command "
+                         "succeeds")
+    subprocess.run(["mount", "-o", "remount,size=10m", str(small_tmpfs)], check=True)
+    home = tmp_path / "clone"
+    (home / "tracking").mkdir(parents=True)
+    (home / "tracking" / "artifacts").symlink_to(small_tmpfs)
+
+    def make_room():
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
+
+    _assert_disk_full_then_resumes(procs, home, record, first_run={}, strerror="No space left on device",
+                                   make_room=make_room, what="generator model")
+
+
+def test_a_recovery_cut_short_by_the_store_is_finished_by_the_next_start(procs, tmp_path, record):
+    """The store goes away while a dead worker's trial is being recovered, between failing the trial and closing
+    its run (the outage of issue 36): the next start closes the run and retries the trial, nothing is lost."""
+    from synthboost.errors import StoreOutage
+
+    record.fault("the store gone in the middle of recovering a dead worker's trial (FAIL set, run not closed, no "
+                 "retry queued)", store="embedded",
+                 checked="the same command then finishes: `1 complete, 0 pruned, 0 failed (1 retried`; the dead run "
+                         "FAILED, none RUNNING")
+    home = tmp_path / "clone"
+    study_file = write_study(home, 1, latent=15)
+    args = ["study", "--model", "vae", "--config", str(study_file), "--name", "cut"]
+    code, out, err = procs.run(args, env=embedded_env(home, SYNTHBOOST_FAULT="generator-training:SIGKILL"), cwd=home)
+    assert code == -signal.SIGKILL, err[-3000:]
+
+    class StoreGoneAtClose:  # the real tracker, but the store drops as the recovery closes the run
+        def __init__(self, tracker):
+            self.tracker = tracker
+
+        def run_status(self, run_id):
+            return self.tracker.run_status(run_id)
+
+        def close_run(self, *a, **kw):
+            raise StoreOutage("MLflow tracking store unreachable for 30 s (test)")
+
+    study = journal_study(home, "cut")
+    with pytest.raises(StoreOutage):
+        queue.recover_stale_trials(study, StoreGoneAtClose(embedded_tracker(home)))
+    trials = journal_study(home, "cut").get_trials()
+    assert [t.state.name for t in trials] == ["FAIL"]  # what the cut-short recovery left: FAIL, no retry ...
+    runs = all_runs(embedded_tracker(home))
+    assert status_counts(runs) == {"RUNNING": 2}  # ... and its run (and the parent) RUNNING
+    record.count("before", "after the cut-short recovery", runs=runs, trials=trials)
+
+    code, out, err = procs.run(args, env=embedded_env(home), cwd=home)
+    assert code == 0, err[-3000:]
+    assert "study cut: 1 complete, 0 pruned, 0 failed (1 retried" in out, out
+    trials = journal_study(home, "cut").get_trials()
+    runs = all_runs(embedded_tracker(home))
+    record.count("after", "after the resume", runs=runs, trials=trials)
+    assert status_counts(runs) == {"FINISHED": 2, "FAILED": 1}
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL"]
+
+
+def _cmdlines() -> dict[int, str]:
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                out[int(proc.name)] = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                pass
+    return out
+
+
+def test_no_password_on_any_command_line_and_server_json_private_from_its_first_byte(server, procs, tmp_path,
+                                                                                      record, monkeypatch):
+    """`study --workers 2` on the server's PostgreSQL: the workers get the storage URL (and its password) by
+    environment, not argv (`ps` shows argv to every local user); server.json is 0600 without a chmod after."""
+    from synthboost import server as server_mod
+
+    record.fault("`ps` read while `study --workers 2` runs on the server's PostgreSQL", store="server",
+                 checked="no process's command line holds the database password (the workers get it by environment)"
+                         " and they do run trials; server.json and the initdb password file are written 0600 from "
+                         "the first byte (no chmod after)")
+    password = server.storage.split(":")[2].split("@")[0]
+    home = tmp_path / "machine"
+    study_file = write_study(home, 2, latent=16)
+    p = procs.start(["study", "--model", "vae", "--config", str(study_file), "--name", "argv", "--workers", "2",
+                     "--experiment", "faults-argv"], env=worker_env(server, home), cwd=home,
+                    stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(lambda: _trials_in(server, "argv", "RUNNING") >= 1, timeout=300, what="a worker's trial", proc=p)
+        lines = _cmdlines()
+        workers = [c for c in lines.values() if "study-worker" in c and "--name argv" in c]  # others may run too
+        record.count("before", "while the workers run", runs=_server_runs(server, "faults-argv"),
+                     trials=_server_trials(server, "argv"))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+    assert len(workers) == 2, workers
+    assert not [c for c in lines.values() if password in c], "the password is on a command line"
+
+    # server.json: never a moment readable by others, whatever the umask (no chmod after the write)
+    folder = tmp_path / "state"
+    folder.mkdir()
+    monkeypatch.setattr(server_mod.os, "chmod", lambda *a, **k: None)
+    old = os.umask(0o022)
+    try:
+        server_mod._save(folder, server_mod.State(port=1, pg_port=2, password="secret"))
+    finally:
+        os.umask(old)
+    assert (folder / "server.json").stat().st_mode & 0o777 == 0o600
+    record.count("after", "after the workers were ended", runs=_server_runs(server, "faults-argv"),
+                 trials=_server_trials(server, "argv"))
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_crashed_mlflow_server_is_seen_and_stopped_whole_and_start_checks_ports_first(server, record):
+    """SIGKILL of the MLflow server's main process leaves its uvicorn workers serving the port: `status` names
+    them, `stop` ends them (port closed); a port held by another program stops `start` before PostgreSQL."""
+    import socket
+
+    from synthboost import server as server_mod
+
+    record.fault("SIGKILL of the MLflow server's main process (its uvicorn workers live on), then its port held by "
+                 "another program", store="server",
+                 checked="`server status` says `crashed … are left`, `server stop` ends them and the port closes; "
+                         "with the port held, `server start` exits 2 `port … is in use` and PostgreSQL stays stopped")
+    state = server_mod.status(server.dir).state
+    os.kill(state.mlflow_pid, signal.SIGKILL)
+    time.sleep(2)
+    assert _port_open(server.port)  # what a crash leaves: the port still served
+    st = cli("server", "status", "--dir", str(server.dir))
+    assert "crashed" in st.stdout and "are left" in st.stdout, st.stdout
+    r = server.stop()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not _port_open(server.port), "the crashed server's workers still serve its port"
+    assert server.leftovers() == []
+
+    with socket.socket() as holder:  # another program on the MLflow port
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the ended server's connections in TIME_WAIT
+        holder.bind(("127.0.0.1", server.port))
+        holder.listen()
+        r = cli("server", "start", "--dir", str(server.dir))
+        assert r.returncode == 2 and f"port {server.port} on 127.0.0.1 is in use" in r.stderr, r.stdout + r.stderr
+        st = cli("server", "status", "--dir", str(server.dir))
+        assert st.stdout.count("stopped") == 2, st.stdout  # PostgreSQL was not started either
+    server.start()
+    record.count("after", "after the stop and a new start", runs=[])
+
+
+@pytest.fixture(scope="module")
+def locked_server():
+    """A second server, started with `--auth` (as beyond loopback, but bound to 127.0.0.1) and its artifact folder
+    on a 1 MB tmpfs (root only); stopped, unmounted and removed at the end."""
+    import tempfile
+
+    from servers import HAVE_POSTGRES, Server, free_port
+
+    if not HAVE_POSTGRES:
+        unavailable("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        unavailable("mounting a tmpfs needs root and mount(8)")
+    folder = Path(tempfile.mkdtemp(prefix="synthboost-locked-"))
+    (folder / "artifacts").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(folder / "artifacts")],
+                   check=True)
+    srv = Server(folder, free_port(), free_port())
+    try:
+        srv.start("--auth")
+        yield srv
+    finally:
+        srv.stop()
+        for line in srv.leftovers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+        if subprocess.run(["umount", str(folder / "artifacts")], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(folder / "artifacts")])
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_full_artifact_disk_on_the_server_is_one_line_not_an_outage(locked_server, procs, tmp_path, record,
+                                                                      monkeypatch):
+    """The server answers, but cannot store the 6.7 MB checkpoint on its 1 MB artifact disk: no backoff, no
+    "unreachable", one line naming the server's artifact store; the run FAILED."""
+    record.fault("the tracking server's artifact folder on a 1 MB tmpfs (the upload fails on its side)",
+                 store="server (with login)",
+                 checked="exit 1 well within SYNTHBOOST_OUTAGE_SECONDS=120, one line `no space left on the tracking "
+                         "server's artifact store`, never `unreachable`; the run FAILED, none RUNNING")
+    home = tmp_path / "machine"
+    home.mkdir()
+    env = worker_env(locked_server, home) | {"SYNTHBOOST_OUTAGE_SECONDS": "120"}
+    record.count("before", "a new experiment", runs=[])
+    t0 = time.monotonic()
+    code, out, err = procs.run(DISK_FULL_ARGS + ["--experiment", "faults-full-server"], env=env, cwd=home)
+    seconds = time.monotonic() - t0
+    assert code == 1, err[-3000:]
+    line = one_line_error(err)
+    assert "no space left on the tracking server's artifact store" in line, line
+    assert "unreachable" not in err and seconds < 120, (seconds, err[-3000:])
+    for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):  # this process reads it with the login
+        monkeypatch.setenv(k, locked_server.env[k])
+    runs = _server_runs(locked_server, "faults-full-server")
+    record.count("after", "after the failed run", runs=runs)
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_the_mlflow_server_with_auth_refuses_strangers_and_keeps_its_files_private(locked_server, tmp_path, record):
+    """`server start --auth` (always on beyond loopback): no login, no data; the workers' login from the 0600
+    server.json works; the artifacts folder 0700, the log 0600; a wrong login is one line, exit 2."""
+    import urllib.error
+    import urllib.request
+
+    from synthboost import server as server_mod
+
+    record.fault("requests to a server started with `--auth` without, with a wrong and with the printed login",
+                 store="server (with login)",
+                 checked="HTTP 401 without a login; the printed login reads; `ledger export` with a wrong password "
+                         "exits 2 in one line; artifacts 0700, mlflow.log and server.json 0600; `--host 0.0.0.0 "
+                         "--no-auth` refused before anything starts")
+    env = locked_server.env
+    assert env.get("MLFLOW_TRACKING_USERNAME") and env.get("MLFLOW_TRACKING_PASSWORD"), locked_server.out
+    search = locked_server.tracking_uri + "/api/2.0/mlflow/experiments/search?max_results=1"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(search, timeout=10)
+    assert refused.value.code == 401
+    import base64
+
+    req = urllib.request.Request(search, headers={"Authorization": "Basic " + base64.b64encode(
+        f"{env['MLFLOW_TRACKING_USERNAME']}:{env['MLFLOW_TRACKING_PASSWORD']}".encode()).decode()})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    home = tmp_path / "machine"
+    home.mkdir()
+    r = cli("ledger", "export", "--dir", str(tmp_path / "ledger"), cwd=home,
+            env=worker_env(locked_server, home) | {"MLFLOW_TRACKING_PASSWORD": "wrong-password-123"})
+    assert r.returncode == 2, r.stderr[-3000:]
+    line = one_line_error(r.stderr)
+    assert "needs a login" in line and "wrong-password" not in line, line
+    folder = locked_server.dir
+    assert (folder / "artifacts").stat().st_mode & 0o777 == 0o700
+    for name in ("mlflow.log", "server.json", "basic_auth.ini"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o600, name
+    assert env["MLFLOW_TRACKING_PASSWORD"] in (folder / "server.json").read_text()
+    # beyond loopback the login cannot be turned off (checked before anything binds)
+    with pytest.raises(server_mod.UserError, match="beyond loopback"):
+        server_mod.start(tmp_path / "never", host="0.0.0.0", auth=False)
+    assert not (tmp_path / "never").exists()
+    assert server_mod.wants_auth("0.0.0.0", None) and not server_mod.wants_auth("127.0.0.1", None)
+    record.count("after", "after the requests", runs=[])
+
+
+def test_workers_giving_up_on_an_outage_end_the_study_command_within_the_bound(server, procs, tmp_path, record):
+    """`study --workers 2` with the server gone longer than the bound: the workers give up after it, and the
+    command stops with them instead of waiting the bound a second time."""
+    record.fault("MLflow server and PostgreSQL stopped for good under `study --workers 2`, "
+                 "SYNTHBOOST_OUTAGE_SECONDS=30", store="server",
+                 checked="exit 1, last line `the workers gave up … re-run the same command to resume`, within 15 s "
+                         "of the last worker's exit (the bound waited once, by the workers, not again)")
+    home = tmp_path / "machine"
+    study_file = write_study(home, 2, latent=17)
+    env = worker_env(server, home) | {"SYNTHBOOST_OUTAGE_SECONDS": "30"}
+    errfile = tmp_path / "stderr"
+    try:
+        with open(errfile, "w") as fh:
+            p = procs.start(["study", "--model", "vae", "--config", str(study_file), "--name", "twice",
+                             "--workers", "2", "--experiment", "faults-twice"], env=env, cwd=home, stderr=fh)
+            _wait_for(lambda: _trials_in(server, "twice", "RUNNING") >= 1, timeout=300, what="a trial", proc=p)
+            record.count("before", "just before the stop", runs=_server_runs(server, "faults-twice"),
+                         trials=_server_trials(server, "twice"))
+            assert server.stop().returncode == 0
+            # when the last worker has given up (waited the bound), the command must not wait it again itself
+            deadline = time.monotonic() + 900  # a loaded machine: the workers notice at their next store call
+            while any("study-worker" in c and "twice" in c for c in _cmdlines().values()):
+                assert time.monotonic() < deadline, "the workers did not give up"
+                time.sleep(0.5)
+            workers_gone = time.monotonic()
+            p.wait(timeout=600)
+            seconds = time.monotonic() - workers_gone
+    finally:
+        server.start()
+    err = errfile.read_text()
+    assert p.returncode == 1, err[-3000:]
+    line = one_line_error(err)
+    assert "the workers gave up" in line and "re-run the same command to resume" in line, line
+    assert seconds < 15, seconds  # at once, not after the bound (30 s) a second time
+    record.count("after", "server back", runs=_server_runs(server, "faults-twice"),
+                 trials=_server_trials(server, "twice"))

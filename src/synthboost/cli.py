@@ -5,6 +5,7 @@ Exit codes: 0 done, 2 the user's input is wrong (one line on stderr says what to
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -271,17 +272,37 @@ def agreement(
     typer.echo(selection.study_agreement(name, url, tracker=tracking.Tracker(), first=first).text())
 
 
+@contextlib.contextmanager
+def _outage_exit():
+    """A worker that gave up on a store exits with its own code, so the command that started it stops as well."""
+    from .errors import StoreOutage
+    from .outage import OUTAGE_EXIT
+
+    try:
+        yield
+    except StoreOutage as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(OUTAGE_EXIT) from None
+
+
+# a database URL holds its password: `study --workers N` hands it over in SYNTHBOOST_OPTUNA_STORAGE, not argv
+WorkerStorage = Annotated[str | None, typer.Option(help="Optuna storage URL or journal path (default: "
+                                                        "SYNTHBOOST_OPTUNA_STORAGE, else the project's).")]
+
+
 @app.command("study-worker", hidden=True)
 @guarded
 def study_worker(
     name: Annotated[str, typer.Option(help="Study name.")],
-    storage: Annotated[str, typer.Option(help="Optuna storage URL or journal path.")],
+    storage: WorkerStorage = None,
     worker_index: Annotated[int, typer.Option(help="Distinct per worker (seeds its sampler).")] = 0,
 ) -> None:
     """Pull trials of an existing study until its budget is met (any machine that reaches both stores)."""
+    from . import queue
     from . import study as study_mod
 
-    study_mod.work(name, storage, worker_index=worker_index)
+    with _outage_exit():
+        study_mod.work(name, storage or queue.default_storage(), worker_index=worker_index)
 
 
 @app.command()
@@ -396,15 +417,17 @@ def grid(
 @guarded
 def grid_worker(
     name: Annotated[str, typer.Option(help="The grid's Optuna study name (grid-<experiment>).")],
-    storage: Annotated[str, typer.Option(help="Optuna storage URL or journal path.")],
     experiment: Annotated[str, typer.Option(help="The grid's MLflow experiment.")],
+    storage: WorkerStorage = None,
     deadline: Annotated[float | None, typer.Option(help="time.time() after which no unit starts and the running "
                                                         "one is cut (grid --time-limit).")] = None,
 ) -> None:
     """Pull grid units until the queue is empty (any machine that reaches both stores)."""
     from . import grid as grid_mod
+    from . import queue
 
-    grid_mod.work(name, storage, experiment=experiment, deadline=deadline)
+    with _outage_exit():
+        grid_mod.work(name, storage or queue.default_storage(), experiment=experiment, deadline=deadline)
 
 
 @app.command()
@@ -535,8 +558,9 @@ def ledger_export(
     from . import ledger, tracking
 
     dst = Path(dir_) if dir_ else ledger.default_dir()
-    summary = ledger.export(tracking.Tracker(), experiments=experiment, dst=dst, checkpoints=checkpoints,
-                            journal=ledger.default_journal() if journal else None)
+    with tracking.store_refusals("ledger export"):
+        summary = ledger.export(tracking.Tracker(), experiments=experiment, dst=dst, checkpoints=checkpoints,
+                                journal=ledger.default_journal() if journal else None)
     typer.echo(f"{dst}: {summary.line('written')}")
 
 
@@ -572,17 +596,24 @@ def server_start(
     port: Annotated[int | None, typer.Option(help="MLflow server port (default 5000, or the last one used).")] = None,
     pg_port: Annotated[int | None, typer.Option("--pg-port", help="PostgreSQL port (default 5433, or the last "
                                                                     "one used).")] = None,
+    host: Annotated[str | None, typer.Option(help="The MLflow server's listening address (default 127.0.0.1, or "
+                                                  "the last one used); beyond loopback its login is on.")] = None,
+    auth: Annotated[bool | None, typer.Option("--auth/--no-auth", help="MLflow's basic authentication (default: "
+                                                                       "on beyond loopback).")] = None,
 ) -> None:
-    """Start PostgreSQL and the MLflow server (idempotent) and print the two lines every worker needs."""
+    """Start PostgreSQL and the MLflow server (idempotent) and print the lines every worker needs."""
     from pathlib import Path
 
     from . import server
 
-    state = server.start(Path(dir_) if dir_ else None, port=port, pg_port=pg_port, say=typer.echo)
+    state = server.start(Path(dir_) if dir_ else None, port=port, pg_port=pg_port, host=host, auth=auth,
+                         say=typer.echo)
     for line in server.describe(server.status(Path(dir_) if dir_ else None))[1:3]:
         typer.echo(line)
-    typer.echo("Every worker (any machine that reaches both) needs only these two lines — they hold the password:")
-    for line in server.worker_lines(state):
+    lines = server.worker_lines(state)
+    typer.echo(f"Every worker (any machine that reaches both) needs only these {len(lines)} lines — they hold the "
+               "passwords:")
+    for line in lines:
         typer.echo(line)
 
 

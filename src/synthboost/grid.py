@@ -694,31 +694,35 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
     study, parent = prepare(spec, units, storage_url=storage_url, tracker=tracker)
     name = study.study_name
     remaining = before.cells - before.done
-    with tqdm(total=remaining, desc="cells", disable=None if show_progress else True) as bar:
-        if workers <= 1:
-            work(name, storage_url, experiment=spec.experiment, progress=bar.update, deadline=deadline)
-        else:
-            exp = tracker.experiment_id(spec.experiment)
-            keys = {c["key"] for u in units for c in u["cells"]}
-            seen = before.done
+    try:
+        with tqdm(total=remaining, desc="cells", disable=None if show_progress else True) as bar:
+            if workers <= 1:
+                work(name, storage_url, experiment=spec.experiment, progress=bar.update, deadline=deadline)
+            else:
+                exp = tracker.experiment_id(spec.experiment)
+                keys = {c["key"] for u in units for c in u["cells"]}
+                seen = before.done
 
-            def show_finished() -> None:
-                nonlocal seen
-                now = len(set(_finished_keys(tracker, exp)) & keys)
-                bar.update(max(0, now - seen))
-                seen = max(seen, now)
+                def show_finished() -> None:
+                    nonlocal seen
+                    now = len(set(_finished_keys(tracker, exp)) & keys)
+                    bar.update(max(0, now - seen))
+                    seen = max(seen, now)
 
-            limit = ["--deadline", repr(deadline)] if deadline is not None else []
-            codes = queue.run_workers("grid-worker", workers, name=name, storage_url=storage_url,
-                                      args=lambda i: ["--experiment", spec.experiment, *limit],
-                                      while_waiting=show_finished)
-            if any(codes):
-                print(f"warning: worker exit codes {codes}; re-run to resume", file=sys.stderr)
-        # the same grid started on other machines: wait for their units (and take over any whose worker died) —
-        # not past the time limit, which ends this sitting whatever runs elsewhere
-        if deadline is None or time.time() < deadline:
-            queue.wait_for_others(study, storage_url, tracker, lambda: work(
-                name, storage_url, experiment=spec.experiment, progress=bar.update, deadline=deadline))
+                limit = ["--deadline", repr(deadline)] if deadline is not None else []
+                codes = queue.run_workers("grid-worker", workers, name=name, storage_url=storage_url,
+                                          args=lambda i: ["--experiment", spec.experiment, *limit],
+                                          while_waiting=show_finished)
+                if any(codes):
+                    print(f"warning: worker exit codes {codes}; re-run to resume", file=sys.stderr)
+            # the same grid started on other machines: wait for their units (and take over any whose worker died) —
+            # not past the time limit, which ends this sitting whatever runs elsewhere
+            if deadline is None or time.time() < deadline:
+                queue.wait_for_others(study, storage_url, tracker, lambda: work(
+                    name, storage_url, experiment=spec.experiment, progress=bar.update, deadline=deadline))
+    except KeyboardInterrupt:
+        queue.park_parent(study, tracker)
+        raise
     after = status(spec, units, tracker)
     timed_out = deadline is not None and time.time() >= deadline and after.done < after.cells
     last = superseded(spec, units, tracker, mark=True)  # what a cell could not mark as it finished (see _run_cell)

@@ -32,6 +32,10 @@ _NAMES = ("ConnectionError", "MaxRetryError", "NewConnectionError", "RemoteDisco
           "ConnectionResetError")
 _lock = threading.Lock()
 _down_since: dict[str, float] = {}  # what -> when this process first saw it unreachable
+_answered: dict[str, float] = {}  # what -> when it last answered this process
+#: the exit code of a worker process that gave up on a store (``StoreOutage``): the command that started it then
+#: stops too, instead of waiting the bound a second time
+OUTAGE_EXIT = 75
 
 
 def bound() -> float:
@@ -51,15 +55,27 @@ def unreachable(err: BaseException) -> bool:
     return False
 
 
-def patient(call: Callable[[], T], *, what: str) -> T:
-    """``call()``, retried while ``what`` (e.g. "MLflow tracking server http://…") is unreachable, up to the bound."""
-    delay, start = 1.0, None
+def patient(call: Callable[[], T], *, what: str,
+            answers: Callable[[BaseException], BaseException | None] | None = None) -> T:
+    """``call()``, retried while ``what`` (e.g. "MLflow tracking server http://…") is unreachable, up to the bound.
+
+    ``answers(err)``, asked when a call fails as if the store were unreachable, returns the error to raise when the
+    store in fact answers (a failure on its side, e.g. its disk is full, not an outage); after a second such
+    failure in a row it is raised at once, without the bound's backoff."""
+    delay, start, refused = 1.0, None, 0
     while True:
         try:
             value = call()
         except Exception as err:
             if not unreachable(err):
                 raise
+            failure = answers(err) if answers is not None else None
+            if failure is not None:
+                refused += 1
+                if refused >= 2:
+                    raise failure from None
+                time.sleep(1.0)  # once more: a server restarting right then fails one call, not two
+                continue
             now = time.monotonic()
             with _lock:
                 start = _down_since.setdefault(what, now)
@@ -75,10 +91,17 @@ def patient(call: Callable[[], T], *, what: str) -> T:
             time.sleep(min(delay, max(0.1, bound() - waited)))
             delay = min(2 * delay, MAX_DELAY)
             continue
-        if start is not None or what in _down_since:
-            with _lock:
-                began = _down_since.pop(what, None)
-            if began is not None:
-                print(f"{what} is back after {time.monotonic() - began:.0f} s; carrying on", file=sys.stderr,
-                      flush=True)
+        now = time.monotonic()
+        with _lock:
+            # only a call that itself failed and now succeeds says the store is back: another thread's call that
+            # never needed it (a cached or local look-up) proves nothing
+            began = _down_since.pop(what, None) if start is not None else None
+            last = _answered.get(what)
+            if start is not None or what not in _down_since:
+                _answered[what] = now
+        if began is not None:
+            # the outage began somewhere between the last answer and the first failed call: say both
+            since = f"; its last answer was {now - last:.0f} s ago" if last is not None else ""
+            print(f"{what} is back after {now - began:.0f} s of failed calls{since}; carrying on", file=sys.stderr,
+                  flush=True)
         return value

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import outage
-from .errors import TrackingUnavailable, UserError
+from .errors import StoreOutage, TrackingUnavailable, UserError
 from .tracking import TAG_KIND, check_database, env_run_id, file_lock, redact, tracking_dir
 
 HEARTBEAT_SECONDS = 15.0
@@ -148,6 +148,18 @@ def open_parent_run(study, tracker, *, experiment: str, name: str, kind: str, st
     return parent, False
 
 
+def park_parent(study, tracker) -> None:
+    """After Ctrl-C: end the parent run KILLED unless a trial still runs elsewhere (a resume reopens it), so that
+    no run stays RUNNING with nothing behind it."""
+    from optuna.trial import TrialState
+
+    parent = study.user_attrs.get(PARENT_RUN_ATTR)
+    if parent is None or parent == env_run_id():  # `mlflow run` ends its own run
+        return
+    if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tracker.close_run(parent, "KILLED", error="interrupted; re-run the same command to resume")
+
+
 def parent_run_id(study) -> str:
     return study.user_attrs[PARENT_RUN_ATTR]
 
@@ -156,13 +168,16 @@ def parent_run_id(study) -> str:
 def run_workers(command: str, n: int, *, name: str, storage_url: str,
                 args: Callable[[int], list[str]] = lambda i: [],
                 while_waiting: Callable[[], None] | None = None, every: float = 5.0) -> list[int]:
-    """Start ``n`` processes ``python -m synthboost <command> --name N --storage S <args(i)>`` and wait for them.
+    """Start ``n`` processes ``python -m synthboost <command> --name N <args(i)>`` and wait for them.
 
-    ``while_waiting`` is called every ``every`` seconds until the last one exits (e.g. to move a progress bar).
-    Returns their exit codes.
+    The storage URL (a database's holds its password) reaches them in ``SYNTHBOOST_OPTUNA_STORAGE``, never on the
+    command line, which every local user can read in ``ps``.  ``while_waiting`` is called every ``every`` seconds
+    until the last one exits (e.g. to move a progress bar).  Returns their exit codes; a worker that gave up on a
+    store (``outage.OUTAGE_EXIT``) raises ``StoreOutage`` here too.
     """
-    procs = [subprocess.Popen([sys.executable, "-m", "synthboost", command, "--name", name, "--storage",
-                               storage_url, *args(i)]) for i in range(n)]
+    env = os.environ | {"SYNTHBOOST_OPTUNA_STORAGE": storage_url}
+    procs = [subprocess.Popen([sys.executable, "-m", "synthboost", command, "--name", name, *args(i)], env=env)
+             for i in range(n)]
     try:
         while any(p.poll() is None for p in procs):
             time.sleep(every if while_waiting else 0.5)
@@ -178,7 +193,12 @@ def run_workers(command: str, n: int, *, name: str, storage_url: str,
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=60)
         raise
-    return [p.returncode for p in procs]
+    codes = [p.returncode for p in procs]
+    if outage.OUTAGE_EXIT in codes:  # they waited the bound already: waiting it again here would double it
+        raise StoreOutage(f"the workers gave up: a store stayed unreachable longer than SYNTHBOOST_OUTAGE_SECONDS="
+                          f"{outage.bound():.0f} (see above); start it again, then re-run the same command to resume "
+                          "(finished trials and cells are kept)")
+    return codes
 
 
 def budget_lock(storage_url: str):
@@ -298,7 +318,10 @@ def budget_counts(study) -> dict[str, int]:
 
 # ---------------------------------------------------------------- liveness
 def recover_stale_trials(study, tracker) -> list[int]:
-    """Fail trials whose worker is gone, close their MLflow runs as FAILED, enqueue a retry of each."""
+    """Fail trials whose worker is gone, close their MLflow runs as FAILED, enqueue a retry of each.
+
+    Idempotent: a store that drops between those steps leaves a trial FAIL whose run is open or whose retry is
+    missing, and the next call finishes the job (``_unfinished_recoveries``)."""
     from optuna.trial import TrialState
 
     host, now, failed = socket.gethostname(), time.time(), []
@@ -314,15 +337,64 @@ def recover_stale_trials(study, tracker) -> list[int]:
         if not (dead_here or (now - beat > GRACE_SECONDS and (not native or not worker))):
             continue
         reason = f"worker {worker or '?'} died (no heartbeat since {time.ctime(beat)})"
-        # Optuna has no public call that changes another worker's trial: its storage does it
+        # Optuna has no public call that changes another worker's trial: its storage does it.  The marks go first
+        # (a finished trial takes no attribute), so that a recovery cut short is finished by the next one
         study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+        study._storage.set_trial_user_attr(t._trial_id, RETRY_WANTED, True)
         study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id and tracker.run_status(run_id) == "RUNNING":  # a grid unit's earlier cells may be FINISHED
-            tracker.close_run(run_id, "FAILED", error=reason)
-        _enqueue_retry(study, t)
+        _close_and_retry(study, tracker, t, reason)
         failed.append(t.number)
-    return failed
+    return failed + _unfinished_recoveries(study, tracker)
+
+
+#: a trial's user attribute, set before it is failed: it must be retried (its worker died or was interrupted)
+RETRY_WANTED = "retry_wanted"
+#: (study, trial id) of FAIL trials seen settled: a closed run is never reopened, so they are not looked at again
+_settled: set[tuple[str, int]] = set()
+
+
+def _close_and_retry(study, tracker, t, reason: str) -> None:
+    """Close the trial's run FAILED (when still open), then enqueue its retry: in that order, so that a retry
+    never waits while its dead run still looks alive."""
+    run_id = t.user_attrs.get("mlflow_run_id")
+    if run_id and tracker.run_status(run_id) == "RUNNING":  # a grid unit's earlier cells may be FINISHED
+        tracker.close_run(run_id, "FAILED", error=reason)
+    _enqueue_retry(study, t)
+
+
+def _worker_gone(t) -> bool:
+    """Whether the process that last held a FAIL trial can no longer finish its own recovery: a dead pid on this
+    host, or (elsewhere) a trial failed longer than the grace period ago."""
+    w_host, _, w_pid = t.user_attrs.get("worker", "").partition(":")
+    if w_host == socket.gethostname() and w_pid.isdigit():
+        return not pid_alive(int(w_pid))
+    ended = t.datetime_complete.timestamp() if t.datetime_complete else 0.0
+    return time.time() - ended > GRACE_SECONDS
+
+
+def _unfinished_recoveries(study, tracker) -> list[int]:
+    """FAIL trials without a retry that a recovery (or Ctrl-C) left half done: marked for a retry, or whose run is
+    still RUNNING (Optuna's own stale-trial pass failed it before the store went away).  Finish them."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    done = []
+    for t in trials:
+        key = (study.study_name, t._trial_id)
+        if t.state != TrialState.FAIL or t.number in retried or key in _settled:
+            continue
+        run_id = t.user_attrs.get("mlflow_run_id")
+        open_run = bool(run_id) and tracker.run_status(run_id) == "RUNNING"
+        if not (t.user_attrs.get(RETRY_WANTED) or open_run):
+            _settled.add(key)  # a trial that failed for its own reason, its run closed: nothing to finish
+            continue
+        if not _worker_gone(t):  # e.g. an interrupted worker between its FAIL and its own enqueue
+            continue
+        _close_and_retry(study, tracker, t, t.user_attrs.get("fail_reason") or "its worker stopped; retried")
+        _settled.add(key)
+        done.append(t.number)
+    return done
 
 
 def interrupted(study, trial, *, reason: str = "interrupted (SIGINT)") -> None:
@@ -331,6 +403,7 @@ def interrupted(study, trial, *, reason: str = "interrupted (SIGINT)") -> None:
     from optuna.trial import TrialState
 
     trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr(RETRY_WANTED, True)  # a resume retries it even if the store drops before the enqueue
     study.tell(trial, state=TrialState.FAIL)
     _enqueue_retry(study, trial)
 
@@ -356,15 +429,20 @@ def _native_heartbeat(storage) -> bool:
 
 
 class _StaleRetry:
-    """RDBStorage's ``heartbeat_stale_trial_callback``: retry the trial with its payload (Optuna's own
-    ``RetryHeartbeatStaleTrialCallback`` would copy every user attribute, the dead run's id among them); the
-    trials it saw wait in ``seen`` for their MLflow runs to be closed."""
+    """RDBStorage's ``heartbeat_stale_trial_callback``: close the trial's run, then retry the trial with its payload
+    (Optuna's own ``RetryHeartbeatStaleTrialCallback`` would copy every user attribute, the dead run's id among
+    them); ``tracker`` is set by the recovery that calls ``fail_stale_trials``, ``seen`` collects the trials."""
 
     def __init__(self):
         self.seen: list[Any] = []
+        self.tracker = None
 
     def __call__(self, study, trial) -> None:
-        _enqueue_retry(study, trial)
+        reason = f"worker {trial.user_attrs.get('worker', '?')} stopped beating for {GRACE_SECONDS:.0f} s; retried"
+        if self.tracker is not None:
+            _close_and_retry(study, self.tracker, trial, reason)
+        else:
+            _enqueue_retry(study, trial)
         self.seen.append(trial)
 
 
@@ -372,17 +450,14 @@ def _recover_native(study, tracker) -> list[int]:
     from optuna.storages import fail_stale_trials
 
     callback = study._storage.get_heartbeat_stale_trial_callback()
+    if isinstance(callback, _StaleRetry):
+        callback.tracker = tracker
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental
         fail_stale_trials(study)
     stale = []
     if isinstance(callback, _StaleRetry):
         stale, callback.seen[:] = list(callback.seen), []
-    for t in stale:
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id and tracker.run_status(run_id) == "RUNNING":
-            tracker.close_run(run_id, "FAILED", error=f"worker {t.user_attrs.get('worker', '?')} stopped beating "
-                                                      f"for {GRACE_SECONDS:.0f} s; the trial is retried")
     return [t.number for t in stale]
 
 

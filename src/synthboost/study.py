@@ -405,15 +405,19 @@ def run_study(spec: StudySpec, *, name: str, storage_url: str, experiment: str, 
 
     tracker = Tracker()
     study = prepare(spec, name=name, storage_url=storage_url, experiment=experiment, tracker=tracker)
-    if workers <= 1:
-        work(name, storage_url, progress=progress, use_cache=use_cache)
-    else:
-        codes = queue.run_workers("study-worker", workers, name=name, storage_url=storage_url,
-                                  args=lambda i: ["--worker-index", str(i)])
-        if any(codes):
-            print(f"warning: worker exit codes {codes}; re-run the same command to resume", file=sys.stderr)
-    queue.wait_for_others(study, storage_url, tracker, lambda: work(name, storage_url, progress=progress,
-                                                                    use_cache=use_cache))
+    try:
+        if workers <= 1:
+            work(name, storage_url, progress=progress, use_cache=use_cache)
+        else:
+            codes = queue.run_workers("study-worker", workers, name=name, storage_url=storage_url,
+                                      args=lambda i: ["--worker-index", str(i)])
+            if any(codes):
+                print(f"warning: worker exit codes {codes}; re-run the same command to resume", file=sys.stderr)
+        queue.wait_for_others(study, storage_url, tracker, lambda: work(name, storage_url, progress=progress,
+                                                                        use_cache=use_cache))
+    except KeyboardInterrupt:
+        queue.park_parent(study, tracker)
+        raise
     return finalize(study, tracker, storage_url=storage_url)
 
 

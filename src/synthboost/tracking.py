@@ -106,6 +106,7 @@ def check_reachable(uri: str) -> None:
             reason = getattr(err, "reason", err)
             raise TrackingUnavailable(f"MLflow tracking server {redact(uri)} is unreachable ({reason}); start it, or "
                                       "unset MLFLOW_TRACKING_URI to use the embedded store") from None
+        _check_login(uri)
     elif (folder := _local_store_dir(uri)) is not None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -120,6 +121,42 @@ def check_reachable(uri: str) -> None:
     elif not uri.startswith(("mssql", "databricks", "file:")):
         raise TrackingUnavailable(f"unsupported MLFLOW_TRACKING_URI {uri!r}; use http(s)://, sqlite:/// or "
                                   "postgresql://")
+
+
+def _check_login(uri: str) -> None:
+    """A server with a login (``synthboost server start --auth``) that refuses ours: one line now, not MLflow's
+    traceback at the first call."""
+    import base64
+
+    req = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            said = "no login was given" if not (user and password) else f"user {user!r} was refused"
+            raise TrackingUnavailable(f"MLflow tracking server {redact(uri)} needs a login and {said} (HTTP "
+                                      f"{err.code}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (the "
+                                      "lines `synthboost server start` printed)") from None
+    except (urllib.error.URLError, OSError, ValueError):
+        pass  # it answered /health a moment ago: the calls themselves ride out what this was
+
+
+@contextlib.contextmanager
+def store_refusals(what: str) -> Iterator[None]:
+    """An MLflow store's refusal of a request (an error it answered, as MLflow raises it) as one line naming
+    ``what`` was being done, instead of MLflow's traceback."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TrackingUnavailable(f"{what}: the tracking store {redact(tracking_uri())} refused it: "
+                                  f"{first[:300]}") from None
 
 
 # ---------------------------------------------------------------- server mode: database URLs, locks, new stores
@@ -204,7 +241,8 @@ def _open_client(uri: str):
             os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
             # MLflow's own retries wait minutes in silence; outage.patient waits saying so, up to its bound
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        return _PatientClient(MlflowClient(tracking_uri=uri), what=_store_name(uri))
+        return _PatientClient(MlflowClient(tracking_uri=uri), what=_store_name(uri),
+                              answers=functools.partial(_server_side_failure, uri) if uri.startswith("http") else None)
     db = Path(uri[len("sqlite:///"):]).resolve()
     with file_lock(db.with_name(db.name + ".init-lock")):
         client = MlflowClient(tracking_uri=uri)
@@ -217,20 +255,41 @@ def _store_name(uri: str) -> str:
             else f"MLflow tracking store {redact(uri)}")
 
 
+def _server_side_failure(uri: str, err: BaseException) -> BaseException | None:
+    """An upload to the server's artifact store that failed while the server answers: not an outage but a write
+    error on its side (a full disk, as a rule: it drops the upload, or answers 500, which read like an outage)."""
+    chain, seen = [], err
+    while seen is not None and len(chain) < 10:
+        chain.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    if not any("/mlflow-artifacts/artifacts/" in text for text in chain):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
+            if resp.status != 200:
+                return None
+    except OSError:
+        return None  # down: an outage after all
+    return DiskFull(f"no space left on the tracking server's artifact store (most likely: {uri} answers, but "
+                    "failed twice to store an upload; the server's log says why); free space there, then re-run the "
+                    "same command to resume")
+
+
 class _PatientClient:
     """An ``MlflowClient`` for a server or database whose calls ride out an outage (``outage.patient``)."""
 
-    def __init__(self, client, *, what: str):
-        self._client, self._what = client, what
+    def __init__(self, client, *, what: str, answers=None):
+        self._client, self._what, self._answers = client, what, answers
 
     def __getattr__(self, name: str):
         attr = getattr(self._client, name)
         if not callable(attr):
             return attr
+        answers = self._answers if name.startswith("log_") else None  # uploads only: a download is not a write
 
         @functools.wraps(attr)
         def call(*args, **kwargs):
-            return outage.patient(lambda: attr(*args, **kwargs), what=self._what)
+            return outage.patient(lambda: attr(*args, **kwargs), what=self._what, answers=answers)
 
         return call
 
@@ -666,7 +725,15 @@ class Run:
                                  model_uuid=model.model_id)
                     mlflow_native.save_generator_model(Path(tmp) / "model", checkpoint=Path(tmp) / "model.pt",
                                                        mlflow_model=meta)
-                    self.client.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
+                    size = sum(f.stat().st_size for f in Path(tmp, "model").rglob("*") if f.is_file())
+                    try:
+                        self.client.log_model_artifacts(model.model_id, str(Path(tmp) / "model"))
+                    except OSError as err:  # as for the checkpoint: one line, the run FAILED, how to resume
+                        if err.errno not in _NO_SPACE:
+                            raise
+                        raise DiskFull(f"no space left writing the generator model ({size / 1e6:.1f} MB): "
+                                       f"{err.strerror}; free some space, then re-run the same command to "
+                                       "resume") from None
                 self.client.log_outputs(self.id, [LoggedModelOutput(model.model_id, step=0)])
             except BaseException:
                 self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
