@@ -194,7 +194,7 @@ def make_split(cfg: DataConfig, seed: int, *, data: FashionMNIST | None = None) 
 
 def unlabeled_indices(split: Split, n: int, seed: int, *, data: FashionMNIST | None = None) -> torch.Tensor:
     """The official-train indices of the ``n`` pool images outside the regime subset that ``unlabeled_pool`` returns:
-    one seeded draw, so every model that learns from the pool (``ssvae``, the ``pseudo-label`` baseline) sees the same."""
+    one seeded draw, so every model that learns from the pool (``ssvae``, ``pseudo-label``) sees the same images."""
     data = data or load_fashion_mnist()
     used = torch.zeros(len(data.train_y), dtype=torch.bool)
     used[split.train_index] = True

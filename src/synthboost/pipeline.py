@@ -426,8 +426,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         "git_commit": tracking.git_commit(), tracking.TAG_GENERATOR_KEY: key,
         tracking.TAG_KIND: tracking.KIND_EXPERIMENT, tracking.TAG_VARIANT: cfg.model,
         tracking.TAG_CONFIG_KEY: config_key(cfg), **code_versions(cfg),
-        "minority_classes": ",".join(map(str, split.minority_classes)), **external_tags(cfg), **unlabeled_tags(cfg, split),
-        **cost.machine_tags(),
+        "minority_classes": ",".join(map(str, split.minority_classes)), **external_tags(cfg),
+        **unlabeled_tags(cfg, split), **cost.machine_tags(),
         **(extra_tags or {}),
     }
     name = run_name(cfg, variant=tags[tracking.TAG_VARIANT])

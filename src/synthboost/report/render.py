@@ -99,8 +99,8 @@ def external_note(analysis: Analysis) -> str:
             "a difference to a real-only baseline would not measure the synthetic images alone.")
 
 
-UNLABELED_TITLE = ("Runs that learned from an unlabelled pool (kept apart: paired only with the `pseudo-label` baseline "
-                   "on the same images, never with `none`, never in a claim)")
+UNLABELED_TITLE = ("Runs that learned from an unlabelled pool (kept apart: paired only with the `pseudo-label` "
+                   "baseline on the same images, never with `none`, never in a claim)")
 
 
 def unlabeled_note(analysis: Analysis) -> str:
