@@ -216,7 +216,7 @@ class MixConfig:
     }
 
 
-SECTIONS = ("data", "mix", "clf", "gen", "run")
+SECTIONS = ("data", "mix", "clf", "gen", "pseudo", "run")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,6 +232,7 @@ class RunConfig:
     clf: Any
     gen: Any = None
     gen_metrics: bool = False
+    pseudo: Any = None  # the ``pseudo-label`` baseline's config (pseudo_label.py); None for every other model
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,6 +247,8 @@ class RunConfig:
             "mix": as_dict(self.mix),
             "clf": as_dict(self.clf),
             "gen": as_dict(self.gen) if self.gen is not None else {},
+            # only where set: every other run keeps the config (and key) it had before the section existed
+            **({"pseudo": as_dict(self.pseudo)} if self.pseudo is not None else {}),
         }
 
     def params(self) -> dict[str, Any]:

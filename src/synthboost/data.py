@@ -192,8 +192,9 @@ def make_split(cfg: DataConfig, seed: int, *, data: FashionMNIST | None = None) 
     )
 
 
-def unlabeled_pool(split: Split, n: int, seed: int, *, data: FashionMNIST | None = None) -> torch.Tensor:
-    """``n`` train-set images outside the regime subset, returned *without* labels (for semi-supervised models)."""
+def unlabeled_indices(split: Split, n: int, seed: int, *, data: FashionMNIST | None = None) -> torch.Tensor:
+    """The official-train indices of the ``n`` pool images outside the regime subset that ``unlabeled_pool`` returns:
+    one seeded draw, so every model that learns from the pool (``ssvae``, ``pseudo-label``) sees the same images."""
     data = data or load_fashion_mnist()
     used = torch.zeros(len(data.train_y), dtype=torch.bool)
     used[split.train_index] = True
@@ -201,9 +202,15 @@ def unlabeled_pool(split: Split, n: int, seed: int, *, data: FashionMNIST | None
     free = torch.nonzero(~used).flatten()
     if n > len(free):
         raise DataError(f"unlabeled_size {n} is larger than the {len(free)} train images left outside the "
-                        "regime subset; lower gen.unlabeled_size")
+                        "regime subset; lower gen.unlabeled_size (ssvae) or pseudo.unlabeled_size (pseudo-label)")
     gen = torch.Generator().manual_seed(seed + 104729)
-    return data.train_x[free[torch.randperm(len(free), generator=gen)[:n]]]
+    return free[torch.randperm(len(free), generator=gen)[:n]]
+
+
+def unlabeled_pool(split: Split, n: int, seed: int, *, data: FashionMNIST | None = None) -> torch.Tensor:
+    """``n`` train-set images outside the regime subset, returned *without* labels (for semi-supervised models)."""
+    data = data or load_fashion_mnist()
+    return data.train_x[unlabeled_indices(split, n, seed, data=data)]
 
 
 def dataset_digest(*tensors: torch.Tensor) -> str:

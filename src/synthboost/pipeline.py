@@ -8,7 +8,9 @@ classifier) in memory, so a study that tunes only the mix never retrains or resa
 
 Baselines train no generator: ``none`` is the plain real-only run, ``none-strong`` starts the classifier from
 its strong recipe, ``oversample`` adds random copies of real training images up to the ``balance`` mix's
-per-class counts.
+per-class counts, ``pseudo-label`` adds the unlabelled pool images ``ssvae`` sees, labelled by the strong recipe
+(pseudo_label.py).  A run that learns from such a pool is tagged ``unlabeled_pool`` (its size and digest): the
+report pairs it only with a baseline on the same pool.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import numpy as np
 import torch
 import yaml
 
-from . import classifiers, cost, faults, generators, sample_cache, tracking
+from . import classifiers, cost, faults, generators, pseudo_label, sample_cache, tracking
 from .config import PROFILES, DataConfig, MixConfig, RunConfig, as_dict, build, check_choice, key_dict, replace
-from .data import NUM_CLASSES, Split, check_folds, load_fashion_mnist, make_split, regime_counts
+from .data import (NUM_CLASSES, Split, check_folds, dataset_digest, load_fashion_mnist, make_split, regime_counts,
+                   unlabeled_indices)
 from .regimes import train_counts
 from .errors import CheckpointIncomplete, UserError
 from .metrics import classification_metrics, confusion
@@ -81,6 +84,13 @@ def make_config(*, model: str, classifier: str = "cnn", regime: str = "balanced"
         gen = None
     else:
         gen = build(generators.get(model).Config, gen_values, profile=profile, prefix="gen")
+    pseudo_values = overrides.pop("pseudo", {})
+    pseudo = None
+    if model in generators.POOL_BASELINES:
+        pseudo = build(pseudo_label.PseudoLabelConfig, pseudo_values, profile=profile, prefix="pseudo")
+    elif pseudo_values:
+        raise UserError(f"pseudo.* options ({', '.join(sorted(pseudo_values))}) apply only to model "
+                        f"{', '.join(sorted(generators.POOL_BASELINES))}, not {model!r}")
     mix_cfg = build(MixConfig, mix_values, prefix="mix")
     run_values = overrides.pop("run", {})
     if run_values:
@@ -90,7 +100,7 @@ def make_config(*, model: str, classifier: str = "cnn", regime: str = "balanced"
     if gen_metrics is None:
         gen_metrics = profile != "smoke" and gen is not None
     return RunConfig(model=model, classifier=classifier, profile=profile, seed=seed, data=data, mix=mix_cfg,
-                     clf=clf, gen=gen, gen_metrics=bool(gen_metrics and gen is not None))
+                     clf=clf, gen=gen, gen_metrics=bool(gen_metrics and gen is not None), pseudo=pseudo)
 
 
 def _check_baseline_mix(model: str, mix_values: dict) -> None:
@@ -201,6 +211,24 @@ def external_tags(cfg: RunConfig) -> dict[str, str]:
     return {} if source is None else {tracking.TAG_EXTERNAL_DATA: "true", tracking.TAG_EXTERNAL_SOURCE: source}
 
 
+def unlabeled_count(cfg: RunConfig) -> int:
+    """How many unlabelled pool images (``data.unlabeled_pool``) the run learns from beyond its cell: ssvae's
+    ``gen.unlabeled_size``, pseudo-label's ``pseudo.unlabeled_size``, 0 for every other run."""
+    if cfg.pseudo is not None:
+        return cfg.pseudo.unlabeled_size
+    return 0 if cfg.gen is None else generators.get(cfg.model).unlabeled_data(cfg.gen)
+
+
+def unlabeled_tags(cfg: RunConfig, split: Split) -> dict[str, str]:
+    """The tags of a run that learns from an unlabelled pool (none otherwise): its size, and the digest of the
+    pool's indices — equal on every run that saw the same images; the report pairs such runs apart."""
+    n = unlabeled_count(cfg)
+    if not n:
+        return {}
+    return {tracking.TAG_UNLABELED_POOL: str(n),
+            tracking.TAG_UNLABELED_DIGEST: dataset_digest(unlabeled_indices(split, n, cfg.seed))[:16]}
+
+
 def run_name(cfg: RunConfig, *, variant: str | None = None) -> str:
     """Says what the run is, since the MLflow runs table shows names first; a grid's ``variant`` (e.g.
     ``cgan-strong``: cgan under the careful recipe) leads it, so that a model's variants are told apart there."""
@@ -209,8 +237,9 @@ def run_name(cfg: RunConfig, *, variant: str | None = None) -> str:
     recipe = getattr(cfg.clf, "recipe", "fair")
     recipe_part = f" recipe={recipe}" if recipe != "fair" else ""
     external = " +external data" if external_data(cfg) else ""  # nor may runs that saw more labelled images
+    pool = f" +{unlabeled_count(cfg)} unlabeled" if unlabeled_count(cfg) else ""  # nor more unlabelled ones
     return (f"{variant or cfg.model} {cfg.data.regime}/{cfg.data.size} {cfg.classifier}{mix_part}{recipe_part}"
-            f"{external} seed={cfg.seed}")
+            f"{external}{pool} seed={cfg.seed}")
 
 
 @dataclass
@@ -401,7 +430,8 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         "git_commit": tracking.git_commit(), tracking.TAG_GENERATOR_KEY: key,
         tracking.TAG_KIND: tracking.KIND_EXPERIMENT, tracking.TAG_VARIANT: cfg.model,
         tracking.TAG_CONFIG_KEY: config_key(cfg), **code_versions(cfg),
-        "minority_classes": ",".join(map(str, split.minority_classes)), **external_tags(cfg), **cost.machine_tags(),
+        "minority_classes": ",".join(map(str, split.minority_classes)), **external_tags(cfg),
+        **unlabeled_tags(cfg, split), **cost.machine_tags(),
         **(extra_tags or {}),
     }
     name = run_name(cfg, variant=tags[tracking.TAG_VARIANT])
@@ -475,11 +505,25 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
             idx = oversample_indices(split.train_y, counts, seed=cfg.seed)
             synth_x, synth_y = split.train_x[idx], split.train_y[idx]  # copies of real training images only
             run.log_metrics(_count_metrics("oversampled", counts))
+        elif cfg.model in generators.POOL_BASELINES:
+            stage("pseudo-labels", f"the strong recipe labels {cfg.pseudo.unlabeled_size} unlabelled pool images "
+                  f"(kept where ≥ {cfg.pseudo.threshold:g} sure)")
+
+            def teach():
+                return pseudo_label.train_teacher(split, profile=cfg.profile, seed=cfg.seed)
+
+            with timed(seconds, "teacher"):  # once per data draw, profile and seed in a process
+                teacher, score = _cached(("teacher", split.digest, cfg.profile, cfg.seed), teach, enabled=use_cache,
+                                         store=_FILTERS)
+                synth_x, synth_y, pseudo_metrics = pseudo_label.pseudo_labeled(split, cfg.pseudo, seed=cfg.seed,
+                                                                               teacher=teacher, teacher_score=score)
+            run.log_metrics(pseudo_metrics)
         x, y, w, _ = mix(split.train_x, split.train_y, synth_x, synth_y, synthetic_weight=cfg.mix.synthetic_weight)
 
         seed_everything(cfg.seed)
-        stage("classifier", f"{cfg.classifier} on {len(split.train_y)} real + {len(synth_y)} "
-              f"{'copied' if cfg.model in generators.OVERSAMPLING else 'synthetic'} images")
+        added = ("copied" if cfg.model in generators.OVERSAMPLING else
+                 "pseudo-labelled" if cfg.model in generators.POOL_BASELINES else "synthetic")
+        stage("classifier", f"{cfg.classifier} on {len(split.train_y)} real + {len(synth_y)} {added} images")
         clf = classifiers.get(cfg.classifier)(cfg.clf, seed=cfg.seed)
         if isinstance(cfg.clf, classifiers.CNNConfig):  # what clf.amp resolved to here: the report pairs on it
             run.log_params({"clf.precision": classifiers.training_precision(cfg.clf, clf.device)})

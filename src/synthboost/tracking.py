@@ -50,6 +50,10 @@ TAG_ERROR = "error"
 #: set): the report keeps them apart; TAG_EXTERNAL_SOURCE says what the external data was
 TAG_EXTERNAL_DATA = "uses_external_data"
 TAG_EXTERNAL_SOURCE = "external_data"
+#: on runs that learned from unlabelled official-train images outside their cell (ssvae's pool, the pseudo-label
+#: baseline's): how many, and a digest of which; the report pairs them only with a baseline on the same pool
+TAG_UNLABELED_POOL = "unlabeled_pool"
+TAG_UNLABELED_DIGEST = "unlabeled_pool.digest"
 TAG_SHA256 = "sha256."  # + an artifact path: the digest of a checkpoint, set only once it is wholly uploaded
 TAG_TUNED_STUDY = "tuned.study"  # a grid cell run from a study's best: that study's name
 TAG_TUNED_BUDGET = "tuned.budget"  # … and its tuning budget (study.budget_label), which the report pairs on

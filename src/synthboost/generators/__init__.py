@@ -60,11 +60,15 @@ BASELINES: dict[str, str] = {
     "none": "real images only, plain classifier (the seed study's baseline)",
     "none-strong": "real images only, strong recipe (CNN: ±2 px shifts, class-keeping flips, balanced loss; same steps)",
     "oversample": "real images only, each class oversampled (copies) to the `balance` mix's counts",
+    "pseudo-label": "real images + confident pseudo-labels (from the strong recipe) on the unlabelled pool images "
+                    "that ssvae sees (same images); same steps — the baseline of runs that use that pool",
 }
 #: baselines whose classifier starts from its config's ``strong`` defaults (the user's clf.* still win)
 STRONG_RECIPE = frozenset({"none-strong"})
 #: baselines that add random copies of real training images, sized by mix.ratio with strategy ``balance``
 OVERSAMPLING = frozenset({"oversample"})
+#: baselines that learn from an unlabelled pool (``pseudo_label.py``): the pairs of generators that do (``ssvae``)
+POOL_BASELINES = frozenset({"pseudo-label"})
 
 
 def model_names() -> list[str]:

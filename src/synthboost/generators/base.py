@@ -135,6 +135,13 @@ class TorchGenerator(abc.ABC):
         on more labelled data), in a few words; None when nothing.  Such runs are tagged and reported apart."""
         return None
 
+    @classmethod
+    def unlabeled_data(cls, config) -> int:
+        """How many unlabelled images of the official train set, outside its cell, a generator of ``config`` learns
+        from (``data.unlabeled_pool``); 0 when none.  Such runs are tagged and paired with a baseline that learns
+        from the same images (``pseudo-label``), never with ``none``."""
+        return 0
+
     def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
         """The keyword arguments ``fit`` needs beyond ``split``'s training images and labels (an unlabelled pool,
         a cached CLIP, …) and the run tags that record them.  ``models`` provides cached auxiliary models; with

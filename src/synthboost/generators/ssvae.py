@@ -93,6 +93,10 @@ class SSVAE(CVAE):
     def build(self) -> nn.Module:
         return SSVAENet(self.config)
 
+    @classmethod
+    def unlabeled_data(cls, config: SSVAEConfig) -> int:
+        return config.unlabeled_size
+
     def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
         """``gen.unlabeled_size`` train-set images outside the regime's subset (no labels), and the validation split
         that scores the head."""

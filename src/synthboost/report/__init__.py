@@ -10,8 +10,9 @@ baselines are also compared with ``none`` ("baseline vs plain baseline"), and a 
 best with the baselines run from their studies' best with the same tuning budget ("tuned, same budget").  A cell without its baseline of its
 recipe is listed, never given an invented gain.  Claims get a verdict — holds, does not hold, inconclusive —
 from those intervals.  Runs tagged ``uses_external_data`` (e.g. a ``clip`` run whose CLIP trained on the official
-train set) are never paired or pooled: they get a section of their own.  The report is written to a folder and
-logged as an MLflow run.
+train set) are never paired or pooled: they get a section of their own; so do runs that learned from an
+unlabelled pool (``ssvae``), paired only with the ``pseudo-label`` baseline on the same images.  The report is
+written to a folder and logged as an MLflow run.
 
 One module per step, in the order the data flows:
 

@@ -25,8 +25,8 @@ from .convergence import convergence
 from .coverage import Coverage, load_plan, plan_coverage
 from .exchange import Exchange, exchange_rates
 from .figures import draw, sample_grids
-from .frame import check_recipes, select_current, select_models, select_runs, split_external, tidy
-from .stats import Analysis, analyse_apart, check_baselines
+from .frame import check_recipes, select_current, select_models, select_runs, split_external, split_unlabeled, tidy
+from .stats import Analysis, analyse_apart, analyse_unlabeled, check_baselines
 
 REPORTS_EXPERIMENT = "synthboost-reports"
 
@@ -75,7 +75,8 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
     ``include_studies`` without study trials, a selection of study trials (or superseded runs) only without the
     flag, a bad plan file, runs of unknown
     classifier recipe (no ``params.clf.*``), a selection of external-data runs only, or when no generator cell has
-    any real-only baseline to be compared with.  Runs tagged ``uses_external_data`` are listed apart, never paired.
+    any real-only baseline to be compared with.  Runs tagged ``uses_external_data`` are listed apart, never paired;
+    runs that learned from an unlabelled pool (``ssvae``, ``pseudo-label``) are paired apart, with each other.
     """
     render.check_formats(formats)
     spec = load_plan(plan, experiments) if plan is not None else None  # a bad plan fails before the store is read
@@ -98,7 +99,9 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
         runs = select_models(runs, models)
         check_recipes(runs)
         runs, external = split_external(runs)
+        runs, pooled = split_unlabeled(runs)  # ssvae and its pool baseline: paired apart (issue 35, item 9)
         analysis = analyse_apart(runs, external)
+        analysis.unlabeled = analyse_unlabeled(pooled)
         check_baselines(analysis)
         current = analysis.current()  # a superseded cell (--include-superseded) is shown, never claimed
         claim_list = protocol_claims(current)
@@ -111,6 +114,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
     names = sorted(runs["experiment"].unique())
     meta = {"experiments": names, "n_runs": len(runs), "n_cells": len(analysis.results),
             "study_trials": int((runs["study"] != "").sum()), "external_runs": len(external),
+            "unlabeled_runs": len(pooled),
             "superseded_left_out": left_out, "superseded_included": int((runs["superseded"] != "").sum()),
             "store": store_label(tracker.uri), "when": datetime.datetime.now().isoformat(timespec="seconds"),
             "unfinished": unfinished}

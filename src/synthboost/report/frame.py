@@ -137,6 +137,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     # runs that learned from more than their cell's real images: reported apart (``split_external``)
     runs["external_data"] = col(f"tags.{tracking.TAG_EXTERNAL_DATA}").fillna("").astype(str) == "true"
     runs["external_source"] = col(f"tags.{tracking.TAG_EXTERNAL_SOURCE}").fillna("").astype(str)
+    runs["unlabeled"] = unlabeled_counts(frame)  # runs that learned from an unlabelled pool: ``split_unlabeled``
     version = pd.to_numeric(col("tags.code_version.generator"), errors="coerce").fillna(1)
     for model in sorted(set(runs["model"].dropna()) & set(generators.FAMILIES)):
         until = generators.get(model).external_data_until  # runs from before the family stopped using more data
@@ -304,6 +305,31 @@ def split_external(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                         f"=true, e.g. gen.clip_data=full), which the report never pairs with a baseline — add the "
                         f"experiments of own-data runs with --experiment, or record them (the default gen.clip_data=own)")
     return own, external
+
+
+def unlabeled_counts(frame: pd.DataFrame) -> pd.Series:
+    """Per run, how many unlabelled pool images it learned from beyond its cell (0: none): the tag
+    ``unlabeled_pool``, or for runs from before it (ssvae's) their ``gen.unlabeled_size``."""
+    out = pd.Series(0, index=frame.index, dtype=int)
+    for name in ("params.gen.unlabeled_size", f"tags.{tracking.TAG_UNLABELED_POOL}"):  # the tag wins
+        if name in frame:
+            n = pd.to_numeric(frame[name], errors="coerce")
+            out = out.where(n.isna(), n.fillna(0).astype(int))
+    return out
+
+
+def split_unlabeled(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the other runs, runs that learned from an unlabelled pool).  An ``ssvae`` run also trains on unlabelled
+    images beyond its cell, so against ``none`` its gain would be semi-supervised learning, not synthetic data: it is
+    paired only with a real-only baseline on the same pool (``pseudo-label``), in a section of its own, never in a
+    claim.  ``UserError`` when nothing else is left."""
+    pooled = runs["unlabeled"] > 0 if "unlabeled" in runs else pd.Series(False, index=runs.index)
+    other, apart = runs[~pooled].reset_index(drop=True), runs[pooled].reset_index(drop=True)
+    if other.empty:
+        raise UserError(f"all {len(apart)} selected runs learned from an unlabelled pool (tag "
+                        f"{tracking.TAG_UNLABELED_POOL}: ssvae, pseudo-label) — add the experiments of the real-only "
+                        f"baselines and other families with --experiment")
+    return other, apart
 
 
 def check_recipes(runs: pd.DataFrame) -> None:

@@ -100,6 +100,28 @@ def external_note(analysis: Analysis) -> str:
             "a difference to a real-only baseline would not measure the synthetic images alone.")
 
 
+UNLABELED_TITLE = ("Runs that learned from an unlabelled pool (kept apart: paired only with the `pseudo-label` "
+                   "baseline on the same images, never with `none`, never in a claim)")
+
+
+def unlabeled_note(analysis: Analysis) -> str:
+    return ("These runs trained on unlabelled official-train images beyond their cell's labelled ones (tag "
+            "`unlabeled_pool`: `ssvae`'s `gen.unlabeled_size`), so a gain over `none` would be semi-supervised "
+            "learning, not synthetic data. Each is paired with `pseudo-label` on the same data draw, seed, recipe and "
+            "pool — the very same images, labelled by the strong recipe where it is sure, at the same step budget: "
+            "a Δ above zero says the generator made better use of those images than pseudo-labels did.")
+
+
+def unlabeled_sections(analysis: Analysis) -> list[tuple[str, pd.DataFrame]]:
+    """The unlabelled-pool section's tables (results, gains over the pool baseline, missing ones), by subtitle."""
+    a = analysis.unlabeled
+    if a is None:
+        return []
+    return [("Results", _display_cells(a.results, a.recipes)),
+            ("Gains over the pool baseline (pp, mean [95% CI] over paired seeds)", display_gains(a)),
+            ("Missing pool baselines", display_missing(a))]
+
+
 def _display_cells(res: pd.DataFrame, recipes: dict[str, str]) -> pd.DataFrame:
     out = _id_columns(res, res, recipes)
     out["seeds"] = [f"{n}{FEW if few else ''}" for n, few in zip(res["seeds"], res["few_seeds"])]
@@ -261,12 +283,15 @@ def _intro(meta: dict) -> list[str]:
                "Study trials are left out (`--include-studies` adds them).")
             + (f" {meta['external_runs']} runs that used external data are listed apart at the end, never paired."
                if meta.get("external_runs") else "")
+            + (f" {meta['unlabeled_runs']} runs that learned from an unlabelled pool (ssvae, pseudo-label) are "
+               "reported apart, paired only with `pseudo-label` on the same images."
+               if meta.get("unlabeled_runs") else "")
             + _superseded_note(meta) + _unfinished_note(meta)]
 
 
 def _unfinished_note(meta: dict) -> str:
-    """One sentence on the experiment runs that are not FINISHED: never read, and named (their id as recorded first,
-    so the ledger file ``tracking/ledger/<experiment>/<id>.json`` is found by it)."""
+    """One sentence on the experiment runs that are not FINISHED: never read, and named (by the id they were first
+    recorded under, which their ledger record keeps)."""
     runs = meta.get("unfinished") or []
     if not runs:
         return ""
@@ -373,6 +398,10 @@ def render_md(analysis: Analysis, claim_list: list[Claim], figures: dict[str, by
     external = display_external(analysis)
     if not external.empty:
         parts += [f"## {EXTERNAL_TITLE}", "", external_note(analysis), "", _md_table(external), ""]
+    if analysis.unlabeled is not None:
+        parts += [f"## {UNLABELED_TITLE}", "", unlabeled_note(analysis), ""]
+        for title, table in unlabeled_sections(analysis):
+            parts += [f"### {title}", "", _md_table(table) if not table.empty else "None.", ""]
     return "\n".join(parts)
 
 
@@ -442,6 +471,10 @@ def render_html(analysis: Analysis, claim_list: list[Claim], figures: dict[str, 
     if not analysis.external.empty:
         body += [f"<h2>{esc(EXTERNAL_TITLE)}</h2>", f"<p>{esc(external_note(analysis))}</p>",
                  _html_table(display_external(analysis), "")]
+    if analysis.unlabeled is not None:
+        body += [f"<h2>{esc(UNLABELED_TITLE)}</h2>", f"<p>{esc(unlabeled_note(analysis))}</p>"]
+        for title, table in unlabeled_sections(analysis):
+            body += [f"<h3>{esc(title)}</h3>", _html_table(table, "None.")]
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>synthboost report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
 
@@ -475,6 +508,9 @@ def csv_tables(analysis: Analysis, claim_list: list[Claim], *, exchange: Exchang
         tables["external_results.csv"] = analysis.external
     if not analysis.convergence.empty:
         tables["convergence.csv"] = analysis.convergence
+    if analysis.unlabeled is not None:
+        tables |= {"unlabeled_results.csv": analysis.unlabeled.results, "unlabeled_gains.csv": analysis.unlabeled.gains,
+                   "unlabeled_missing_baselines.csv": analysis.unlabeled.missing}
     if exchange is not None and not exchange.empty:
         tables["exchange.csv"], tables["exchange_curves.csv"] = exchange.table, exchange.curves
     if costs is not None and not costs.empty:

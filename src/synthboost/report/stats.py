@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .. import generators
 from ..errors import UserError
 from .frame import (BASELINES, CELL, CONTROLS, METRICS, QUALITY, cell_name, recipe_diff, recipe_labels, recipe_values,
                     regime_rank)
@@ -60,6 +61,9 @@ class Analysis:
     external_sources: list[str] = field(default_factory=list)
     #: cells against their twins at a larger step budget (convergence.py; set by build_report)
     convergence: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: the runs that learned from an unlabelled pool (``frame.split_unlabeled``: ssvae, pseudo-label), analysed
+    #: apart: each paired only with the pool baseline on the same images (``analyse_unlabeled``); None when none
+    unlabeled: Analysis | None = None
 
     def protocols(self) -> list[str]:
         return sorted(set(self.results["protocol"]))
@@ -342,6 +346,20 @@ def analyse_apart(runs: pd.DataFrame, external: pd.DataFrame) -> Analysis:
         analysis.external_sources = sorted(set(external["external_source"]) - {""})
         analysis.recipes = {**recipe_labels(external), **analysis.recipes}
     return analysis
+
+
+def analyse_unlabeled(runs: pd.DataFrame) -> Analysis | None:
+    """``analyse`` of the runs that learned from an unlabelled pool, apart from the rest: a generator's run is paired
+    with the pool baseline (``pseudo-label``) on the same data draw, seed and recipe *and the same pool* (its size
+    joins the data digest: the pool is one seeded draw per cell and size), never with ``none``; a missing pool
+    baseline is listed, a missing ``none`` is not.  None without such runs."""
+    if runs.empty:
+        return None
+    pooled = runs.assign(data_digest=runs["data_digest"].astype(str) + " + " + runs["unlabeled"].astype(str)
+                         + " unlabeled")
+    out = analyse(pooled)
+    out.missing = out.missing[out.missing["baseline"].isin(generators.POOL_BASELINES)].reset_index(drop=True)
+    return out
 
 
 def accuracy_gains(gains: pd.DataFrame, baseline: str = "none", *, comparison: str = MATCHED) -> pd.DataFrame:
