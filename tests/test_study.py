@@ -129,7 +129,8 @@ def test_a_study_whose_trials_keep_failing_stops_at_its_limit_and_says_so(tracke
         raise GeneratorDiverged("vae: loss became nan at epoch 0")
 
     monkeypatch.setattr(vae.VAE, "fit", always_nan)
-    study_file.write_text(smoke_study(n_trials=2, extra="max_trials: 3"))
+    # a generator of its own (the session's store may hold a trained smoke vae, which a trial would reuse unfitted)
+    study_file.write_text(smoke_study(n_trials=2, extra="max_trials: 3", fixed="clf.epochs: 2, gen.latent_dim: 7"))
     storage = str(tmp_path / "s.journal")
     result = invoke("--model", "vae", "--config", str(study_file), "--storage", storage, "--name", "failing",
                     "--experiment", "test-study")
