@@ -294,12 +294,17 @@ def select_models(runs: pd.DataFrame, models: list[str] | None) -> pd.DataFrame:
     return runs[runs["model"].isin(models) | runs["model"].isin(BASELINES)].reset_index(drop=True)
 
 
+def _split(runs: pd.DataFrame, apart: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the runs outside ``apart``, the runs in it), each renumbered from 0."""
+    return runs[~apart].reset_index(drop=True), runs[apart].reset_index(drop=True)
+
+
 def split_external(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(own-data runs, runs using external data).  A run tagged ``uses_external_data`` (e.g. a ``clip`` run whose
     CLIP trained on the official train set) saw more labelled images than its cell's baseline, so it is never
     paired with one nor pooled into a claim; the report lists it apart.  ``UserError`` when nothing else is left."""
     ext = runs["external_data"] if "external_data" in runs else pd.Series(False, index=runs.index)
-    own, external = runs[~ext].reset_index(drop=True), runs[ext].reset_index(drop=True)
+    own, external = _split(runs, ext)
     if own.empty:
         raise UserError(f"all {len(external)} selected runs use external data (tag {tracking.TAG_EXTERNAL_DATA}"
                         f"=true, e.g. gen.clip_data=full), which the report never pairs with a baseline — add the "
@@ -324,7 +329,7 @@ def split_unlabeled(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     paired only with a real-only baseline on the same pool (``pseudo-label``), in a section of its own, never in a
     claim.  ``UserError`` when nothing else is left."""
     pooled = runs["unlabeled"] > 0 if "unlabeled" in runs else pd.Series(False, index=runs.index)
-    other, apart = runs[~pooled].reset_index(drop=True), runs[pooled].reset_index(drop=True)
+    other, apart = _split(runs, pooled)
     if other.empty:
         raise UserError(f"all {len(apart)} selected runs learned from an unlabelled pool (tag "
                         f"{tracking.TAG_UNLABELED_POOL}: ssvae, pseudo-label) — add the experiments of the real-only "
