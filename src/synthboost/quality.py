@@ -325,7 +325,9 @@ class QualityResult:
 def _cas(generator, fake_x: Tensor, fake_y: Tensor, *, train_x: Tensor, train_y: Tensor, test_x: Tensor,
          test_y: Tensor, profile: str, from_quality_draw: bool, seed: int, device,
          seconds: dict[str, float]) -> tuple[dict[str, float], dict[str, Any]]:
-    """CAS and the real-data side (``generator_quality``'s docstring says how each is drawn), and its params."""
+    """CAS on ``len(train_y)`` balanced synthetic samples (or the quality draw) beside the real side, and its params.
+
+    With ``from_quality_draw`` the real side trains on a seeded subset of the same size, so the two stay comparable."""
     if from_quality_draw:
         cas_x, cas_y = fake_x, fake_y
         if len(cas_y) < len(train_y):

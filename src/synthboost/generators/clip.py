@@ -32,7 +32,7 @@ class CLIPDiffusionConfig(DDPMConfig):
     clip_pretrained: str | None = None  # "<open_clip model>/<tag>", e.g. ViT-B-32/openai; local cache only
     # what the project CLIP trains on: the run's own training images, or the official train set (external data)
     clip_data: Literal["own", "full"] = "own"
-    guidance: Literal["cfg", "clip_grad", "both"] = "cfg"  # sampling only (see the module's docstring)
+    guidance: Literal["cfg", "clip_grad", "both"] = "cfg"  # sampling only: cfg, the CLIP gradient on x̂0, or both
     clip_guidance_scale: float = pydantic.Field(default=20.0, ge=0.0, le=1000.0)  # x̂0 step per unit gradient
 
     profiles: ClassVar[dict] = {

@@ -85,7 +85,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
         runs = select_models(runs, models)
         check_recipes(runs)
         runs, external = split_external(runs)
-        runs, pooled = split_unlabeled(runs)  # ssvae and its pool baseline: paired apart (issue 35, item 9)
+        runs, pooled = split_unlabeled(runs)  # ssvae and its pool baseline: paired apart
         analysis = analyse_apart(runs, external)
         analysis.unlabeled = analyse_unlabeled(pooled)
         check_baselines(analysis)

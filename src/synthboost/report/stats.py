@@ -17,14 +17,12 @@ from ..errors import UserError
 from .frame import (BASELINES, CELL, CONTROLS, METRICS, QUALITY, cell_name, recipe_diff, recipe_labels, recipe_values,
                     regime_rank)
 
-#: what a baseline run must share with a run for their difference to be a paired gain ("baseline vs plain
-#: baseline" pairs on this alone); a generator run must share ``MATCH``: the classifier recipe too
+#: what a baseline run must share with a run for a paired gain ("baseline vs plain baseline" pairs on this alone);
+#: with ``is_superseded``, superseded runs pair only with superseded baselines
 PAIR = ["protocol", "profile", "regime", "size", "classifier", "seed", "data_digest", "is_superseded"]
-#: ``is_superseded``: a superseded run (``--include-superseded``) pairs only with superseded baselines, and a current
-#: baseline's value is never averaged with a superseded one
+#: what a generator run must share: the recipe too, and ``tuned`` (a tuned mix meets baselines of its budget only)
 MATCH = PAIR + ["recipe", "tuned"]
-#: ``tuned``: a generator run from its study's best pairs only with baselines tuned with the same budget (``TUNED``),
-#: a default one only with default baselines — never a tuned mix with an untuned baseline or the other way round
+#: fewer seeds than this are flagged, and leave a claim inconclusive
 MIN_SEEDS = 3
 #: the real-only controls: a generator cell needs one of them on its own recipe (or is listed as missing `none`)
 REAL_ONLY = ("none", "none-strong")
@@ -233,9 +231,8 @@ def analyse(runs: pd.DataFrame) -> Analysis:
     if "no_synthetic" not in runs:
         runs = runs.assign(no_synthetic=False)
     runs = runs.assign(is_superseded=runs["superseded"] != "")
-    # integer ids for a cell, for "same data, seed, classifier, profile" and for that plus the recipe: every later
-    # groupby and merge is on one int column instead of ten string columns (pandas' string factorising dominated
-    # the report's time)
+    # integer ids for CELL, PAIR and MATCH: later groupbys and merges use one int column instead of ten strings
+    # (pandas' string factorising dominated the report's time)
     runs = runs.assign(cell=runs.groupby(CELL, sort=False).ngroup(), pair=runs.groupby(PAIR, sort=False).ngroup(),
                        match=runs.groupby(MATCH, sort=False).ngroup())
     keys = runs.drop_duplicates("cell").set_index("cell")[CELL]
