@@ -121,8 +121,8 @@ def filter_samples(draw: Callable[[torch.Tensor, int], torch.Tensor],
 
     A later round asks a class for its missing count over its pass rate, never past ``max_factor × counts[k]``."""
     want = torch.as_tensor(counts, dtype=torch.long)
-    k = len(want)
-    drawn, accepted, kept = (torch.zeros(k, dtype=torch.long) for _ in range(3))
+    n_classes = len(want)
+    drawn, accepted, kept = (torch.zeros(n_classes, dtype=torch.long) for _ in range(3))
     xs, ys = [], []
     for rnd in range(1 + int(want.sum()) * max_factor):  # each round draws >= 1: a bound, never reached
         need, room = want - kept, want * max_factor - drawn
@@ -135,14 +135,14 @@ def filter_samples(draw: Callable[[torch.Tensor, int], torch.Tensor],
         x = draw(labels, rnd)
         ok = score(x, labels).cpu() >= threshold
         # keep, in drawing order, at most the missing count of each class among the accepted ones
-        hits = F.one_hot(labels, k) * ok[:, None]
+        hits = F.one_hot(labels, n_classes) * ok[:, None]
         rank = (hits.cumsum(0) * hits).sum(1)  # 1, 2, … among the accepted of its class; 0 if rejected
         take = ok & (rank <= need[labels])
         xs.append(x[take])
         ys.append(labels[take])
         drawn += request
-        accepted += torch.bincount(labels[ok], minlength=k)
-        kept += torch.bincount(labels[take], minlength=k)
+        accepted += torch.bincount(labels[ok], minlength=n_classes)
+        kept += torch.bincount(labels[take], minlength=n_classes)
     out = Filtered(x=torch.cat(xs) if xs else torch.zeros(0, 1, 28, 28, dtype=torch.uint8),
                    y=torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long),
                    requested=want.tolist(), drawn=drawn.tolist(), accepted=accepted.tolist())
