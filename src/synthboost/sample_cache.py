@@ -1,7 +1,7 @@
 """Synthetic images kept on disk, so that a draw is made once per generator, sampling setting, counts and seed.
 
 A grid's variants of one generator each drew the same images (a diffusion pool is ~20 min of a core); the draw is
-seeded by the run's seed alone, so a cached read is the very images it would have drawn.
+seeded by the run's seed, not by RNG history, so a cached read is the very images it would have drawn.
 """
 
 from __future__ import annotations
