@@ -2,24 +2,6 @@
 
     python bench/bound.py [--threads 1] [--size 1000] [--epochs 2] [--cnn-steps 200] [--families vae,ddpm,...]
         [--skip-families] [--skip-levers]
-
-1. The bound: fp32 sgemm (``torch.matmul``) on the classifier CNN's GEMM shapes (convolutions as im2col
-   products at batch 64) and a square one, at 1 thread and at all threads; the bound is the best rate.
-2. Each network's training FLOPs per image, counted by ``torch.utils.flop_counter.FlopCounterMode`` over a real
-   fit (forward + backward; matmuls, convolutions and attention — what the sgemm rate bounds).
-3. Each trainer's own code path on real Fashion-MNIST batches (balanced ``--size``): the classifier CNN
-   (``CNNClassifier.fit``, recipe ``fair``, net ``vgg``) and every registered generator family (``gen.fit`` at
-   its ``quick`` config with every ``*epochs`` capped at ``--epochs``, as ``bench/generators.py`` does): images/s,
-   achieved GFLOP/s = counted FLOPs / wall time, and the fraction of the bound at ``--threads``.
-4. The CNN's levers side by side (ratio to today's default, same data and steps): channels_last off,
-   foreach / fused / per-parameter optimizer, bf16 autocast (native or emulated: the row says which), torch.compile
-   (with its compile time and the steps it needs to pay back), batch 128 with lr ×√2, the other thread count,
-   and the on-the-fly augmentation; plus the per-step EMA cost of the ddpm family.
-
-Every rate is per CPU-second this process used (``time.process_time``), scaled by its thread count — what the
-trainer reaches when it has its cores; wall time on a shared machine also counts other jobs' turns.
-Run with ``PYTHONPATH=<other checkout>/src`` to get another version's figures (levers that version lacks print
-"n/a").  No timing is asserted anywhere; the machine is shared, so compare ratios from one run.
 """
 
 from __future__ import annotations

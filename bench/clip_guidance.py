@@ -2,21 +2,6 @@
 
     python bench/clip_guidance.py [--profile smoke] [--regime high] [--size 1000] [--seeds 0,1,2]
         [--modes cfg,clip_grad,both] [--clip-scale 20] [--set gen.key=value ...]
-
-Per seed: the real-only baseline (``none``), then one ``clip`` run per guidance mode with a 1× uniform mix and
-the generator-quality metrics on.  ``gen.guidance`` is sampling-only, so the first ``clip`` run trains the
-generator (its CLIP on the run's own training images, the default) and the others reuse it: every mode samples
-the same weights.  Columns: label consistency (the quality extractor's accuracy on the samples), FID (Fréchet
-distance in that classifier's features, n = the pipeline's slow-sampling draw for the profile), CAS, the test
-accuracy gain over ``none`` on the same seed (pp), and sampling seconds per 1000 images; mean ± std over seeds.
-Then each mode against ``cfg`` paired seed by seed: the mean difference in gain, label consistency and FID with
-its 95% t-interval.
-
-Default cheap setting (a few minutes a seed on a 2-core CPU): the smoke profile with a bigger, longer-trained
-UNet than smoke's (``--set`` adds or overrides): gen.width=16, gen.min_steps=300, gen.sampling_steps=10; the other
-profiles keep their own UNet.  Runs go to a throw-away MLflow store under /tmp, or to MLFLOW_TRACKING_URI if set —
-where a grid's ``clip`` generators of the same cell are reused, and the same command run again after a cut reads
-back the runs that finished (experiment ``clip-guidance``) and runs only the rest.
 """
 
 from __future__ import annotations

@@ -4,23 +4,6 @@
         [--settings dpm:20,ddim:25,ddim:50,ddpm:1000] [--per-class 20] [--fast-per-class 100] [--seed 0]
 
 The question: is a few-step sampler within 10% of the 1000-step ancestral chain's FID, and how much faster is it?
-
-Generator: with ``--run-id``, the one that MLflow run used (its ``generator_run_id`` tag, or the run itself when
-it holds the checkpoint), from the store ``MLFLOW_TRACKING_URI`` names.  Without it, the family's ``--profile``
-config is trained here on the balanced regime, size 5000, seed 0 (the output says which).  The guidance scale is
-the generator's own config value for every setting.
-
-Features: the pipeline's cached feature extractor for the profile (the one behind the ``gen/*`` metrics), so a
-store that already holds it reuses it.  The real reference is the first n per class of the official test set.
-
-FID at small n is biased upward (roughly linearly in 1/n), so FIDs are only compared at the same n: every
-setting draws ``--per-class`` images per class (200 by default: what the 1000-step chain, ~50x slower than 20
-DPM steps, can afford on a CPU), and the settings with fewer than 1000 steps draw again at ``--fast-per-class``
-(a bigger, independent draw) for a less biased FID.  Every setting gets the same labels and the same initial
-noise at a given n.  The ratio column divides by the FID, at the same n, of the ancestral (``ddpm``) setting
-with the most steps at ``--per-class`` — ddpm:1000 with the default settings.  KID uses subsets of half the
-draw, so its ± is the spread over 100 subsets.  s/1000 images is the draw's wall time (batches of 250, uint8 on
-the CPU).
 """
 
 from __future__ import annotations

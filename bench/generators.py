@@ -2,25 +2,6 @@
 
     python bench/generators.py --profile quick [--families vae,cvae,...] [--epochs N] [--size 5000]
         [--steps 10,20,25,50]
-
-Registry-driven: every family in ``synthboost.generators.FAMILIES`` gets a row, so families added later
-appear without touching this file.  Each family trains with its profile's config on the balanced regime
-(``--size`` images before the validation split is carved out).  ``--epochs N`` caps every ``*epochs``
-field of the config at N (e.g. vqvae's ``epochs`` and ``prior_epochs``) and drops the step floors
-(``min_steps``, ``min_g_steps``) to keep timing runs short.
-Epochs are counted through ``on_epoch`` (all stages, e.g. vqvae's autoencoder then its prior); the first
-epoch carries one-time costs (kernel selection, allocations), so it has its own column and s/epoch is the
-steady state: (fit time - first epoch) / (epochs - 1).
-Throughput = images/s of ``sample_batched`` (uint8 on the CPU, the pipeline's path) after one warm-up.
-Families with ``slow_sampling`` (the diffusion ones: ddpm, clip, whose ``generate(labels, *, sampler, steps)``
-runs a reverse chain) get one more column per ``--steps`` count: images/s of the DPM-Solver++ sampler at that
-many steps, same images and guidance scale, and the same images at the profile's step count in fp32
-(``gen.sampling_amp=off``) and in the precision ``auto`` picks here (bf16 on a CPU with native bf16), with their
-ratio; other families leave those cells empty.
-
-On a shared CPU, OpenMP threads that spin while waiting slow everyone down (and measured 6× slower
-here with 2 threads on an oversubscribed 2-core machine), so waiting threads sleep unless
-``OMP_WAIT_POLICY`` is set explicitly.
 """
 
 from __future__ import annotations

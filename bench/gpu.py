@@ -4,25 +4,6 @@
         [--size 5000]
         [--cnn-steps 400] [--epochs 1] [--families ddpm,cgan,...] [--grids studies/fair-high.yaml,...]
         [--workers N] [--out docs/gpu-bench.md]
-
-bench/bound.py's counterpart for a GPU, made for one short sitting (one call of at most ~7 minutes: each part
-stops starting new items once its ``--limit`` seconds are spent, a grid is cut at ``--grid-limit``, and
-``--parts`` picks parts):
-
-1. **bound**: the device's achievable rate on the classifier CNN's convolutions (forward + backward of each conv
-   layer of ``vgg`` at a large batch) in fp32 with TF32 allowed (cuDNN's default for convolutions) and in bf16;
-   the bound of a precision is its best rate.
-2. **trainers**: images/s of ``CNNClassifier.fit`` (vgg, fair recipe, balanced ``--size``) for each ``cuda_step``
-   (graph, fused, eager) in fp32 and bf16, and of every generator family's ``fit`` (its ``quick`` config with every
-   ``*epochs`` capped at ``--epochs``, as bench/bound.py does); achieved TFLOP/s = training FLOPs (counted by
-   ``FlopCounterMode``) / wall time, and its fraction of the bound of its precision.
-3. **busy**: the GPU's busy fraction while one trainer runs — the summed kernel time that ``torch.profiler``
-   records over the wall time (nvidia-smi's "utilization" says only that some kernel ran: NOTES.md).
-4. **grids**: ``synthboost grid`` of each ``--grids`` file with ``--workers`` processes into a fresh temporary
-   store (MLflow, queue, kept draws and snapshots), timed; a grid cut by ``--limit`` reports the cells it finished.
-
-Rates are wall-clock with the device synchronised (on ``--device cpu`` too, for the tests' smoke run: there the
-numbers mean little). The table goes to stdout and to ``--out``.  No timing is asserted anywhere.
 """
 
 from __future__ import annotations

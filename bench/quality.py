@@ -3,12 +3,6 @@
     python bench/quality.py                              # smoke extractor (trained here, ~1 epoch on 10k)
     python bench/quality.py --extractor-state model.pt   # a saved ``train_extractor`` state, e.g. quick
     python bench/quality.py --cas-profile quick          # CAS with the quick CNN (20 epochs instead of 2)
-
-The stand-in generator returns real train images of the requested class, so the values double as a sanity
-check (FID near 0, CAS near the real-data accuracy).  Reference: the official test set, ``--n-per-class`` per
-class.  CAS trains on as many samples as the real training set (``--train-size`` real train images, disjoint
-from the generator's pool).  ``features`` is one extractor pass over reference + generated images, shared by
-every metric after it.  Other engineers share this CPU: the load average is printed with the table.
 """
 
 from __future__ import annotations

@@ -1,12 +1,5 @@
 """The classifier recipe: chosen by k-fold validation on draws the reports never use, and measured.
 
-``--table choice`` *selects*: every contender trains on k−1 stratified folds of each held-out seed's draw (seeds
-100+, never a report seed) and is scored on the held-out fold's validation balanced accuracy (the studies'
-objective); the choice is the incumbent default unless a contender beats it on every cell with a paired 95%
-t-interval above zero (``choose``).  Its test-accuracy column is a *report* of the same models,
-never read by the choice.  ``--table ablation`` / ``convergence`` only *measure* (test accuracy on the report seeds
-0–2, nothing feeds back).  One process per job, one thread each; ``--resume FILE`` keeps each finished job.
-
     python bench/recipe.py --table choice --cells high/1000 --seeds 100,101,102 --kfold 3 --only 0,4,5 \
         --resume /tmp/choice.jsonl --out docs/recipe
     python bench/recipe.py --cells high/1000,balanced/1000 --seeds 0,1,2 --jobs 2 --out docs/recipe
@@ -112,10 +105,9 @@ def make_split_cached(regime: str, size: int, seed: int, kfold: int | None = Non
 
 
 def choose(rows: list[dict]) -> tuple[str, str]:
-    """(the chosen recipe, its table) from the seeds every contender finished on all folds: a contender replaces the
-    incumbent (order 0) only if on every cell its paired gain in validation balanced accuracy, over (seed, fold)
-    pairs, has a 95% t-interval above 0 (folds of one draw are not independent: the interval errs narrow, i.e.
-    toward flagging a change)."""
+    """(the chosen recipe, its table): a contender replaces the incumbent only with a 95% interval > 0 on every cell.
+
+    Folds of one draw are not independent, so the interval errs narrow, i.e. toward flagging a change."""
     import numpy as np
     from scipy import stats
 

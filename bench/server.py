@@ -1,21 +1,6 @@
 """Embedded default vs server mode: a smoke study of 16 trials with 1, 2 and 4 worker processes.
 
     python bench/server.py [--trials 16] [--workers 1,2,4] [--model vae]
-
-Two modes, measured in one run, side by side:
-
-  embedded   SQLite (tracking/mlflow.db) + an Optuna journal file, in a throw-away folder
-  server     `synthboost server start` in a throw-away folder: PostgreSQL + an MLflow server proxying artifacts,
-             Optuna's RDB storage on the same PostgreSQL (stopped at the end)
-
-For each mode and worker count, a fresh mix-only study (the generator is trained once per mode beforehand, by a
-1-trial warm-up study, so every timed study only trains classifiers) is created, then N worker processes are started
-at once, each pulling trials until the budget is met, as `synthboost study-worker` does.  Printed per cell:
-
-  trials/min     16 trials / the wall time from starting the workers until the last one exits (process start-up,
-                 imports and data loading included: it is what a worker costs)
-  MLflow share   seconds inside MLflow client calls (every MlflowClient method and artifact download, timed in
-                 the workers) / seconds the workers spent in their trial loop, summed over the workers
 """
 
 from __future__ import annotations

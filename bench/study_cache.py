@@ -1,11 +1,6 @@
 """What the generator cache buys a study: 8 mix-only trials with the cache vs the same 8 without it.
 
     python bench/study_cache.py [--model vae] [--profile quick] [--trials 8]
-
-Both studies run in one process against a throw-away store, with the same sampler seed (so the same 8 mix
-settings).  Printed: both wall times and their ratio, and the cached study's cost relative to its floor —
-one generator training plus 8 classifier trainings on the same data, each with the validation and test
-predictions a trial must make to report its metrics, timed here side by side without any tracking.
 """
 
 from __future__ import annotations

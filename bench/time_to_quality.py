@@ -3,32 +3,8 @@
     python bench/time_to_quality.py [--families ddpm,cgan,...] [--seeds 0,1,2] [--regime balanced] [--size 5000]
         [--profile quick] [--fast ddpm:sampling_steps=10,epochs=8 ...] [--store DIR] [--report]
 
-The question (issue 19, goal 2): does a cheaper setting reach today's generator quality — label consistency and FID
-within the spread of today's seeds — in at most half the wall time?  For every family and seed the bench runs the
-pipeline twice in one store, today's profile and the ``--fast`` overrides (``FAST`` by default),
-interleaved seed by seed so both see the same machine load.  Per run it reads back what the run logged:
-``time/gen`` (training; a fast setting that only changes sampling reuses today's weights, so it is charged today's
-training time), ``time/sample`` (the 1× mix's draw: 4,250 images at balanced 5,000), and ``gen/label_consistency``
-and ``gen/fid`` (the pipeline's quality extractor, 100 or 500 samples per class), which the bench has the run
-compute from its checkpoint once it has finished (``evaluate_run``) without CAS: CAS's four classifier fits were
-85% of a cheap family's run here and are no part of the question.
-What a family's generators of one data draw share (clip's CLIP, trained once per draw) is made ready first and is in
-neither wall time.  It takes hours at ``quick``: ``--store DIR`` keeps the runs, and the same command run again reads
-back the finished ones; a run cut off in its generator's training goes on from that training's last snapshot
-(``snapshots.py``) and counts the cut attempt's training time up to it, so its time is still an unbroken training's.
-
-Wall times compare only within one machine (tag ``machine.cpu``): a row whose runs ran on several (a store
-resumed elsewhere from the ledger, ``synthboost ledger import --experiment time-to-quality``) prints no speed-up.
-
-*wall* = training + the mix's sampling: what a grid cell spends before its classifier.  *CPU s* = the CPU seconds
-of the whole run (training, sampling, the one-step classifier; not the quality metrics), measured by the bench
-around it: on a machine shared with other jobs wall time also measures them, CPU time does not (no figure for a run
-resumed from a snapshot or reusing a generator: part of its work is not in it).  *speed-up* = today's mean
-wall / the fast setting's.  *holds* = the fast mean label consistency ≥ today's lowest seed and its mean FID ≤
-today's highest seed (the issue's "within the spread of today's three seeds").  The classifier is cut to one step
-(``clf.steps=1``): it is not part of the question and would only add noise to the timings.
-
-The ``FAST`` candidates are what the first measurement tries, with why; the table, not this list, says which hold.
+The question: does a cheaper setting reach today's generator quality — label consistency and FID within the spread
+of today's seeds — in at most half the wall time?
 """
 
 from __future__ import annotations

@@ -1,22 +1,7 @@
 """The project's small CLIP: open_clip's ``CLIP`` built small and trained on Fashion-MNIST image/caption pairs.
 
-It is the frozen text encoder of the ``clip`` generator family.  By default it trains on the run's own real training
-images only (``train_clip(images=…, labels=…)``, cached per data digest: ``clip_key(profile, data_digest=…)``), so
-a ``clip`` run sees no labelled image beyond its cell's; the "full" CLIP (``train_size`` images of the official
-train set, ``synthboost clip train``) is the explicit, external-data alternative.  Captions are "a photo of a {class name}."
-and a few other templates.  The text tower uses open_clip's BPE tokenizer, with the ids renumbered onto the
-~60 that the captions use: its token table shrinks from 49,408 rows to ~60 and its context to 16, which is
-most of a standard small CLIP's parameters.  Training reuses the shared likelihood loop
-(``training.train_likelihood``); the model supplies the loss: the image–caption contrastive loss of a
-batch, where captions of the same class count as positives (UniCL, Yang et al. 2022) — with ten classes a
-batch repeats every caption many times, and CLIP's one-positive loss would push equal captions apart.
-The reported metric is zero-shot accuracy on the official test set (prompts = the mean of the templates).
-
-API (the tracking layer keeps the state as its own MLflow run, keyed by ``clip_key``):
-``train_clip(profile=…, images=…, labels=…) -> (state, metrics, params)``, ``clip_key(profile, data_digest=…)``,
-``load_clip(state)``,
-``text_embeddings(clip, labels)``.  ``pretrained_state("ViT-B-32/openai")`` describes a pretrained open_clip
-model instead; ``load_clip`` then loads it from the local cache only and raises ``UserError`` if it is absent.
+It is the frozen text encoder of the ``clip`` family.  Same-class captions count as positives in its contrastive
+loss (UniCL, Yang et al. 2022): with ten classes a batch repeats every caption, which CLIP's loss would push apart.
 """
 
 from __future__ import annotations
@@ -106,8 +91,7 @@ def caption_vocab() -> Tensor:
 class CompactTokenizer:
     """open_clip's BPE tokenizer with ids renumbered onto ``vocab``: 0 pad, 1 unknown, then ``vocab`` in order.
 
-    Keeping the order keeps end-of-text the largest id, which is where open_clip pools the text (argmax).
-    """
+    Keeping the order keeps end-of-text the largest id, which is where open_clip pools the text (argmax)."""
 
     def __init__(self, vocab: Tensor, *, context_length: int):
         self.bpe = _bpe(context_length)
@@ -254,9 +238,7 @@ def _train_subset(cfg: CLIPConfig) -> tuple[Tensor, Tensor]:
 def clip_key(profile: str, *, data_digest: str | None = None) -> str:
     """What the CLIP's training depends on: its config, the captions, the data and the format.
 
-    ``data_digest``: the run's data digest for a CLIP trained on that run's own training images (``clip-own-…``);
-    None for the full CLIP on the official train set (``clip-<profile>-…``).
-    """
+    ``data_digest``: the run's, for a CLIP on its own training images; None for the full CLIP."""
     cfg = clip_config(profile)
     if data_digest is None:
         data = load_fashion_mnist()
@@ -271,9 +253,7 @@ def clip_key(profile: str, *, data_digest: str | None = None) -> str:
 def train_clip(*, profile: str = "quick", images: Tensor | None = None, labels: Tensor | None = None,
                device: torch.device | str | None = None, progress: bool = False,
                seed: int = 0) -> tuple[dict, dict[str, float], dict]:
-    """Train the project's CLIP on ``images``/``labels`` (a run's own training images), or, with None, on the
-    full CLIP's ``train_size`` images of the official train set; returns (state for ``load_clip``, metrics,
-    params).  At least ``min_steps`` optimizer steps either way."""
+    """Train the CLIP on ``images``/``labels`` (None: the official train set); returns (state, metrics, params)."""
     cfg = clip_config(profile)
     device = torch.device(device) if device is not None else pick_device()
     if (images is None) != (labels is None):

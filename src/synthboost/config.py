@@ -1,9 +1,6 @@
-"""Dataclass configs, profiles and YAML loading.
+"""Dataclass configs, profiles and YAML loading: the shared machinery plus the data, mix and run configs.
 
-Every config is a pydantic dataclass with ``extra="forbid"``: a typo in a key or an out-of-range value
-is rejected with a message that names the key.  Families and classifiers declare their own config
-classes next to their code (with ``profiles`` and ``tunables`` class variables); this module holds the
-shared machinery plus the data, mix and run configs.
+Every config forbids extra keys, so a typo or an out-of-range value is rejected with a message naming the key.
 """
 
 from __future__ import annotations
@@ -99,9 +96,9 @@ def as_dict(cfg) -> dict[str, Any]:
 
 
 def key_dict(cfg) -> dict[str, Any]:
-    """``cfg``'s values as cache and grid keys see them.  A field added after results were recorded declares, in the
-    class's ``key_neutral``, the value that reproduces those results; at that value it is left out, so adding a
-    knob neither re-keys (and re-runs) every cell recorded before it nor splits them from new runs in the report."""
+    """``cfg``'s values as cache and grid keys see them: a field at its ``key_neutral`` value is left out.
+
+    So adding a knob neither re-keys the cells recorded before it nor splits them from new runs in the report."""
     neutral = getattr(type(cfg), "key_neutral", {})
     return {k: v for k, v in as_dict(cfg).items() if not (k in neutral and v == neutral[k])}
 

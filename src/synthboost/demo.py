@@ -1,13 +1,7 @@
 """The demo (``synthboost demo``, ``make demo``): does a generator's synthetic data help on real Fashion-MNIST?
 
-Two runs on the same long-tailed draw (``high``/1,000, seed 0): the real-only baseline and a VAE trained on that
-draw and mixed in 1:1 with the balance strategy; then the report's results and gain table for them, read back
-from the store as ``synthboost report`` reads it.  Every stage prints one line (``stages.Stages``), also when
-the output is a pipe or a CI log.
-
-Generator-quality metrics (FID, KID, IS, precision/recall, CAS) are left out unless asked for: they need the
-quality extractor, a CNN trained once per store on all 60,000 training images — minutes on a CPU, more than the
-whole demo — so the demo names the command that adds them instead.
+Generator-quality metrics are left out unless asked for: their extractor's one-off training takes longer than the
+whole demo.
 """
 
 from __future__ import annotations

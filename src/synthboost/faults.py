@@ -1,11 +1,7 @@
 """A fault-injection hook for the fault tests (tests/test_faults.py): inert unless ``SYNTHBOOST_FAULT`` is set.
 
-``SYNTHBOOST_FAULT=<stage>:<action>`` acts the first time this process reaches ``point(<stage>)``.  Stages:
-``generator-training`` (after a generator's first epoch), ``classifier-training`` (after a classifier's first
-epoch), ``checkpoint-uploaded`` (a generator's checkpoint is in the artifact store, its completion tags are not).
-Actions: a signal name (``SIGKILL``, ``SIGINT``, …) the process sends itself, or ``wait``: print
-``fault point <stage> reached`` on stderr and sleep, for a test to signal it from outside.
-``SYNTHBOOST_FAULT_ONCE=<file>``: only the one process that creates that file acts (several workers, one fault).
+``SYNTHBOOST_FAULT=<stage>:<action>`` acts the first time this process reaches ``point(<stage>)``: it sends itself a
+signal, or (``wait``) says so on stderr and sleeps for a test to signal it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Machine-local files under the user's cache (``~/.cache/synthboost/``, ``XDG_CACHE_HOME`` if set): where each
-kind lives, and how a file is written so that a crash, a full disk or a second writer never leaves a torn one.
-Used by the kept synthetic draws (``sample_cache``) and the training snapshots (``snapshots``)."""
+"""Machine-local files under the user's cache (``~/.cache/synthboost/``): where each kind lives, and atomic writes.
+
+Written so that a crash, a full disk or a second writer never leaves a torn file."""
 
 from __future__ import annotations
 

@@ -1,20 +1,7 @@
-"""How synthetic samples join the real ones.
+"""How synthetic samples join the real ones: per-class counts by strategy, the confidence filter, oversampling.
 
-``mix.ratio`` is the synthetic count over the real count (0 = real only).  The strategy decides which
-classes receive that budget:
-
-* ``uniform``  — the same label distribution as the real set;
-* ``balance``  — water-filling: the smallest classes are filled first, so a large enough budget brings
-  every class up to the largest (and anything beyond that is spread evenly);
-* ``minority`` — water-filling restricted to the classes below the median count (none in a balanced set).
-
-``mix.synthetic_weight`` is the loss weight of a synthetic sample (the CNN honours it; sklearn models
-take it as ``sample_weight``).
-
-``mix.filter = confidence`` keeps only the synthetic samples a scorer (the pipeline's CNN trained on the real
-training images) finds convincing, drawing more in rounds up to ``mix.filter_max_factor`` × the request
-(``filter_samples``).  The ``oversample`` baseline reaches the same per-class counts with copies of real
-training images instead (``oversample_indices``).
+``mix.ratio`` is the synthetic count over the real count; ``uniform``, ``balance`` or ``minority`` decides which
+classes receive it (the last two fill the smallest classes first).
 """
 
 from __future__ import annotations
@@ -130,16 +117,12 @@ class Filtered:
 def filter_samples(draw: Callable[[torch.Tensor, int], torch.Tensor],
                    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], counts, *,
                    threshold: float, max_factor: int) -> Filtered:
-    """Up to ``counts[k]`` samples of class k whose ``score(x, y)`` is >= ``threshold``.
+    """Up to ``counts[k]`` samples of class k whose ``score(x, y)`` is >= ``threshold``, drawn in rounds.
 
-    ``draw(labels, round)`` returns one uint8 image per label.  Round 0 asks for exactly ``counts``; each
-    later round asks a class for its missing count divided by its pass rate so far (everything it has left
-    when nothing passed yet), never past ``max_factor × counts[k]`` draws in all.  Where a class still falls
-    short, fewer samples are used and a warning says so.
-    """
+    A later round asks a class for its missing count over its pass rate, never past ``max_factor × counts[k]``."""
     want = torch.as_tensor(counts, dtype=torch.long)
-    k = len(want)
-    drawn, accepted, kept = (torch.zeros(k, dtype=torch.long) for _ in range(3))
+    n_classes = len(want)
+    drawn, accepted, kept = (torch.zeros(n_classes, dtype=torch.long) for _ in range(3))
     xs, ys = [], []
     for rnd in range(1 + int(want.sum()) * max_factor):  # each round draws >= 1: a bound, never reached
         need, room = want - kept, want * max_factor - drawn
@@ -152,14 +135,14 @@ def filter_samples(draw: Callable[[torch.Tensor, int], torch.Tensor],
         x = draw(labels, rnd)
         ok = score(x, labels).cpu() >= threshold
         # keep, in drawing order, at most the missing count of each class among the accepted ones
-        hits = F.one_hot(labels, k) * ok[:, None]
+        hits = F.one_hot(labels, n_classes) * ok[:, None]
         rank = (hits.cumsum(0) * hits).sum(1)  # 1, 2, … among the accepted of its class; 0 if rejected
         take = ok & (rank <= need[labels])
         xs.append(x[take])
         ys.append(labels[take])
         drawn += request
-        accepted += torch.bincount(labels[ok], minlength=k)
-        kept += torch.bincount(labels[take], minlength=k)
+        accepted += torch.bincount(labels[ok], minlength=n_classes)
+        kept += torch.bincount(labels[take], minlength=n_classes)
     out = Filtered(x=torch.cat(xs) if xs else torch.zeros(0, 1, 28, 28, dtype=torch.uint8),
                    y=torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long),
                    requested=want.tolist(), drawn=drawn.tolist(), accepted=accepted.tolist())

@@ -1,17 +1,6 @@
-"""MLflow-native records of a run, so MLflow's own UI columns and APIs mean something: the run's real split as an
-MLflow dataset input (the runs table's *Dataset* column) and a trained generator as an MLflow pyfunc model (the
-*Models* column, the model registry, ``mlflow.pyfunc.load_model``).  Only ``tracking.py`` imports this module.
+"""MLflow-native records of a run: its real split as a dataset input and its generator as a pyfunc model.
 
-The generator model takes labels and returns images::
-
-    model = mlflow.pyfunc.load_model("models:/<model id>")          # or runs:/<run id>/<name>, models:/<name>/<version>
-    images = model.predict(np.array([0, 7, 9]), params={"seed": 0})  # uint8, 3×28×28
-
-Its input is a 1-D int64 array of class indices 0-9 (a one-column DataFrame works too); the output is one uint8
-28×28 image per label.  ``params={"seed": …}`` (default 0) makes a draw reproducible.  It is a "model from code"
-around the same checkpoint the run logs as ``generator/model.pt``; loading it needs the ``synthboost`` package
-importable (the project's environment: it is not on PyPI, so the model's requirements list only torch, numpy,
-pydantic, pyyaml and mlflow at the versions that logged it).
+So MLflow's own UI columns (*Dataset*, *Models*) and APIs (``mlflow.pyfunc.load_model``) mean something.
 """
 
 from __future__ import annotations
@@ -46,9 +35,7 @@ mlflow.models.set_model(GeneratorModel())
 def split_dataset(*, name: str, digest: str, source: str, train_y, val_y, class_names: tuple[str, ...]):
     """An ``mlflow.data`` dataset describing a run's real split (train + validation), without copying the images.
 
-    ``digest`` is the project's full-content sha256 (``Split.digest``; MLflow's own digests hash only the first
-    ~10k elements); the dataset keeps its first 36 characters (MLflow's limit) and the profile the whole of it,
-    with the per-class counts of both parts."""
+    ``digest`` is the project's full-content sha256, since MLflow's own digests hash only the first ~10k elements."""
     from mlflow.data.dataset import Dataset
     from mlflow.data.schema import TensorDatasetSchema
     from mlflow.data.sources import LocalArtifactDatasetSource

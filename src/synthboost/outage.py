@@ -1,11 +1,7 @@
 """Riding out a store outage: a tracking server or a database that stops and comes back within a bound.
 
-Calls to a server or a database go through ``patient(call, what=…)``: when one fails because the store cannot
-be reached, it is retried with exponential backoff (1 s, 2 s, … at most 15 s apart), and stderr says so once
-per outage and again when the store is back.  After ``SYNTHBOOST_OUTAGE_SECONDS`` (default 600) without an
-answer it raises ``StoreOutage`` with how to resume.  Retried calls are the stores' own writes and reads,
-which fail before they commit while the store is down (a write whose answer alone was lost may be applied
-twice: a duplicate metric point or tag, never a lost one).
+Retried calls fail before they commit while the store is down; a write whose answer alone was lost may apply twice
+(a duplicate metric point or tag, never a lost one).
 """
 
 from __future__ import annotations
@@ -59,9 +55,7 @@ def patient(call: Callable[[], T], *, what: str,
             answers: Callable[[BaseException], BaseException | None] | None = None) -> T:
     """``call()``, retried while ``what`` (e.g. "MLflow tracking server http://…") is unreachable, up to the bound.
 
-    ``answers(err)``, asked when a call fails as if the store were unreachable, returns the error to raise when the
-    store in fact answers (a failure on its side, e.g. its disk is full, not an outage); after a second such
-    failure in a row it is raised at once, without the bound's backoff."""
+    ``answers(err)`` tells a store that answers with a failure (e.g. a full disk) from an outage."""
     delay, start, refused = 1.0, None, 0
     while True:
         try:

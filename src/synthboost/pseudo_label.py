@@ -1,12 +1,7 @@
 """The real-only semi-supervised baseline ``pseudo-label``: the pool images ``ssvae`` learns from, labelled by a CNN.
 
-``ssvae`` trains on ``gen.unlabeled_size`` unlabelled official-train images beyond its cell, so its gain over
-``none`` would be semi-supervised learning as much as synthetic data.  This baseline uses the very same images
-(``data.unlabeled_indices``: same count, same seeded draw) the plain way: a *teacher* — the CNN's strong recipe
-(``none-strong``'s) trained on the cell's labelled training images — labels them, the ones it is at least
-``threshold`` sure of join the real images with its label, and the run's own classifier trains on both at the
-cell's step budget (``pipeline.budget_images``), as every mix does.  The pool's true labels are never used,
-except to report how many kept pseudo-labels are right (``pseudo/kept_label_accuracy``, a diagnostic).
+Against ``none`` an ``ssvae`` gain would be semi-supervised learning as much as synthetic data, so this baseline
+labels the same pool with a strong-recipe CNN and keeps what it is ``threshold`` sure of.
 """
 
 from __future__ import annotations

@@ -1,16 +1,7 @@
 """Generator quality in a Fashion-MNIST feature space: FID, KID, IS, precision/recall, per-class FID, CAS, plots.
 
-ImageNet Inception features mean little on 28×28 grayscale clothes (and no weights can be downloaded here), so
-every distance is measured in the feature space of a ``SmallCNN`` trained on the Fashion-MNIST train set (a
-"Fréchet classifier distance"): its 128-d penultimate layer feeds FID, KID, precision/recall and the PCA/t-SNE
-plots; its logits feed the Inception Score and the label consistency.
-
-* ``train_extractor`` / ``extractor_key`` / ``load_extractor`` — the extractor, trained once per key (the caller
-  keeps it as an MLflow run through ``tracking.cached_model``).
-* ``generator_quality`` — the whole metric set for one generator, as plain floats and figures.
-
-Statistics come from torchmetrics (FID, KID, IS) fed with features extracted once per image; only the k-NN
-precision/recall is written here (see ``precision_recall`` for why).
+Distances use a ``SmallCNN`` trained on Fashion-MNIST (its 128-d penultimate layer; its logits for IS and label
+consistency), because ImageNet Inception features mean little on 28×28 grayscale clothes.
 """
 
 from __future__ import annotations
@@ -72,10 +63,9 @@ def extractor_seconds(profile: str) -> float:
 
 
 def train_extractor(*, profile: str, device=None) -> tuple[dict, dict[str, float], dict[str, Any]]:
-    """Train the extractor CNN and report its accuracy on the official test set (reported, never selected on).
+    """Train the extractor CNN; returns ``(state, metrics, params)`` as ``tracking.cached_model`` expects.
 
-    Returns ``(state, metrics, params)`` in the shape ``tracking.cached_model`` expects.
-    """
+    Its test-set accuracy is reported, never selected on."""
     check_choice("profile", profile, PROFILES)
     recipe = EXTRACTOR_PROFILES[profile]
     data = load_fashion_mnist()
@@ -114,10 +104,7 @@ def load_extractor(state: dict, *, device=None) -> SmallCNN:
 
 
 class ExtractorFeatures(nn.Module):
-    """The extractor as torchmetrics' ``feature=`` argument wants it: images in, (N, num_features) out.
-
-    Images are uint8 N×1×28×28 (or float in [0, 1]); features come back as float32 on the CPU.
-    """
+    """The extractor as torchmetrics' ``feature=`` wants it: images in, float32 CPU features out."""
 
     def __init__(self, extractor: SmallCNN, *, batch_size: int = 1000):
         super().__init__()
@@ -146,9 +133,7 @@ class ExtractorFeatures(nn.Module):
 class _Precomputed(nn.Module):
     """Identity "feature extractor": hands torchmetrics features we already computed.
 
-    One extractor pass per image then serves FID, KID, IS, per-class FID, precision/recall and the plots,
-    instead of one pass per metric (``test_quality`` checks the result equals ``feature=ExtractorFeatures``).
-    """
+    So one extractor pass per image serves every metric (``test_quality`` checks it equals ``ExtractorFeatures``)."""
 
     def __init__(self, num_features: int):
         super().__init__()
@@ -203,19 +188,9 @@ def inception_score(logits: Tensor, *, splits: int = 10, seed: int = 0) -> tuple
 
 def precision_recall(real_features: Tensor, fake_features: Tensor, *, k: int = 3,
                      chunk: int = 2048) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN manifolds.
+    """Improved precision and recall (Kynkäänniemi et al. 2019, k-NN balls), ``chunk`` rows of distances at a time.
 
-    Precision = share of generated samples inside the real manifold (the union of balls around each real
-    sample with radius = its distance to its k-th nearest real neighbour); recall = share of real samples
-    inside the generated manifold.  Written here because torchmetrics (the project's metric library) has no
-    such metric; torch-fidelity has one (``metric_prc``) but is not a dependency and wants its own input
-    pipeline; the definition matches it and the paper (k = 3, inside when the distance is <= the radius).
-    Distance matrices are built ``chunk`` rows at a time so 10k×10k never sits in memory at once.
-
-    Caveat, measured here: a 10-class classifier maps uniform noise to a tight cluster next to real shirts and
-    bags, inside the balls of a few large-radius real samples, so noise can score a *high* precision (0.30 with
-    2k and 0.82 with 10k reference images, quick extractor).  FID, KID and recall do reject noise.
-    """
+    Written here because torchmetrics has none; the definition matches the paper and torch-fidelity's ``metric_prc``."""
 
     def radii(points: Tensor) -> Tensor:  # distance to the k-th nearest neighbour, the point itself excluded
         return torch.cat([torch.cdist(points[i:i + chunk], points).kthvalue(k + 1, dim=1).values
@@ -236,11 +211,9 @@ def precision_recall(real_features: Tensor, fake_features: Tensor, *, k: int = 3
 def classifier_scores(synth_x: Tensor, synth_y: Tensor, *, train_x: Tensor, train_y: Tensor, test_x: Tensor,
                       test_y: Tensor, profile: str, seed: int, device=None,
                       seconds: dict[str, float] | None = None) -> dict[str, float]:
-    """Classification Accuracy Score (Ravuri & Vinyals 2019) beside the real-data accuracy of the same models.
+    """CAS (Ravuri & Vinyals 2019: train on synthetic, test on ``test_x``) beside the same models on ``train_x``.
 
-    ``cas_<clf>``: trained on the synthetic set only; ``real_<clf>``: trained on the real ``train_x``; both
-    tested on ``test_x``.  Fixed epochs from ``profile`` and no validation, so nothing is selected on test.
-    """
+    Fixed epochs from ``profile`` and no validation, so nothing is selected on test."""
     out: dict[str, float] = {}
     seconds = seconds if seconds is not None else {}
     for name, cls in (("cnn", CNNClassifier), ("svm", SVMClassifier)):
@@ -352,7 +325,9 @@ class QualityResult:
 def _cas(generator, fake_x: Tensor, fake_y: Tensor, *, train_x: Tensor, train_y: Tensor, test_x: Tensor,
          test_y: Tensor, profile: str, from_quality_draw: bool, seed: int, device,
          seconds: dict[str, float]) -> tuple[dict[str, float], dict[str, Any]]:
-    """CAS and the real-data side (``generator_quality``'s docstring says how each is drawn), and its params."""
+    """CAS on ``len(train_y)`` balanced synthetic samples (or the quality draw) beside the real side, and its params.
+
+    With ``from_quality_draw`` the real side trains on a seeded subset of the same size, so the two stay comparable."""
     if from_quality_draw:
         cas_x, cas_y = fake_x, fake_y
         if len(cas_y) < len(train_y):
@@ -377,17 +352,7 @@ def generator_quality(generator, *, extractor: nn.Module, real_x: Tensor, real_y
                       tsne_per_class: int = 100) -> QualityResult:
     """The full generator-quality metric set for ``generator`` (anything with ``sample_batched`` or ``sample``).
 
-    * Distances (FID, KID, precision/recall, per-class FID) compare ``n_per_class`` generated samples per class
-      with a fixed real reference: the first ``n_per_class`` images per class of ``real_x``/``real_y``.
-    * IS and label consistency use the extractor's logits on the generated samples.
-    * CAS trains on ``len(train_y)`` synthetic samples (balanced labels) and tests on ``test_x``; the same
-      classifiers trained on ``train_x`` give ``real_cnn``/``real_svm``.  With ``cas_from_quality_draw`` (slow
-      samplers) CAS reuses the distance draw instead of a second one, and the real side trains on a seeded
-      subset of ``train_x`` of the same size, so the two scores stay comparable.  ``cas=False`` leaves CAS out:
-      its four classifier fits are most of the metrics' time at ``quick`` (a quarter of an hour on a CPU), and a
-      question about distances alone (a bench) does not need them.
-    * Figures: ``gen/pca.png`` (all samples) and ``gen/tsne.png`` (``tsne_per_class`` per class and set).
-    """
+    Distances compare ``n_per_class`` samples per class with the first ``n_per_class`` real images per class."""
     if n_per_class < 2:
         raise UserError(f"n_per_class must be at least 2 (FID needs a covariance), got {n_per_class}")
     check_choice("profile", cas_classifier_profile, PROFILES)

@@ -1,8 +1,6 @@
-"""Fashion-MNIST's classes and the regimes' arithmetic: per-class counts of a regime subset, its folds, and how
-many images a run trains on.
+"""Fashion-MNIST's classes and the regimes' arithmetic: per-class counts of a subset, its folds, a run's images.
 
-Plain numpy (no torch), so that the report can compute a run's counts from its params cheaply; ``data.py``
-re-exports these names and draws the images.
+Plain numpy (no torch), so that the report can compute a run's counts from its params cheaply.
 """
 
 from __future__ import annotations

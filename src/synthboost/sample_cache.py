@@ -1,15 +1,7 @@
 """Synthetic images kept on disk, so that a draw is made once per generator, sampling setting, counts and seed.
 
-A grid runs a generator's variants (its default recipe, ``-strong``, ``-seedrecipe``, …) as separate units, often
-in another worker process, and every one of them drew the same images again: at balanced/5,000 a diffusion pool is
-~20 min of a core each time.  The images are a pure function of the draw (``pipeline._draw`` seeds by the run's
-seed, not by RNG history), so a run that reads them here trains on the very images it would have drawn.
-
-Files are a machine-local cache, beside the data's (``~/.cache/synthboost/samples/``, under ``XDG_CACHE_HOME`` if
-set; ``SYNTHBOOST_SAMPLES`` moves them; deleting them costs draws, nothing else) — not in the tracking folder, which
-a worker of a shared server never creates.  They are named by a hash of the draw's identity and bound to the MLflow
-run of the generator they came from: a generator trained again (a damaged checkpoint, another store) has another
-run id, and its images are drawn anew.  A file that cannot be read or written is a cache miss, never a failed run.
+A grid's variants of one generator each drew the same images (a diffusion pool is ~20 min of a core); the draw is
+seeded by the run's seed, not by RNG history, so a cached read is the very images it would have drawn.
 """
 
 from __future__ import annotations

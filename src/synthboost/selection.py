@@ -1,11 +1,7 @@
 """How far a study's choice can be trusted: the rank agreement between its validation objective and test accuracy.
 
-A study picks the trial with the best *validation* objective; the test set is only ever reported.  If the two
-rank the finished trials alike, the pick is worth its name; if not (tiny validation tails on ``high``/1,000 move
-balanced accuracy by 3–5 pp per image), the "best" trial is partly luck.  ``study_agreement`` measures it:
-Spearman's ρ over the study's COMPLETE trials (pruned and failed ones have no test score), with its n, a 95%
-paired-bootstrap interval and the permutation-free p of ``scipy.stats.spearmanr``; plus where the chosen trial
-lands on the test ranking.  Reading test accuracy here is reporting, not selection: nothing feeds back.
+If the two rank the finished trials differently, the "best" trial is partly luck; reading test accuracy here is
+reporting, not selection: nothing feeds back.
 """
 
 from __future__ import annotations
@@ -93,9 +89,7 @@ def trial_scores(study, tracker) -> list[tuple[int, float, float]]:
 def study_agreement(name: str, storage_url: str, *, tracker, log: bool = True, first: int | None = None) -> Agreement:
     """The val↔test agreement of study ``name``; logged into its MLflow parent run (``selection/*``) when ``log``.
 
-    ``first``: only the trials numbered below it — two studies with the same seeded random sampler propose the
-    same points in the same order, so their first N trials compare two selection methods on the same settings.
-    """
+    ``first`` keeps the first N trials, which two studies with the same seeded sampler share, to compare them."""
     from .study import stored_spec
 
     study = queue.load_study(name, storage_url)

@@ -1,19 +1,7 @@
 """Server mode on one machine: a private PostgreSQL and an MLflow tracking server on it, for workers anywhere.
 
-``synthboost server start`` brings up, in DIR (default ``tracking/server/``):
-
-- ``postgres/data`` — a PostgreSQL cluster from the machine's own packages (``initdb`` the first time),
-  listening on 127.0.0.1 only (no Unix socket), password-protected, with the databases ``mlflow`` and
-  ``optuna``.  PostgreSQL refuses to run as root; as root it runs as the ``postgres`` system user (which
-  owns ``postgres/``), otherwise as the calling user.  Its log is ``postgres/postgres.log``.
-- an ``mlflow server`` on the ``mlflow`` database that proxies artifacts into ``artifacts/`` (so workers need
-  no shared file system), in its own session so that it outlives the command; log ``mlflow.log``.
-- ``server.json`` (mode 0600): ports, the MLflow server's pid and the generated password.
-
-Then it prints the two lines a worker needs (``MLFLOW_TRACKING_URI=…``, ``SYNTHBOOST_OPTUNA_STORAGE=…``).
-Starting again while it runs changes nothing and prints them again; ``status`` says what runs where with the
-password hidden; ``stop`` stops both and checks that nothing is left.  The database password travels to
-the MLflow server in its environment, never on a command line that ``ps`` shows.
+The MLflow server proxies artifacts, so workers need no shared file system; the database password travels in the
+server's environment, never on a command line that ``ps`` shows.
 """
 
 from __future__ import annotations

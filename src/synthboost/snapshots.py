@@ -1,17 +1,7 @@
-"""A generator's training state between epochs, kept on local disk, so that a run killed mid-training (a session's
-end, a lost machine, Ctrl-C) goes on from its last snapshot when the same cell runs again, instead of from scratch.
+"""A generator's training state between epochs, on local disk, so a run killed mid-training resumes from it.
 
-At balanced/5,000 a diffusion generator trains for about an hour of a core; a grid cut at a session's end lost
-every generator in training (two ddpm generators, 56 min each, on 2026-12-02).  A training loop (``training.py``,
-``generators/adversarial.py``) hands its state to ``Snapshots.end_epoch`` after each epoch: the networks, the
-optimizers, the EMA, the loop's counters, the epoch curve so far and the RNG state.  The RNG state makes a resumed
-training the same computation as an uninterrupted one (the same weights, bit for bit, on the same machine).
-
-Files are machine-local, beside the data's cache (``~/.cache/synthboost/training/``, under ``XDG_CACHE_HOME`` if
-set; ``SYNTHBOOST_SNAPSHOTS`` moves them), named by the generator key, which names the config, the data draw and
-the family's code version; the key is also stored inside and checked.  The pipeline deletes a snapshot once its
-generator's checkpoint is in the tracking store.  A snapshot that cannot be read or does not fit is ignored (with
-a warning) and the generator trains from scratch; one that cannot be written costs the resume, never the run.
+A diffusion generator trains for about an hour of a core; the saved RNG state makes a resumed training bit for bit
+the uninterrupted one.  A snapshot that cannot be read or written costs the resume, never the run.
 """
 
 from __future__ import annotations
@@ -64,12 +54,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 class Snapshots:
-    """The snapshots of one generator's training (``key``: its generator key).
-
-    A loop calls ``restore`` once, after building its networks and optimizers and before its first epoch, then
-    ``end_epoch`` after each epoch.  ``objects`` maps names to anything with ``state_dict``/``load_state_dict``
-    (modules, optimizers, a GradScaler); ``counters`` are the loop's own numbers (steps so far, …).
-    """
+    """The snapshots of one generator's training: ``restore`` once before the first epoch, ``end_epoch`` after each."""
 
     def __init__(self, key: str, *, every: float | None = None, folder: Path | None = None):
         self.key = key
@@ -112,8 +97,8 @@ class Snapshots:
 
     def restore(self, objects: dict[str, Any], *, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 ) -> tuple[int, dict[str, float], dict[str, Any]]:
-        """Load the last snapshot into ``objects`` (and the RNG); replay its epoch curve to ``on_epoch``.  Returns
-        ``(first epoch to run, the last epoch's means, the loop's counters)``: ``(0, {}, {})`` without one.
+        """Load the last snapshot and replay its curve to ``on_epoch``; returns (first epoch, last means, counters).
+
         Snapshots of other trainings untouched for ``STALE_DAYS`` are deleted on the way."""
         self._t0 = self._saved = time.perf_counter()
         self._sweep()

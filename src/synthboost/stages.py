@@ -1,8 +1,7 @@
 """One plain line per stage of a long command (``synthboost demo``, ``synthboost run``), on a terminal or not.
 
-The training loops' progress bars (``training.progress_bar``) hide themselves when stderr is not a terminal, so a
-CI log or a pipe saw nothing for minutes.  A stage line is printed either way: through ``tqdm.write``, so on a
-terminal it lands above a running bar instead of through it, and as a plain line elsewhere.
+Progress bars hide themselves off a terminal, so a CI log saw nothing for minutes; ``tqdm.write`` keeps a stage line
+above a running bar.
 """
 
 from __future__ import annotations

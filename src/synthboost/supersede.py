@@ -1,14 +1,7 @@
 """Superseded runs: a cell re-run because the code or its config changed marks its older runs, never mixes them in.
 
-A cell's *identity* is what the user asked for — variant (tag ``variant``), profile, regime, size, seed, classifier,
-the mix setting (ratio, strategy, weight, filter; or "real only") and, for a cell run from a study's best, that
-study (tag ``tuned.study``) — while its ``config_key`` tag is how it was computed.  When a cell's run with the key
-the grid plans now is FINISHED, every other FINISHED run of the same identity in the grid's experiment under
-another key is tagged ``superseded_by`` (that run's id) and ``superseded_reason`` (the keys and the config values
-that differ).  Nothing is deleted; a run already marked is left as it is, so marking again changes nothing.
-
-The profile belongs to the identity although the grid file names it once: a smoke check of a cell is not an older
-version of its quick run, and the report keeps profiles apart anyway.
+A cell's *identity* is what the user asked for, its ``config_key`` how it was computed; nothing is deleted, and
+marking again changes nothing.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Training plumbing shared by generators, classifiers and the project's CLIP (no model of its own).
 
-The whole dataset lives on the device as one tensor and an epoch is a run of randperm index slices
-(``batches``), so there is no DataLoader.  ``train_likelihood`` is the loop for any network whose
-``loss(x, y) -> (loss, parts)`` is its own objective (the VAEs, diffusion, the CLIP).
+The whole dataset lives on the device as one tensor and an epoch is randperm index slices, so there is no DataLoader.
 """
 
 from __future__ import annotations
@@ -36,7 +34,8 @@ def autocast(device: torch.device, amp: torch.dtype | None, *, cache: bool = Tru
 
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively: a CUDA device that supports it, or a CPU with AVX512-BF16 or AMX.
-    Elsewhere bf16 is emulated and slower than fp32 (0.53× for the classifier CNN on a Xeon without AVX512-BF16)."""
+
+    Elsewhere bf16 is emulated and slower than fp32 (0.53× for the classifier CNN)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -58,9 +57,7 @@ def precision_name(amp: torch.dtype | None) -> str:
 
 
 def optimizer_options(impl: str) -> dict[str, bool]:
-    """Keyword options of a torch optimizer for ``impl``: foreach (one kernel per op over all parameters; bitwise
-    the same updates as the per-parameter loop, and faster), fused (one kernel per step; rounds differently),
-    loop (torch's per-parameter default on the CPU)."""
+    """Keyword options of a torch optimizer for ``impl``: foreach (bitwise the per-parameter loop), fused, or loop."""
     return {"foreach": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}[impl]
 
 
@@ -98,12 +95,7 @@ def train_likelihood(
     after_fit: Callable[[Tensor, Tensor], None] | None = None, amp: torch.dtype | None = None,
     snapshots: Snapshots | None = None,
 ) -> dict[str, float]:
-    """Train a network whose ``loss(x, y) -> (loss, parts)`` gives its own objective (VAEs, diffusion, CLIP).
-
-    ``images`` is uint8 N×1×28×28 (or N×28×28), ``labels`` int64 N; both are moved to the network's device
-    once and sliced with randperm batches.  Returns the last epoch's mean loss parts.  With ``snapshots`` the
-    training goes on from the last snapshot of an earlier, killed attempt and leaves its own (``snapshots.py``).
-    """
+    """Train a network whose ``loss(x, y) -> (loss, parts)`` is its own objective; returns the last epoch's means."""
     device = next(net.parameters()).device
     x_all = images.to(device)
     y_all = labels.to(device)

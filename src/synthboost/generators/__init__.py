@@ -1,8 +1,7 @@
 """The explicit registry of generator families and no-generator baselines.
 
-Families are listed by module and class so that choosing ``vae`` does not import diffusers; ``get``
-imports on demand.  Adding a family = one file here beside the others + one line in ``FAMILIES`` + its study,
-``studies/<name>.yaml`` (README, "Adding a generator family").
+Families are listed by module and class so that choosing ``vae`` does not import diffusers; ``get`` imports on
+demand.  Adding a family: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -13,9 +12,8 @@ from dataclasses import dataclass
 from ..errors import UserError
 
 
-#: how a family trains: autoencoders on the likelihood loop (vae), the adversarial loop (gan), denoising diffusion on
-#: the likelihood loop (diffusion); ``control``: trains nothing (held-out real images, noise) and brackets what a
-#: synthetic image is worth.  tests/test_<kind>_family.py tests every family of its kind.
+#: how a family trains (likelihood loop, adversarial loop, diffusion, or nothing: ``control``);
+#: tests/test_<kind>_family.py tests every family of its kind
 KINDS = ("vae", "gan", "diffusion", "control")
 
 

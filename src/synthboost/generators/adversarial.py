@@ -1,28 +1,9 @@
 """The one adversarial training loop both GAN families (``cgan``, ``biggan``) share, and the plumbing around it.
 
-A family subclasses ``AdversarialGenerator`` and supplies two networks and a loss:
-
-* ``build_generator()``     -> G with ``G(z, y)`` = images in [-1, 1], N×1×28×28, for noise z (N×z_dim), labels y (N);
-* ``build_discriminator()`` -> D with ``D(x, y)`` = N logits (higher = more real).  D must not use batch statistics:
-  the loop scores real and fake images in one forward pass;
-* ``adversarial_loss``      -> ``"nonsaturating"`` or ``"hinge"``.
-
-Its config subclasses ``AdversarialConfig``, which declares the loop's knobs (``epochs, min_g_steps, batch_size, lr_g,
-lr_d, beta1, beta2, n_critic, ema_decay, z_dim, truncation, collapse_threshold, collapse_patience``); the family adds
-its networks' and overrides the defaults it tuned.
-
-Checkpoints hold G and the exponential moving average of its weights (``GeneratorPair``) with the config.  D lives
-only for the length of ``fit``, so sampling needs neither D nor training data; samples come from the EMA of G.
-
-Failure detection — both raise ``GeneratorDiverged`` with the reason, which the pipeline records on the failed run:
-
-* divergence: a non-finite D or G loss at any step;
-* collapse: after every epoch the raw G draws ``PROBE_PER_CLASS`` images per class from fixed noise.  A class's
-  *diversity* is the mean pairwise L2 distance between those images divided by the same statistic on real training
-  images of that class (≈ 1 for a healthy G, → 0 when G ignores its noise).  The epoch's ``diversity`` is the minimum
-  over classes (logged every epoch); once G has made ``collapse_warmup`` steps (a freshly initialised G barely varies
-  yet), ``collapse_patience`` consecutive epochs below ``collapse_threshold`` declare the run collapsed.  A threshold
-  of 0 switches the check off.
+A family subclasses ``AdversarialGenerator`` with a G, a D (no batch statistics: real and fake share a forward pass)
+and a loss.  Checkpoints hold G and its EMA only, so sampling needs neither D nor training data.  A non-finite loss
+or a collapse (the minimum over classes of G's sample spread relative to real images' stays below
+``collapse_threshold``) raises ``GeneratorDiverged``.
 """
 
 from __future__ import annotations
@@ -120,12 +101,7 @@ class GeneratorPair(nn.Module):
 def standing_statistics(G: nn.Module, labels: Tensor, *, z_dim: int, batch_size: int = 256, passes: int = 8) -> None:
     """Recompute G's BatchNorm running statistics from its own activations (BigGAN's "standing statistics").
 
-    The EMA of G averages the raw G's running statistics along with its weights, but those statistics describe the
-    raw G's activations, not the averaged weights' — sampling with them gave dim, off-class images (cgan: 55% label
-    consistency against 86% after this).  Here they are re-estimated as an exact average over ``passes`` batches of
-    noise with labels drawn from ``labels``.  For spectrally normalised layers the train-mode passes also run power
-    iterations on the averaged weights, so their σ estimate matches those weights rather than an average of vectors.
-    """
+    The EMA averages the raw G's statistics, which misfit its weights (cgan label consistency 55%, 86% after)."""
     norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
@@ -157,14 +133,9 @@ def train_adversarial(
     progress: bool = False, on_epoch: EpochCallback | None = None, desc: str = "gan",
     snapshots: Snapshots | None = None,
 ) -> dict[str, float]:
-    """Train G against D; return the last epoch's means of d_loss, g_loss, d_real, d_fake (D logits) and diversity.
+    """Train G against D; return the last epoch's means of d_loss, g_loss, d_real, d_fake and diversity.
 
-    ``images`` uint8 N×1×28×28 (or N×28×28) and ``labels`` int64 N are moved to G's device once and sliced with
-    randperm batches.  Every batch makes one D step; every ``n_critic``-th batch also makes one G step (fresh noise,
-    that batch's labels, so fakes follow the data's class mix), followed by an EMA update of G when ``ema`` is given.
-    Raises ``GeneratorDiverged`` on a non-finite loss or on collapse (see the module docstring).  With
-    ``snapshots`` the training goes on from the last snapshot of an earlier, killed attempt (``snapshots.py``).
-    """
+    A G step uses its batch's labels, so fakes follow the data's class mix."""
     if loss not in LOSSES:
         raise ValueError(f"unknown adversarial loss {loss!r} (choose from: {', '.join(LOSSES)})")
     if n_critic < 1:
@@ -279,9 +250,7 @@ def train_adversarial(
 def epochs_for(cfg, n: int) -> int:
     """``cfg.epochs``, raised until G takes at least ``cfg.min_g_steps`` steps on ``n`` images.
 
-    A GAN needs a number of G steps more than a number of passes: 50 epochs are 3,300 cgan steps on 4,250
-    images but 650 on the long-tailed 1,000 regime's 850, where quick's cgan then sampled 17% label consistency.
-    """
+    A GAN needs G steps more than passes (quick cgan on high/1,000's 650 steps: 17% label consistency)."""
     # every batch is a D step and every n_critic-th also a G step
     return epochs_with_floor(epochs=cfg.epochs, min_steps=cfg.min_g_steps * cfg.n_critic, n=n,
                              batch_size=cfg.batch_size)

@@ -1,11 +1,7 @@
 """The Generator face every family implements, and the plumbing ``TorchGenerator`` gives every family.
 
-A family subclasses ``TorchGenerator``: it names a ``Config`` (a ``synthboost.config.config`` dataclass with
-``profiles`` and ``tunables``), builds its network in ``build()``, and either defines ``loss(x, y)`` (the shared
-likelihood loop, ``synthboost.training.train_likelihood``, trains it) or overrides ``fit`` to call another shared
-loop (e.g. the adversarial one).  A family whose ``fit`` takes more than the labelled training images says what in
-``fit_inputs`` (the pipeline passes it on without knowing the family).  Checkpoints carry the family name, the
-config and the weights, so ``from_state_dict`` needs nothing else.
+A family names a ``Config``, builds its network in ``build()`` and defines ``loss(x, y)`` or overrides ``fit``;
+checkpoints carry the family name, config and weights, so ``from_state_dict`` needs nothing else.
 """
 
 from __future__ import annotations
@@ -30,20 +26,19 @@ CHECKPOINT_FORMAT = 1
 
 @dataclass(frozen=True)
 class FitInputs:
-    """What a family's ``fit`` takes besides the labelled training images (``kwargs``), and the run tags that say
-    where those inputs came from (``tags``, e.g. the run that holds a cached CLIP)."""
+    """What a family's ``fit`` takes besides the labelled images (``kwargs``), and the run tags that say where from."""
 
     kwargs: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
 
 class AuxModels(Protocol):
-    """Auxiliary models a family may train on, each trained once and cached by the caller (the pipeline keeps them
-    as MLflow runs of their own, so that ``generators/`` never imports ``tracking``)."""
+    """Auxiliary models a family may train on, each trained once and cached by the caller.
+
+    The caller keeps them as MLflow runs, so that ``generators/`` never imports ``tracking``."""
 
     def clip(self, profile: str, *, split: Split | None = None) -> tuple[dict, str]:
-        """The project's CLIP of ``profile`` trained on ``split``'s training images only (None: the full CLIP on
-        the official train set): its state (``clip_model.load_clip``) and the id of the run holding it."""
+        """(state, run id) of the CLIP of ``profile`` on ``split``'s images (None: on the official train set)."""
         ...
 
 
@@ -81,9 +76,9 @@ def cpu_has_bf16() -> bool:
 
 
 def pick_sampling_amp(device: torch.device, mode: str = "auto", *, train_mode: str = "auto") -> torch.dtype | None:
-    """Autocast dtype for sampling: auto = training's choice on CUDA, bf16 on a CPU with native bf16 (diffusion
-    sampling there took half the time for the same FID and label consistency; bench/generators.py), else fp32;
-    off | bf16 | fp16 as ``pick_amp``."""
+    """Autocast dtype for sampling: auto = training's choice on CUDA, bf16 on a CPU with native bf16, else fp32.
+
+    On such a CPU diffusion sampling took half the time for the same FID and label consistency (bench/generators.py)."""
     if mode != "auto":
         return pick_amp(device, mode)
     if device.type == "cuda":
@@ -100,11 +95,9 @@ class TorchGenerator(abc.ABC):
     exemplar_sampling: ClassVar[bool] = False
     #: True when a sample costs a whole reverse chain (diffusion): quality metrics then draw fewer samples
     slow_sampling: ClassVar[bool] = False
-    #: bump when the family's training behaviour changes (network, loss, loop): it is part of the generator key,
-    #: so checkpoints trained by the older code are no longer reused
+    #: bump when training behaviour changes: part of the generator key, so older checkpoints are not reused
     code_version: ClassVar[int] = 1
-    #: runs of code versions up to this one learned from labelled images beyond their cell's (before the family
-    #: was fixed, e.g. clip's CLIP on the official 60k) though they carry no tag saying so: the report sets them apart
+    #: runs of code versions up to this one used labelled images beyond their cell's without a tag saying so
     external_data_until: ClassVar[int] = 0
 
     def __init__(self, config=None, *, device: torch.device | str | None = None):
@@ -123,35 +116,33 @@ class TorchGenerator(abc.ABC):
         """One image per requested label: float [0,1] or uint8, N×1×28×28, on the device."""
 
     def precisions(self) -> dict[str, str]:
-        """What its training and its sampling compute in on this device (``amp`` settings resolved, as
-        ``training.precision_name``): runs record it, since ``auto`` means different things on different
-        machines.  Default: fp32 for both (families without an ``amp`` knob)."""
+        """What training and sampling compute in on this device (``amp`` resolved); fp32 for both by default.
+
+        Runs record it, since ``auto`` means different things on different machines."""
         return {"training": "fp32", "sampling": "fp32"}
 
     # -- training ----------------------------------------------------------------------------------------
     @classmethod
     def external_data(cls, config) -> str | None:
-        """What a generator of ``config`` learns from beyond its run's real training images (e.g. a CLIP trained
-        on more labelled data), in a few words; None when nothing.  Such runs are tagged and reported apart."""
+        """What a generator of ``config`` learns from beyond its run's real images, in a few words (None: nothing)."""
         return None
 
     @classmethod
     def unlabeled_data(cls, config) -> int:
-        """How many unlabelled images of the official train set, outside its cell, a generator of ``config`` learns
-        from (``data.unlabeled_pool``); 0 when none.  Such runs are tagged and paired with a baseline that learns
-        from the same images (``pseudo-label``), never with ``none``."""
+        """How many unlabelled official-train images outside its cell a generator of ``config`` learns from (0: none).
+
+        Such runs are paired with ``pseudo-label`` on the same images, never with ``none``."""
         return 0
 
     def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
-        """The keyword arguments ``fit`` needs beyond ``split``'s training images and labels (an unlabelled pool,
-        a cached CLIP, …) and the run tags that record them.  ``models`` provides cached auxiliary models; with
-        None a family trains what it needs inside ``fit``.  Default: nothing."""
+        """The keyword arguments ``fit`` needs beyond ``split``'s images (a pool, a cached CLIP, …) and their tags.
+
+        With ``models`` None a family trains what it needs inside ``fit``."""
         return FitInputs()
 
     def fit(self, images: Tensor, labels: Tensor, *, progress: bool = False,
             on_epoch: EpochCallback | None = None, snapshots: Snapshots | None = None) -> dict[str, float]:
-        """Default: the likelihood loop over ``self.net.loss`` with the config's epochs, batch size and lr;
-        ``snapshots`` lets a killed training go on from its last epoch snapshot (``synthboost.snapshots``)."""
+        """The likelihood loop over ``self.net.loss``; ``snapshots`` resumes a killed training from its last epoch."""
         cfg = self.config
         return train_likelihood(
             self.net, images, labels,
@@ -206,11 +197,9 @@ class TorchGenerator(abc.ABC):
 
 # ---------------------------------------------------------------- shared helpers
 def make_ema(model: nn.Module, decay: float, *, warmup: bool = False) -> AveragedModel:
-    """An exponential moving average of ``model``'s weights (buffers included), from torch's own utility.
+    """An EMA of ``model``'s weights and buffers; ``warmup`` ramps the decay as min(decay, (1 + n) / (10 + n)).
 
-    ``warmup`` ramps the decay as min(decay, (1 + n) / (10 + n)) over the n updates so far (as diffusers'
-    EMAModel does), so that a short run — few steps on a small regime — is not dominated by its initial weights.
-    """
+    So a short run is not dominated by its initial weights (as diffusers' EMAModel does)."""
     if not warmup:
         return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
@@ -223,8 +212,9 @@ def make_ema(model: nn.Module, decay: float, *, warmup: bool = False) -> Average
 
 
 def epochs_with_floor(*, epochs: int, min_steps: int, n: int, batch_size: int) -> int:
-    """``epochs``, raised until an epoch loop over ``n`` images in batches (``training.batches``, drop_last) makes
-    at least ``min_steps`` steps: heavy models need a number of steps more than a number of passes."""
+    """``epochs``, raised until a loop over ``n`` images makes at least ``min_steps`` steps.
+
+    Heavy models need a number of steps more than a number of passes."""
     per_epoch = max(1, n // max(1, min(batch_size, n)))
     return max(epochs, math.ceil(min_steps / per_epoch))
 

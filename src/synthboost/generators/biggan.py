@@ -1,17 +1,7 @@
 """BigGAN (Brock et al. 2019) scaled down to 28×28 Fashion-MNIST.
 
-What is kept from BigGAN, at this size:
-
-* G: z is split into three chunks — one feeds the linear layer that makes the 4w×7×7 start, one conditions each of the
-  two residual up-blocks (7 -> 14 -> 28).  Every block's BatchNorm is class-conditional: its gain and bias are linear
-  functions of ``[shared label embedding, z chunk]`` (one embedding shared by all blocks).
-* D: residual down-blocks (28 -> 14 -> 7, then one block at 7×7), ReLU, global sum pooling and a projection head.
-* One SAGAN self-attention block at the middle resolution (14×14) in both G and D.
-* Spectral norm on every conv and linear layer of G and D, and on D's class embedding; orthogonal initialisation.
-* Hinge loss; TTUR (D learns faster than G: separate ``lr_d`` and ``lr_g``); Adam with β1 = 0.
-* Samples come from the EMA of G's weights; ``truncation`` (> 0) optionally draws z from a normal truncated to [-t, t].
-
-Training is the shared ``adversarial.train_adversarial`` loop.
+Kept: hierarchical z into class-conditional BatchNorm, residual blocks, one self-attention block at 14×14, spectral
+norm with orthogonal init, projection D, hinge loss, TTUR, β1 = 0, EMA of G and truncation.
 """
 
 from __future__ import annotations
@@ -39,8 +29,7 @@ class BigGANConfig(AdversarialConfig):
     lr_d: float = pydantic.Field(default=4e-4, gt=0.0, le=1.0)  # TTUR
     beta1: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0)
     n_critic: int = pydantic.Field(default=2, ge=1, le=10)  # D steps per G step, as in BigGAN
-    # horizon ≈ 1/(1-decay) G steps: 200 of quick's 1,650 (0.999 still held 19% of the init weights there and
-    # sampled 61% label consistency against 85% for the raw G); paper's longer runs afford 0.999
+    # horizon ≈ 1/(1-decay) = 200 of quick's 1,650 G steps (0.999 kept too much of the init); paper affords 0.999
     ema_decay: float = pydantic.Field(default=0.995, ge=0.0, lt=1.0)
 
     profiles: ClassVar[dict] = {
@@ -92,9 +81,7 @@ class UpBlock(nn.Module):
 class DownBlock(nn.Module):
     """(ReLU)-conv-ReLU-conv-avgpool, plus an avgpooled 1×1-conv shortcut (BigGAN's D block).
 
-    The first block skips the leading ReLU so the raw image is not clipped; pooling before the 1×1 shortcut conv
-    equals pooling after it (both are linear) and is 4× cheaper.
-    """
+    Pooling before the shortcut conv equals pooling after (both linear) and is 4× cheaper."""
 
     def __init__(self, cin: int, cout: int, *, down: bool = True, preactivation: bool = True):
         super().__init__()
@@ -132,8 +119,7 @@ class SelfAttention(nn.Module):
 
 
 def orthogonal_and_spectral(net: nn.Module, *, embeddings: bool) -> nn.Module:
-    """Orthogonal init of every conv/linear (and embedding) weight, then spectral norm on every conv/linear
-    (and, with ``embeddings``, on the class embeddings too)."""
+    """Orthogonal init of conv/linear/embedding weights, then spectral norm (on embeddings too if ``embeddings``)."""
     for m in list(net.modules()):  # list first: spectral_norm adds submodules while we walk
         if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
             nn.init.orthogonal_(m.weight)

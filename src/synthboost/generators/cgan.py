@@ -1,18 +1,7 @@
 """DCGAN-style conditional GAN (Radford et al. 2016; Mirza & Osindero 2014) with the non-saturating loss.
 
-Conditioning: the label enters G by **concatenation** and D by **projection**.
-
-* G: a learned label embedding is concatenated to z before the first (linear) layer — DCGAN's own input, and enough
-  for G, which must use the label to fool a class-aware D.
-* D: projection (Miyato & Koyama 2018), ``ψ(h) + <embed(y), h>`` on D's last features.  A label concatenated to D's
-  input can be ignored — D can judge realness alone, so G is never pushed towards the class.  The inner product makes
-  "is this a plausible image *of class y*" an explicit term of the score, which gives markedly better class fidelity,
-  and class fidelity is what synthetic training data needs.
-
-G: (z ⊕ embed(y)) -> linear -> 2w×7×7 -> transposed conv -> w×14×14 -> transposed conv -> 1×28×28, BN + ReLU, tanh.
-D: conv 4×4/2 -> w×14×14 -> conv 4×4/2 -> 2w×7×7 (LeakyReLU) -> projection head.  D has no BatchNorm (the shared
-loop scores real and fake in one batch); dropout on its features curbs its over-fitting on a few thousand images.
-Weights are drawn from N(0, 0.02) as in DCGAN.  Training: ``adversarial.train_adversarial``; samples from the EMA of G.
+The label enters G by concatenation to z and D by projection: a label concatenated to D's input can be ignored,
+while the projection makes "a plausible image *of class y*" an explicit term of D's score (better class fidelity).
 """
 
 from __future__ import annotations

@@ -1,30 +1,9 @@
 """CLIP-guided diffusion: a diffusers ``UNet2DConditionModel`` conditioned on a frozen CLIP's text embedding.
 
-The requested class becomes a caption, "a photo of a {class name}." or one of the other templates (one drawn
-per image, in training and at sampling), and the frozen CLIP encodes it.  The UNet sees it twice:
-cross-attention over the caption's final token states (the Stable Diffusion way; at 7×7 and in the middle
-block), and the unit-norm pooled CLIP embedding projected into the time embedding (``class_embed_type=
-"projection"``).  The null condition of classifier-free guidance is all zeros for both — the empty prompt.
-Everything else — native 28×28, the noise schedule, label dropout, EMA weights, guidance, the samplers — is
-the ddpm family's (``ddpm.DiffusionNet`` / ``DiffusionGenerator``).
-
-The CLIP: the project's own small one (``synthboost.clip_model``, profile ``gen.clip_profile``), or a
-pretrained open_clip model named by ``gen.clip_pretrained`` (``ViT-B-32/openai``), taken from the local cache
-only.  ``gen.clip_data`` says what the project CLIP learns from: ``own`` (default) the run's own real training
-images — never its validation split, never another image — so a ``clip`` run sees no more labelled data than
-its cell; ``full`` the official train set (``synthboost clip train``), which is external data: such runs, like
-pretrained ones, are tagged ``uses_external_data`` and the report keeps them apart.  ``fit`` gets the CLIP, in
-this order, from ``clip_pretrained``, the ``clip_state=`` keyword (``fit_inputs`` asks its ``models`` for it; the
-pipeline caches it as an MLflow run, keyed by the data digest for ``own``), or trains one in-process.  The
-caption embeddings are buffers of the network, so sampling needs neither the CLIP nor training data; the CLIP
-state itself also travels in the checkpoint (``extra.clip``; a pretrained one by name) so ``clip()`` re-creates
-the exact encoders.
-
-Guidance (``gen.guidance``, sampling only — it is not part of the generator key, so a study of it trains one
-model): ``cfg`` is caption conditioning with classifier-free guidance at ``gen.guidance_scale``; ``clip_grad``
-is the seed study's CLIP-guided diffusion — the unconditional prediction, whose clean-image estimate x̂0 is moved
-at every step by ``gen.clip_guidance_scale`` × ∇ cos(CLIP image embedding of x̂0, the requested label's caption
-embedding); ``both`` applies the CLIP gradient on top of classifier-free guidance.
+The class becomes a caption ("a photo of a {class name}." or another template); the UNet cross-attends to its
+token states and adds its pooled embedding to the time embedding; all zeros is the null condition.  The rest is
+the ddpm family's.  By default the project CLIP trains on the run's own images, so a ``clip`` run sees no more
+labelled data than its cell.
 """
 
 from __future__ import annotations
@@ -53,7 +32,7 @@ class CLIPDiffusionConfig(DDPMConfig):
     clip_pretrained: str | None = None  # "<open_clip model>/<tag>", e.g. ViT-B-32/openai; local cache only
     # what the project CLIP trains on: the run's own training images, or the official train set (external data)
     clip_data: Literal["own", "full"] = "own"
-    guidance: Literal["cfg", "clip_grad", "both"] = "cfg"  # sampling only (see the module's docstring)
+    guidance: Literal["cfg", "clip_grad", "both"] = "cfg"  # sampling only: cfg, the CLIP gradient on x̂0, or both
     clip_guidance_scale: float = pydantic.Field(default=20.0, ge=0.0, le=1000.0)  # x̂0 step per unit gradient
 
     profiles: ClassVar[dict] = {
@@ -150,9 +129,7 @@ class CLIPDiffusion(DiffusionGenerator):
         return None
 
     def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
-        """The project CLIP of ``gen.clip_profile`` from ``models`` — trained on ``split``'s training images for
-        ``clip_data=own`` — with its run id as tag ``gen.clip_run_id``; nothing when a pretrained CLIP is
-        configured or there is no cache (``fit`` then trains one)."""
+        """The cached project CLIP (tag ``gen.clip_run_id``); nothing for a pretrained CLIP or without a cache."""
         if self.config.clip_pretrained or models is None:
             return FitInputs()
         own = self.config.clip_data == "own"
@@ -161,8 +138,7 @@ class CLIPDiffusion(DiffusionGenerator):
 
     def resolve_clip_state(self, clip_state: dict | None = None, *, images: Tensor | None = None,
                            labels: Tensor | None = None) -> dict:
-        """The CLIP to condition on: pretrained by name (wins over an injected one), injected (the pipeline passes
-        the cached project CLIP), or trained here — on ``images``/``labels`` for ``clip_data=own``."""
+        """The CLIP to condition on: pretrained by name, else the injected cached one, else trained here."""
         cfg = self.config
         if cfg.clip_pretrained:
             return pretrained_state(cfg.clip_pretrained)
@@ -198,8 +174,9 @@ class CLIPDiffusion(DiffusionGenerator):
         return 0.0 if self.config.guidance == "clip_grad" else scale
 
     def steer(self, x_t: Tensor, t: Tensor, out: Tensor, labels: Tensor) -> Tensor:
-        """Move the clean-image estimate x̂0 along ∇ cos(CLIP(x̂0), caption of the label), then re-express it as
-        the network's prediction at ``x_t``, so the scheduler steps (and thresholds) the steered x̂0."""
+        """Move x̂0 along ∇ cos(CLIP(x̂0), caption of the label), re-expressed as the prediction at ``x_t``.
+
+        So the scheduler steps (and thresholds) the steered x̂0."""
         cfg = self.config
         if cfg.guidance == "cfg":
             return out

@@ -1,13 +1,7 @@
 """Two control "generators" that train nothing: they bracket what a synthetic image can be worth.
 
-``heldout`` (the upper bound) answers ``sample(labels)`` with *real* training images of the requested class from the
-official 60k train set that are not in the run's regime subset (neither its training nor its validation images):
-a mix with it is a mix with more real data, so each of its images should be worth about one real image.
-``noise`` (the lower bound) answers with uniform noise: its images carry no information about the class.
-
-Both have an empty network; ``fit`` only records what sampling needs (heldout: the run's own real indices, so its
-checkpoint says which images it may not return; the pixels are read from the Fashion-MNIST files at sampling time).
-They are registry kind ``control``: the report never counts them as generator families in its claims.
+``heldout`` (upper bound) returns real official-train images outside the run's subset, each worth about one real
+image; ``noise`` (lower bound) returns uniform noise.  The report never counts them as families in its claims.
 """
 
 from __future__ import annotations

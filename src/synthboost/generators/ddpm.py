@@ -1,23 +1,8 @@
 """Class-conditional DDPM (Ho et al. 2020) with classifier-free guidance (Ho & Salimans 2022).
 
-Network: a diffusers ``UNet2DModel`` run on the native 28×28 — no padding to 32.  It has three resolution
-levels, 28 → 14 → 7 (two downsamples; a third would make 4×4, which does not upsample back to 7), with
-self-attention only at 7×7 and in the middle block.  The label goes in through the UNet's class embedding
-(added to the time embedding) with ``num_class_embeds = 10 + 1``: index 10 is the *null* class.
-
-Training is the shared likelihood loop (``training.train_likelihood``), with ``DiffusionNet.loss`` as the
-objective: x0 in [-1, 1], t ~ U{0..T-1}, x_t = ``DDPMScheduler.add_noise(x0, ε, t)``, and with probability
-``label_dropout`` the label becomes the null class, so one network learns both p(x | y) and p(x); the loss is
-the MSE on ε (or on v).  An EMA of the weights (``base.make_ema``) is kept during training and replaces the
-raw weights afterwards, so sampling and the checkpoint use the averaged network.
-
-Sampling (``gen.sampler``, ``gen.sampling_steps``): "dpm" (default: DPM-Solver++ 2M with dynamic thresholding,
-20 steps), "ddim" (deterministic, trailing spacing), or "ddpm" (ancestral; ``sampling_steps=1000`` is the
-original chain, for a GPU).  Guidance: ε = ε_∅ + s·(ε_y − ε_∅), s = ``guidance_scale``; s = 1 is the plain
-conditional model (one pass per step), s = 0 the unconditional one, any other s runs both in one batch.
-
-``DiffusionNet`` and ``DiffusionGenerator`` are shared with the CLIP-conditioned family (``clip.py``), which
-only changes how a label becomes the UNet's conditioning.
+A diffusers ``UNet2DModel`` on the native 28×28 (28 → 14 → 7; a 4×4 level would not upsample back to 7), its class
+embedding extended by a *null* class that label dropout trains for guidance; the EMA weights sample.
+``DiffusionNet`` and ``DiffusionGenerator`` are shared with ``clip.py``, which only changes the conditioning.
 """
 
 from __future__ import annotations
@@ -157,9 +142,7 @@ class DiffusionNet(nn.Module, abc.ABC):
 def epochs_for(cfg: DDPMConfig, n: int) -> int:
     """``cfg.epochs``, raised until training takes at least ``cfg.min_steps`` steps on ``n`` images.
 
-    12 epochs are 792 steps on balanced 5,000's 4,250 images but 156 on the long tail's 850, where quick's DDPM
-    then sampled 43-55% label consistency (FID 150-170): the denoiser needs steps, not passes.
-    """
+    The denoiser needs steps, not passes (quick DDPM on high/1,000's 156 steps: 43-55% label consistency)."""
     return epochs_with_floor(epochs=cfg.epochs, min_steps=cfg.min_steps, n=n, batch_size=cfg.batch_size)
 
 

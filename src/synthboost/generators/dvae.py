@@ -1,11 +1,7 @@
 """Denoising VAE (Im et al. 2017): encode a corrupted image, reconstruct the clean one.
 
-Training is the VAE's ELBO with the input replaced by ``corrupt(x)`` and the reconstruction target kept
-clean (``VAENet.loss(..., target=x)``).  Sampling is the VAE's: label-preserving exemplar perturbation
-(encode a real training image of the class — clean — perturb its latent, decode).  It is the honest
-class-conditional scheme for an unconditional model: the decoder never sees a label, the exemplar does.
-
-``noise_level`` is one scalar in (0, 1]; what it means depends on ``noise``:
+Training is the VAE's ELBO on ``corrupt(x)`` with the clean ``x`` as target; sampling is the VAE's exemplar
+perturbation (of a clean image).  ``noise_level`` is one scalar in (0, 1]; what it means depends on ``noise``:
 
 ============  ==========================================================================================
 gaussian      additive pixel noise N(0, σ²) with σ = level (pixels in [0, 1]), clipped to [0, 1]
@@ -56,10 +52,7 @@ def _factors(x: Tensor, level: float) -> Tensor:
 def corrupt(x: Tensor, *, noise: str, level: float) -> Tensor:
     """Corrupt a float [0, 1] batch N×1×H×W on its own device; randomness comes from torch's global RNG.
 
-    torchvision's functional ops are used where they take the whole batch (noise, blur).  Its rotate,
-    adjust_brightness and adjust_contrast take one scalar per call, so the per-image versions below are the
-    same formulas written for a batch of parameters (rotation through ``affine_grid``/``grid_sample``).
-    """
+    torchvision's per-call scalar ops are rewritten below for one parameter per image."""
     if noise == "gaussian":
         return TF.gaussian_noise(x, sigma=level, clip=True)
     if noise == "salt_pepper":

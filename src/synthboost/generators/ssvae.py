@@ -1,16 +1,8 @@
 """Semi-supervised VAE, model M2 of Kingma et al. 2014 ("Semi-supervised learning with deep generative models").
 
-Three parts: a classifier head q(y|x), an encoder q(z|x,y) and a decoder p(x|y,z) — the latter two are the
-CVAE's network (``VAENet`` with ``num_classes=10``).  Labeled images contribute the conditional negative
-ELBO plus ``alpha`` times the head's cross-entropy; each unlabeled image contributes the negative ELBO
-*marginalised over the unknown label* under the head's q(y|x), minus the entropy of q(y|x):
-
-    U(x) = Σ_y q(y|x) · (−ELBO(x, y)) − H(q(·|x))
-
-so the labels of the unlabeled part are inferred by the head, never read.  The pool reaches ``fit`` as a
-bare uint8 image tensor (``fit_inputs`` draws it with ``synthboost.data.unlabeled_pool``, which returns no
-labels); inside the training tensor its label slot holds ``UNLABELED``.  Sampling is the CVAE's: ``z`` from
-the prior, decoded with the label.
+A classifier head q(y|x) beside the CVAE's network; an unlabelled image's loss is
+U(x) = Σ_y q(y|x) · (−ELBO(x, y)) − H(q(·|x)), so the pool's labels are inferred by the head, never read.
+Sampling is the CVAE's.
 """
 
 from __future__ import annotations
@@ -98,8 +90,7 @@ class SSVAE(CVAE):
         return config.unlabeled_size
 
     def fit_inputs(self, split: Split, *, seed: int, models: AuxModels | None) -> FitInputs:
-        """``gen.unlabeled_size`` train-set images outside the regime's subset (no labels), and the validation split
-        that scores the head."""
+        """``gen.unlabeled_size`` unlabelled train images outside the cell, and the validation split for the head."""
         return FitInputs(kwargs={"unlabeled": unlabeled_pool(split, self.config.unlabeled_size, seed),
                                  "val": (split.val_x, split.val_y)})
 

@@ -1,7 +1,6 @@
 """The whole report: query the store, tidy, analyse, check the claims, draw, write the files, log them as a run.
 
-``build_report`` is the package's face; every step is one call into the module that owns it, and its wall time
-is kept in ``ReportResult.seconds`` (query, tables, grids, plots, write, log).
+Every step is one call into the module that owns it, timed in ``ReportResult.seconds``.
 """
 
 from __future__ import annotations
@@ -64,20 +63,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
                  storage_url: str | None = None) -> ReportResult:
     """Query the store, compare, write ``out_dir`` (report.md / report.html / CSVs) and log it as an MLflow run.
 
-    ``experiments=None`` reads every experiment holding experiment runs.  Study trials (runs tagged
-    ``optuna.study_name`` that are not grid cells) are left out unless ``include_studies``; so are superseded runs
-    (tag ``superseded_by``: their cell was re-run under a newer config) unless ``include_superseded``, which shows
-    them as cells of their own (never in a claim or an exchange rate); ``models`` keeps only
-    those generator families (and every baseline).  ``plan`` (a grid file) adds the cells it names that the
-    store lacks (coverage.py; its ``from_study`` mixes read from ``storage_url``); without ``experiments`` the
-    report reads the plan's.  Raises ``UserError``
-    for an unknown experiment, a selection without finished experiment runs, an unknown format,
-    ``include_studies`` without study trials, a selection of study trials (or superseded runs) only without the
-    flag, a bad plan file, runs of unknown
-    classifier recipe (no ``params.clf.*``), a selection of external-data runs only, or when no generator cell has
-    any real-only baseline to be compared with.  Runs tagged ``uses_external_data`` are listed apart, never paired;
-    runs that learned from an unlabelled pool (``ssvae``, ``pseudo-label``) are paired apart, with each other.
-    """
+    ``experiments=None`` reads every experiment holding experiment runs (or the ``plan``'s, when one is given)."""
     render.check_formats(formats)
     spec = load_plan(plan, experiments) if plan is not None else None  # a bad plan fails before the store is read
     if spec is not None and experiments is None:
@@ -99,7 +85,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
         runs = select_models(runs, models)
         check_recipes(runs)
         runs, external = split_external(runs)
-        runs, pooled = split_unlabeled(runs)  # ssvae and its pool baseline: paired apart (issue 35, item 9)
+        runs, pooled = split_unlabeled(runs)  # ssvae and its pool baseline: paired apart
         analysis = analyse_apart(runs, external)
         analysis.unlabeled = analyse_unlabeled(pooled)
         check_baselines(analysis)
@@ -143,12 +129,7 @@ def build_report(*, experiments: list[str] | None, out_dir: Path, formats: set[s
 
 
 def store_label(uri: str) -> str:
-    """How a report names its store: no absolute path of this machine, no password.
-
-    A local store (``sqlite:///``, ``file:`` or a bare path) is named relative to the project root, e.g.
-    ``sqlite:///tracking/mlflow.db``; one outside the project by its file name alone (``sqlite:///…/mlflow.db``).
-    A server's or database's URI is kept, with any password shown as ``***``.
-    """
+    """How a report names its store: no absolute path of this machine (project-relative or file name), no password."""
     if uri.startswith("sqlite:///"):
         prefix, path = "sqlite:///", uri[len("sqlite:///"):]
         if not path or path.startswith(":memory:"):
@@ -167,10 +148,7 @@ def store_label(uri: str) -> str:
 
 
 def log_report(tracker, files: dict[str, Path], *, meta: dict, claim_list: list[Claim]) -> str:
-    """The report as an MLflow run (tag ``synthboost.kind = report``), its artifacts as in the output folder.
-
-    Under ``mlflow run`` it is logged into the run ``mlflow run`` opened (``tracking.env_run_id``).
-    """
+    """The report as an MLflow run (tag ``synthboost.kind = report``; under ``mlflow run``, the run it opened)."""
     name = f"report: {', '.join(meta['experiments'])} ({meta['n_runs']} runs)"[:250]
     tags = {tracking.TAG_KIND: tracking.KIND_REPORT, "report.experiments": ",".join(meta["experiments"]),
             "report.runs": meta["n_runs"], "report.study_trials": meta.get("study_trials", 0),

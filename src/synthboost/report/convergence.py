@@ -1,9 +1,6 @@
 """Does the classifier's budget converge?  A cell against its twin at a larger step budget, paired per seed.
 
-A twin differs from its cell only in the step budget (``clf.min_steps``, ``clf.steps`` or ``clf.epochs``): same
-model, data cell, mix, generator settings, tuning and every other ``clf.*``.  Per seed and data draw, the larger
-budget's accuracy minus the smaller's, with a 95% t-interval: *converged* only when the whole interval lies within
-±``TOLERANCE``, *moved* when it excludes 0, otherwise *not shown* — a mean under the tolerance decides nothing.
+*Converged* only when the whole 95% interval lies within ±``TOLERANCE``: a mean under the tolerance decides nothing.
 """
 
 from __future__ import annotations

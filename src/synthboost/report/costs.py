@@ -1,10 +1,7 @@
 """What the runs in a report cost, from their own timings: core-hours per family.
 
-A run logs its cell's wall time (``time/cell``), the part spent obtaining its generator (``time/gen``: training
-it on the run that trained it, loading it elsewhere) and the threads it ran on (tag ``machine.threads``), so a
-run's core-hours are wall time × threads — the grid's layout of one thread per process makes them its wall time.
-A generator is trained once per data draw and reused by the other cells of that draw, so its training is counted
-once, on the run that trained it.
+A run's core-hours are its ``time/cell`` × ``machine.threads``; a generator's training counts once, on the run that
+trained it, since the other cells of its data draw reuse it.
 """
 
 from __future__ import annotations

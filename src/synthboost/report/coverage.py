@@ -1,10 +1,7 @@
 """What a grid plan names that the store does not hold yet: the report of a long grid lists its missing cells.
 
-``synthboost report --plan studies/verdict.yaml`` plans the grid file as ``synthboost grid`` would (the same cells,
-the same ``config_key``s, its ``from_study`` mixes read from the Optuna storage) and counts a cell as done when a
-FINISHED run of the report's store carries its key in the plan's experiment — the grid's own test, so the report
-and ``synthboost grid --dry-run`` agree on what is left.  Missing cells are grouped by variant, regime, size,
-classifier and mix, with the seeds they lack.
+A cell is done by the grid's own test (a FINISHED run with its ``config_key``), so the report and
+``synthboost grid --dry-run`` agree on what is left.
 """
 
 from __future__ import annotations

@@ -1,33 +1,7 @@
 """What one synthetic image is worth: a mix's accuracy read off the real-only learning curve of its own seeds.
 
-A *curve* is the test accuracy (or one class's test recall) of the untuned real-only runs against the real
-training images they trained on, per protocol × profile × regime × classifier × classifier recipe — `none` on the
-plain recipe, `none-strong` on the strong one — from at least ``MIN_SIZES`` sizes, fitted **per seed**: a seed's
-draws at every size are nested (one shuffle per class), and its mix at size n trains on the very draw of its
-baseline at n, so a mix is read only against the curve of its own seed.  Two fits compete:
-
-* ``pchip``: the seed's values made monotone (isotonic regression), then a shape-preserving cubic (PCHIP) on
-  log-size — it passes through every (monotone) value and never overshoots;
-* ``power``: a saturating power law ``a − b·(n/n₀)^(−c)``, b ≥ 0 (least squares: for each c of a fine grid,
-  a and b are linear — see ``EXPONENTS``).
-
-The one with the smaller leave-one-size-out error (each interior size predicted from the others, pooled over the
-seeds) is used for every seed of the curve; the power law needs 4 sizes for that, so on 3 sizes the
-interpolation is used.
-
-A mix cell's *exchange rate* r says each synthetic image is worth r real ones: seed s's mix, with R_s real and
-S_s synthetic images, should score what seed s's curve gives at R_s + r·S_s.  The estimate is the r at which the
-seeds' mean difference (mix − own curve) is 0; the 95% interval is every r that a paired t-test over the seeds
-(t with seeds − 1 degrees of freedom) does not reject — a test inversion, so the curve's and the mix's seed noise
-and whatever they share are all in it.  Simulated coverage: ``tests/test_exchange.py`` (the percentile bootstrap
-used before covered 78% on 3 seeds).  Only rates inside every seed's measured range are tried: beyond it the rate
-is a bound (``censored`` "above": a lower bound; "below": an upper bound), never an extrapolation, and an interval
-end of ±inf means the test accepts up to the edge of that range.  The *equivalent real* size is R + r·S at the
-seeds' mean counts.  A seed whose mix adds fewer synthetic images than ``min_synthetic`` gives no rate (dividing
-by a handful of images only magnifies the seeds' noise): a cell without such a seed is shown as "too few
-synthetic images" (or "no synthetic images").  Per class, the same from each seed's curve of ``test/recall_<k>``
-against *that seed's* count of class k (in ``high`` the counts are drawn per seed, so a class can be a minority on
-one seed and a majority on another: its counts are never averaged over seeds), with the class's synthetic images.
+A seed's draws are nested across sizes and its mix trains on its baseline's very draw, so each mix is read only
+against its own seed's curve; the interval inverts a paired t-test (bootstrap intervals covered 78% on 3 seeds).
 """
 
 from __future__ import annotations
@@ -183,9 +157,7 @@ def _crossing(r: np.ndarray, f: np.ndarray, a: int, b: int) -> float:
 
 
 def paired_rate(fits: list[Fit], mix, real, synthetic, *, level: float = LEVEL) -> Rate | None:
-    """The exchange rate of a mix against its seeds' own curves: ``fits`` and the mix's ``mix`` (metric),
-    ``real`` and ``synthetic`` (counts) per seed, in the same order.  None when no rate lies inside every seed's
-    curve range."""
+    """The exchange rate of a mix against its seeds' own curves (per-seed arguments, one order); None out of range."""
     from scipy import stats
 
     mix, real, syn = (np.asarray(a, dtype=float) for a in (mix, real, synthetic))
@@ -225,9 +197,7 @@ def paired_rate(fits: list[Fit], mix, real, synthetic, *, level: float = LEVEL) 
 # ---------------------------------------------------------------- the table
 @dataclass
 class Exchange:
-    """The exchange table (one row per curve × mix cell × class, ``class`` = "all" for accuracy), the curves
-    (one row per curve × class: sizes, seeds, the chosen fit and both candidates' errors) and, per curve key that
-    has mixes but too few sizes, what to run."""
+    """The exchange table (curve × mix cell × class), the curves with both fits' errors, and what to run next."""
 
     table: pd.DataFrame
     curves: pd.DataFrame

@@ -49,9 +49,9 @@ def sample_grids(tracker, runs: pd.DataFrame, folder: Path) -> dict[str, tuple[P
 
 
 def grid_runs(runs: pd.DataFrame, has_grid) -> set[str]:
-    """The runs whose sample grid a report may show (what a ledger carries of the grids): per experiment and variant
-    the latest one that has a grid (``has_grid(run_id)``) in each class of runs a report's flags take or leave (study
-    trials, superseded runs, external data), so any selection's latest is one of them."""
+    """The runs whose sample grid a report may show: per experiment, variant and kind of run, the latest with a grid.
+
+    Kinds are those a report's flags take or leave, so any selection's latest is one of them."""
     gen = runs[~runs["model"].isin(BASELINES)].sort_values("start_time", ascending=False)
     classes = [gen["experiment"], gen["variant"], gen["study"] != "", gen["superseded_by"] != "", gen["external_data"]]
     picks = (next((run_id for run_id in g["run_id"] if has_grid(run_id)), None)
@@ -221,9 +221,7 @@ def fig_sample_grids(grids: dict[str, tuple[Path, str]]):
 
 
 def fig_exchange_rate(exchange: Exchange):
-    """One panel per real-only curve (regime, classifier, baseline): each mix's exchange rate with its 95%
-    paired interval; a censored rate is a bound, drawn as a triangle pointing the way it may go (a mix with too
-    few synthetic images has no rate and no mark)."""
+    """One panel per real-only curve: each mix's exchange rate and 95% interval; a censored rate is a triangle."""
     from matplotlib.figure import Figure
 
     t = exchange.table

@@ -1,10 +1,6 @@
 """Runs -> tidy frame: one row per finished experiment run, with the columns that name its cell.
 
-A *cell* is one variant × regime × size × classifier × mix setting (and profile, setup and classifier recipe);
-its runs on different seeds are the repeats.  A run's *recipe* is a hash of its resolved ``params.clf.*`` values
-(all of them); a gain pairs a generator run only with baseline runs of the same recipe.  ``select_runs`` keeps
-study trials out of the default report, ``check_recipes`` refuses runs whose recipe is unknown.  This module
-also says how a cell is named in the report's texts.
+A *cell* is everything in ``CELL``; its runs on different seeds are the repeats, and a gain pairs runs of one recipe.
 """
 
 from __future__ import annotations
@@ -30,18 +26,12 @@ QUALITY = {"fid": "gen/fid", "cas_cnn": "gen/cas_cnn",  # generator quality, whe
 #: what makes a cell (its seeds are the repeats); `setup` hashes gen.* and clf.* so tuned trials stay apart
 CELL = ["protocol", "variant", "model", "profile", "regime", "size", "classifier", "mix_ratio", "mix_strategy",
         "mix_weight", "mix_filter", "setup", "recipe", "tuned", "superseded"]
-#: ``superseded``: "" for a current run; for a run tagged ``superseded_by`` (shown only with
-#: ``--include-superseded``) "superseded #<hash of its params but the seed, and its code versions>", so each
-#: superseded way of computing a cell is a cell of its own, never pooled with the current runs or with each other
-#: ``tuned``: the tuning budget of a run made from a study's best (tag ``tuned.budget``, e.g. "12 trials of
-#: val/balanced_accuracy, holdout"); "" for runs with hand-set values
-#: ``protocol``: how the classifier's budget was set — ``fair`` (a fixed number of optimizer steps per cell),
-#: ``seed`` (the seed study's recipe: epochs over the mixed set), ``legacy`` (CNN runs recorded before budgets
-#: were fixed, also epochs over the mixed set).  Runs of different protocols are never paired or pooled.
+#: ``superseded``: "" for a current run, else "superseded #<hash of params but seed, and code versions>", so each
+#: superseded way of computing a cell stays a cell of its own.  ``tuned``: a study-made run's tag ``tuned.budget``.
+#: ``protocol``: how the classifier's budget was set (``fair`` steps, ``seed`` or ``legacy`` epochs); never pooled.
 PROTOCOLS = ("fair", "seed", "legacy")
 REGIME_ORDER = ("balanced", "semi", "high")
-#: the tags that tell a study trial (``optuna.study_name`` without ``grid``) from a grid cell (both carry
-#: ``optuna.trial_number``; a grid cell is tagged ``grid`` too) — see study.py and grid.py
+#: a study trial carries ``optuna.study_name`` without ``grid``; a grid cell carries both
 TAG_STUDY, TAG_GRID = "optuna.study_name", "grid"
 SEP = "; "  # between the key=value pairs of a run's ``clf`` column
 
@@ -52,9 +42,9 @@ def recipe_values(text: str) -> dict[str, str]:
 
 
 def _recipes(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Per run: its resolved ``clf.*`` values as ``key=value; …`` (sorted, without the prefix) and their hash
-    (6 hex digits; ``""`` for both when the run logged no ``clf.*`` param).  The hash of a run does not depend
-    on which other runs are in the selection."""
+    """Per run: its sorted ``clf.*`` values as ``key=value; …`` and their 6-hex-digit hash (``""`` when none).
+
+    A run's hash does not depend on which other runs are in the selection."""
     cols = sorted(c for c in frame.columns if c.startswith("params.clf."))
     if not cols:
         return [""] * len(frame), [""] * len(frame)
@@ -68,9 +58,9 @@ def _recipes(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
 
 
 def neutral_params(models) -> dict[str, str]:
-    """``params.<section>.<field>`` -> the logged value at which a later-added field trains as runs recorded before
-    it did (the configs' ``key_neutral``, see config.key_dict): such a value counts as absent when runs are keyed.
-    Generator families are imported only for the ``models`` at hand."""
+    """``params.<section>.<field>`` -> its ``key_neutral`` value, which counts as absent when runs are keyed.
+
+    So runs from before a field was added share their recipe with runs that leave it at that value."""
     from .. import classifiers
 
     out = {f"params.clf.{k}": str(v) for c in classifiers.CLASSIFIERS.values()
@@ -146,8 +136,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
         runs.loc[old, "external_source"] = f"{model} code version ≤ {until}"
     for short, name in METRICS.items():
         runs[short] = pd.to_numeric(col(f"metrics.{name}"), errors="coerce")
-    # selection reads validation only (claims/goal.py picks the best tuned mix on it); the cost table reads the
-    # runs' own timings (costs.py): the cell's wall time, its generator stage, and the threads it ran on
+    # validation for selection (claims/goal.py); the runs' own timings for the cost table (costs.py)
     runs["val_balanced_accuracy"] = pd.to_numeric(col("metrics.val/balanced_accuracy"), errors="coerce")
     runs["time_cell"] = pd.to_numeric(col("metrics.time/cell"), errors="coerce")
     runs["time_gen"] = pd.to_numeric(col("metrics.time/gen"), errors="coerce")
@@ -158,16 +147,14 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     for short, name in QUALITY.items():
         if f"metrics.{name}" in frame:
             runs[short] = pd.to_numeric(frame[f"metrics.{name}"], errors="coerce")
-    # what the exchange rate reads (exchange.py): per-class test recall, and per class the real images the run
-    # trained on and the synthetic (or oversampled) images it added
+    # for the exchange rate (exchange.py): per-class recall, real images trained on and synthetic ones added
     for k in range(NUM_CLASSES):
         runs[f"recall_{k}"] = pd.to_numeric(col(f"metrics.test/recall_{k}"), errors="coerce")
         runs[f"synthetic_{k}"] = pd.to_numeric(col(f"metrics.mix/synthetic_count_{k}",
                                                    f"metrics.mix/oversampled_count_{k}"), errors="coerce").fillna(0)
     total = pd.to_numeric(col("metrics.mix/synthetic_total", "metrics.mix/oversampled_total"), errors="coerce")
     runs["n_synthetic"] = total.fillna(0)
-    # a generator run that logged adding no synthetic image trained on its real images alone (e.g. a minority-only
-    # mix on a balanced draw): the report never counts it as evidence about synthetic images
+    # a run that added no synthetic image (e.g. minority-only on balanced) is no evidence about synthetic images
     runs["no_synthetic"] = ~runs["model"].isin(BASELINES) & (total == 0)
     runs[[f"real_{k}" for k in range(NUM_CLASSES)]] = real
     runs["n_real"] = real.sum(axis=1)
@@ -189,8 +176,9 @@ def _superseded_labels(frame: pd.DataFrame, old: pd.Series) -> pd.Series:
 
 
 def _drop_idle_floor(frame: pd.DataFrame, n_real: np.ndarray) -> None:
-    """Blank ``params.clf.min_steps`` where the floor did not raise the run's budget: such a run trained exactly as
-    one without the floor, so it shares its recipe and setup (as ``pipeline.clf_key_dict`` keys it)."""
+    """Blank ``params.clf.min_steps`` where the floor did not raise the budget, as ``pipeline.clf_key_dict`` keys it.
+
+    Such a run trained exactly as one without the floor, so it shares its recipe and setup."""
     if "params.clf.min_steps" not in frame:
         return
     from ..classifiers import floor_binds
@@ -208,8 +196,9 @@ def _drop_idle_floor(frame: pd.DataFrame, n_real: np.ndarray) -> None:
 
 
 def _key_eval_cadence(frame: pd.DataFrame) -> None:
-    """``params.clf.eval_every`` as ``pipeline.clf_key_dict`` keys it: 1 without early stopping (the weights do not
-    depend on it) and for auto (0) under it, so runs from before auto share their recipe with runs after it."""
+    """``params.clf.eval_every`` as ``pipeline.clf_key_dict`` keys it: 1 without early stopping and for auto (0).
+
+    So runs from before auto share their recipe with runs after it."""
     if "params.clf.eval_every" not in frame:
         return
     every = frame["params.clf.eval_every"]
@@ -219,8 +208,7 @@ def _key_eval_cadence(frame: pd.DataFrame) -> None:
 
 
 def _real_counts(runs: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
-    """Per run and class, the real training images (``data.train_counts`` of its regime, size, seed and
-    validation split; NaN where those are not known), computed once per distinct setting."""
+    """Per run and class, its real training images (``train_counts``; NaN where unknown), once per distinct setting."""
     def param(name: str, default) -> pd.Series:
         s = frame[f"params.data.{name}"] if f"params.data.{name}" in frame else pd.Series(np.nan, index=frame.index)
         return s.where(s.notna() & (s.astype(str) != "None"), default)
@@ -244,10 +232,7 @@ def _real_counts(runs: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
 def select_runs(runs: pd.DataFrame, *, include_studies: bool = False) -> pd.DataFrame:
     """The runs a report reads: grid cells and single runs; study trials only with ``include_studies``.
 
-    A study trial is one seed of one sampled setting, kept or pruned by its study — not a repeat of a cell —
-    so the default report leaves them out.  ``UserError`` when the flag finds no trial, or when the selection
-    holds nothing but trials and the flag is missing.
-    """
+    A study trial is one seed of one sampled setting, not a repeat of a cell."""
     trial = runs["study"] != ""
     if include_studies:
         if not trial.any():
@@ -264,9 +249,9 @@ def select_runs(runs: pd.DataFrame, *, include_studies: bool = False) -> pd.Data
 
 
 def select_current(runs: pd.DataFrame, *, include_superseded: bool = False) -> tuple[pd.DataFrame, int]:
-    """(the runs a report reads, how many superseded runs it left out).  A run tagged ``superseded_by`` was
-    replaced by a re-run of its cell under a new config (supersede.py), so by default it is left out;
-    ``include_superseded`` keeps it, as a cell of its own.  ``UserError`` when only superseded runs are left."""
+    """(the runs a report reads, how many superseded runs it left out); ``include_superseded`` keeps them.
+
+    A run tagged ``superseded_by`` was replaced by a re-run of its cell under a new config (supersede.py)."""
     old = runs["superseded_by"] != "" if "superseded_by" in runs else pd.Series(False, index=runs.index)
     if include_superseded:
         return runs, 0
@@ -277,8 +262,7 @@ def select_current(runs: pd.DataFrame, *, include_superseded: bool = False) -> t
 
 
 def select_models(runs: pd.DataFrame, models: list[str] | None) -> pd.DataFrame:
-    """Only the generator families in ``models`` (every baseline stays: the gains are measured against them);
-    ``None`` keeps everything.  ``UserError`` for a name that is no family, or a family without runs here."""
+    """Only the generator families in ``models`` (``None``: all); every baseline stays, gains are measured on them."""
     if not models:
         return runs
     unknown = [m for m in models if m not in generators.FAMILIES]
@@ -300,9 +284,9 @@ def _split(runs: pd.DataFrame, apart: pd.Series) -> tuple[pd.DataFrame, pd.DataF
 
 
 def split_external(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(own-data runs, runs using external data).  A run tagged ``uses_external_data`` (e.g. a ``clip`` run whose
-    CLIP trained on the official train set) saw more labelled images than its cell's baseline, so it is never
-    paired with one nor pooled into a claim; the report lists it apart.  ``UserError`` when nothing else is left."""
+    """(own-data runs, runs tagged ``uses_external_data``).
+
+    Those saw more labelled images than their cell's baseline, so they are never paired nor pooled into a claim."""
     ext = runs["external_data"] if "external_data" in runs else pd.Series(False, index=runs.index)
     own, external = _split(runs, ext)
     if own.empty:
@@ -313,8 +297,7 @@ def split_external(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def unlabeled_counts(frame: pd.DataFrame) -> pd.Series:
-    """Per run, how many unlabelled pool images it learned from beyond its cell (0: none): the tag
-    ``unlabeled_pool``, or for runs from before it (ssvae's) their ``gen.unlabeled_size``."""
+    """Per run, the unlabelled pool images it learned from: tag ``unlabeled_pool``, else ``gen.unlabeled_size``."""
     out = pd.Series(0, index=frame.index, dtype=int)
     for name in ("params.gen.unlabeled_size", f"tags.{tracking.TAG_UNLABELED_POOL}"):  # the tag wins
         if name in frame:
@@ -324,10 +307,9 @@ def unlabeled_counts(frame: pd.DataFrame) -> pd.Series:
 
 
 def split_unlabeled(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the other runs, runs that learned from an unlabelled pool).  An ``ssvae`` run also trains on unlabelled
-    images beyond its cell, so against ``none`` its gain would be semi-supervised learning, not synthetic data: it is
-    paired only with a real-only baseline on the same pool (``pseudo-label``), in a section of its own, never in a
-    claim.  ``UserError`` when nothing else is left."""
+    """(the other runs, runs that learned from an unlabelled pool).
+
+    Against ``none`` such a gain would be semi-supervised learning, so it is paired with ``pseudo-label`` only."""
     pooled = runs["unlabeled"] > 0 if "unlabeled" in runs else pd.Series(False, index=runs.index)
     other, apart = _split(runs, pooled)
     if other.empty:
@@ -338,9 +320,7 @@ def split_unlabeled(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def check_recipes(runs: pd.DataFrame) -> None:
-    """Every run has a known classifier recipe: ``params.clf.*`` (legacy CNN runs without ``clf.recipe`` still
-    have their other ``clf.*`` values).  A run without any — e.g. logged by hand — cannot be matched to a
-    baseline, so the report refuses it rather than guess."""
+    """Refuse runs without any ``params.clf.*`` (e.g. logged by hand): they cannot be matched to a baseline."""
     unknown = runs[runs["recipe"] == ""]
     if unknown.empty:
         return
@@ -353,9 +333,7 @@ def check_recipes(runs: pd.DataFrame) -> None:
 
 
 def recipe_labels(runs: pd.DataFrame) -> dict[str, str]:
-    """recipe hash -> how the report names it: the hash, plus the ``clf.*`` values that tell it apart from the
-    other recipes of the same classifier in the selection, e.g. ``1a2b3c (augment=shift_flip, class_weight=balanced)``.
-    """
+    """recipe hash -> its name: the hash plus the values that tell it apart, e.g. ``1a2b3c (augment=shift_flip)``."""
     labels: dict[str, str] = {}
     table = runs.drop_duplicates("recipe")[["recipe", "clf", "classifier"]]
     for _, group in table.groupby("classifier", sort=False):

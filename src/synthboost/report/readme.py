@@ -1,13 +1,7 @@
-"""The README's result tables, regenerated from the reports rather than typed by hand.
+"""Result tables in Markdown pages, regenerated from the reports rather than typed by hand.
 
-A block in a Markdown file::
-
-    <!-- synthboost:table docs/fair/headline.md -->
-    …anything (replaced)…
-    <!-- /synthboost:table -->
-
-is replaced by the named file (a path relative to the Markdown file's folder), e.g. the ``headline.md`` that
-``synthboost report`` writes beside its report.  ``synthboost readme`` (``make readme``) does it for README.md.
+A block ``<!-- synthboost:table PATH -->`` … ``<!-- /synthboost:table -->`` is replaced by the file at PATH
+(relative to the page's folder).
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Statistics, claims and figures -> the report's files: report.md (plots beside it), report.html (plots inside it)
-and the CSV tables.
+"""Statistics, claims and figures -> report.md (plots beside it), report.html (plots inside it) and CSV tables.
 
 The Markdown and the HTML say the same things in the same words: the display tables and the intro are shared.
 """
@@ -160,9 +159,9 @@ def display_gains(analysis: Analysis) -> pd.DataFrame:
 
 
 def display_headline(analysis: Analysis) -> pd.DataFrame:
-    """One row per cell: its accuracy and its accuracy gain over each baseline it is paired with, and the
-    minority-recall gain over its first — the compact table the README embeds (``headline.md``).  A tuned cell's
-    gains are against the baselines tuned with the same budget, in columns of their own ("vs oversample (tuned)")."""
+    """One row per cell: accuracy, its gain over each paired baseline and the minority-recall gain (``headline.md``).
+
+    A tuned cell's gains are against the baselines tuned with the same budget, in columns of their own."""
     res = sort_cells(analysis.results)
     out = _id_columns(res, analysis.results)
     out["seeds"] = [f"{n}{FEW if few else ''}" for n, few in zip(res["seeds"], res["few_seeds"])]

@@ -1,16 +1,7 @@
-"""Tidy frame -> statistics: per-cell mean ± std over seeds, paired gains with 95% t-intervals and paired
-t-test p-values, missing baselines.
+"""Tidy frame -> statistics: per-cell mean ± std, paired gains with 95% t-intervals and p, missing baselines.
 
-A *gain* is a paired difference: a generator run minus the baseline run (``none``, ``none-strong``,
-``oversample``) on the same data draw, seed, classifier, profile, protocol *and classifier recipe* (the hash of
-its resolved ``clf.*``, see frame.py), averaged over the paired seeds with a 95% t-interval.  So a plain-recipe
-mix is compared with ``none`` (and a plain ``oversample``), a mix on the strong recipe with ``none-strong``.  A
-generator cell whose baseline of its recipe is missing is listed, never paired with another recipe and never
-given an invented gain.  One comparison crosses recipes on purpose, and says so: each stronger baseline against
-``none`` on the same data and seed — "baseline vs plain baseline", the gain of the stronger recipe itself (against
-the ``none`` recipe nearest its own, e.g. of the same step budget, named in ``baseline_recipe``).  Another does
-too, and says so: a generator run from its study's best (tag ``tuned.budget``) against the baseline runs from
-their studies' best with the same budget ("tuned, same budget"), whatever recipe each study found.
+A *gain* pairs a run with the baseline run of the same data draw, seed and classifier recipe; a cell whose baseline
+is missing is listed, never given an invented gain.
 """
 
 from __future__ import annotations
@@ -26,14 +17,12 @@ from ..errors import UserError
 from .frame import (BASELINES, CELL, CONTROLS, METRICS, QUALITY, cell_name, recipe_diff, recipe_labels, recipe_values,
                     regime_rank)
 
-#: what a baseline run must share with a run for their difference to be a paired gain ("baseline vs plain
-#: baseline" pairs on this alone); a generator run must share ``MATCH``: the classifier recipe too
+#: what a baseline run must share with a run for a paired gain ("baseline vs plain baseline" pairs on this alone);
+#: with ``is_superseded``, superseded runs pair only with superseded baselines
 PAIR = ["protocol", "profile", "regime", "size", "classifier", "seed", "data_digest", "is_superseded"]
-#: ``is_superseded``: a superseded run (``--include-superseded``) pairs only with superseded baselines, and a current
-#: baseline's value is never averaged with a superseded one
+#: what a generator run must share: the recipe too, and ``tuned`` (a tuned mix meets baselines of its budget only)
 MATCH = PAIR + ["recipe", "tuned"]
-#: ``tuned``: a generator run from its study's best pairs only with baselines tuned with the same budget (``TUNED``),
-#: a default one only with default baselines — never a tuned mix with an untuned baseline or the other way round
+#: fewer seeds than this are flagged, and leave a claim inconclusive
 MIN_SEEDS = 3
 #: the real-only controls: a generator cell needs one of them on its own recipe (or is listed as missing `none`)
 REAL_ONLY = ("none", "none-strong")
@@ -153,13 +142,7 @@ def _pairs(per_seed: pd.DataFrame, baseline: str, metrics: list[str], recipe_of:
            distance=lambda a, b: 0, name_of=str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(paired differences, unpaired targets) of every cell compared with ``baseline``.
 
-    Generators pair on ``match`` (data, seed and recipe); with ``none``, the stronger baselines pair on
-    ``pair`` alone (baseline vs plain baseline), against the ``none`` recipe of that pair *nearest* their own
-    (``distance``: fewest differing ``clf.*`` values — so ``oversample`` meets the ``none`` of its own budget, not
-    a 2×-budget convergence row; one difference per recipe when several are equally near).  A generator
-    cell counts as unpaired only where ``baseline`` applies to it: that baseline has runs on the cell's protocol
-    and recipe, or — for ``none`` — the cell has no real-only control of its recipe at all.
-    """
+    Stronger baselines meet the ``none`` recipe *nearest* their own, not a 2×-budget row."""
     base_rows = per_seed[per_seed["model"] == baseline]
     is_gen = ~per_seed["model"].isin(BASELINES)
     parts, lost = [], []
@@ -248,9 +231,8 @@ def analyse(runs: pd.DataFrame) -> Analysis:
     if "no_synthetic" not in runs:
         runs = runs.assign(no_synthetic=False)
     runs = runs.assign(is_superseded=runs["superseded"] != "")
-    # integer ids for a cell, for "same data, seed, classifier, profile" and for that plus the recipe: every later
-    # groupby and merge is on one int column instead of ten string columns (pandas' string factorising dominated
-    # the report's time)
+    # integer ids for CELL, PAIR and MATCH: later groupbys and merges use one int column instead of ten strings
+    # (pandas' string factorising dominated the report's time)
     runs = runs.assign(cell=runs.groupby(CELL, sort=False).ngroup(), pair=runs.groupby(PAIR, sort=False).ngroup(),
                        match=runs.groupby(MATCH, sort=False).ngroup())
     keys = runs.drop_duplicates("cell").set_index("cell")[CELL]
@@ -349,10 +331,7 @@ def analyse_apart(runs: pd.DataFrame, external: pd.DataFrame) -> Analysis:
 
 
 def analyse_unlabeled(runs: pd.DataFrame) -> Analysis | None:
-    """``analyse`` of the runs that learned from an unlabelled pool, apart from the rest: a generator's run is paired
-    with the pool baseline (``pseudo-label``) on the same data draw, seed and recipe *and the same pool* (its size
-    joins the data digest: the pool is one seeded draw per cell and size), never with ``none``; a missing pool
-    baseline is listed, a missing ``none`` is not.  None without such runs."""
+    """``analyse`` of the runs that learned from an unlabelled pool: paired with ``pseudo-label`` on that pool only."""
     if runs.empty:
         return None
     pooled = runs.assign(data_digest=runs["data_digest"].astype(str) + " + " + runs["unlabeled"].astype(str)

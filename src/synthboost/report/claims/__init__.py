@@ -1,14 +1,7 @@
 """Claims: a study's statements checked against the statistics, one module per study (``seed.py``: the seed study).
 
-Every claim gets one of three verdicts, decided from 95% intervals — never from a mean or a maximum alone:
-
-* **holds** — the interval that decides it lies on the claim's side of its threshold;
-* **does not hold** — the intervals lie on the other side;
-* **inconclusive** — an interval straddles the threshold, the evidence rests on fewer than ``MIN_SEEDS``
-  seeds, or there is nothing to test (the detail says which).
-
-A claim states its ``n`` (what it counts: seeds, or cell × seed pairs) and the deciding interval; its detail
-gives the numbers behind them.  The helpers below word those numbers the same way for every study.
+Every claim gets a verdict (holds, does not hold, inconclusive) decided from 95% intervals, never from a mean or a
+maximum alone.
 """
 
 from __future__ import annotations

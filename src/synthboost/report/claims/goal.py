@@ -1,17 +1,7 @@
 """The project's science goal, judged like a claim: does the best tuned mix beat the tuned strong baseline?
 
-Stated in the verdict issue: on ``high``/1,000, the best tuned mix beats tuned ``none-strong`` by ≥ 3 pp balanced
-accuracy with a paired 95% interval above 0, and lifts the weakest class's recall by ≥ 10 pp.
-
-* *The best tuned mix* is chosen on validation alone: among the generator cells run from a study's best (tag
-  ``tuned.budget``), the one with the highest mean validation balanced accuracy over its seeds.  The test set only
-  judges the choice.
-* *Tuned none-strong* is ``none-strong`` run from its own study's best with the same tuning budget, paired per seed
-  on the same data draw.
-* *The weakest class* is tuned ``none-strong``'s: its lowest mean test recall over the paired seeds.
-
-Each part holds when its mean reaches the target and its interval lies above 0; it does not hold when the interval
-lies below the target (the goal is ruled out); otherwise, or on fewer than ``MIN_SEEDS`` seeds, it is inconclusive.
+On ``high``/1,000: ≥ 3 pp balanced accuracy (interval above 0) and ≥ 10 pp on the weakest class's recall.  The best
+tuned mix is chosen on validation alone; the test set only judges the choice.
 """
 
 from __future__ import annotations

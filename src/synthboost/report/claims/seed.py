@@ -5,22 +5,7 @@ high-imbalance regime; (3) DVAE improves accuracy in the high regime by up to 10
 `none` (the plain real-only run: what the uncorrected per-cell gains alone would suggest, corrected),
 `none-strong`, `oversample`.  ``claims(analysis)`` gives them in that order.
 
-Every gain is over the baseline of the generator run's own classifier recipe (see stats.py), so claims (1)–(3)
-read the mixes that have a `none` on their recipe, and (4) those on the stronger baseline's recipe.
-
-* (1) compares the families only on the data cells where all of them ran, one value per seed (the mean over
-  those cells: the cells of one seed share its data draw and its `none` run, so they are not independent
-  repeats): it holds when DVAE and VQ-VAE each beat every other family and improve on `none`, all with intervals
-  above 0; it does not hold when an interval says another family is ahead of either of them (or either hurts).
-* (2a)/(2b): per generator setting run at several sizes (regimes) and per seed, the gain at the setting's
-  smallest size (in `high`) minus its mean gain at the others, averaged over the settings per seed; the interval
-  of those per-seed differences decides.
-* (3) holds when some DVAE high-regime cell's interval, Bonferroni-corrected for the best of the cells it is
-  picked from, starts at +10 pp or above; it does not hold when every such cell's (95%) interval ends below +10 pp.
-* (4) paired t-test p-values per cell, Holm–Bonferroni over the cells at family-wise α = 0.05: holds when a
-  cell beats the baseline after the correction; does not hold when every cell's interval lies below 0.
-
-Evidence on fewer than ``MIN_SEEDS`` seeds is always inconclusive.
+Cells of one seed share its data draw and its `none` run, so they are averaged per seed before an interval is taken.
 """
 
 from __future__ import annotations
@@ -120,9 +105,7 @@ def claim_best_families(analysis: Analysis) -> Claim:
 
 
 def _trend(analysis: Analysis, axis: str, favoured) -> tuple[pd.Series, pd.DataFrame]:
-    """Per generator setting (a cell but for ``axis``) run at two or more values of ``axis``, and per seed: the
-    gain at the setting's favoured value minus its mean gain at the others.  Returns those differences and the
-    per-seed gains of the settings they came from."""
+    """Per setting run at several values of ``axis`` and per seed: the gain at the favoured value minus the others'."""
     d = _gen_diffs(analysis)
     series = [c for c in CELL if c != axis]
     # one integer id per setting: a groupby on a dozen string columns costs more than the rest of the claim
