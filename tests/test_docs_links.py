@@ -10,23 +10,28 @@ from urllib.parse import unquote
 ROOT = Path(__file__).resolve().parents[1]
 
 FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1")
+CODE_SPAN = re.compile(r"(`+)((?:(?!\n[ \t]*\n).)+?)\1", re.S)  # may wrap a line, never a paragraph
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HEADING = re.compile(r"^ {0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 
 
-def prose_lines(text: str) -> list[tuple[int, str, str]]:
-    """(line number, line, line with its inline code spans blanked) outside fenced code blocks."""
+def prose(text: str) -> str:
+    """The text with fenced code blocks blanked (their lines kept empty, so line numbers hold)."""
     lines, fence = [], None
-    for number, line in enumerate(text.splitlines(), 1):
+    for line in text.splitlines():
         m = FENCE.match(line)
         if fence is None and m:
             fence = m[1][0] * 3
-        elif fence is not None and line.lstrip().startswith(fence):
-            fence = None
-        elif fence is None:
-            lines.append((number, line, CODE_SPAN.sub(lambda s: " " * len(s[0]), line)))
-    return lines
+            line = ""
+        elif fence is not None:
+            fence = None if line.lstrip().startswith(fence) else fence
+            line = ""
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def without_code_spans(text: str) -> str:
+    return CODE_SPAN.sub(lambda m: re.sub(r"[^\n]", " ", m[0]), text)
 
 
 def slug(heading: str) -> str:
@@ -41,7 +46,7 @@ def anchors(path: Path) -> set[str]:
     """The anchors GitHub gives a Markdown file's headings (a repeated one gets -1, -2, …)."""
     seen: dict[str, int] = {}
     out = set()
-    for _, line, _ in prose_lines(path.read_text()) if path.is_file() else []:
+    for line in prose(path.read_text()).splitlines() if path.is_file() else []:
         m = HEADING.match(line)
         if not m:
             continue
@@ -59,17 +64,18 @@ def broken_links(root: Path) -> list[str]:
     for md in files:
         if not md.is_file():
             continue
-        for number, _, line in prose_lines(md.read_text()):
-            for target in LINK.findall(line):
-                if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:
-                    continue
-                path_part, _, anchor = unquote(target).partition("#")
-                dest = (md.parent / path_part).resolve() if path_part else md
-                where = f"{md.relative_to(root)}:{number}: {target}"
-                if not dest.exists():
-                    broken.append(f"{where} (no such file)")
-                elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
-                    broken.append(f"{where} (no heading #{anchor} in {dest.relative_to(root)})")
+        text = without_code_spans(prose(md.read_text()))
+        for link in LINK.finditer(text):
+            target, number = link[1], text.count("\n", 0, link.start()) + 1
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto:
+                continue
+            path_part, _, anchor = unquote(target).partition("#")
+            dest = (md.parent / path_part).resolve() if path_part else md
+            where = f"{md.relative_to(root)}:{number}: {target}"
+            if not dest.exists():
+                broken.append(f"{where} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+                broken.append(f"{where} (no heading #{anchor} in {dest.relative_to(root)})")
     return broken
 
 
@@ -86,9 +92,10 @@ def test_a_missing_file_or_heading_is_reported_and_code_is_not_read_as_links(tmp
         "# x\n\n[ok](docs/grid.md#with-mlflow-run--many-machines) [dup](docs/grid.md#stores-1) [folder](docs/)\n"
         "[gone](docs/studies.md) [bad anchor](docs/grid.md#the-grids) [self](#x) [web](https://example.org/a)\n"
         "`[in code](docs/nowhere.md)`\n\n```\n[in a fence](docs/nowhere.md)\n# not a heading\n```\n"
-        "[fence heading](#not-a-heading)\n")
+        "[fence heading](#not-a-heading) and a [link whose text\nwraps](docs/gone.md), `code that\nwraps [x](y.md)`\n")
     assert broken_links(tmp_path) == [
         "README.md:4: docs/studies.md (no such file)",
         "README.md:4: docs/grid.md#the-grids (no heading #the-grids in docs/grid.md)",
         "README.md:11: #not-a-heading (no heading #not-a-heading in README.md)",
+        "README.md:11: docs/gone.md (no such file)",
     ]
