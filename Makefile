@@ -57,7 +57,7 @@ bench: setup
 	$(PY) bench/quality.py
 	$(PY) bench/report.py
 
-# Every family's samples side by side (README), with generator quality and the gain over `none`:
+# Every family's samples side by side (docs/generators.md), with generator quality and the gain over `none`:
 # one quick run per model on balanced 5,000 (experiment 'samples'), then the report into docs/samples/.
 # The diffusion families are slow on a CPU: SAMPLE_MODELS="ddpm clip" make samples adds them to the same report.
 SAMPLE_MODELS ?= none vae cvae ssvae dvae vqvae cgan biggan
@@ -71,7 +71,7 @@ samples: setup
 ui: setup
 	$(PY) -m synthboost ui
 
-# The committed reports under docs/ and the README's tables (`<!-- synthboost:table … -->` blocks), regenerated
+# The committed reports under docs/ and the tables of docs/results.md (`<!-- synthboost:table … -->` blocks), regenerated
 # from the store MLFLOW_TRACKING_URI names (the measurement store; default tracking/mlflow.db) — never by hand.
 # The store is first brought up to date from the committed ledger (tracking/ledger/, `make ledger` writes it), so
 # on a fresh machine the docs regenerate from what was measured on others.

@@ -60,7 +60,7 @@ TABLES = {
 }
 
 
-REPORT_SEEDS = frozenset({0, 1, 2})  # the draws the README's tables report: a choice never looks at them
+REPORT_SEEDS = frozenset({0, 1, 2})  # the draws docs/results.md's tables report: a choice never looks at them
 
 
 def one(job: tuple) -> dict:

@@ -1,6 +1,6 @@
 """The classifier's step on a GPU (one CUDA graph, fused AdamW), its validation cadence and the grid's workers on a
 GPU host: the CPU trains bitwise as before, the device path's code runs uncaptured on CPU tensors, and the CUDA-only
-checks run where a GPU is (tests/README.md)."""
+checks run where a GPU is (docs/architecture.md, *The tests*)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The committed ledger regenerates the committed reports' headline tables, the README's numbers, unchanged: what
+"""The committed ledger regenerates the committed reports' headline tables, docs/results.md's numbers, unchanged: what
 `make docs` does on a fresh machine, checked on every CI run."""
 
 from __future__ import annotations

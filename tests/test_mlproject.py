@@ -1,4 +1,4 @@
-"""`mlflow run . -e main --env-manager local` end to end, as the README shows it."""
+"""`mlflow run . -e main --env-manager local` end to end, as docs/experiments.md shows it."""
 
 import os
 import shutil

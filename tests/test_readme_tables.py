@@ -1,4 +1,4 @@
-"""`synthboost readme`: the README's result tables are refilled from the reports' headline.md, never typed."""
+"""`synthboost readme`: the result tables of docs/results.md are refilled from the reports' headline.md, never typed."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from synthboost.cli import app
 
 DOC = """# results
 
-<!-- synthboost:table docs/fair/headline.md -->
+<!-- synthboost:table fair/headline.md -->
 | old | table |
 <!-- /synthboost:table -->
 
 text between
 
-<!-- synthboost:table docs/gan/headline.md -->
+<!-- synthboost:table gan/headline.md -->
 <!-- /synthboost:table -->
 """
 
@@ -27,7 +27,7 @@ def _write(root, rel, text):
 
 
 def test_blocks_are_refilled_from_their_sources_and_a_second_run_changes_nothing(tmp_path):
-    readme = _write(tmp_path, "README.md", DOC)
+    readme = _write(tmp_path, "docs/results.md", DOC)
     _write(tmp_path, "docs/fair/headline.md", "| run | accuracy |\n|---|---|\n| none | 79.2 |\n")
     _write(tmp_path, "docs/gan/headline.md", "| cgan | 80.3 |\n")
     result = CliRunner().invoke(app, ["readme", "--file", str(readme)])
@@ -40,14 +40,41 @@ def test_blocks_are_refilled_from_their_sources_and_a_second_run_changes_nothing
     assert readme.read_text() == text
 
 
-def test_a_missing_source_or_an_open_block_exits_2_and_leaves_the_readme_alone(tmp_path):
-    readme = _write(tmp_path, "README.md", DOC)
+def test_a_missing_source_or_an_open_block_exits_2_and_leaves_the_page_alone(tmp_path):
+    readme = _write(tmp_path, "docs/results.md", DOC)
     _write(tmp_path, "docs/fair/headline.md", "| new |\n")
     result = CliRunner().invoke(app, ["readme", "--file", str(readme)])
     assert result.exit_code == 2
     line, = result.stderr.strip().splitlines()
-    assert "docs/gan/headline.md does not exist" in line and "synthboost report --out docs/gan" in line
+    assert "gan/headline.md does not exist" in line  # the command to run names the folder from where one stands:
+    assert f"synthboost report --out {tmp_path / 'docs' / 'gan'}`" in line
     assert readme.read_text() == DOC
-    _write(tmp_path, "README.md", "<!-- synthboost:table docs/fair/headline.md -->\n| x |\n")
+    _write(tmp_path, "docs/results.md", "<!-- synthboost:table fair/headline.md -->\n| x |\n")
     result = CliRunner().invoke(app, ["readme", "--file", str(readme)])
     assert result.exit_code == 2 and "no `<!-- /synthboost:table -->` end marker" in result.stderr
+
+
+def test_without_file_it_refills_docs_results_md_of_the_working_directory(tmp_path, monkeypatch):
+    results = _write(tmp_path, "docs/results.md", DOC)
+    _write(tmp_path, "docs/fair/headline.md", "| none | 79.2 |\n")
+    _write(tmp_path, "docs/gan/headline.md", "| cgan | 80.3 |\n")
+    readme = _write(tmp_path, "README.md", "# x\n\n[the results](docs/results.md)\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["readme"])
+    assert result.exit_code == 0, result.output
+    assert "docs/results.md: 2 table(s) refilled" in result.stdout
+    assert "| none | 79.2 |" in results.read_text() and readme.read_text() == "# x\n\n[the results](docs/results.md)\n"
+
+
+def test_the_committed_results_page_holds_every_headline_table():
+    """docs/results.md, not the README, carries the pasted tables, and each names a report that exists."""
+    from pathlib import Path
+
+    from synthboost.report.readme import BLOCK
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [m["src"] for m in BLOCK.finditer(root.joinpath("docs", "results.md").read_text())]
+    assert sources == ["fair/headline.md", "fair-balanced/headline.md", "tuned-high/headline.md",
+                       "tuned-balanced/headline.md"]
+    assert all(root.joinpath("docs", s).is_file() for s in sources)
+    assert "synthboost:table" not in root.joinpath("README.md").read_text()

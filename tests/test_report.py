@@ -188,7 +188,7 @@ def test_gains_equal_paired_differences_from_the_store(store, report_a, variant,
 
 
 def test_headline_has_one_row_per_cell_with_its_gains_from_the_store(store, report_a):
-    # headline.md is the README's table: one row per cell, the gain over each baseline as the store's pairs give it
+    # headline.md is docs/results.md's table: one row per cell, the gain over each baseline as the store's pairs give it
     text = (report_a.out_dir / "headline.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
     assert len(rows) == len(report_a.analysis.results)

@@ -523,9 +523,9 @@ def supersede(
 @app.command()
 @guarded
 def readme(
-    path: Annotated[str, typer.Option("--file", help="The Markdown file whose table blocks to refill.")] = "README.md",
+    path: Annotated[str, typer.Option("--file", help="The Markdown file whose tables to refill.")] = "docs/results.md",
 ) -> None:
-    """Refill the README's result tables from the reports' headline.md files (`<!-- synthboost:table … -->`)."""
+    """Refill the result tables of docs/results.md from the reports' headline.md (`<!-- synthboost:table … -->`)."""
     from pathlib import Path
 
     from .report.readme import embed_tables

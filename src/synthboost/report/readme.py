@@ -28,7 +28,7 @@ def embed_tables(markdown: Path) -> list[str]:
     missing = [s for s in sources if not (markdown.parent / s).is_file()]
     if missing:
         raise UserError(f"{markdown}: table source {missing[0]} does not exist; write it with `synthboost report "
-                        f"--out {Path(missing[0]).parent}` (see the command beside the block)")
+                        f"--out {(markdown.parent / missing[0]).parent}` (see the command beside the block)")
     new = BLOCK.sub(lambda m: m[1] + (markdown.parent / m["src"]).read_text().rstrip("\n") + "\n" + m[4], text)
     if new != text:
         markdown.write_text(new)
