@@ -338,7 +338,7 @@ def minority_note(runs: pd.DataFrame) -> str:
 
 
 def headline_md(analysis: Analysis, meta: dict) -> str:
-    """The headline table with a line saying where it comes from (for the README)."""
+    """The headline table with a line saying where it comes from (for docs/results.md)."""
     exps = ", ".join(f"`{e}`" for e in meta["experiments"])
     table = display_headline(analysis)
     recall = minority_note(analysis.runs) if "Δ minority recall (vs)" in table else ""
@@ -533,7 +533,7 @@ def write(out_dir: Path, formats: set[str], *, analysis: Analysis, claim_list: l
         files["report.md"] = out_dir / "report.md"
         files["report.md"].write_text(render_md(analysis, claim_list, figures, meta, plot_paths, exchange,
                                                 tables.get("costs.csv"), coverage))
-        files["headline.md"] = out_dir / "headline.md"  # what `make readme` embeds in the README
+        files["headline.md"] = out_dir / "headline.md"  # what `make readme` pastes into docs/results.md
         files["headline.md"].write_text(headline_md(analysis, meta))
     if "html" in formats:
         files["report.html"] = out_dir / "report.html"
