@@ -56,8 +56,8 @@ def worker(name: str, storage: str, index: int, out: str) -> None:
             value = getattr(self._client, attr)
             return timed(value) if callable(value) else value
 
-    real_open = tracking._open_client
-    tracking._open_client = lambda uri: TimedClient(timed(real_open)(uri))
+    real_open = tracking.runs.open_client  # patched where Tracker looks it up
+    tracking.runs.open_client = lambda uri: TimedClient(timed(real_open)(uri))
     mlflow.artifacts.download_artifacts = timed(mlflow.artifacts.download_artifacts)
     t0 = time.perf_counter()
     ran = study_mod.work(name, storage, worker_index=index)

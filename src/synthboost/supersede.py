@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .config import MixConfig
 from .errors import UserError
-from .tracking import TAG_CONFIG_KEY, TAG_SUPERSEDED_BY, TAG_TUNED_STUDY, TAG_VARIANT
+from .tracking.tags import TAG_CONFIG_KEY, TAG_SUPERSEDED_BY, TAG_TUNED_STUDY, TAG_VARIANT
 
 Identity = tuple[str, ...]
 _MIX = MixConfig()
