@@ -250,6 +250,44 @@ def calibration_records(data: dict[str, Any], m: dict[str, Any]) -> tuple[list[R
     return [Record(**r) for rs in mine["records"].values() for r in rs], others
 
 
+CALIBRATION_SIZE = 300  # small enough that every family's cell takes seconds to a minute in quick
+
+
+def calibrate(units, *, profile: str, gen_metrics: bool, path: Path | None = None,
+              log=None) -> tuple[Path, list[Record]]:
+    """Time the planned ``units`` (``grid.calibration_units``) in a throw-away store, step floors off so a family
+    costs its per-image rate, not a floor's minutes, and keep the timings as this machine's calibration."""
+    import tempfile
+
+    from . import generators
+    from .pipeline import feature_extractor, make_config, run_experiment
+    from .tracking import Tracker
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory(prefix="synthboost-calibrate-") as tmp:
+        tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
+        # what a worker pays once, not per cell: the data, the store, torch's first kernels, the metrics' extractor
+        warm = make_config(model="none", size=CALIBRATION_SIZE, profile=profile, overrides={"clf": {"steps": 5}})
+        run_experiment(warm, tracker=tracker, experiment="warm-up", use_env_run=False, progress=False)
+        if gen_metrics:
+            feature_extractor(tracker, profile=profile)
+        for u in units:
+            floors = {k: 0 for k in ("min_steps", "min_g_steps")
+                      if not generators.is_baseline(u.model)
+                      and k in {f.name for f in dataclasses.fields(generators.get(u.model).Config)}}
+            for c in u.cells:
+                if floors:
+                    c = dataclasses.replace(c, overrides={**c.overrides, "gen": {**c.overrides.get("gen", {}),
+                                                                                 **floors}})
+                if log:
+                    log(f"calibrating {u.variant} ({c.classifier}, {c.mix_label})")
+                run_experiment(u.cell_config(c), tracker=tracker, experiment="calibration", use_env_run=False,
+                               progress=False)
+        records = [Record(**r) for r in tracker.timings(experiments=["calibration"])]
+    share = (time.process_time() - cpu0) / max(1e-9, time.perf_counter() - wall0)
+    return save_calibration(records, path=path, cpu_share=share), records
+
+
 # ---------------------------------------------------------------- the estimate
 @dataclass
 class FamilyEstimate:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -25,7 +26,7 @@ from .config import (Choice, FloatRange, IntRange, MixConfig, Profile, Regime, T
                      unflatten)
 from .data import check_folds, regime_counts
 from .errors import ResourceError, UserError
-from .tracking import KIND_STUDY, env_run_id
+from .tracking import KIND_STUDY, TAG_TUNED_BUDGET, TAG_TUNED_STUDY, env_run_id
 
 FIXED_SECTIONS = ("data", "mix", "clf", "gen")
 OBJECTIVES = ("val/balanced_accuracy", "val/macro_f1", "val/accuracy")
@@ -240,6 +241,64 @@ def _narrow(key: str, base: Tunable, narrow: Any) -> Tunable:
 def split_fixed(fixed: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{"clf.epochs": 3}`` -> ``{"clf": {"epochs": 3}}``, checking the sections."""
     return unflatten(fixed, sections=FIXED_SECTIONS, what="fixed key")
+
+
+# ---------------------------------------------------------------- a study's best, for a grid's from_study mixes
+@dataclass(frozen=True)
+class BestParams:
+    """A study's best trial as a grid cell runs it: its mix.*, gen.* and clf.* over the study's fixed values (its
+    best was chosen under them)."""
+
+    study: str
+    model: str  # the model it tuned
+    mix: dict[str, Any]
+    gen: dict[str, Any]
+    clf: dict[str, Any]
+    budget: str  # budget_label: the report compares tuned cells of the same budget only
+    seeds: tuple[int, ...]  # the draws it tuned on
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {TAG_TUNED_STUDY: self.study, TAG_TUNED_BUDGET: self.budget}
+
+
+class TunedStudies:
+    """The studies a grid's ``from_study`` mixes name, each read once; ``waiting`` collects the names that do not
+    exist (or have no complete trial) yet where the grid allows it (``missing: skip``)."""
+
+    def __init__(self, storage_url: str):
+        self.storage_url, self._best, self.waiting = storage_url, {}, set()
+
+    def best(self, name: str, *, required: bool = True) -> BestParams | None:
+        if name not in self._best:
+            self._best[name] = self._load(name)
+        found = self._best[name]
+        if isinstance(found, str):
+            if required:
+                raise UserError(found)
+            self.waiting.add(name)
+            return None
+        return found
+
+    def found(self) -> dict[str, BestParams]:
+        """The studies read so far that have a best trial, by name."""
+        return {name: best for name, best in self._best.items() if not isinstance(best, str)}
+
+    def _load(self, name: str) -> BestParams | str:
+        import optuna
+
+        try:
+            study = optuna.load_study(study_name=name, storage=queue.open_storage(self.storage_url))
+            best = study.best_params
+        except KeyError:
+            return f"grid: no study named {name!r} in {queue.redact(self.storage_url)}"
+        except ValueError:
+            return f"grid: study {name!r} has no complete trial yet"
+        spec = stored_spec(study.user_attrs["synthboost.spec"])
+        split, fixed = unflatten(best), fixed_overrides(spec)
+        sections = {s: {**fixed.get(s, {}), **split.get(s, {})} for s in ("mix", "gen", "clf")}
+        return BestParams(study=name, model=spec.model, **sections, budget=budget_label(spec),
+                          seeds=tuple(spec.seeds))
 
 
 # ---------------------------------------------------------------- creating / resuming a study
