@@ -1,14 +1,7 @@
 """Optuna studies over the mix knobs and a family's declared tunables, each trial an MLflow child run.
 
-Layout: the study is an MLflow parent run (or the run ``mlflow run`` opened); every trial is a nested child
-run tagged ``optuna.trial_number`` / ``optuna.study_name``; the Optuna trial carries the MLflow run id as the
-user attribute ``mlflow_run_id`` and the study carries the parent's id, so each is found from the other.
-Trial state maps to run status: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED (tag ``error``).
-
-The study's spec is stored in the study itself (user attribute ``synthboost.spec``), so a worker needs only
-the study name and the storage URL.  Storage, budget, heartbeats, stale-trial recovery and worker processes
-are the work queue's (queue.py); this module is what a study adds to it: the spec, the search space, the
-objective, and the summary written into the parent run at the end.
+The study stores its spec in itself, so a worker needs only its name and the storage; the queue's part (budget,
+heartbeats, workers) is queue.py's, this module's the spec, the search space, the objective and the summary.
 """
 
 from __future__ import annotations
@@ -59,12 +52,8 @@ class PrunerSpec:
 
 @config
 class SelectionSpec:
-    """How a trial is scored.  Default: once on the regime's stratified holdout (``data.val_fraction``).
-    ``kfold: k``: stratified k-fold within the regime's pool — k runs per seed, each trained on k−1 folds and
-    validated on the held-out one; the objective is the mean over folds (and seeds).  Without ``kfold``, a
-    long-tailed regime (``TAIL_REGIMES``) uses ``tail_kfold`` folds (null: the holdout there too — a third of the
-    cost per trial, but a tail class is judged on 2–3 images).  The test set is only reported, never selected on.
-    (k ≥ 2 and at most the smallest class's image count: checked on load.)"""
+    """How a trial is scored: on the regime's stratified holdout, or the mean over ``kfold`` stratified folds of
+    its pool (a long-tailed regime: ``tail_kfold`` unless ``kfold`` is given); docs/studies.md."""
 
     kfold: int | None = None
     tail_kfold: int | None = 3
@@ -146,9 +135,8 @@ def check_selection(spec: StudySpec) -> None:
 
 
 def budget_label(spec: StudySpec) -> str:
-    """What "the same tuning budget" means between two studies: trials, objective and selection (their context —
-    regime, size, profile, classifier — is the cell's own).  A run from a study's best carries it as a tag, and the
-    report compares a tuned generator only with tuned baselines of the same label."""
+    """What "the same tuning budget" means between two studies (trials, objective, selection): the report compares
+    a tuned generator only with tuned baselines of the same label."""
     trials = f"{spec.n_trials} trials" if spec.counts == "started" else f"{spec.n_trials} complete trials"
     recipe = ", strong recipe" if spec.recipe == "strong" else ""
     return f"{trials} of {spec.objective}, {spec.selection.label(spec.regime)}{recipe}"
