@@ -388,6 +388,27 @@ def test_order_runs_the_selected_units_first_size_by_size_and_the_queue_keeps_it
     assert queued() == ids[:12]
 
 
+def test_a_unit_queued_by_the_untyped_plan_resumes_as_it_stood(tracker, tmp_path, grid_file):
+    """A grid's queue holds each unit as JSON: the typed plan writes the very bytes the dict-based one did, reads them
+    back, and a second `grid` on a waiting queue leaves it as it is (nothing withdrawn and queued again)."""
+    import json
+
+    spec = grid_mod.load_grid(grid_file("g-payload"))
+    storage = str(tmp_path / "q.journal")
+    units = grid_mod.plan(spec, storage)
+    u = units[-1]
+    untyped = {"variant": u.variant, "model": u.model, "regime": u.regime, "size": u.size, "seed": u.seed,
+               "profile": u.profile, "gen_metrics": u.gen_metrics,
+               "cells": [{"classifier": c.classifier, "overrides": c.overrides, "key": c.key, "mix_label": c.mix_label,
+                          "tags": c.tags, "identity": list(c.identity)} for c in u.cells]}
+    assert json.dumps(u.payload()) == json.dumps(untyped)
+    assert grid_mod.Unit.from_payload(json.dumps(untyped)) == u
+    grid_mod.prepare(spec, units, storage_url=storage, tracker=tracker)
+    grid_mod.prepare(spec, units, storage_url=storage, tracker=tracker)
+    assert len(_trials(storage, "grid-g-payload", "WAITING")) == len(units)
+    assert not _trials(storage, "grid-g-payload", "FAIL")
+
+
 PART = """
 experiment: {exp}
 profile: quick
