@@ -79,7 +79,9 @@ def main() -> None:
             return grid_mod.load_grid(path)
 
         t0 = time.perf_counter()
-        grid_mod.calibrate(spec_for("calibrate", 0), storage_url=storage, path=calibration)
+        spec = spec_for("calibrate", 0)
+        cost.calibrate(grid_mod.calibration_units(spec, storage), profile=spec.profile, gen_metrics=spec.gen_metrics,
+                       path=calibration)
         print(f"calibration ({args.profile}, {cost.machine_key(cost.machine())}): {time.perf_counter() - t0:.0f} s")
 
         passes = [("model", "calibration", 0)] + ([("runs", "runs", 1)] if args.from_runs else [])
@@ -87,7 +89,7 @@ def main() -> None:
             spec = spec_for(exp, seed)
             units = grid_mod.plan(spec, storage)
             est = grid_mod.cost_estimate(spec, units, tracker, calibration=calibration)
-            cells = sum(len(u["cells"]) for u in units)
+            cells = sum(len(u.cells) for u in units)
             print(f"\n== pass '{exp}': {cells} cells, {len(est.families)} families; estimate from {expected}")
             for line in cost.report_lines(est, workers=1):
                 print("  " + line)
@@ -96,7 +98,7 @@ def main() -> None:
             out = grid_mod.run_grid(spec, storage_url=storage, workers=1, show_progress=False)
             measured = time.perf_counter() - t0
             ratio = est.wall_seconds(1) / measured
-            print(f"  measured: {measured:.0f} s for {out['ran']} cells ({out['missing']} missing); estimate "
+            print(f"  measured: {measured:.0f} s for {out.ran_now} cells ({out.missing} missing); estimate "
                   f"{est.wall_seconds(1):.0f} s; estimate / measured = {ratio:.2f} "
                   f"({'within' if 0.7 <= ratio <= 1.3 else 'OUTSIDE'} ±30%; load average "
                   f"{load0:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")

@@ -70,7 +70,7 @@ def store(tmp_path_factory):
         grid = grid_mod.run_grid(grid_mod.load_grid(folder / "grid.yaml"), storage_url=journal, show_progress=False)
         spec = study_mod.load_spec(model="vae", path=folder / "study.yaml")
         study = study_mod.run_study(spec, name=STUDY_NAME, storage_url=journal, experiment="ui-study")
-    assert grid["done"] == 4 and study["trials"]["COMPLETE"] == 3
+    assert grid.done == 4 and study["trials"]["COMPLETE"] == 3
     tracker = Tracker(uri)
     client = tracker.client
     grid_exp = client.get_experiment_by_name("ui-grid").experiment_id
@@ -81,7 +81,7 @@ def store(tmp_path_factory):
     trained_here = {r.info.run_id for r in cells if r.data.tags.get("generator_trained") == "true"}
     assert all(t.data.tags["generator_run_id"] in trained_here for t in trials)  # the cache across grid and study
     return SimpleNamespace(folder=folder, uri=uri, journal=journal, tracker=tracker, grid_exp=grid_exp,
-                           study_exp=study_exp, grid_parent=grid["parent_run_id"], cells=cells,
+                           study_exp=study_exp, grid_parent=grid.parent_run_id, cells=cells,
                            study_parent=study["parent_run_id"], trials=trials, objective=spec.objective,
                            study_id=queue.open_storage(journal).get_study_id_from_name(STUDY_NAME))
 

@@ -52,7 +52,7 @@ def test_a_bumped_classifier_version_makes_the_grid_rerun_its_cells(tracker, tmp
     units = grid_mod.plan(spec, storage)
     assert grid_mod.status(spec, units, tracker).done == 0  # the old cell no longer counts
     out = grid_mod.run_grid(spec, storage_url=storage, show_progress=False)
-    assert out["ran"] == 1 and out["missing"] == 0
+    assert out.ran_now == 1 and out.missing == 0
 
 
 def test_version_one_and_neutral_levers_leave_the_keys_of_recorded_cells_unchanged():

@@ -100,7 +100,7 @@ def test_a_bf16_classifier_is_priced_only_from_runs_that_trained_in_bf16(tmp_pat
     path.write_text("experiment: p\nprofile: quick\nmodels: [none]\nregimes: [high]\nsizes: [1000]\nseeds: [0]\n"
                     "fixed: {clf.amp: bf16}\n")
     (unit,) = grid_mod.plan(grid_mod.load_grid(path), str(tmp_path / "q.journal"))
-    assert grid_mod.cell_work(unit, unit["cells"][0], group=0).precision == "bf16"
+    assert grid_mod.cell_work(unit, unit.cells[0], group=0).precision == "bf16"
 
 
 def test_a_seed_recipe_classifier_is_priced_from_seed_recipe_runs_and_its_generator_from_any():
@@ -157,7 +157,7 @@ def test_cell_work_follows_the_planned_config(tmp_path):
     path.write_text("experiment: cw\nprofile: quick\nmodels: [none, ddpm]\nregimes: [balanced]\nsizes: [1000, 5000]\n"
                     "seeds: [0]\nmixes: [{ratio: 1.0, strategy: balance}]\n")
     units = grid_mod.plan(grid_mod.load_grid(path), str(tmp_path / "q.journal"))
-    work = {(u["model"], u["size"]): grid_mod.cell_work(u, u["cells"][0], group=0) for u in units}
+    work = {(u.model, u.size): grid_mod.cell_work(u, u.cells[0], group=0) for u in units}
     # the CNN's budget is epochs × ⌊real training images / batch⌋; a mix draws as many images as the real ones
     assert work[("none", 5000)].classifier_work == 40 * (4250 // 64)
     assert work[("ddpm", 1000)].sampled == 850 and work[("ddpm", 1000)].gen_key != work[("ddpm", 5000)].gen_key
@@ -169,7 +169,7 @@ def test_cell_work_follows_the_planned_config(tmp_path):
                     "models: [ddpm, {model: ddpm, name: ddpm-seedrecipe, clf: {recipe: seed}}]\n"
                     "mixes: [{ratio: 1.0, strategy: uniform}, {ratio: 2.0, strategy: uniform}]\n")
     units = grid_mod.plan(grid_mod.load_grid(path), str(tmp_path / "q.journal"))
-    default, seedrecipe = ([grid_mod.cell_work(u, c, group=0) for c in u["cells"]] for u in units)
+    default, seedrecipe = ([grid_mod.cell_work(u, c, group=0) for c in u.cells] for u in units)
     assert default[0].pool_key == seedrecipe[0].pool_key != default[1].pool_key
     assert default[0].gen_key == default[1].gen_key == seedrecipe[1].gen_key
 
@@ -200,8 +200,8 @@ def test_an_estimate_replayed_as_of_a_past_time_prices_from_the_runs_ended_by_th
                     "seeds: [0, 1, 2]\n")
     spec = grid_mod.load_grid(path)
     units = grid_mod.plan(spec, str(tmp_path / "q.journal"))
-    keys = [c["key"] for u in units for c in u["cells"]]
-    steps = grid_mod.cell_work(units[0], units[0]["cells"][0], group=0).classifier_work
+    keys = [c.key for u in units for c in u.cells]
+    steps = grid_mod.cell_work(units[0], units[0].cells[0], group=0).classifier_work
     exp = tracker.experiment_id("replayed")
     # seed 0 ended at t=1,000 s, classifier 1 s a step; seed 1 at t=5,000 s, 3 s a step; seed 2 never ran
     for key, end, per_step in ((keys[0], 1_000_000, 1.0), (keys[1], 5_000_000, 3.0)):

@@ -5,6 +5,7 @@ from typer.testing import CliRunner
 
 from synthboost import grid as grid_mod
 from synthboost.cli import app
+from synthboost.study import TunedStudies
 
 runner = CliRunner()
 
@@ -138,13 +139,13 @@ def test_a_variant_can_carry_classifier_options_and_mixes_can_filter(grid_file, 
     text = text.replace("strategy: uniform}}", "strategy: uniform, filter: confidence, filter_threshold: 0.7}}")
     spec = grid_mod.load_grid(grid_file("g-strong", text))
     units = grid_mod.plan(spec, str(tmp_path / "q.journal"))
-    strong = [u for u in units if u["variant"] == "vae-strong"]
-    assert strong and all(c["overrides"]["clf"] == {"epochs": 1, "augment": "shift_flip"}
-                          for u in strong for c in u["cells"])
-    mixes = [c["overrides"]["mix"] for u in strong for c in u["cells"]]
+    strong = [u for u in units if u.variant == "vae-strong"]
+    assert strong and all(c.overrides["clf"] == {"epochs": 1, "augment": "shift_flip"}
+                          for u in strong for c in u.cells)
+    mixes = [c.overrides["mix"] for u in strong for c in u.cells]
     assert {"ratio": 1.0, "strategy": "uniform", "filter": "confidence", "filter_threshold": 0.7} in mixes
-    baseline = [c for u in units if u["variant"] == "none-strong" for c in u["cells"]]
-    assert len(baseline) == 4 and all("mix" not in c["overrides"] for c in baseline)
+    baseline = [c for u in units if u.variant == "none-strong" for c in u.cells]
+    assert len(baseline) == 4 and all("mix" not in c.overrides for c in baseline)
 
 
 def test_mixes_for_gives_a_variant_its_own_mixes_and_the_others_keep_the_grids(grid_file, tmp_path):
@@ -152,7 +153,7 @@ def test_mixes_for_gives_a_variant_its_own_mixes_and_the_others_keep_the_grids(g
     text = GRID.replace("[none, vae]", "[none, vae, {{model: vae, name: vae-seedrecipe, clf: {{recipe: seed}}}}]")
     text += "mixes_for: {{vae-seedrecipe: [{{ratio: 2.0, strategy: uniform}}]}}\n"
     units = grid_mod.plan(grid_mod.load_grid(grid_file("g-own", text)), str(tmp_path / "q.journal"))
-    mixes = {v: [c["overrides"]["mix"] for u in units if u["variant"] == v for c in u["cells"]]
+    mixes = {v: [c.overrides["mix"] for u in units if u.variant == v for c in u.cells]
              for v in ("vae", "vae-seedrecipe")}
     assert mixes["vae-seedrecipe"] == [{"ratio": 2.0, "strategy": "uniform"}] * 4  # 2 regimes × 2 seeds
     assert len(mixes["vae"]) == 8 and {"ratio": 2.0, "strategy": "uniform"} not in mixes["vae"]
@@ -197,28 +198,28 @@ def test_from_study_carries_the_best_classifier_recipe_and_tags_tuned_cells(grid
         "mixes: [{{ratio: 0.5, strategy: balance}}, {{ratio: 1.0, strategy: uniform}}]",
         "mixes: [{{ratio: 1.0, strategy: uniform}}, {{from_study: ns}}, {{from_study: os}}, {{from_study: cs}}]")
     units = grid_mod.plan(grid_mod.load_grid(grid_file("g-tuned", text)), storage)
-    cells = {(u["variant"], c["mix_label"]): c for u in units if u["seed"] == 0 and u["regime"] == "high"
-             for c in u["cells"]}
+    cells = {(u.variant, c.mix_label): c for u in units if u.seed == 0 and u.regime == "high"
+             for c in u.cells}
     budget = "12 complete trials of val/balanced_accuracy, 3-fold"  # the shipped none-strong/oversample/cgan budgets
     assert set(cells) == {("none", "real only"), ("none-strong", "real only"), ("none-strong", "best of ns"),
                           ("oversample", "real only"), ("oversample", "best of os"),
                           ("cgan", '{"ratio": 1.0, "strategy": "uniform"}'), ("cgan", "best of cs")}
     tuned = cells[("none-strong", "best of ns")]
-    assert tuned["overrides"]["clf"] == {"epochs": 1, "lr": 0.004, "dropout": 0.1}  # the study's lr over the grid's
-    assert tuned["tags"] == {"tuned.study": "ns", "tuned.budget": budget}
-    assert cells[("none-strong", "real only")]["tags"] == {}
-    assert cells[("none-strong", "real only")]["overrides"]["clf"] == {"epochs": 1, "lr": 0.002}
+    assert tuned.overrides["clf"] == {"epochs": 1, "lr": 0.004, "dropout": 0.1}  # the study's lr over the grid's
+    assert tuned.tags == {"tuned.study": "ns", "tuned.budget": budget}
+    assert cells[("none-strong", "real only")].tags == {}
+    assert cells[("none-strong", "real only")].overrides["clf"] == {"epochs": 1, "lr": 0.002}
     over = cells[("oversample", "best of os")]
-    assert over["overrides"]["mix"] == {"ratio": 2.0} and over["overrides"]["clf"]["class_weight"] == "none"
+    assert over.overrides["mix"] == {"ratio": 2.0} and over.overrides["clf"]["class_weight"] == "none"
     gan = cells[("cgan", "best of cs")]
-    assert gan["overrides"]["clf"]["lr"] == 0.001 and gan["overrides"]["gen"]["truncation"] == 0.8
-    assert gan["overrides"]["mix"]["ratio"] == 0.5 and gan["tags"]["tuned.budget"] == budget
-    assert cells[("cgan", '{"ratio": 1.0, "strategy": "uniform"}')]["overrides"]["clf"]["lr"] == 0.002
-    assert len({c["key"] for c in cells.values()}) == len(cells)  # every tuned cell is a cell of its own
+    assert gan.overrides["clf"]["lr"] == 0.001 and gan.overrides["gen"]["truncation"] == 0.8
+    assert gan.overrides["mix"]["ratio"] == 0.5 and gan.tags["tuned.budget"] == budget
+    assert cells[("cgan", '{"ratio": 1.0, "strategy": "uniform"}')].overrides["clf"]["lr"] == 0.002
+    assert len({c.key for c in cells.values()}) == len(cells)  # every tuned cell is a cell of its own
     # another family borrows cgan's best mix, but neither its gen.*/clf.* nor its tuned tags
     borrowed = grid_mod.plan(grid_mod.load_grid(grid_file("g-borrow", text.replace("cgan]", "cgan, vae]"))), storage)
-    vae = [c for u in borrowed if u["variant"] == "vae" for c in u["cells"] if c["mix_label"] == "best of cs"]
-    assert vae and all(c["tags"] == {} and c["overrides"]["mix"]["ratio"] == 0.5 and c["overrides"]["clf"]["lr"] == 0.002
+    vae = [c for u in borrowed if u.variant == "vae" for c in u.cells if c.mix_label == "best of cs"]
+    assert vae and all(c.tags == {} and c.overrides["mix"]["ratio"] == 0.5 and c.overrides["clf"]["lr"] == 0.002
                        for c in vae)
 
 
@@ -234,10 +235,10 @@ def test_a_templated_study_tunes_each_variant_per_regime_and_missing_ones_wait(g
         'mixes: [{{ratio: 1.0, strategy: uniform}}, {{from_study: "{{model}}-{{regime}}-1000-{{profile}}", '
         'missing: skip}}]')
     path = grid_file("g-verdict", text)
-    studies = grid_mod.Studies(storage)
+    studies = TunedStudies(storage)
     units = grid_mod.plan(grid_mod.load_grid(path), storage, studies=studies)
-    labels = {(u["variant"], u["regime"], u["size"]): sorted(c["mix_label"] for c in u["cells"])
-              for u in units if u["seed"] == 0}
+    labels = {(u.variant, u.regime, u.size): sorted(c.mix_label for c in u.cells)
+              for u in units if u.seed == 0}
     assert labels == {
         ("none", "balanced", 300): ["real only"], ("none", "balanced", 600): ["real only"],
         ("none", "high", 300): ["real only"], ("none", "high", 600): ["real only"],
@@ -278,7 +279,7 @@ def test_coverage_counts_a_cell_done_by_its_config_key_and_groups_the_missing_se
     path = grid_file("g-cov", GRID.replace("[none, vae]", "[none]"))  # 2 regimes × 2 seeds
     storage = str(tmp_path / "q.journal")
     units = grid_mod.plan(grid_mod.load_grid(path), storage)
-    key = {(u["regime"], u["seed"]): u["cells"][0]["key"] for u in units}
+    key = {(u.regime, u.seed): u.cells[0].key for u in units}
     frame = pd.DataFrame({"experiment": ["g-cov", "g-cov", "other"],
                           "tags.config_key": [key["balanced", 0], key["high", 1], key["high", 0]]})
     cov = plan_coverage(frame, load_plan(path, ["g-cov", "other"]), name=path.name, storage_url=storage)
@@ -366,11 +367,11 @@ def test_order_runs_the_selected_units_first_size_by_size_and_the_queue_keeps_it
     spec = grid_mod.load_grid(grid_file("g-order", ORDERED))
     storage = str(tmp_path / "q.journal")
     units = grid_mod.plan(spec, storage)
-    ids = [grid_mod.unit_id(u) for u in units]
-    first = [(u["variant"], u["size"], u["seed"]) for u in units[:8]]
+    ids = [u.id for u in units]
+    first = [(u.variant, u.size, u.seed) for u in units[:8]]
     assert first == [(v, size, seed) for size in (300, 400) for seed in (0, 1) for v in ("none", "vae")]
-    assert {u["variant"] for u in units[8:12]} == {"none-strong"} and {u["regime"] for u in units[:12]} == {"high"}
-    assert {u["regime"] for u in units[12:]} == {"balanced"} and len(units) == 24
+    assert {u.variant for u in units[8:12]} == {"none-strong"} and {u.regime for u in units[:12]} == {"high"}
+    assert {u.regime for u in units[12:]} == {"balanced"} and len(units) == 24
 
     study, _ = grid_mod.prepare(spec, units, storage_url=storage, tracker=tracker)
     queued = lambda: [t.user_attrs["unit_id"] for t in _trials(storage, "grid-g-order", "WAITING")]  # noqa: E731
@@ -385,6 +386,27 @@ def test_order_runs_the_selected_units_first_size_by_size_and_the_queue_keeps_it
     sliced = grid_mod.load_grid(grid_file("g-order", ORDERED.replace("regimes: [balanced, high]", "regimes: [high]")))
     grid_mod.prepare(sliced, grid_mod.plan(sliced, storage), storage_url=storage, tracker=tracker)
     assert queued() == ids[:12]
+
+
+def test_a_unit_queued_by_the_untyped_plan_resumes_as_it_stood(tracker, tmp_path, grid_file):
+    """A grid's queue holds each unit as JSON: the typed plan writes the very bytes the dict-based one did, reads them
+    back, and a second `grid` on a waiting queue leaves it as it is (nothing withdrawn and queued again)."""
+    import json
+
+    spec = grid_mod.load_grid(grid_file("g-payload"))
+    storage = str(tmp_path / "q.journal")
+    units = grid_mod.plan(spec, storage)
+    u = units[-1]
+    untyped = {"variant": u.variant, "model": u.model, "regime": u.regime, "size": u.size, "seed": u.seed,
+               "profile": u.profile, "gen_metrics": u.gen_metrics,
+               "cells": [{"classifier": c.classifier, "overrides": c.overrides, "key": c.key, "mix_label": c.mix_label,
+                          "tags": c.tags, "identity": list(c.identity)} for c in u.cells]}
+    assert json.dumps(u.payload()) == json.dumps(untyped)
+    assert grid_mod.Unit.from_payload(json.dumps(untyped)) == u
+    grid_mod.prepare(spec, units, storage_url=storage, tracker=tracker)
+    grid_mod.prepare(spec, units, storage_url=storage, tracker=tracker)
+    assert len(_trials(storage, "grid-g-payload", "WAITING")) == len(units)
+    assert not _trials(storage, "grid-g-payload", "FAIL")
 
 
 PART = """
@@ -407,17 +429,17 @@ def test_an_included_file_of_another_profile_is_planned_with_the_grid(tracker, t
     storage = str(tmp_path / "q.journal")
     units = grid_mod.plan(grid_mod.load_grid(path), storage)
     quick, extra = units[:8], units[8:]  # none 2 regimes × 2 seeds + vae 4 units; the part's 4 units last
-    assert {u["profile"] for u in quick} == {"smoke"} and {u["profile"] for u in extra} == {"quick"}
-    assert sorted((u["variant"], u["gen_metrics"]) for u in extra) == [("none", True)] * 2 + [("vae", True)] * 2
-    assert len({grid_mod.unit_id(u) for u in units}) == 12  # high/none/seed 0 at two profiles: two units
-    assert len({c["key"] for u in units for c in u["cells"]}) == 12 + 4
+    assert {u.profile for u in quick} == {"smoke"} and {u.profile for u in extra} == {"quick"}
+    assert sorted((u.variant, u.gen_metrics) for u in extra) == [("none", True)] * 2 + [("vae", True)] * 2
+    assert len({u.id for u in units}) == 12  # high/none/seed 0 at two profiles: two units
+    assert len({c.key for u in units for c in u.cells}) == 12 + 4
     out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--dry-run"])
     assert out.exit_code == 0 and "grid g-mixed (smoke, quick): 16 cells in 12 units" in out.stdout, out.output
     import pandas as pd
 
     from synthboost.report.coverage import load_plan, plan_coverage
 
-    held = pd.DataFrame({"experiment": ["g-mixed"], "tags.config_key": [extra[0]["cells"][0]["key"]]})
+    held = pd.DataFrame({"experiment": ["g-mixed"], "tags.config_key": [extra[0].cells[0].key]})
     cov = plan_coverage(held, load_plan(path, ["g-mixed"]), name=path.name, storage_url=storage)
     assert (cov.planned, cov.finished) == (16, 1)  # `report --plan` counts the included file's cells too
 
@@ -446,23 +468,23 @@ def test_the_verdict_plans_its_headline_first_and_the_cpu_slice_is_the_same_cell
                         else {"clf.lr": 0.004})
     units = grid_mod.plan(grid_mod.load_grid(studies_dir() / "verdict.yaml"), storage)
     head = grid_mod.plan(grid_mod.load_grid(studies_dir() / "verdict-headline.yaml"), storage)
-    assert len(head) == 18 * 5 and sum(len(u["cells"]) for u in head) == 90 + 7 * 5 + 2 * 5  # + tuned dvae×6, vqvae
-    assert [(grid_mod.unit_id(u), [c["key"] for c in u["cells"]]) for u in units[:90]] == \
-        sorted(((grid_mod.unit_id(u), [c["key"] for c in u["cells"]]) for u in head),
-               key=lambda x: [grid_mod.unit_id(u) for u in units].index(x[0]))
-    groups = [("head" if u["regime"] == "high" and u["profile"] == "quick" and u["model"] in
-               ("none", "none-strong", "oversample", "dvae", "vqvae") else (u["regime"], u["profile"])) for u in units]
+    assert len(head) == 18 * 5 and sum(len(u.cells) for u in head) == 90 + 7 * 5 + 2 * 5  # + tuned dvae×6, vqvae
+    assert [(u.id, [c.key for c in u.cells]) for u in units[:90]] == \
+        sorted(((u.id, [c.key for c in u.cells]) for u in head),
+               key=lambda x: [u.id for u in units].index(x[0]))
+    groups = [("head" if u.regime == "high" and u.profile == "quick" and u.model in
+               ("none", "none-strong", "oversample", "dvae", "vqvae") else (u.regime, u.profile)) for u in units]
     assert list(dict.fromkeys(groups)) == ["head", ("high", "quick"), ("semi", "quick"), ("balanced", "quick"),
                                            ("high", "paper"), ("semi", "paper")]
     assert groups == sorted(groups, key=list(dict.fromkeys(groups)).index)[:len(groups) - 180] + groups[-180:]
-    assert {u["seed"] for u in units} == {0, 1, 2, 3, 4}
-    paper = [u for u in units if u["profile"] == "paper"]
+    assert {u.seed for u in units} == {0, 1, 2, 3, 4}
+    paper = [u for u in units if u.profile == "paper"]
     assert len(paper) == 18 * 2 * 5  # 17 variants + pseudo-label (ssvae's pool baseline)
-    assert {(u["regime"], u["size"]) for u in paper} == {("high", 1000), ("semi", 1000)}
-    assert all(u["gen_metrics"] for u in paper) and not any(u["gen_metrics"] for u in units if u not in paper)
-    seed = {(u["variant"], u["regime"]) for u in units if u["variant"].endswith("-seedrecipe")}
+    assert {(u.regime, u.size) for u in paper} == {("high", 1000), ("semi", 1000)}
+    assert all(u.gen_metrics for u in paper) and not any(u.gen_metrics for u in units if u not in paper)
+    seed = {(u.variant, u.regime) for u in units if u.variant.endswith("-seedrecipe")}
     assert {v for v, r in seed if r == "balanced"} == {"none-seedrecipe", "vqvae-seedrecipe"} | {
         f"dvae-{n}-seedrecipe" for n in ("gaussian", "salt_pepper", "rotation", "brightness", "contrast", "blur")}
     assert ("ddpm-seedrecipe", "high") in seed and ("ddpm-seedrecipe", "semi") not in seed
-    curve = {(u["regime"], u["size"]) for u in units if u["variant"] == "none"}
+    curve = {(u.regime, u.size) for u in units if u.variant == "none"}
     assert {("high", 19500), ("semi", 50000), ("balanced", 60000), ("high", 10000)} <= curve

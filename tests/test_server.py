@@ -172,14 +172,14 @@ def test_a_grid_driven_by_four_independent_workers_runs_each_cell_once(server, t
     spec_file = tmp_path / "grid.yaml"
     spec_file.write_text(GRID)
     units = grid_mod.plan(grid_mod.load_grid(spec_file), server.storage)
-    planned = {c["key"] for u in units for c in u["cells"]}
+    planned = {c.key for u in units for c in u.cells}
     runs = runs_of(tracker, "grid-server")
     cells = [r for r in runs if r.data.tags.get("synthboost.kind") == "experiment"]
     assert len(cells) == 6 and {r.data.tags["config_key"] for r in cells} == planned  # each cell once
     assert all(r.info.status == "FINISHED" for r in runs)  # cells and the grid's parent
     st = optuna.load_study(study_name="grid-grid-server", storage=queue.open_storage(server.storage))
     done = [t.user_attrs["unit_id"] for t in st.get_trials() if t.state.name == "COMPLETE"]
-    assert sorted(done) == sorted(grid_mod.unit_id(u) for u in units)  # each unit once, none failed or retried
+    assert sorted(done) == sorted(u.id for u in units)  # each unit once, none failed or retried
     vae = [r for r in cells if r.data.tags["model"] == "vae"]
     keys = {r.data.tags["generator_key"] for r in vae}
     assert len(keys) == 2 and trained_per_key(tracker, keys) == {k: 1 for k in keys}

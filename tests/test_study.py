@@ -184,10 +184,10 @@ def test_a_strong_recipe_study_tunes_the_mix_under_it_by_folds_on_a_tail_draw(tr
     grid.write_text("experiment: g-strong\nprofile: smoke\nmodels: [vae]\nregimes: [high]\nsizes: [300]\n"
                     "seeds: [0]\nclassifiers: [cnn]\nmixes: [{from_study: vae-strong-high-300-smoke}]\n")
     (unit,) = grid_mod.plan(grid_mod.load_grid(grid), storage)
-    (cell,) = unit["cells"]
-    clf = cell["overrides"]["clf"]
+    (cell,) = unit.cells
+    clf = cell.overrides["clf"]
     assert clf["augment"] == "shift_flip" and clf["class_weight"] == "balanced"
-    assert cell["tags"]["tuned.budget"] == "1 complete trials of val/balanced_accuracy, 3-fold, strong recipe"
+    assert cell.tags["tuned.budget"] == "1 complete trials of val/balanced_accuracy, 3-fold, strong recipe"
     (tmp_path / "g2.yaml").write_text(grid.read_text().replace("seeds: [0]", "seeds: [0, 100]"))
     out = runner.invoke(app, ["grid", "--config", str(tmp_path / "g2.yaml"), "--storage", storage])
     assert out.exit_code == 2 and "vae-strong-high-300-smoke tuned on seed(s) [100]" in out.stderr

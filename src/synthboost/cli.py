@@ -8,21 +8,26 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .errors import ResourceError, TrainingError, UserError
+from . import cost, generators, ledger, queue, server, tracking
+from .errors import ResourceError, StoreOutage, TrainingError, UserError
+from .outage import OUTAGE_EXIT
 from .stages import Stages
+
+# Deferred on purpose, for start-up time (`--help` answers at once): config (pydantic), pipeline, study, grid,
+# demo, selection, supersede (torch, numpy), report (pandas) and optuna are imported by the commands that use them.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Does synthetic data from a generative model help a classifier? Tracked in MLflow.")
 
 
 def _models() -> list[str]:
-    from . import generators
-
     return generators.model_names()
 
 
@@ -72,7 +77,7 @@ def run(
                                                      help="Generator-quality metrics (default: on except smoke).")] = None,
 ) -> None:
     """Run one experiment cell and record it as one MLflow run."""
-    from . import config, pipeline, tracking
+    from . import config, pipeline
 
     cfg = pipeline.make_config(model=model, classifier=classifier, regime=regime, size=size, seed=seed,
                                profile=profile, mix_ratio=mix_ratio, mix_strategy=mix_strategy,
@@ -102,9 +107,7 @@ def demo(
         "extractor for this machine (minutes)."))] = False,
 ) -> None:
     """The main job: a real-only baseline and a VAE mix on one long-tailed draw, then their gain table."""
-    from pathlib import Path
-
-    from . import config, tracking
+    from . import config
     from . import demo as demo_mod
 
     config.check_choice("profile", profile, config.PROFILES)
@@ -132,8 +135,6 @@ def demo(
 @app.command()
 def models() -> None:
     """List the generator families and baselines."""
-    from . import generators
-
     for name, doc in generators.BASELINES.items():
         typer.echo(f"{name:<12} baseline  {doc}")
     for name, entry in generators.FAMILIES.items():
@@ -147,8 +148,6 @@ def ui(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
 ) -> None:
     """Start the MLflow UI on the project's tracking store."""
-    from . import tracking
-
     uri = tracking.tracking_uri()
     tracking.check_reachable(uri)
     if uri.startswith(("http://", "https://")):
@@ -171,7 +170,7 @@ def evaluate(run_id: Annotated[str, typer.Option("--run-id", help="An existing r
                                                                        "fits: most of the time at quick).")] = True,
              ) -> None:
     """Compute generator-quality metrics (gen/*) for an existing run from its logged checkpoint."""
-    from . import pipeline, tracking
+    from . import pipeline
 
     m = pipeline.evaluate_run(run_id, tracker=tracking.Tracker(), stage=Stages(), cas=cas)
     typer.echo(f"run {run_id}: FID {m['fid']:.2f}, KID {m['kid_mean']:.4f}±{m['kid_std']:.4f}, IS "
@@ -193,7 +192,7 @@ def clip_train(
 
     It is what `clip` runs with gen.clip_data=full use (tagged as external data); by default a `clip` run trains
     its CLIP on its own training images instead."""
-    from . import config, pipeline, tracking
+    from . import config, pipeline
 
     config.check_choice("profile", profile, config.PROFILES)
     tracker = tracking.Tracker()
@@ -225,7 +224,6 @@ def study(
     experiment: Annotated[str, typer.Option(help="MLflow experiment of the parent run.")] = "synthboost-studies",
 ) -> None:
     """Tune the mix and the generator with Optuna; every trial is a nested MLflow run."""
-    from . import queue
     from . import study as study_mod
 
     if n_trials is not None and n_trials < 1:
@@ -263,7 +261,7 @@ def agreement(
 ) -> None:
     """How far a study's choice can be trusted: Spearman rank agreement of its validation objective with test
     accuracy over its complete trials (n, 95% bootstrap CI); logged into the study's parent run."""
-    from . import queue, selection, tracking
+    from . import selection
 
     if first is not None and first < 3:
         raise UserError(f"--first must be >= 3 (rank agreement needs 3 trials), got {first}")
@@ -275,9 +273,6 @@ def agreement(
 @contextlib.contextmanager
 def _outage_exit():
     """A worker that gave up on a store exits with its own code, so the command that started it stops as well."""
-    from .errors import StoreOutage
-    from .outage import OUTAGE_EXIT
-
     try:
         yield
     except StoreOutage as err:
@@ -298,7 +293,6 @@ def study_worker(
     worker_index: Annotated[int, typer.Option(help="Distinct per worker (seeds its sampler).")] = 0,
 ) -> None:
     """Pull trials of an existing study until its budget is met (any machine that reaches both stores)."""
-    from . import queue
     from . import study as study_mod
 
     with _outage_exit():
@@ -314,10 +308,6 @@ def dashboard(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
 ) -> None:
     """Start optuna-dashboard on the project's Optuna storage and print the URL."""
-    import shutil
-
-    from . import queue
-
     url = storage or queue.default_storage()
     if queue.is_journal(url) and not os.path.isfile(url):
         raise UserError(f"no Optuna storage at {url} yet; run `synthboost study` first")
@@ -356,9 +346,7 @@ def grid(
                              "unfinished cells re-run by the next grid command); exit 3 when cells are left.")] = None,
 ) -> None:
     """Run every model × regime × size × seed × classifier × mix cell; resumable; one MLflow run per cell."""
-    from . import cost
     from . import grid as grid_mod
-    from . import queue, tracking
 
     workers = grid_mod.default_workers() if workers is None else workers
     if workers < 1:
@@ -369,48 +357,21 @@ def grid(
     url = storage or queue.default_storage()
     queue.check_storage(url)
     if calibrate:
-        path, records = grid_mod.calibrate(spec, storage_url=url, log=lambda line: typer.echo(line, err=True))
+        path, records = cost.calibrate(grid_mod.calibration_units(spec, url), profile=spec.profile,
+                                       gen_metrics=spec.gen_metrics, log=lambda line: typer.echo(line, err=True))
         typer.echo(f"calibrated {len({r.family for r in records})} families ({spec.profile}) on "
                    f"{cost.machine_key(cost.machine())}: {path}")
         if not dry_run:
             return
     if dry_run:
-        studies = grid_mod.Studies(url)
-        units = grid_mod.plan(spec, url, studies=studies)
-        tracker = tracking.Tracker()
-        st = grid_mod.status(spec, units, tracker)
-        profiles = ", ".join(dict.fromkeys([spec.profile] + [u["profile"] for u in units]))
-        typer.echo(f"grid {spec.experiment} ({profiles}): {st.cells} cells in {len(units)} units; {st.done} done, "
-                   f"{st.cells - st.done} to run ({st.units_left} units)")
-        if studies.waiting:
-            typer.echo(grid_mod.waiting_line(studies.waiting))
-        old = grid_mod.superseded(spec, units, tracker, mark=False)
-        if old.marks or old.pending or old.already:
-            typer.echo(f"{len(old.marks) + old.pending} older runs of re-run cells will be marked superseded "
-                       f"({len(old.marks)} when the grid starts, {old.pending} as their cells finish); "
-                       f"{old.already} are marked superseded")
-        if old.reverted:
-            typer.echo(f"{old.reverted} cells' runs under the planned config are themselves marked superseded (a "
-                       "change reverted?): their newer runs are left unmarked; re-run those cells or re-tag by hand")
-        est = grid_mod.cost_estimate(spec, units, tracker)
-        for line in cost.report_lines(est, workers=workers):
-            typer.echo(line)
+        grid_mod.dry_run(spec, url, workers=workers, tracker=tracking.Tracker(), say=typer.echo)
         return
-    s = grid_mod.run_grid(spec, storage_url=url, workers=workers, show_progress=sys.stderr.isatty(),
-                          time_limit=time_limit)
-    if s["timed_out"]:
-        typer.echo(f"time limit ({time_limit:g} s) reached: no unit started after it, the units running were cut "
-                   "(their unfinished cells re-run next time)")
-    typer.echo(f"grid {s['experiment']}: {s['ran']} cells run now, {s['done_before']} were already done, "
-               f"{s['missing']} missing of {s['cells']}; parent run {s['parent_run_id']} "
-               f"(Optuna study {s['study']})" + ("; re-run the same command to finish" if s["missing"] else ""))
-    if s["waiting"]:
-        typer.echo(grid_mod.waiting_line(s["waiting"]))
-    if s["marked_superseded"]:
-        typer.echo(f"{s['marked_superseded']} older runs of re-run cells marked superseded (tag "
-                   f"{tracking.TAG_SUPERSEDED_BY}); the report leaves them out")
-    if s["missing"]:
-        raise typer.Exit(3 if s["timed_out"] else 1)
+    outcome = grid_mod.run_grid(spec, storage_url=url, workers=workers, show_progress=sys.stderr.isatty(),
+                                time_limit=time_limit)
+    for line in outcome.summary_lines():
+        typer.echo(line)
+    if outcome.missing:
+        raise typer.Exit(3 if outcome.timed_out else 1)
 
 
 @app.command("grid-worker", hidden=True)
@@ -424,7 +385,6 @@ def grid_worker(
 ) -> None:
     """Pull grid units until the queue is empty (any machine that reaches both stores)."""
     from . import grid as grid_mod
-    from . import queue
 
     with _outage_exit():
         grid_mod.work(name, storage or queue.default_storage(), experiment=experiment, deadline=deadline)
@@ -458,50 +418,11 @@ def report(
                                                      "project's).")] = None,
 ) -> None:
     """Compare models from the tracking store: tables, gains over the baselines, plots, claims; logged to MLflow."""
-    from pathlib import Path
-
     from . import report as report_mod
-    from . import tracking
 
-    formats = report_mod.parse_formats(format_)  # a typo fails before the store is touched
-    plan_path = None
-    if plan is not None:  # without --experiment the report reads the plan's
-        from . import queue
-
-        plan_path = Path(plan)
-        if not plan_path.is_file():
-            raise UserError(f"--plan {plan}: no such grid file (e.g. studies/verdict.yaml)")
-        storage = storage or queue.default_storage()
-    if skip_missing and plan_path and not experiment:  # what the report would read: the plan's experiment
-        from . import grid as grid_mod
-
-        experiment = [grid_mod.load_grid(plan_path).experiment]
-    if skip_missing and experiment:
-        held = tracking.experiment_names(tracking.Tracker())
-        missing = [e for e in experiment if e not in held]
-        experiment = [e for e in experiment if e in held]
-        if missing:
-            typer.echo(f"not in the store, left out: {', '.join(missing)}")
-        if not experiment:
-            typer.echo(f"nothing to report; {out} left as it is")
-            return
-    result = report_mod.build_report(experiments=experiment or None, out_dir=Path(out), formats=formats,
-                                     tracker=tracking.Tracker(), include_studies=include_studies,
-                                     include_superseded=include_superseded, models=model or None,
-                                     plan=plan_path, storage_url=storage)
-    typer.echo(f"report on {', '.join(result.experiments)} ({result.n_runs} runs) written to {result.out_dir}: "
-               + ", ".join(sorted(result.files, key=lambda f: (f.count("/"), f))))
-    for c in result.claims:
-        typer.echo(f"  ({c.key}) {c.statement}: {c.verdict} ({c.evidence()})")
-    if result.coverage is not None:
-        cov = result.coverage
-        typer.echo(f"plan {cov.plan}: {cov.finished} of {cov.planned} cells FINISHED"
-                   + (f", {cov.planned - cov.finished} missing (missing_cells.csv)" if cov.planned > cov.finished
-                      else ""))
-    if result.run_id:
-        where = "the run `mlflow run` opened" if tracking.env_run_id() else report_mod.REPORTS_EXPERIMENT
-        typer.echo(f"logged as MLflow run {result.run_id} ({where}; tag {tracking.TAG_KIND} = {tracking.KIND_REPORT}); "
-                   "open it with `synthboost ui`")
+    report_mod.report_command(experiments=experiment, out=out, formats=format_, include_studies=include_studies,
+                              include_superseded=include_superseded, models=model, skip_missing=skip_missing,
+                              plan=plan, storage=storage, say=typer.echo)
 
 
 @app.command()
@@ -513,7 +434,6 @@ def supersede(
 ) -> None:
     """Mark runs not made by a grid (single `synthboost run`s) as superseded by a newer run; nothing is deleted."""
     from . import supersede as supersede_mod
-    from . import tracking
 
     marked = supersede_mod.mark_by_hand(tracking.Tracker(), run_id, by=by, reason=reason)
     typer.echo(f"{len(marked)} run(s) marked superseded by {by} (tag {tracking.TAG_SUPERSEDED_BY}); the report "
@@ -526,8 +446,6 @@ def readme(
     path: Annotated[str, typer.Option("--file", help="The Markdown file whose tables to refill.")] = "docs/results.md",
 ) -> None:
     """Refill the result tables of docs/results.md from the reports' headline.md (`<!-- synthboost:table … -->`)."""
-    from pathlib import Path
-
     from .report.readme import embed_tables
 
     sources = embed_tables(Path(path))
@@ -553,10 +471,6 @@ def ledger_export(
 ) -> None:
     """Write the store's FINISHED runs (MLFLOW_TRACKING_URI), one gzip JSON-lines file per experiment; only what
     changed is rewritten."""
-    from pathlib import Path
-
-    from . import ledger, tracking
-
     dst = Path(dir_) if dir_ else ledger.default_dir()
     with tracking.store_refusals("ledger export"):
         summary = ledger.export(tracking.Tracker(), experiments=experiment, dst=dst, checkpoints=checkpoints,
@@ -573,10 +487,6 @@ def ledger_import(
     journal: Annotated[bool, typer.Option(help="Restore the ledger's Optuna journal when there is none yet.")] = True,
 ) -> None:
     """Put the ledger's runs into the store (MLFLOW_TRACKING_URI): new ones created, known ones' tags updated."""
-    from pathlib import Path
-
-    from . import ledger, tracking
-
     src = Path(dir_) if dir_ else ledger.default_dir()
     summary = ledger.import_(tracking.Tracker(), src=src, journal=ledger.default_journal() if journal else None,
                              experiments=experiment)
@@ -602,10 +512,6 @@ def server_start(
                                                                        "on beyond loopback).")] = None,
 ) -> None:
     """Start PostgreSQL and the MLflow server (idempotent) and print the lines every worker needs."""
-    from pathlib import Path
-
-    from . import server
-
     state = server.start(Path(dir_) if dir_ else None, port=port, pg_port=pg_port, host=host, auth=auth,
                          say=typer.echo)
     for line in server.describe(server.status(Path(dir_) if dir_ else None))[1:3]:
@@ -621,10 +527,6 @@ def server_start(
 @guarded
 def server_status(dir_: ServerDir = None) -> None:
     """Say what runs where: pids, ports, URIs (password hidden)."""
-    from pathlib import Path
-
-    from . import server
-
     for line in server.describe(server.status(Path(dir_) if dir_ else None)):
         typer.echo(line)
 
@@ -633,10 +535,6 @@ def server_status(dir_: ServerDir = None) -> None:
 @guarded
 def server_stop(dir_: ServerDir = None) -> None:
     """Stop the MLflow server and PostgreSQL; the data stays in the folder for the next start."""
-    from pathlib import Path
-
-    from . import server
-
     server.stop(Path(dir_) if dir_ else None, say=typer.echo)
 
 

@@ -1,17 +1,7 @@
-"""What the rest of a grid costs on this machine, unit by unit, and where each figure comes from.
+"""What the rest of a grid costs on this machine: per part of a cell, a rate (seconds per unit of work) times its work.
 
-A cell's work splits into *units*: training its generator (once per generator, however many cells reuse it),
-drawing its synthetic images, training its classifier (with the cell's fixed costs: data, evaluation, logging)
-and, when asked, the generator-quality metrics.  Every run logs each part's wall time (``time/*``) and its
-amount of work (``work/*``: images a generator trained on, images drawn, classifier optimizer steps), so a
-unit's cost is a rate — seconds per unit of work — times the work the planned cell will do.  The rate of a
-family comes, in this order, from
-
-1. that family's own finished runs in the store on this CPU and thread count, at the nearest size;
-2. else its calibration on this machine (``synthboost grid --calibrate``: a small cell per family, run in a
-   throw-away store; kept in ``tracking/calibration.json``, keyed by CPU model and torch thread count, so a
-   calibration made on another CPU is never used silently);
-3. else it is *unknown* — never borrowed from another family, whose networks cost something else.
+A family's rate comes from its own runs on this CPU and thread count, else its calibration here (``grid
+--calibrate``), else it is unknown — never borrowed from another family, whose networks cost something else.
 """
 
 from __future__ import annotations
@@ -49,9 +39,8 @@ def cpu_model() -> str:
 
 @functools.cache
 def cpu_kind() -> str:
-    """The CPU's model name with the vector unit torch dispatches to and whether it computes bf16 natively: cloud
-    machines of one model name ("AMD EPYC") differ there, and so do their speeds (an AVX2 one and an AVX512-BF16
-    one were both just "AMD EPYC"), so timings are matched on this, not on the name alone."""
+    """The CPU's model name with torch's vector unit and native bf16: machines of one name ("AMD EPYC") differ
+    there, and so do their speeds."""
     import torch
 
     from .training import native_bf16
@@ -87,9 +76,8 @@ def train_counts(regime: str, size: int, seed: int, *, val_fraction: float, mino
 
 
 def generator_images(gen_cfg, n: int) -> float:
-    """Images a generator's training passes over on ``n`` training images: epochs (raised to the config's step
-    floor, ``min_steps`` or ``min_g_steps`` × ``n_critic``) × the images of an epoch (drop_last batches), plus an
-    unlabelled pool where the family takes one (``unlabeled_size``).  Cost ∝ this, per family."""
+    """Images a generator's training passes over on ``n`` training images: epochs (raised to its step floor) ×
+    an epoch's images (drop_last batches), plus its unlabelled pool; its cost is proportional to this."""
     from .generators.base import epochs_with_floor
 
     batch = max(1, min(getattr(gen_cfg, "batch_size", n), n))
@@ -211,9 +199,8 @@ MEASURED_FORMAT = "%Y-%m-%d %H:%M"
 
 def save_calibration(records: list[Record], *, path: Path | None = None, m: dict[str, Any] | None = None,
                      cpu_share: float | None = None) -> Path:
-    """Add (replace) this machine's records per family/profile/classifier; other machines' stay as they are.
-    ``cpu_share``: the calibrating process's CPU time / wall time — far below 1 on a busy machine, whose wall
-    times (and so every estimate made from them) are inflated."""
+    """Add (replace) this machine's records per family/profile/classifier, with ``cpu_share`` (CPU time / wall
+    time: far below 1 on a busy machine, whose wall times are inflated); other machines' stay."""
     path = path or calibration_path()
     m = m or machine()
     data = load_calibration(path)
@@ -248,6 +235,44 @@ def calibration_records(data: dict[str, Any], m: dict[str, Any]) -> tuple[list[R
     if mine is None:
         return [], others
     return [Record(**r) for rs in mine["records"].values() for r in rs], others
+
+
+CALIBRATION_SIZE = 300  # small enough that every family's cell takes seconds to a minute in quick
+
+
+def calibrate(units, *, profile: str, gen_metrics: bool, path: Path | None = None,
+              log=None) -> tuple[Path, list[Record]]:
+    """Time the planned ``units`` (``grid.calibration_units``) in a throw-away store, step floors off so a family
+    costs its per-image rate, not a floor's minutes, and keep the timings as this machine's calibration."""
+    import tempfile
+
+    from . import generators
+    from .pipeline import feature_extractor, make_config, run_experiment
+    from .tracking import Tracker
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory(prefix="synthboost-calibrate-") as tmp:
+        tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
+        # what a worker pays once, not per cell: the data, the store, torch's first kernels, the metrics' extractor
+        warm = make_config(model="none", size=CALIBRATION_SIZE, profile=profile, overrides={"clf": {"steps": 5}})
+        run_experiment(warm, tracker=tracker, experiment="warm-up", use_env_run=False, progress=False)
+        if gen_metrics:
+            feature_extractor(tracker, profile=profile)
+        for u in units:
+            floors = {k: 0 for k in ("min_steps", "min_g_steps")
+                      if not generators.is_baseline(u.model)
+                      and k in {f.name for f in dataclasses.fields(generators.get(u.model).Config)}}
+            for c in u.cells:
+                if floors:
+                    c = dataclasses.replace(c, overrides={**c.overrides, "gen": {**c.overrides.get("gen", {}),
+                                                                                 **floors}})
+                if log:
+                    log(f"calibrating {u.variant} ({c.classifier}, {c.mix_label})")
+                run_experiment(u.cell_config(c), tracker=tracker, experiment="calibration", use_env_run=False,
+                               progress=False)
+        records = [Record(**r) for r in tracker.timings(experiments=["calibration"])]
+    share = (time.process_time() - cpu0) / max(1e-9, time.perf_counter() - wall0)
+    return save_calibration(records, path=path, cpu_share=share), records
 
 
 # ---------------------------------------------------------------- the estimate

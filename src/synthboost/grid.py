@@ -1,18 +1,7 @@
-"""The full grid (model × regime × size × seed × classifier × mix) on Optuna's storage as the work queue.
+"""A grid: every model × regime × size × seed × classifier × mix cell, run through the work queue (queue.py).
 
-A *unit* is one generator — (variant, regime, size, seed) — together with every cell that reuses it
-(classifiers × mix settings), so no two workers ever train the same generator.  Each unit is enqueued as a
-fixed Optuna trial (``enqueue_trial`` with the unit in its user attributes) in a study named
-``grid-<experiment>``; ``--workers K`` processes, here or on any machine that reaches both stores, pull units
-from that work queue (queue.py).  Every cell is one MLflow run nested under the grid's parent run, tagged with
-its ``config_key``: a cell whose FINISHED run has the same key is skipped, so re-running the same command after
-a crash finishes only what is missing.  Stale units (dead worker) are failed and re-enqueued by the queue.
-A cell re-run under a new key (a code version bump, a changed default) leaves its older FINISHED runs tagged
-``superseded_by`` the new run (supersede.py): as each cell finishes, and in a sweep at the start and end of every
-grid, so runs re-run before marking existed are marked too.
-The queue is first in, first out and holds the plan's units in the plan's order (the grid file's ``order``: the
-answers wanted first); ``--time-limit`` ends a sitting on time — no unit starts after it, the running ones are cut
-and wait in the queue — so a long grid runs in bounded sittings, on one machine or many (docs/verdict/).
+A *unit* is one generator with every cell that reuses it, so no two workers train the same one; a cell whose
+FINISHED run carries its ``config_key`` is skipped, so the same command resumes a grid (docs/grid.md).
 """
 
 from __future__ import annotations
@@ -32,10 +21,10 @@ from typing import Any, ClassVar
 import pydantic
 
 from . import classifiers, cost, generators, queue, supersede
-from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, as_dict, build, config, load_yaml, unflatten
+from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, as_dict, build, config, load_yaml
 from .errors import ResourceError, UserError
-from .study import TUNING_SEEDS, budget_label, fixed_overrides, split_fixed, stored_spec
-from .tracking import KIND_EXPERIMENT, KIND_GRID, TAG_CONFIG_KEY, TAG_TUNED_BUDGET, TAG_TUNED_STUDY, TAG_VARIANT
+from .study import TUNING_SEEDS, BestParams, TunedStudies, split_fixed, studies_dir
+from .tracking import KIND_EXPERIMENT, KIND_GRID, TAG_CONFIG_KEY, TAG_SUPERSEDED_BY, TAG_TUNED_STUDY, TAG_VARIANT
 
 
 @config
@@ -44,19 +33,15 @@ class GridSpec:
 
     experiment: str = "grid"
     profile: Profile = "quick"
-    # "all" = every baseline and family of the registry (families with variants, e.g. dvae's noises, once
-    # per variant; not the controls `heldout`, `noise`); or names; or {model: M, name: LABEL, gen: {key: value}, clf: {key: value}} for one
-    # configured variant (clf: e.g. the strong recipe under a generator mix)
+    # "all" (every baseline and family, a family with variants once per variant, no controls), names, or
+    # {model: M, name: LABEL, gen: {key: value}, clf: {key: value}} for one configured variant
     models: list[Any] = pydantic.Field(default_factory=lambda: ["all"])
     regimes: list[Regime] = pydantic.Field(default_factory=lambda: list(REGIMES))
     sizes: list[int] = pydantic.Field(default_factory=lambda: [1000, 5000])
     seeds: list[int] = pydantic.Field(default_factory=lambda: [0, 1, 2], min_length=1)
     classifiers: list[str] = pydantic.Field(default_factory=lambda: ["cnn"])
-    # each: mix.* values ({ratio, strategy, synthetic_weight, filter, …}) or {from_study: NAME}: that study's
-    # best mix.* params for every generator, and its gen.* and clf.* params for the model it tuned — a baseline's
-    # study (none-strong, oversample) adds that baseline's tuned cell beside its default one
-    # ({from_study: "{model}-{regime}-1000-quick"} names each tuned variant's own study per regime; with
-    # `missing: skip` the cells whose study does not exist yet wait for it: the same grid re-run adds them)
+    # each: mix.* values, or {from_study: NAME[, missing: error|skip]} for a study's best (NAME may be a template
+    # of {model}, {regime}, {profile}: each variant's own study); docs/grid.md
     mixes: list[dict[str, Any]] = pydantic.Field(default_factory=lambda: [{"ratio": 1.0, "strategy": "balance"}])
     # model or variant name -> its own sizes (e.g. the real-only learning curves beyond the generators' sizes), or
     # regime -> sizes for it (e.g. each regime's full pool)
@@ -65,12 +50,10 @@ class GridSpec:
     mixes_for: dict[str, list[dict[str, Any]]] = pydantic.Field(default_factory=dict)
     # model or variant name -> its own regimes instead of the grid's (e.g. a variant on `high` only)
     regimes_for: dict[str, list[Regime]] = pydantic.Field(default_factory=dict)
-    # other grid files (beside this one) planned with it, in the same experiment: a grid of another profile (or
-    # gen_metrics) is a file of its own, and one plan — `report --plan`, the queue — covers them all
+    # other grid files beside this one, in the same experiment (e.g. another profile): planned with it as one
     include: list[str] = pydantic.Field(default_factory=list)
-    # the order units run in: each unit goes with the first selector it matches ({models: [variant or model names],
-    # regimes, sizes, profiles}, every key given must match), the rest last; within a selector size by size, seed
-    # by seed, so a sitting cut short leaves whole comparisons (every variant at the first sizes and seeds)
+    # selectors ({models, regimes, sizes, profiles}: lists) in the order their units run, the rest last; within
+    # one, size by size and seed by seed, so a sitting cut short leaves whole comparisons
     order: list[dict[str, list[Any]]] = pydantic.Field(default_factory=list)
     fixed: dict[str, Any] = pydantic.Field(default_factory=dict)  # section.key -> value for every cell
     gen_metrics: bool = False
@@ -87,8 +70,6 @@ class Variant:
 
 
 def load_grid(path: str | Path | None, *, profile: str | None = None) -> GridSpec:
-    from .study import studies_dir
-
     path = Path(path) if path else studies_dir() / "grid.yaml"
     values = load_yaml(path)
     if profile is not None:
@@ -140,13 +121,13 @@ def _check_selector(sel: dict, where: str, known: set[str]) -> None:
                             f"(choose from: {', '.join(sorted(allowed))})")
 
 
-def _selected(sel: dict, unit: dict) -> bool:
-    return all(unit[field] in sel[key] or (key == "models" and unit["model"] in sel[key])
-               for key, field in (("models", "variant"), ("regimes", "regime"), ("sizes", "size"),
-                                  ("profiles", "profile")) if key in sel)
+def _selected(sel: dict, unit: Unit) -> bool:
+    return all(getattr(unit, attr) in sel[key] or (key == "models" and unit.model in sel[key])
+               for key, attr in (("models", "variant"), ("regimes", "regime"), ("sizes", "size"),
+                                 ("profiles", "profile")) if key in sel)
 
 
-def in_order(units: list[dict], order: list[dict]) -> list[dict]:
+def in_order(units: list[Unit], order: list[dict]) -> list[Unit]:
     """``units`` in the grid's ``order`` (see GridSpec.order); unchanged without one."""
     if not order:
         return units
@@ -154,7 +135,7 @@ def in_order(units: list[dict], order: list[dict]) -> list[dict]:
     def rank(i_unit):
         i, u = i_unit
         group = next((g for g, sel in enumerate(order) if _selected(sel, u)), len(order))
-        return group, u["size"], u["seed"], i
+        return group, u.size, u.seed, i
     return [u for _, u in sorted(enumerate(units), key=rank)]
 
 
@@ -188,63 +169,46 @@ def variants(spec: GridSpec) -> list[Variant]:
     return out
 
 
+# ---------------------------------------------------------------- mix settings
 TEMPLATE_FIELDS = ("model", "regime", "profile")
 
 
-class Studies:
-    """The studies a grid's ``from_study`` mixes name, each read once; ``waiting`` collects the templated names
-    that do not exist (or have no complete trial) yet under ``missing: skip``."""
+@dataclass(frozen=True)
+class MixSetting:
+    """One resolved entry of a grid's mixes: fixed mix.* values, or a study's best (its gen.* and clf.* apply to
+    the model it tuned only)."""
 
-    def __init__(self, storage_url: str):
-        self.storage_url, self._best, self.waiting = storage_url, {}, set()
+    label: str
+    mix: dict[str, Any]
+    gen: dict[str, Any] = field(default_factory=dict)
+    clf: dict[str, Any] = field(default_factory=dict)
+    study_model: str | None = None  # the model its study tuned; None for fixed values
+    tags: dict[str, str] = field(default_factory=dict)
 
-    def best(self, name: str, *, required: bool = True) -> dict[str, Any] | None:
-        if name not in self._best:
-            self._best[name] = self._load(name)
-        found = self._best[name]
-        if isinstance(found, str):
-            if required:
-                raise UserError(found)
-            self.waiting.add(name)
-            return None
-        return found
-
-    def found(self) -> dict[str, dict[str, Any]]:
-        """The studies read so far that have a best trial, by name."""
-        return {name: best for name, best in self._best.items() if not isinstance(best, str)}
-
-    def _load(self, name: str) -> dict[str, Any] | str:
-        import optuna
+    @classmethod
+    def from_best(cls, best: BestParams) -> MixSetting:
+        return cls(label=f"best of {best.study}", mix=best.mix, gen=best.gen, clf=best.clf, study_model=best.model,
+                   tags=best.tags)
 
 
-        try:
-            study = optuna.load_study(study_name=name, storage=queue.open_storage(self.storage_url))
-            best = study.best_params
-        except KeyError:
-            return f"grid: no study named {name!r} in {queue.redact(self.storage_url)}"
-        except ValueError:
-            return f"grid: study {name!r} has no complete trial yet"
-        spec = stored_spec(study.user_attrs["synthboost.spec"])
-        split, fixed = unflatten(best), fixed_overrides(spec)
-        # the cells run from a study's best name it and its budget, so the report compares a tuned generator
-        # with the tuned baselines of the same budget; they run under the study's fixed values (its recipe) too,
-        # since its best was chosen under them
-        tags = {TAG_TUNED_STUDY: name, TAG_TUNED_BUDGET: budget_label(spec)}
-        return {**{s: {**fixed.get(s, {}), **split.get(s, {})} for s in ("mix", "gen", "clf")},
-                "study_model": spec.model, "tags": tags, "label": f"best of {name}", "seeds": list(spec.seeds)}
+@dataclass(frozen=True)
+class StudyTemplate:
+    """A templated ``from_study`` entry, resolved per variant and regime."""
+
+    name: str
+    missing: str  # error | skip
 
 
-def _mix_settings(mixes: list[dict[str, Any]], studies: Studies) -> list[dict[str, Any]]:
+def _mix_settings(mixes: list[dict[str, Any]], studies: TunedStudies) -> list[MixSetting | StudyTemplate]:
     """Fixed mixes as they are, ``from_study`` entries resolved to that study's best params (a templated name
-    stays a template, resolved per variant and regime by ``_settings_for``)."""
-    out = []
+    stays a template)."""
+    out: list[MixSetting | StudyTemplate] = []
     for m in mixes:
         if "from_study" not in m:
             unknown = set(m) - {f.name for f in dataclasses.fields(MixConfig)}  # e.g. filter, filter_threshold
             if unknown:
                 raise UserError(f"grid: unknown mix key(s) {sorted(unknown)}")
-            out.append({"mix": dict(m), "gen": {}, "clf": {}, "study_model": None, "tags": {},
-                        "label": json.dumps(m, sort_keys=True)})
+            out.append(MixSetting(label=json.dumps(m, sort_keys=True), mix=dict(m)))
             continue
         name, missing = m["from_study"], m.get("missing", "error")
         if set(m) - {"from_study", "missing"} or missing not in ("error", "skip"):
@@ -253,38 +217,88 @@ def _mix_settings(mixes: list[dict[str, Any]], studies: Studies) -> list[dict[st
             if "missing" in m:
                 raise UserError(f"grid: 'missing' is for a templated from_study (e.g. \"{{model}}-{{regime}}-1000-"
                                 f"quick\"), not for {name!r}")
-            out.append(studies.best(name))
+            out.append(MixSetting.from_best(studies.best(name)))
             continue
         try:
             str(name).format(**dict.fromkeys(TEMPLATE_FIELDS, "x"))
         except (KeyError, IndexError, ValueError):
             raise UserError(f"grid: from_study template {name!r} may use only "
                             f"{', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}") from None
-        out.append({"template": name, "missing": missing})
+        out.append(StudyTemplate(name, missing))
     return out
 
 
-def _settings_for(model: str, mixes: list[dict[str, Any]], *, regime: str, profile: str,
-                  studies: Studies) -> list[dict[str, Any] | None]:
-    """The mix settings a variant of ``model`` runs on ``regime``: a baseline its real-only cell (None) plus the
-    best of each of its own studies; a generator every fixed mix and the best of every generator study (a
-    baseline's study tunes no mix a generator could use).  A templated study is the variant's own only; `none`,
-    the plain recipe, has none."""
-    resolved = []
+def _settings_for(model: str, mixes: list[MixSetting | StudyTemplate], *, regime: str, profile: str,
+                  studies: TunedStudies) -> list[MixSetting | None]:
+    """The mix settings a variant of ``model`` runs on ``regime`` (None: a baseline's real-only cell).
+
+    A baseline runs the best of its own studies beside its default cell, a generator every fixed mix and every
+    generator study's best (a baseline's study tunes no mix a generator could use); a template names the
+    variant's own study, and `none` has none."""
+    resolved: list[MixSetting] = []
     for mx in mixes:
-        if "template" not in mx:
+        if isinstance(mx, MixSetting):
             resolved.append(mx)
         elif model != "none":
-            name = mx["template"].format(model=model, regime=regime, profile=profile)
-            best = studies.best(name, required=mx["missing"] == "error")
+            name = mx.name.format(model=model, regime=regime, profile=profile)
+            best = studies.best(name, required=mx.missing == "error")
             if best is not None:
-                if best["study_model"] != model:
-                    raise UserError(f"grid: study {name!r} tuned {best['study_model']!r}, not {model!r}; the "
-                                    f"template {mx['template']!r} must name each model's own study")
-                resolved.append(best)
+                if best.model != model:
+                    raise UserError(f"grid: study {name!r} tuned {best.model!r}, not {model!r}; the "
+                                    f"template {mx.name!r} must name each model's own study")
+                resolved.append(MixSetting.from_best(best))
     if generators.is_baseline(model):
-        return [None] + [mx for mx in resolved if mx["study_model"] == model]
-    return [mx for mx in resolved if mx["study_model"] is None or not generators.is_baseline(mx["study_model"])]
+        return [None] + [mx for mx in resolved if mx.study_model == model]
+    return [mx for mx in resolved if mx.study_model is None or not generators.is_baseline(mx.study_model)]
+
+
+# ---------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class Cell:
+    """One planned cell of a unit: a classifier under one mix setting."""
+
+    classifier: str
+    overrides: dict[str, dict[str, Any]]
+    key: str  # its config_key
+    mix_label: str
+    tags: dict[str, str]  # the tuning study's, for a cell run from its own study's best
+    identity: tuple  # supersede.config_identity
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One generator (variant, regime, size, seed) and every cell that reuses it: one worker's job."""
+
+    # the field order is the queue's payload (a unit's user attribute, compared on resume): never reorder
+    variant: str
+    model: str
+    regime: str
+    size: int
+    seed: int
+    profile: str
+    gen_metrics: bool
+    cells: tuple[Cell, ...]
+
+    @property
+    def id(self) -> str:
+        return f"{self.variant}|{self.regime}|{self.size}|{self.seed}|{self.profile}"
+
+    def payload(self) -> dict[str, Any]:
+        """What the queue keeps of it (``json.dumps`` of this)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_payload(cls, text: str) -> Unit:
+        values = json.loads(text)
+        cells = tuple(Cell(**{**c, "identity": tuple(c["identity"])}) for c in values.pop("cells"))
+        return cls(**values, cells=cells)
+
+    def cell_config(self, cell: Cell):
+        from .pipeline import make_config
+
+        return make_config(model=self.model, classifier=cell.classifier, regime=self.regime, size=self.size,
+                           seed=self.seed, profile=self.profile, overrides=cell.overrides,
+                           gen_metrics=self.gen_metrics)
 
 
 def sizes_of(spec: GridSpec, variant: Variant, regime: str) -> list[int]:
@@ -293,65 +307,76 @@ def sizes_of(spec: GridSpec, variant: Variant, regime: str) -> list[int]:
     return sizes.get(regime, spec.sizes) if isinstance(sizes, dict) else sizes
 
 
-def plan(spec: GridSpec, storage_url: str, *, studies: Studies | None = None) -> list[dict[str, Any]]:
-    """Every unit with its cells, each cell validated into a config (bad values fail here, before any run).
+def plan(spec: GridSpec, storage_url: str, *, studies: TunedStudies | None = None) -> list[Unit]:
+    """Every unit with its cells, each cell validated into a config (bad values fail here, before any run);
     ``studies.waiting`` then names the templated studies whose tuned cells are not planned yet."""
-    from .pipeline import config_key, make_config
-
+    studies = studies or TunedStudies(storage_url)
     fixed = split_fixed(spec.fixed)
-    studies = studies or Studies(storage_url)
-    mixes = _mix_settings(spec.mixes, studies)
-    own_mixes = {name: _mix_settings(m, studies) for name, m in spec.mixes_for.items()}
     units = []
-    for v in variants(spec):
-        baseline = generators.is_baseline(v.model)
-        for regime in spec.regimes_for.get(v.name, spec.regimes_for.get(v.model, spec.regimes)):
-            v_mixes = own_mixes.get(v.name, own_mixes.get(v.model, mixes))  # mixes_for its name, else its model
-            settings = _settings_for(v.model, v_mixes, regime=regime, profile=spec.profile, studies=studies)
-            for size in sizes_of(spec, v, regime):
-                for seed in spec.seeds:
-                    cells = []
-                    for clf in spec.classifiers:
-                        for mx in settings:
-                            overrides = {s: dict(kv) for s, kv in fixed.items()}
-                            own = mx is not None and mx["study_model"] == v.model  # the study tuned this model
-                            clf_values = {**v.clf, **(mx["clf"] if own else {})}
-                            if clf_values:
-                                overrides["clf"] = {**overrides.get("clf", {}), **clf_values}
-                            if baseline:
-                                overrides.pop("gen", None)
-                                overrides.pop("mix", None)
-                                if own and mx["mix"]:  # oversample's tuned ratio
-                                    overrides["mix"] = dict(mx["mix"])
-                            else:
-                                gen = {**overrides.get("gen", {}), **v.gen}
-                                if mx["study_model"] == v.model:
-                                    gen.update(mx["gen"])
-                                overrides["gen"] = gen
-                                overrides["mix"] = {**overrides.get("mix", {}), **mx["mix"]}
-                            cfg = make_config(model=v.model, classifier=clf, regime=regime, size=size, seed=seed,
-                                              profile=spec.profile, overrides=overrides,
-                                              gen_metrics=spec.gen_metrics)
-                            # tuned only by its own study (another family's best mix is borrowed)
-                            tags = mx["tags"] if mx and mx["study_model"] == v.model else {}
-                            cells.append({"classifier": clf, "overrides": overrides, "key": config_key(cfg),
-                                          "mix_label": mx["label"] if mx else "real only", "tags": tags,
-                                          "identity": supersede.config_identity(
-                                              cfg, variant=v.name, tuned_study=tags.get(TAG_TUNED_STUDY, ""))})
-                    if not cells:  # a variant whose only mixes are studies not run yet (`missing: skip`)
-                        continue
-                    units.append({"variant": v.name, "model": v.model, "regime": regime, "size": size,
-                                  "seed": seed, "profile": spec.profile, "gen_metrics": spec.gen_metrics,
-                                  "cells": cells})
+    for v, regime, size, seed, settings in _expand(spec, studies):
+        cells = tuple(_plan_cell(spec, v, regime, size, seed, clf, mx, fixed)
+                      for clf in spec.classifiers for mx in settings)
+        if cells:  # none: a variant whose only mixes are studies not run yet (`missing: skip`)
+            units.append(Unit(variant=v.name, model=v.model, regime=regime, size=size, seed=seed,
+                              profile=spec.profile, gen_metrics=spec.gen_metrics, cells=cells))
     for part in spec.include:
         units += plan(load_grid(part), storage_url, studies=studies)
     seen: dict[str, int] = {}
     for i, u in enumerate(units):  # a cell planned twice (an included file repeating one) would count twice
-        for c in u["cells"]:
-            if (j := seen.setdefault(c["key"], i)) != i:
-                raise UserError(f"grid {spec.experiment}: {unit_id(u)} plans a cell that {unit_id(units[j])} plans "
+        for c in u.cells:
+            if (j := seen.setdefault(c.key, i)) != i:
+                raise UserError(f"grid {spec.experiment}: {u.id} plans a cell that {units[j].id} plans "
                                 "too; name each cell in one file")
     return in_order(units, spec.order)
+
+
+def _expand(spec: GridSpec, studies: TunedStudies) -> Iterator[tuple[Variant, str, int, int, list[MixSetting | None]]]:
+    """Every (variant, regime, size, seed) of the grid with the mix settings its cells run, after the per-variant
+    ``regimes_for``, ``mixes_for`` and ``sizes_for`` (a variant's name first, then its model)."""
+    mixes = _mix_settings(spec.mixes, studies)
+    own_mixes = {name: _mix_settings(m, studies) for name, m in spec.mixes_for.items()}
+    for v in variants(spec):
+        for regime in spec.regimes_for.get(v.name, spec.regimes_for.get(v.model, spec.regimes)):
+            v_mixes = own_mixes.get(v.name, own_mixes.get(v.model, mixes))
+            settings = _settings_for(v.model, v_mixes, regime=regime, profile=spec.profile, studies=studies)
+            for size in sizes_of(spec, v, regime):
+                for seed in spec.seeds:
+                    yield v, regime, size, seed, settings
+
+
+def cell_overrides(v: Variant, mx: MixSetting | None, fixed: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A cell's overrides: the grid's ``fixed``, then the variant's gen.*/clf.*, then the mix setting (a study's
+    gen.*/clf.* only on the model it tuned; a baseline takes no gen.* and only its own study's mix.*)."""
+    overrides = {s: dict(kv) for s, kv in fixed.items()}
+    own = mx is not None and mx.study_model == v.model
+    clf_values = {**v.clf, **(mx.clf if own else {})}
+    if clf_values:
+        overrides["clf"] = {**overrides.get("clf", {}), **clf_values}
+    if generators.is_baseline(v.model):
+        overrides.pop("gen", None)
+        overrides.pop("mix", None)
+        if own and mx.mix:  # oversample's tuned ratio
+            overrides["mix"] = dict(mx.mix)
+    else:
+        gen = {**overrides.get("gen", {}), **v.gen}
+        if own:
+            gen.update(mx.gen)
+        overrides["gen"] = gen
+        overrides["mix"] = {**overrides.get("mix", {}), **mx.mix}
+    return overrides
+
+
+def _plan_cell(spec: GridSpec, v: Variant, regime: str, size: int, seed: int, clf: str, mx: MixSetting | None,
+               fixed: dict[str, dict[str, Any]]) -> Cell:
+    from .pipeline import config_key, make_config
+
+    overrides = cell_overrides(v, mx, fixed)
+    cfg = make_config(model=v.model, classifier=clf, regime=regime, size=size, seed=seed, profile=spec.profile,
+                      overrides=overrides, gen_metrics=spec.gen_metrics)
+    tags = dict(mx.tags) if mx and mx.study_model == v.model else {}  # tuned only by its own study
+    return Cell(classifier=clf, overrides=overrides, key=config_key(cfg), mix_label=mx.label if mx else "real only",
+                tags=tags, identity=supersede.config_identity(cfg, variant=v.name,
+                                                              tuned_study=tags.get(TAG_TUNED_STUDY, "")))
 
 
 # ---------------------------------------------------------------- store look-ups
@@ -377,42 +402,32 @@ class GridStatus:
     units_left: int
 
 
-def status(spec: GridSpec, units: list[dict], tracker) -> GridStatus:
+def status(spec: GridSpec, units: list[Unit], tracker) -> GridStatus:
     done_keys = _finished_keys(tracker, tracker.experiment_id(spec.experiment))
     cells = done = left = 0
     for u in units:
-        missing = [c for c in u["cells"] if c["key"] not in done_keys]
-        cells += len(u["cells"])
-        done += len(u["cells"]) - len(missing)
+        missing = [c for c in u.cells if c.key not in done_keys]
+        cells += len(u.cells)
+        done += len(u.cells) - len(missing)
         left += bool(missing)
     return GridStatus(cells=cells, done=done, units_left=left)
 
 
-def superseded(spec: GridSpec, units: list[dict], tracker, *, mark: bool) -> supersede.Sweep:
+def superseded(spec: GridSpec, units: list[Unit], tracker, *, mark: bool) -> supersede.Sweep:
     """The older runs of re-run cells in the grid's experiment (supersede.py); ``mark`` tags those whose cell's
-    current run is FINISHED (the sweep at the start of every grid: runs re-run before marking existed too)."""
+    current run is FINISHED."""
     runs = tracker.finished_runs(KIND_EXPERIMENT, experiment_ids=[tracker.experiment_id(spec.experiment)])
-    found = supersede.sweep(((c["identity"], c["key"]) for u in units for c in u["cells"]), runs)
+    found = supersede.sweep(((c.identity, c.key) for u in units for c in u.cells), runs)
     if mark:
         supersede.apply(tracker, found.marks)
     return found
-
-
 # ---------------------------------------------------------------- cost estimates (cost.py)
-def _cell_config(unit: dict, cell: dict):
-    from .pipeline import make_config
-
-    return make_config(model=unit["model"], classifier=cell["classifier"], regime=unit["regime"], size=unit["size"],
-                       seed=unit["seed"], profile=unit["profile"], overrides=cell["overrides"],
-                       gen_metrics=unit["gen_metrics"])
-
-
-def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
+def cell_work(unit: Unit, cell: Cell, *, group: int) -> cost.CellWork:
     """The work of one planned cell, computed from its config without loading any data."""
     from .mixing import synthetic_counts
     from .pipeline import budget_images, filter_key, sampling_values, uses_mix
 
-    cfg = _cell_config(unit, cell)
+    cfg = unit.cell_config(cell)
     counts = cost.train_counts(cfg.data.regime, cfg.data.size, cfg.seed, val_fraction=cfg.data.val_fraction,
                                minority_classes=cfg.data.minority_classes)
     n_real = sum(counts)
@@ -421,7 +436,7 @@ def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
                                n_total=n_real + n_added)
     common = dict(family=cfg.model, profile=cfg.profile, classifier=cfg.classifier, size=cfg.data.size, group=group,
                   classifier_work=clf, precision=classifiers.training_precision(cfg.clf),
-                  recipe=getattr(cfg.clf, "recipe", "fair"), key=cell["key"])
+                  recipe=getattr(cfg.clf, "recipe", "fair"), key=cell.key)
     if cfg.gen is None:
         return cost.CellWork(**common)
     # what the generator key hashes, less the data digest (the same data config and seed draw the same data)
@@ -434,7 +449,7 @@ def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
                          sampled=float(n_added), pool_key=pool_key, quality=cfg.gen_metrics)
 
 
-def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Path | None = None,
+def cost_estimate(spec: GridSpec, units: list[Unit], tracker, *, calibration: Path | None = None,
                   as_of: int | None = None) -> cost.Estimate:
     """The missing cells' cost: each family's own runs on this machine, else its calibration, else unknown.
 
@@ -454,9 +469,9 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
         calibrated = []
     cells, trained, drawn = [], set(), set()
     for group, u in enumerate(units):
-        for c in u["cells"]:
-            done = c["key"] in done_keys
-            if done and generators.is_baseline(u["model"]):  # nothing of it is shared with a missing cell
+        for c in u.cells:
+            done = c.key in done_keys
+            if done and generators.is_baseline(u.model):  # nothing of it is shared with a missing cell
                 continue
             w = cell_work(u, c, group=group)
             if not done:
@@ -481,54 +496,45 @@ def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Pa
     return est
 
 
-CALIBRATION_SIZE = 300  # small enough that every family's cell takes seconds to a minute in quick
-
-
-def calibrate(spec: GridSpec, *, storage_url: str, size: int = CALIBRATION_SIZE, path: Path | None = None,
-              log=None) -> tuple[Path, list[cost.Record]]:
-    """Time one small cell per family of the grid (its first variant, every classifier and mix; balanced, seed 0,
-    ``size`` images; step floors off, so a family costs its per-image rate, not a floor's minutes) in a throw-away
-    store, and keep the timings as this machine's calibration."""
-    import tempfile
-
-    from .pipeline import feature_extractor, make_config, run_experiment
-    from .tracking import Tracker
-
+def calibration_units(spec: GridSpec, storage_url: str, *, size: int = cost.CALIBRATION_SIZE) -> list[Unit]:
+    """The units ``cost.calibrate`` times: one small cell per family and classifier recipe of the grid (its first
+    variant, every classifier and mix; balanced, seed 0, ``size`` images)."""
     first: dict[tuple[str, str], Variant] = {}
-    for v in variants(spec):  # one cell per family and classifier recipe (the seed recipe is another network)
+    for v in variants(spec):  # the seed recipe is another network: a cell of its own
         first.setdefault((v.model, v.clf.get("recipe", "fair")), v)
     small = build(GridSpec, as_dict(spec) | {
         "models": [{"model": v.model, "name": v.name, "gen": v.gen, "clf": v.clf} for v in first.values()],
         "regimes": ["balanced"], "sizes": [size], "sizes_for": {}, "mixes_for": {}, "regimes_for": {},
         "include": [], "order": [], "seeds": [0],
         "experiment": "calibration"})
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    with tempfile.TemporaryDirectory(prefix="synthboost-calibrate-") as tmp:
-        units = plan(small, storage_url)  # the storage only to read studies' best mixes (from_study)
-        tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
-        # what a worker pays once, not per cell: the data, the store, torch's first kernels, the metrics' extractor
-        warm = make_config(model="none", size=size, profile=spec.profile, overrides={"clf": {"steps": 5}})
-        run_experiment(warm, tracker=tracker, experiment="warm-up", use_env_run=False, progress=False)
-        if spec.gen_metrics:
-            feature_extractor(tracker, profile=spec.profile)
-        for u in units:
-            floors = {k: 0 for k in ("min_steps", "min_g_steps")
-                      if not generators.is_baseline(u["model"])
-                      and k in {f.name for f in dataclasses.fields(generators.get(u["model"]).Config)}}
-            for c in u["cells"]:
-                if floors:
-                    c["overrides"]["gen"] = {**c["overrides"].get("gen", {}), **floors}
-                if log:
-                    log(f"calibrating {u['variant']} ({c['classifier']}, {c['mix_label']})")
-                run_experiment(_cell_config(u, c), tracker=tracker, experiment="calibration", use_env_run=False,
-                               progress=False)
-        records = [cost.Record(**r) for r in tracker.timings(experiments=["calibration"])]
-    share = (time.process_time() - cpu0) / max(1e-9, time.perf_counter() - wall0)
-    return cost.save_calibration(records, path=path, cpu_share=share), records
+    return plan(small, storage_url)  # the storage only to read studies' best mixes (from_study)
+
+
+# ---------------------------------------------------------------- the dry run
+def dry_run(spec: GridSpec, storage_url: str, *, workers: int, tracker, say) -> None:
+    """``grid --dry-run``: cells done and to run, tuned cells waiting, runs to supersede, and the rest's cost."""
+    studies = TunedStudies(storage_url)
+    units = plan(spec, storage_url, studies=studies)
+    st = status(spec, units, tracker)
+    profiles = ", ".join(dict.fromkeys([spec.profile] + [u.profile for u in units]))
+    say(f"grid {spec.experiment} ({profiles}): {st.cells} cells in {len(units)} units; {st.done} done, "
+        f"{st.cells - st.done} to run ({st.units_left} units)")
+    if studies.waiting:
+        say(waiting_line(studies.waiting))
+    old = superseded(spec, units, tracker, mark=False)
+    if old.marks or old.pending or old.already:
+        say(f"{len(old.marks) + old.pending} older runs of re-run cells will be marked superseded "
+            f"({len(old.marks)} when the grid starts, {old.pending} as their cells finish); "
+            f"{old.already} are marked superseded")
+    if old.reverted:
+        say(f"{old.reverted} cells' runs under the planned config are themselves marked superseded (a "
+            "change reverted?): their newer runs are left unmarked; re-run those cells or re-tag by hand")
+    for line in cost.report_lines(cost_estimate(spec, units, tracker), workers=workers):
+        say(line)
 
 
 # ---------------------------------------------------------------- running
-def prepare(spec: GridSpec, units: list[dict], *, storage_url: str, tracker):
+def prepare(spec: GridSpec, units: list[Unit], *, storage_url: str, tracker):
     """Create/resume the grid's study and parent run; enqueue every unit that still has missing cells."""
     import optuna
     from optuna.trial import TrialState
@@ -543,11 +549,10 @@ def prepare(spec: GridSpec, units: list[dict], *, storage_url: str, tracker):
         queue.recover_stale_trials(study, tracker)
         done_keys = _finished_keys(tracker, tracker.experiment_id(spec.experiment))
         running = {t.user_attrs.get("unit_id") for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-        want = [(unit_id(u), json.dumps(u)) for u in units
-                if unit_id(u) not in running and any(c["key"] not in done_keys for c in u["cells"])]
-        # the queue is first in, first out: it must hold the plan's units in the plan's order.  Units left waiting
-        # (a sitting cut at its time limit, a retry, another grid file of the experiment) that are not the head of
-        # that list are withdrawn and the whole list queued afresh
+        want = [(u.id, json.dumps(u.payload())) for u in units
+                if u.id not in running and any(c.key not in done_keys for c in u.cells)]
+        # the queue is first in, first out: units left waiting that are not the head of the plan's list are
+        # withdrawn and the whole list queued afresh, in the plan's order
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if [(t.user_attrs.get("unit_id"), t.user_attrs.get("unit")) for t in waiting] != want[:len(waiting)]:
             queue.withdraw(study, waiting, reason=f"re-queued in the order of the plan ({len(want)} units)")
@@ -555,10 +560,6 @@ def prepare(spec: GridSpec, units: list[dict], *, storage_url: str, tracker):
         for uid, payload in want[len(waiting):]:
             study.enqueue_trial({}, user_attrs={"unit": payload, "unit_id": uid}, skip_if_exists=False)
     return study, parent
-
-
-def unit_id(unit: dict) -> str:
-    return f"{unit['variant']}|{unit['regime']}|{unit['size']}|{unit['seed']}|{unit['profile']}"
 
 
 class TimeUp(KeyboardInterrupt):
@@ -584,11 +585,20 @@ def _cut_at(deadline: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, before)
 
 
+@dataclass
+class WorkCounts:
+    """What one worker did: cells run, skipped (done already) and failed, and units cut at the time limit."""
+
+    ran: int = 0
+    skipped: int = 0
+    failed: int = 0
+    cut: int = 0
+
+
 def work(name: str, storage_url: str, *, experiment: str, progress=None,
-         deadline: float | None = None) -> dict[str, int]:
-    """Pull units until the queue is empty (or, with ``deadline`` (time.time()), until then: no unit starts after
-    it and the one running is cut, its unfinished cells re-run by the next grid); returns counts of cells run /
-    skipped / failed and units cut."""
+         deadline: float | None = None) -> WorkCounts:
+    """Pull units until the queue is empty, or until ``deadline`` (time.time()): then no unit starts and the one
+    running is cut, its unfinished cells left to the next grid."""
     from optuna.trial import TrialState
 
     from .tracking import Tracker
@@ -597,12 +607,12 @@ def work(name: str, storage_url: str, *, experiment: str, progress=None,
     tracker = Tracker()
     parent = queue.parent_run_id(study)
     exp_id = tracker.experiment_id(experiment)
-    counts = {"run": 0, "skipped": 0, "failed": 0, "cut": 0}
+    counts = WorkCounts()
     for trial in queue.next_trials(study, storage_url, tracker, until=deadline):  # only the enqueued units
         if "unit" not in trial.user_attrs:  # another machine took the last unit between check and ask
             study.tell(trial, state=TrialState.FAIL)
             continue
-        unit = json.loads(trial.user_attrs["unit"])
+        unit = Unit.from_payload(trial.user_attrs["unit"])
         failures = []
         try:
             with queue.Heartbeat(trial), _cut_at(deadline):
@@ -611,7 +621,7 @@ def work(name: str, storage_url: str, *, experiment: str, progress=None,
                           progress=progress)
         except TimeUp:  # its finished cells stay; the rest wait in the queue (as on Ctrl-C) for the next grid
             queue.interrupted(study, trial, reason="cut at the grid's time limit")
-            counts["cut"] += 1
+            counts.cut += 1
             break
         except KeyboardInterrupt:  # the cell's run ended KILLED; the unit fails and waits for a resume
             queue.interrupted(study, trial)
@@ -620,55 +630,52 @@ def work(name: str, storage_url: str, *, experiment: str, progress=None,
             trial.set_user_attr("fail_reason", "; ".join(failures)[:2000])
             study.tell(trial, state=TrialState.FAIL)
         else:
-            study.tell(trial, float(len(unit["cells"])))
+            study.tell(trial, float(len(unit.cells)))
     return counts
 
 
-def _run_unit(unit: dict, *, trial, tracker, parent: str, experiment: str, done_keys, counts: dict[str, int],
+def _run_unit(unit: Unit, *, trial, tracker, parent: str, experiment: str, done_keys, counts: WorkCounts,
               failures: list[str], progress) -> None:
-    for cell in unit["cells"]:
-        if cell["key"] in done_keys:
-            counts["skipped"] += 1
+    for cell in unit.cells:
+        if cell.key in done_keys:
+            counts.skipped += 1
             if progress:
                 progress(1)
             continue
         try:
             _run_cell(unit, cell, trial=trial, tracker=tracker, parent=parent, experiment=experiment)
-            counts["run"] += 1
+            counts.ran += 1
         except ResourceError:  # the disk or a store is gone: stop here; the unit is retried on resume
             raise
         except Exception as err:  # recorded as a FAILED run with the reason; the grid goes on
-            failures.append(f"{cell['classifier']}/{cell['mix_label']}: {type(err).__name__}: {err}")
-            counts["failed"] += 1
-            print(f"cell {unit_id(unit)} {failures[-1]}", file=sys.stderr)
+            failures.append(f"{cell.classifier}/{cell.mix_label}: {type(err).__name__}: {err}")
+            counts.failed += 1
+            print(f"cell {unit.id} {failures[-1]}", file=sys.stderr)
         if progress:
             progress(1)
 
 
-def _run_cell(unit: dict, cell: dict, *, trial, tracker, parent: str, experiment: str) -> None:
-    from .pipeline import make_config, run_experiment
+def _run_cell(unit: Unit, cell: Cell, *, trial, tracker, parent: str, experiment: str) -> None:
+    from .pipeline import run_experiment
 
-    cfg = make_config(model=unit["model"], classifier=cell["classifier"], regime=unit["regime"], size=unit["size"],
-                      seed=unit["seed"], profile=unit["profile"], overrides=cell["overrides"],
-                      gen_metrics=unit["gen_metrics"])
-    run_experiment(cfg, tracker=tracker, experiment=experiment, parent_run_id=parent, use_env_run=False,
-                   progress=False, on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
-                   extra_tags={TAG_VARIANT: unit["variant"], "grid": f"grid-{experiment}",
-                               "optuna.trial_number": trial.number, **cell.get("tags", {})})
+    run_experiment(unit.cell_config(cell), tracker=tracker, experiment=experiment, parent_run_id=parent,
+                   use_env_run=False, progress=False,
+                   on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+                   extra_tags={TAG_VARIANT: unit.variant, "grid": f"grid-{experiment}",
+                               "optuna.trial_number": trial.number, **cell.tags})
     try:  # the cell's older runs (another config_key) are superseded by this one, now that it is FINISHED
-        ident = tuple(cell["identity"])  # planned with the cell (a list once the unit went through the queue)
-        runs = tracker.finished_cell_runs(tracker.experiment_id(experiment), regime=unit["regime"], size=unit["size"],
-                                          seed=unit["seed"])
-        found = supersede.sweep([(ident, cell["key"])], runs, protected={c["key"] for c in unit["cells"]})
+        runs = tracker.finished_cell_runs(tracker.experiment_id(experiment), regime=unit.regime, size=unit.size,
+                                          seed=unit.seed)
+        found = supersede.sweep([(cell.identity, cell.key)], runs, protected={c.key for c in unit.cells})
         supersede.apply(tracker, found.marks)
     except Exception as err:  # the cell itself is done; the next grid's sweep marks what this missed
-        print(f"warning: cell {unit_id(unit)} could not mark its older runs superseded ({type(err).__name__}: "
+        print(f"warning: cell {unit.id} could not mark its older runs superseded ({type(err).__name__}: "
               f"{err}); the next `synthboost grid` will", file=sys.stderr)
 
 
 def default_workers() -> int:
-    """``grid --workers``'s default: 1, or one per core on a CUDA host (there each cell waits on the host's
-    Python, not on the GPU: measured on an H100, issue 34)."""
+    """``grid --workers``'s default: 1, or one per core on a CUDA host, where each cell waits on the host's Python,
+    not on the GPU (docs/performance.md)."""
     import os
 
     import torch
@@ -676,8 +683,47 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if torch.cuda.is_available() else 1
 
 
+@dataclass(frozen=True)
+class GridOutcome:
+    """What ``run_grid`` did, counted in cells."""
+
+    experiment: str
+    study: str  # the grid's Optuna study: its work queue
+    parent_run_id: str
+    cells: int
+    done_before: int
+    done: int
+    timed_out: bool
+    time_limit: float | None
+    marked_superseded: int  # older runs of re-run cells marked in this sitting
+    waiting_studies: list[str]  # templated studies not run yet: their tuned cells are not planned
+
+    @property
+    def ran_now(self) -> int:
+        return self.done - self.done_before
+
+    @property
+    def missing(self) -> int:
+        return self.cells - self.done
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        if self.timed_out:
+            lines.append(f"time limit ({self.time_limit:g} s) reached: no unit started after it, the units running "
+                         "were cut (their unfinished cells re-run next time)")
+        lines.append(f"grid {self.experiment}: {self.ran_now} cells run now, {self.done_before} were already done, "
+                     f"{self.missing} missing of {self.cells}; parent run {self.parent_run_id} "
+                     f"(Optuna study {self.study})" + ("; re-run the same command to finish" if self.missing else ""))
+        if self.waiting_studies:
+            lines.append(waiting_line(self.waiting_studies))
+        if self.marked_superseded:
+            lines.append(f"{self.marked_superseded} older runs of re-run cells marked superseded (tag "
+                         f"{TAG_SUPERSEDED_BY}); the report leaves them out")
+        return lines
+
+
 def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progress: bool = True,
-             time_limit: float | None = None) -> dict[str, Any]:
+             time_limit: float | None = None) -> GridOutcome:
     """Run the grid's missing cells; with ``time_limit`` (seconds from now) no unit starts after it and the units
     running then are cut (their cells re-run by the next grid), so a sitting ends on time."""
     from tqdm.auto import tqdm
@@ -686,7 +732,7 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
 
     deadline = None if time_limit is None else time.time() + time_limit
     tracker = Tracker()
-    studies = Studies(storage_url)
+    studies = TunedStudies(storage_url)
     units = plan(spec, storage_url, studies=studies)
     check_tuning_draws(spec, studies)
     first = superseded(spec, units, tracker, mark=True)
@@ -700,7 +746,7 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
                 work(name, storage_url, experiment=spec.experiment, progress=bar.update, deadline=deadline)
             else:
                 exp = tracker.experiment_id(spec.experiment)
-                keys = {c["key"] for u in units for c in u["cells"]}
+                keys = {c.key for u in units for c in u.cells}
                 seen = before.done
 
                 def show_finished() -> None:
@@ -715,8 +761,8 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
                                           while_waiting=show_finished)
                 if any(codes):
                     print(f"warning: worker exit codes {codes}; re-run to resume", file=sys.stderr)
-            # the same grid started on other machines: wait for their units (and take over any whose worker died) —
-            # not past the time limit, which ends this sitting whatever runs elsewhere
+            # the same grid on other machines: wait for their units (taking over any whose worker died), but not
+            # past the time limit
             if deadline is None or time.time() < deadline:
                 queue.wait_for_others(study, storage_url, tracker, lambda: work(
                     name, storage_url, experiment=spec.experiment, progress=bar.update, deadline=deadline))
@@ -732,17 +778,16 @@ def run_grid(spec: GridSpec, *, storage_url: str, workers: int = 1, show_progres
     else:
         tracker.close_run(parent, "FAILED", error=f"{after.cells - after.done} cells missing"
                           + (f" at the time limit ({time_limit:g} s)" if timed_out else "") + "; re-run to resume")
-    return {"cells": after.cells, "done": after.done, "done_before": before.done, "timed_out": timed_out,
-            "ran": after.done - before.done, "missing": after.cells - after.done, "parent_run_id": parent,
-            "experiment": spec.experiment, "study": name, "marked_superseded": marked,
-            "waiting": sorted(studies.waiting)}
+    return GridOutcome(experiment=spec.experiment, study=name, parent_run_id=parent, cells=after.cells,
+                       done_before=before.done, done=after.done, timed_out=timed_out, time_limit=time_limit,
+                       marked_superseded=marked, waiting_studies=sorted(studies.waiting))
 
 
-def check_tuning_draws(spec: GridSpec, studies: Studies) -> None:
+def check_tuning_draws(spec: GridSpec, studies: TunedStudies) -> None:
     """A tuned cell must not be re-run on a draw its study tuned on: that seed would score the choice on the very
     images it was chosen for (a ``UserError`` naming the studies and seeds otherwise)."""
-    overlap = {name: sorted(set(best["seeds"]) & set(spec.seeds)) for name, best in studies.found().items()
-               if set(best["seeds"]) & set(spec.seeds)}
+    overlap = {name: sorted(set(best.seeds) & set(spec.seeds)) for name, best in studies.found().items()
+               if set(best.seeds) & set(spec.seeds)}
     if overlap:
         which = "; ".join(f"{name} tuned on seed(s) {seeds}" for name, seeds in sorted(overlap.items()))
         raise UserError(f"grid {spec.experiment}: its seeds {spec.seeds} include the draws its studies tuned on "

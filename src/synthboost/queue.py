@@ -1,19 +1,7 @@
-"""The work queue studies and grids both run on: Optuna's storage, its workers, and their MLflow parent run.
+"""The work queue studies and grids both run on: Optuna's storage, its workers, their liveness and MLflow parent run.
 
-Storage is the work queue.  The embedded default is a JournalStorage file under ``tracking/`` (safe for
-several processes; SQLite is not); any Optuna storage URL (PostgreSQL for many machines) works too.  A study
-(or a grid's study) keeps what its workers need in its own user attributes, so a worker needs only the
-study name and the storage URL.  Workers use ask/tell so that a study-wide trial budget is exact: on a
-journal file the check-and-ask is done under a file lock.  Optuna 5's JournalStorage has no heartbeat, so
-liveness is one mechanism for every storage: each running trial records its worker (host:pid) and a
-heartbeat timestamp; a trial whose worker is gone (dead pid on this host, or a heartbeat older than the
-grace period) is marked FAIL, its MLflow run is closed as FAILED, and the same parameters (and a grid
-unit's payload) are enqueued again as a retry.  On a database (PostgreSQL: many machines) the heartbeat is
-RDBStorage's own (``heartbeat_interval``, ``grace_period``), its stale trials are failed by Optuna's
-``fail_stale_trials`` and retried the same way, and the check-and-ask lock is a PostgreSQL advisory lock.
-
-The study and the MLflow parent run name each other: the parent is tagged ``optuna.study_name`` /
-``optuna.storage`` and the study carries the parent's id as the user attribute ``mlflow_parent_run_id``.
+A study keeps what its workers need in its own user attributes, so a worker anywhere needs only the study's name
+and the storage URL (docs/grid.md: storages, locks, heartbeats).
 """
 
 from __future__ import annotations
@@ -131,11 +119,8 @@ def load_study(name: str, storage_url: str, *, what: str = "study"):
 # ---------------------------------------------------------------- the parent run
 def open_parent_run(study, tracker, *, experiment: str, name: str, kind: str, storage_url: str,
                     tags: dict[str, Any], follow_env_run: bool = True) -> tuple[str, bool]:
-    """The study's MLflow parent run, reopened on a resume; returns ``(run id, whether it is new)``.
-
-    A new parent is opened the first time, when the old one was deleted (e.g. from the UI), and, with
-    ``follow_env_run``, when ``mlflow run`` opened a run of its own for this process.
-    """
+    """The study's MLflow parent run, reopened on a resume (a new one when it was deleted, or with ``follow_env_run``
+    when ``mlflow run`` opened one); returns ``(run id, whether it is new)``."""
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
     env_run = env_run_id() if follow_env_run else None
     if parent is None or (env_run and env_run != parent) or not tracker.run_is_active(parent):
@@ -168,12 +153,10 @@ def parent_run_id(study) -> str:
 def run_workers(command: str, n: int, *, name: str, storage_url: str,
                 args: Callable[[int], list[str]] = lambda i: [],
                 while_waiting: Callable[[], None] | None = None, every: float = 5.0) -> list[int]:
-    """Start ``n`` processes ``python -m synthboost <command> --name N <args(i)>`` and wait for them.
+    """Start ``n`` processes ``python -m synthboost <command> --name N <args(i)>``, call ``while_waiting`` every
+    ``every`` seconds until they exit, and return their exit codes (a worker's outage exit raises ``StoreOutage``).
 
-    The storage URL (a database's holds its password) reaches them in ``SYNTHBOOST_OPTUNA_STORAGE``, never on the
-    command line, which every local user can read in ``ps``.  ``while_waiting`` is called every ``every`` seconds
-    until the last one exits (e.g. to move a progress bar).  Returns their exit codes; a worker that gave up on a
-    store (``outage.OUTAGE_EXIT``) raises ``StoreOutage`` here too.
+    The storage URL reaches them in ``SYNTHBOOST_OPTUNA_STORAGE``, not on a command line every local user can read.
     """
     env = os.environ | {"SYNTHBOOST_OPTUNA_STORAGE": storage_url}
     procs = [subprocess.Popen([sys.executable, "-m", "synthboost", command, "--name", name, *args(i)], env=env)
@@ -207,11 +190,8 @@ def budget_lock(storage_url: str):
 
 
 def storage_lock(storage_url: str, name: str) -> contextlib.AbstractContextManager:
-    """An exclusive lock named ``name`` shared by every worker of the storage, wherever it runs.
-
-    A journal file (one machine): a file lock beside it; PostgreSQL: a transaction-level advisory lock, which
-    the server drops by itself when a worker dies; a SQLite URL: a file lock beside the database.
-    """
+    """An exclusive lock named ``name`` shared by every worker of the storage: a file beside a journal or SQLite
+    file, a PostgreSQL advisory lock (dropped by the server when its worker dies)."""
     if is_journal(storage_url):  # the budget's file keeps its name: not ".lock", Optuna's journal lock uses it
         return file_lock(Path(storage_url + ".budget-lock") if name == "budget"
                          else Path(storage_url + ".locks") / f"{name}.lock")
@@ -258,15 +238,12 @@ def _lock_engine(storage_url: str):
 
 def next_trials(study, storage_url: str, tracker, *, budget: int = 0, complete: bool = False,
                 limit: int | None = None, until: float | None = None) -> Iterator[Any]:
-    """Ask for trials one at a time until none is owed (or the time ``until``, time.time(), has come); each
-    check-and-ask holds the budget lock.
+    """Ask for trials, each under the budget lock, while one is owed and ``until`` (time.time()) has not come.
 
-    A waiting trial (enqueued, or the retry of a stale one) is always owed; beyond those, new trials are
-    asked until ``budget`` of them are done or running (0: only enqueued trials, as a grid's units) — with
-    ``complete``, until ``budget`` are COMPLETE or running (a pruned or failed trial is replaced), but never
-    beyond ``limit`` started in all.  The tracker borrows the storage's locks, so a generator is trained once
-    across every worker (``exclusive``).
+    Waiting trials are always owed; beyond them, new ones until ``budget`` are done or running (0: a grid's
+    enqueued units only; ``complete``: COMPLETE or running), never beyond ``limit`` started.
     """
+    # the tracker borrows the storage's locks, so a generator is trained once across every worker
     tracker.lock_factory = functools.partial(storage_lock, storage_url)
     # ask/tell with RDBStorage's heartbeat is what this module is for (Heartbeat beats, recover_stale_trials fails)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
@@ -318,10 +295,8 @@ def budget_counts(study) -> dict[str, int]:
 
 # ---------------------------------------------------------------- liveness
 def recover_stale_trials(study, tracker) -> list[int]:
-    """Fail trials whose worker is gone, close their MLflow runs as FAILED, enqueue a retry of each.
-
-    Idempotent: a store that drops between those steps leaves a trial FAIL whose run is open or whose retry is
-    missing, and the next call finishes the job (``_unfinished_recoveries``)."""
+    """Fail trials whose worker is gone, close their MLflow runs as FAILED, enqueue a retry of each; idempotent, so
+    a store that drops between those steps has the next call finish the job."""
     from optuna.trial import TrialState
 
     host, now, failed = socket.gethostname(), time.time(), []
@@ -429,13 +404,12 @@ def _native_heartbeat(storage) -> bool:
 
 
 class _StaleRetry:
-    """RDBStorage's ``heartbeat_stale_trial_callback``: close the trial's run, then retry the trial with its payload
-    (Optuna's own ``RetryHeartbeatStaleTrialCallback`` would copy every user attribute, the dead run's id among
-    them); ``tracker`` is set by the recovery that calls ``fail_stale_trials``, ``seen`` collects the trials."""
+    """RDBStorage's ``heartbeat_stale_trial_callback``: close the trial's run, then retry it with its payload only
+    (Optuna's own callback would copy the dead run's id too)."""
 
     def __init__(self):
-        self.seen: list[Any] = []
-        self.tracker = None
+        self.seen: list[Any] = []  # the trials it retried
+        self.tracker = None  # set by the recovery that calls fail_stale_trials
 
     def __call__(self, study, trial) -> None:
         reason = f"worker {trial.user_attrs.get('worker', '?')} stopped beating for {GRACE_SECONDS:.0f} s; retried"

@@ -1,20 +1,14 @@
 """Optuna studies over the mix knobs and a family's declared tunables, each trial an MLflow child run.
 
-Layout: the study is an MLflow parent run (or the run ``mlflow run`` opened); every trial is a nested child
-run tagged ``optuna.trial_number`` / ``optuna.study_name``; the Optuna trial carries the MLflow run id as the
-user attribute ``mlflow_run_id`` and the study carries the parent's id, so each is found from the other.
-Trial state maps to run status: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED (tag ``error``).
-
-The study's spec is stored in the study itself (user attribute ``synthboost.spec``), so a worker needs only
-the study name and the storage URL.  Storage, budget, heartbeats, stale-trial recovery and worker processes
-are the work queue's (queue.py); this module is what a study adds to it: the spec, the search space, the
-objective, and the summary written into the parent run at the end.
+The study stores its spec in itself, so a worker needs only its name and the storage; the queue's part (budget,
+heartbeats, workers) is queue.py's, this module's the spec, the search space, the objective and the summary.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -25,7 +19,7 @@ from .config import (Choice, FloatRange, IntRange, MixConfig, Profile, Regime, T
                      unflatten)
 from .data import check_folds, regime_counts
 from .errors import ResourceError, UserError
-from .tracking import KIND_STUDY, env_run_id
+from .tracking import KIND_STUDY, TAG_TUNED_BUDGET, TAG_TUNED_STUDY, env_run_id
 
 FIXED_SECTIONS = ("data", "mix", "clf", "gen")
 OBJECTIVES = ("val/balanced_accuracy", "val/macro_f1", "val/accuracy")
@@ -58,12 +52,8 @@ class PrunerSpec:
 
 @config
 class SelectionSpec:
-    """How a trial is scored.  Default: once on the regime's stratified holdout (``data.val_fraction``).
-    ``kfold: k``: stratified k-fold within the regime's pool — k runs per seed, each trained on k−1 folds and
-    validated on the held-out one; the objective is the mean over folds (and seeds).  Without ``kfold``, a
-    long-tailed regime (``TAIL_REGIMES``) uses ``tail_kfold`` folds (null: the holdout there too — a third of the
-    cost per trial, but a tail class is judged on 2–3 images).  The test set is only reported, never selected on.
-    (k ≥ 2 and at most the smallest class's image count: checked on load.)"""
+    """How a trial is scored: on the regime's stratified holdout, or the mean over ``kfold`` stratified folds of
+    its pool (a long-tailed regime: ``tail_kfold`` unless ``kfold`` is given); docs/studies.md."""
 
     kfold: int | None = None
     tail_kfold: int | None = 3
@@ -145,9 +135,8 @@ def check_selection(spec: StudySpec) -> None:
 
 
 def budget_label(spec: StudySpec) -> str:
-    """What "the same tuning budget" means between two studies: trials, objective and selection (their context —
-    regime, size, profile, classifier — is the cell's own).  A run from a study's best carries it as a tag, and the
-    report compares a tuned generator only with tuned baselines of the same label."""
+    """What "the same tuning budget" means between two studies (trials, objective, selection): the report compares
+    a tuned generator only with tuned baselines of the same label."""
     trials = f"{spec.n_trials} trials" if spec.counts == "started" else f"{spec.n_trials} complete trials"
     recipe = ", strong recipe" if spec.recipe == "strong" else ""
     return f"{trials} of {spec.objective}, {spec.selection.label(spec.regime)}{recipe}"
@@ -240,6 +229,64 @@ def _narrow(key: str, base: Tunable, narrow: Any) -> Tunable:
 def split_fixed(fixed: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{"clf.epochs": 3}`` -> ``{"clf": {"epochs": 3}}``, checking the sections."""
     return unflatten(fixed, sections=FIXED_SECTIONS, what="fixed key")
+
+
+# ---------------------------------------------------------------- a study's best, for a grid's from_study mixes
+@dataclass(frozen=True)
+class BestParams:
+    """A study's best trial as a grid cell runs it: its mix.*, gen.* and clf.* over the study's fixed values (its
+    best was chosen under them)."""
+
+    study: str
+    model: str  # the model it tuned
+    mix: dict[str, Any]
+    gen: dict[str, Any]
+    clf: dict[str, Any]
+    budget: str  # budget_label: the report compares tuned cells of the same budget only
+    seeds: tuple[int, ...]  # the draws it tuned on
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {TAG_TUNED_STUDY: self.study, TAG_TUNED_BUDGET: self.budget}
+
+
+class TunedStudies:
+    """The studies a grid's ``from_study`` mixes name, each read once; ``waiting`` collects the names that do not
+    exist (or have no complete trial) yet where the grid allows it (``missing: skip``)."""
+
+    def __init__(self, storage_url: str):
+        self.storage_url, self._best, self.waiting = storage_url, {}, set()
+
+    def best(self, name: str, *, required: bool = True) -> BestParams | None:
+        if name not in self._best:
+            self._best[name] = self._load(name)
+        found = self._best[name]
+        if isinstance(found, str):
+            if required:
+                raise UserError(found)
+            self.waiting.add(name)
+            return None
+        return found
+
+    def found(self) -> dict[str, BestParams]:
+        """The studies read so far that have a best trial, by name."""
+        return {name: best for name, best in self._best.items() if not isinstance(best, str)}
+
+    def _load(self, name: str) -> BestParams | str:
+        import optuna
+
+        try:
+            study = optuna.load_study(study_name=name, storage=queue.open_storage(self.storage_url))
+            best = study.best_params
+        except KeyError:
+            return f"grid: no study named {name!r} in {queue.redact(self.storage_url)}"
+        except ValueError:
+            return f"grid: study {name!r} has no complete trial yet"
+        spec = stored_spec(study.user_attrs["synthboost.spec"])
+        split, fixed = unflatten(best), fixed_overrides(spec)
+        sections = {s: {**fixed.get(s, {}), **split.get(s, {})} for s in ("mix", "gen", "clf")}
+        return BestParams(study=name, model=spec.model, **sections, budget=budget_label(spec),
+                          seeds=tuple(spec.seeds))
 
 
 # ---------------------------------------------------------------- creating / resuming a study

@@ -13,6 +13,7 @@ module per step, in the order the data flows:
 ``figures.py``      the plots, as PNG bytes
 ``render.py``       Markdown, HTML and CSV files
 ``build.py``        ``build_report``: the steps above in order, timed, and the report logged as an MLflow run
+``command.py``      ``synthboost report``: the experiments to read, ``build_report``, the lines it prints
 ==================  =====================================================================================
 """
 
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 from .build import REPORTS_EXPERIMENT, ReportResult, build_report
 from .claims import Claim
+from .command import report_command
 from .frame import CELL, mix_label, tidy
 from .render import FORMATS, parse_formats
 from .stats import Analysis, analyse
 
 __all__ = ["CELL", "FORMATS", "REPORTS_EXPERIMENT", "Analysis", "Claim", "ReportResult", "analyse", "build_report",
-           "mix_label", "parse_formats", "tidy"]
+           "mix_label", "parse_formats", "report_command", "tidy"]

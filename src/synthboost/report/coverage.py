@@ -50,15 +50,16 @@ def plan_coverage(frame: pd.DataFrame, spec, *, name: str, storage_url: str) -> 
     """The cells of the grid ``spec`` (file ``name``) that ``frame`` — the store's finished experiment runs
     (``tracking.runs_frame``: ``experiment``, ``tags.*``) — lacks in the plan's experiment."""
     from .. import grid
+    from ..study import TunedStudies
 
-    studies = grid.Studies(storage_url)
+    studies = TunedStudies(storage_url)
     units = grid.plan(spec, storage_url, studies=studies)
     held = frame if frame.empty else frame[frame["experiment"] == spec.experiment]
     done = set(held.get("tags.config_key", pd.Series(dtype=str)).dropna())
-    rows = [{"variant": u["variant"], "regime": u["regime"], "size": u["size"], "classifier": c["classifier"],
-             "mix": c["mix_label"], "seed": u["seed"]}
-            for u in units for c in u["cells"] if c["key"] not in done]
-    planned = sum(len(u["cells"]) for u in units)
+    rows = [{"variant": u.variant, "regime": u.regime, "size": u.size, "classifier": c.classifier,
+             "mix": c.mix_label, "seed": u.seed}
+            for u in units for c in u.cells if c.key not in done]
+    planned = sum(len(u.cells) for u in units)
     cols = ["variant", "regime", "size", "classifier", "mix"]
     # rows come in the plan's order (variant, regime, size, seed); groupby(sort=False) keeps it
     missing = (pd.DataFrame(rows).groupby(cols, sort=False)["seed"]
