@@ -296,7 +296,7 @@ def sizes_of(spec: GridSpec, variant: Variant, regime: str) -> list[int]:
 def plan(spec: GridSpec, storage_url: str, *, studies: Studies | None = None) -> list[dict[str, Any]]:
     """Every unit with its cells, each cell validated into a config (bad values fail here, before any run).
     ``studies.waiting`` then names the templated studies whose tuned cells are not planned yet."""
-    from .pipeline import config_key, make_config
+    from .cell import config_key, make_config
 
     fixed = split_fixed(spec.fixed)
     studies = studies or Studies(storage_url)
@@ -400,7 +400,7 @@ def superseded(spec: GridSpec, units: list[dict], tracker, *, mark: bool) -> sup
 
 # ---------------------------------------------------------------- cost estimates (cost.py)
 def _cell_config(unit: dict, cell: dict):
-    from .pipeline import make_config
+    from .cell import make_config
 
     return make_config(model=unit["model"], classifier=cell["classifier"], regime=unit["regime"], size=unit["size"],
                        seed=unit["seed"], profile=unit["profile"], overrides=cell["overrides"],
@@ -409,29 +409,19 @@ def _cell_config(unit: dict, cell: dict):
 
 def cell_work(unit: dict, cell: dict, *, group: int) -> cost.CellWork:
     """The work of one planned cell, computed from its config without loading any data."""
-    from .mixing import synthetic_counts
-    from .pipeline import budget_images, filter_key, sampling_values, uses_mix
+    from .cell import workload
 
     cfg = _cell_config(unit, cell)
-    counts = cost.train_counts(cfg.data.regime, cfg.data.size, cfg.seed, val_fraction=cfg.data.val_fraction,
-                               minority_classes=cfg.data.minority_classes)
-    n_real = sum(counts)
-    n_added = sum(synthetic_counts(counts, cfg.mix)) if uses_mix(cfg) else 0
-    clf = cost.classifier_work(cfg.clf, n_budget=budget_images(cfg, n_real) or n_real + n_added,
-                               n_total=n_real + n_added)
+    load = workload(cfg)
+    clf = cost.classifier_work(cfg.clf, n_budget=load.epoch_images, n_total=load.n_real + load.n_added)
     common = dict(family=cfg.model, profile=cfg.profile, classifier=cfg.classifier, size=cfg.data.size, group=group,
                   classifier_work=clf, precision=classifiers.training_precision(cfg.clf),
                   recipe=getattr(cfg.clf, "recipe", "fair"), key=cell["key"])
     if cfg.gen is None:
         return cost.CellWork(**common)
-    # what the generator key hashes, less the data digest (the same data config and seed draw the same data)
-    gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in sampling_values(cfg.gen)}
-    gen_key = json.dumps([cfg.model, gen, cfg.to_dict()["data"], cfg.seed, cfg.profile], sort_keys=True, default=str)
-    # what the pipeline's kept draw is keyed by (sample_cache): the recipe (clf.*) is not part of it
-    pool_key = json.dumps([gen_key, sampling_values(cfg.gen), synthetic_counts(counts, cfg.mix),
-                           *filter_key(cfg.mix)], sort_keys=True, default=str)
-    return cost.CellWork(**common, gen_key=gen_key, gen_images=cost.generator_images(cfg.gen, n_real),
-                         sampled=float(n_added), pool_key=pool_key, quality=cfg.gen_metrics)
+    return cost.CellWork(**common, gen_key=load.generator_identity, pool_key=load.pool_identity,
+                         gen_images=cost.generator_images(cfg.gen, load.n_real), sampled=float(load.n_added),
+                         quality=cfg.gen_metrics)
 
 
 def cost_estimate(spec: GridSpec, units: list[dict], tracker, *, calibration: Path | None = None,
@@ -491,7 +481,8 @@ def calibrate(spec: GridSpec, *, storage_url: str, size: int = CALIBRATION_SIZE,
     store, and keep the timings as this machine's calibration."""
     import tempfile
 
-    from .pipeline import feature_extractor, make_config, run_experiment
+    from .cell import make_config
+    from .pipeline import feature_extractor, run_experiment
     from .tracking import Tracker
 
     first: dict[tuple[str, str], Variant] = {}
@@ -646,7 +637,8 @@ def _run_unit(unit: dict, *, trial, tracker, parent: str, experiment: str, done_
 
 
 def _run_cell(unit: dict, cell: dict, *, trial, tracker, parent: str, experiment: str) -> None:
-    from .pipeline import make_config, run_experiment
+    from .cell import make_config
+    from .pipeline import run_experiment
 
     cfg = make_config(model=unit["model"], classifier=cell["classifier"], regime=unit["regime"], size=unit["size"],
                       seed=unit["seed"], profile=unit["profile"], overrides=cell["overrides"],

@@ -5,7 +5,7 @@
 (``data.unlabeled_indices``: same count, same seeded draw) the plain way: a *teacher* — the CNN's strong recipe
 (``none-strong``'s) trained on the cell's labelled training images — labels them, the ones it is at least
 ``threshold`` sure of join the real images with its label, and the run's own classifier trains on both at the
-cell's step budget (``pipeline.budget_images``), as every mix does.  The pool's true labels are never used,
+cell's step budget (``cell.epoch_images``), as every mix does.  The pool's true labels are never used,
 except to report how many kept pseudo-labels are right (``pseudo/kept_label_accuracy``, a diagnostic).
 """
 

@@ -190,7 +190,7 @@ def _superseded_labels(frame: pd.DataFrame, old: pd.Series) -> pd.Series:
 
 def _drop_idle_floor(frame: pd.DataFrame, n_real: np.ndarray) -> None:
     """Blank ``params.clf.min_steps`` where the floor did not raise the run's budget: such a run trained exactly as
-    one without the floor, so it shares its recipe and setup (as ``pipeline.clf_key_dict`` keys it)."""
+    one without the floor, so it shares its recipe and setup (as ``cell.clf_key_dict`` keys it)."""
     if "params.clf.min_steps" not in frame:
         return
     from ..classifiers import floor_binds
@@ -208,7 +208,7 @@ def _drop_idle_floor(frame: pd.DataFrame, n_real: np.ndarray) -> None:
 
 
 def _key_eval_cadence(frame: pd.DataFrame) -> None:
-    """``params.clf.eval_every`` as ``pipeline.clf_key_dict`` keys it: 1 without early stopping (the weights do not
+    """``params.clf.eval_every`` as ``cell.clf_key_dict`` keys it: 1 without early stopping (the weights do not
     depend on it) and for auto (0) under it, so runs from before auto share their recipe with runs after it."""
     if "params.clf.eval_every" not in frame:
         return
