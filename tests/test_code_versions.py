@@ -70,13 +70,13 @@ def test_version_one_and_neutral_levers_leave_the_keys_of_recorded_cells_unchang
     assert key(model="none") != "431d450f3e96e2cd"
     assert key(model="none", overrides={"clf": {"min_steps": 520}}) == "431d450f3e96e2cd"  # 520 = 40 epochs: idle
 
-    def cell(model, regime, size, **kw):
+    def recorded(model, regime, size, **kw):
         return cell.config_key(cell.make_config(model=model, regime=regime, size=size, seed=0,
                                                 profile="quick", **kw))
 
-    assert cell("none", "balanced", 5000) == "b58001c7db0d5b81"
-    assert cell("none-strong", "balanced", 5000) == "961763f87c911b8d"
-    assert cell("ddpm", "balanced", 5000) == "0eb02df102b4f7cb"
-    assert cell("none", "high", 2000) == "43cb9d1edb6c671f"
+    assert recorded("none", "balanced", 5000) == "b58001c7db0d5b81"
+    assert recorded("none-strong", "balanced", 5000) == "961763f87c911b8d"
+    assert recorded("ddpm", "balanced", 5000) == "0eb02df102b4f7cb"
+    assert recorded("none", "high", 2000) == "43cb9d1edb6c671f"
     # a lever away from its neutral value is a different cell
     assert key(model="none", overrides={"clf": {"amp": "bf16"}}) != key(model="none")

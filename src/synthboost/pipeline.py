@@ -1,7 +1,7 @@
-"""Running one experiment cell: data -> generator (trained once per key) -> added samples -> classifier -> metrics.
+"""Running one experiment cell: data → generator (trained once per key) → added samples → classifier → metrics.
 
-What a cell *is* (its config, keys, run name and step budget) lives in ``cell.py``; here each stage returns its
-values and a ``Record`` of what it leaves on the run, which ``run_experiment`` logs as the stage ends.
+Each stage returns its values and a ``Record`` of what it leaves on the run, which ``run_experiment`` logs when the
+stage ends, so that logging sits in one place (what a cell *is* lives in ``cell.py``).
 """
 
 from __future__ import annotations
