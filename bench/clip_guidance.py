@@ -14,7 +14,7 @@ import tempfile
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP waiters slow a shared CPU
 
-from synthboost import pipeline, tracking  # noqa: E402
+from synthboost import cell, pipeline, tracking  # noqa: E402
 from synthboost.config import parse_overrides  # noqa: E402
 from synthboost.errors import UserError  # noqa: E402
 
@@ -67,12 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         trained_s: list[float] = []
         for seed in seeds:
             common = dict(regime=args.regime, size=args.size, seed=seed, profile=args.profile)
-            base = run_or_read(pipeline.make_config(model="none", overrides=dict(overrides), **common), tracker)
+            base = run_or_read(cell.make_config(model="none", overrides=dict(overrides), **common), tracker)
             for mode in modes:
                 gen = {**gen_over, "guidance": mode, **({"clip_guidance_scale": args.clip_scale} if mode != "cfg"
                                                         else {})}
-                cfg = pipeline.make_config(model="clip", mix_ratio=1.0, gen_metrics=True,
-                                           overrides={**overrides, "gen": gen}, **common)
+                cfg = cell.make_config(model="clip", mix_ratio=1.0, gen_metrics=True,
+                                       overrides={**overrides, "gen": gen}, **common)
                 res = run_or_read(cfg, tracker)
                 if not res.generator_reused:
                     trained_s.append(res.metrics["time/gen"])

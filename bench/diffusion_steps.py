@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP waiters s
 
 import torch  # noqa: E402
 
-from synthboost import generators, pipeline, quality, tracking  # noqa: E402
+from synthboost import cell, generators, pipeline, quality, tracking  # noqa: E402
 from synthboost.config import PROFILES  # noqa: E402
 from synthboost.data import NUM_CLASSES, load_fashion_mnist, make_split, to_uint8  # noqa: E402
 from synthboost.errors import UserError  # noqa: E402
@@ -53,7 +53,7 @@ def logged_generator(tracker, *, run_id: str):
 
 
 def trained_generator(tracker, *, family: str, profile: str):
-    cfg = pipeline.make_config(model=family, regime="balanced", size=5000, seed=0, profile=profile)
+    cfg = cell.make_config(model=family, regime="balanced", size=5000, seed=0, profile=profile)
     split = make_split(cfg.data, cfg.seed)
     pipeline.seed_everything(cfg.seed)
     gen = generators.get(family)(cfg.gen)

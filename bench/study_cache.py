@@ -33,7 +33,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        from synthboost import classifiers, generators, pipeline
+        from synthboost import cell, classifiers, generators, pipeline
         from synthboost import queue
         from synthboost import study as study_mod
         from synthboost.data import make_split
@@ -44,8 +44,8 @@ def main() -> None:
         path = Path(tmp, "spec.yaml")
         path.write_text(SPEC.format(profile=args.profile, trials=args.trials))
         spec = study_mod.load_spec(model=args.model, path=path)
-        cfg0 = pipeline.make_config(model=args.model, regime=spec.regime, size=spec.size, seed=0,
-                                    profile=spec.profile)
+        cfg0 = cell.make_config(model=args.model, regime=spec.regime, size=spec.size, seed=0,
+                                profile=spec.profile)
         split = make_split(cfg0.data, 0)
         # the trials' mix settings, replayed from the studies' own seeded sampler (checked against them below)
         import optuna
@@ -62,8 +62,8 @@ def main() -> None:
             gen.fit(split.train_x, split.train_y)
             t_gen, t_clf = time.perf_counter() - t0, 0.0
             for overrides in settings:
-                cfg = pipeline.make_config(model=args.model, regime=spec.regime, size=spec.size, seed=0,
-                                           profile=spec.profile, overrides=overrides)
+                cfg = cell.make_config(model=args.model, regime=spec.regime, size=spec.size, seed=0,
+                                       profile=spec.profile, overrides=overrides)
                 counts = synthetic_counts(split.train_y.bincount(minlength=10).tolist(), cfg.mix)
                 sy = labels_for(counts)
                 x, y, w, _ = mix(split.train_x, split.train_y, gen.sample_batched(sy), sy,
@@ -76,7 +76,7 @@ def main() -> None:
             return t_gen, t_clf
 
         def study(cache: bool) -> float:
-            pipeline._POOLS.clear()
+            pipeline.forget_pools()
             t0 = time.perf_counter()
             study_mod.run_study(spec, name=f"bench-{cache}", storage_url=str(Path(tmp, f"{cache}.journal")),
                                 experiment="bench", use_cache=cache)

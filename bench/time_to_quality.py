@@ -60,24 +60,24 @@ def parse_fast(items: list[str]) -> dict[str, dict[str, str]]:
 
 
 def _config(*, family: str, gen: dict, seed: int, args):
-    from synthboost import pipeline
+    from synthboost import cell, pipeline
 
-    return pipeline.make_config(model=family, regime=args.regime, size=args.size, seed=seed, profile=args.profile,
-                                mix_ratio=1.0, mix_strategy="uniform", gen_metrics=False,
-                                overrides={"gen": dict(gen), "clf": {"steps": 1}})
+    return cell.make_config(model=family, regime=args.regime, size=args.size, seed=seed, profile=args.profile,
+                            mix_ratio=1.0, mix_strategy="uniform", gen_metrics=False,
+                            overrides={"gen": dict(gen), "clf": {"steps": 1}})
 
 
 def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, float] | None:
     """One pipeline run, or the FINISHED one a cut-off earlier invocation left in ``--store`` (the bench takes hours:
     it resumes); what it logged, with its training time (today's when it reused today's weights)."""
-    from synthboost import pipeline
+    from synthboost import cell, pipeline
     from synthboost.tracking import TAG_GENERATOR_RESUMED
 
     cfg = _config(family=family, gen=gen, seed=seed, args=args)
     setting = "fast" if gen else "today"
     # only a sampling-only fast setting may reuse weights (today's); anything else trains, so its time/gen is a
     # training time even when an interrupted run of the same key left a checkpoint behind
-    reuse = bool(gen) and set(gen) <= set(pipeline.sampling_values(cfg.gen))
+    reuse = bool(gen) and set(gen) <= set(cell.sampling_values(cfg.gen))
     cpu0 = time.process_time()
     result, read_back = pipeline.run_or_read(cfg, tracker=tracker, experiment=EXPERIMENT, use_cache=reuse,
                                              resume=True, extra_tags={"ttq_setting": setting}, read_only=args.report)
@@ -104,7 +104,7 @@ def measure(*, family: str, gen: dict, seed: int, args, tracker) -> dict[str, fl
 def warm_shared_inputs(*, family: str, seed: int, args, tracker) -> None:
     """Train (or load) what a family's generators of one data draw share before either setting runs — clip's
     CLIP, trained once per draw — so that neither wall time carries it: it is the same for both settings."""
-    from synthboost import pipeline
+    from synthboost import cell, pipeline
     from synthboost.data import make_split
 
     cfg = _config(family=family, gen={}, seed=seed, args=args)

@@ -24,7 +24,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        from synthboost.pipeline import make_config, run_experiment
+        from synthboost.cell import make_config
+        from synthboost.pipeline import run_experiment
         from synthboost.tracking import Tracker
 
         tracker = Tracker()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from synthboost import classifiers, generators, pipeline, study
+from synthboost import cell, classifiers, generators, pipeline, study
 from synthboost.classifiers import (CNNClassifier, CNNConfig, augment, balanced_class_weights,
                                     class_balanced_indices)
 from synthboost.cli import app
@@ -256,16 +256,16 @@ def test_baselines_are_registered_with_studies_and_in_the_grid():
 
 
 def test_none_strong_applies_the_recipe_under_the_users_values():
-    cfg = pipeline.make_config(model="none-strong", profile="quick")
-    plain = pipeline.make_config(model="none", profile="quick")
+    cfg = cell.make_config(model="none-strong", profile="quick")
+    plain = cell.make_config(model="none", profile="quick")
     assert (cfg.clf.augment, cfg.clf.class_weight) == ("shift_flip", "balanced")
     # the same network and budget as the plain recipe: only the recipe differs
     assert (cfg.clf.net, cfg.clf.epochs, cfg.clf.batch_size) == (plain.clf.net, plain.clf.epochs, plain.clf.batch_size)
-    mine = pipeline.make_config(model="none-strong", profile="quick", overrides={"clf": {"augment": "none"}})
+    mine = cell.make_config(model="none-strong", profile="quick", overrides={"clf": {"augment": "none"}})
     assert mine.clf.augment == "none" and mine.clf.class_weight == "balanced"
-    assert pipeline.make_config(model="none-strong", classifier="cart").clf.class_weight == "balanced"
-    assert pipeline.make_config(model="none", profile="quick").clf == build(CNNConfig, profile="quick")
-    over = pipeline.make_config(model="oversample", mix_ratio=2.0)
+    assert cell.make_config(model="none-strong", classifier="cart").clf.class_weight == "balanced"
+    assert cell.make_config(model="none", profile="quick").clf == build(CNNConfig, profile="quick")
+    over = cell.make_config(model="oversample", mix_ratio=2.0)
     assert (over.mix.ratio, over.mix.strategy) == (2.0, "balance")
 
 
@@ -292,7 +292,7 @@ def test_bad_recipe_input_exits_2_with_one_line(args, message):
 
 # ---------------------------------------------------------------- end to end
 def run(tracker, **kw):
-    cfg = pipeline.make_config(regime="high", size=600, seed=0, profile="smoke", **kw)
+    cfg = cell.make_config(regime="high", size=600, seed=0, profile="smoke", **kw)
     result = pipeline.run_experiment(cfg, tracker=tracker, experiment="test-baselines", progress=False)
     return cfg, tracker.client.get_run(result.run_id)
 

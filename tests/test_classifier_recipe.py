@@ -5,7 +5,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synthboost import pipeline
+from synthboost import cell, pipeline
 from synthboost.classifiers import (MIRROR_SAFE, CNNClassifier, CNNConfig, augment, mirror_safe_classes, mirror_share,
                                     step_budget, weighted_loss)
 from synthboost.cli import app
@@ -62,8 +62,8 @@ def test_the_quick_floor_lifts_small_cells_only_and_never_the_seed_protocol():
     assert step_budget(quick, 850) == (1040, 13)
     assert step_budget(quick, 1700) == (1040, 26) and step_budget(quick, 4250) == (2640, 66)
     assert step_budget(build(CNNConfig, {"min_steps": 0}, profile="quick"), 850) == (520, 13)
-    seed = pipeline.make_config(model="none", regime="high", size=1000, profile="quick",
-                                overrides={"clf": {"recipe": "seed"}})
+    seed = cell.make_config(model="none", regime="high", size=1000, profile="quick",
+                            overrides={"clf": {"recipe": "seed"}})
     assert seed.clf.min_steps == 0  # the seed study's 10 passes over the mixed set, as published
 
 
@@ -86,12 +86,12 @@ def test_a_mix_trains_exactly_as_many_steps_as_its_real_only_baseline(split):
 def test_runs_of_one_cell_log_the_same_steps_whatever_they_mix(tracker):
     steps = {}
     for model, ratio in (("none", None), ("oversample", 1.0), ("vae", 1.0), ("vae", 3.0)):
-        cfg = pipeline.make_config(model=model, regime="high", size=600, seed=0, profile="smoke", mix_ratio=ratio)
+        cfg = cell.make_config(model=model, regime="high", size=600, seed=0, profile="smoke", mix_ratio=ratio)
         result = pipeline.run_experiment(cfg, tracker=tracker, experiment="test-budget", progress=False)
         steps[(model, ratio)] = tracker.client.get_run(result.run_id).data.metrics["train/clf_steps"]
     assert len(set(steps.values())) == 1, steps
-    seed_cfg = pipeline.make_config(model="vae", regime="high", size=600, seed=0, profile="smoke", mix_ratio=1.0,
-                                    overrides={"clf": {"recipe": "seed"}})
+    seed_cfg = cell.make_config(model="vae", regime="high", size=600, seed=0, profile="smoke", mix_ratio=1.0,
+                                overrides={"clf": {"recipe": "seed"}})
     r = pipeline.run_experiment(seed_cfg, tracker=tracker, experiment="test-budget", progress=False)
     assert tracker.client.get_run(r.run_id).data.metrics["train/clf_steps"] > steps[("none", None)]
 
@@ -107,15 +107,16 @@ def test_synthetic_weight_holds_whatever_the_batch_holds():
 
 # ---------------------------------------------------------------- the seed study's recipe
 def test_seed_recipe_is_the_seed_studys_classifier_under_the_users_values():
-    cfg = pipeline.make_config(model="vae", profile="quick", overrides={"clf": {"recipe": "seed"}})
+    cfg = cell.make_config(model="vae", profile="quick", overrides={"clf": {"recipe": "seed"}})
     assert (cfg.clf.net, cfg.clf.epochs, cfg.clf.optimizer, cfg.clf.schedule) == ("seed", 10, "adam", "constant")
-    assert pipeline.budget_images(cfg, 850) is None  # epochs over the mixed set, as published
-    mine = pipeline.make_config(model="vae", profile="quick", overrides={"clf": {"recipe": "seed", "epochs": 3}})
+    assert cell.epoch_images(cfg, n_real=850, n_added=850) == 1700  # epochs over the mixed set, as published
+    mine = cell.make_config(model="vae", profile="quick", overrides={"clf": {"recipe": "seed", "epochs": 3}})
     assert mine.clf.epochs == 3 and mine.clf.net == "seed"
-    fair = pipeline.make_config(model="vae", profile="quick")
-    assert fair.clf.recipe == "fair" and fair.clf.net == "vgg" and pipeline.budget_images(fair, 850) == 850
+    fair = cell.make_config(model="vae", profile="quick")
+    assert fair.clf.recipe == "fair" and fair.clf.net == "vgg"
+    assert cell.epoch_images(fair, n_real=850, n_added=850) == 850  # the real images alone: the fair budget
     # the runs table tells the two protocols apart by name
-    assert "recipe=seed" in pipeline.run_name(cfg) and "recipe" not in pipeline.run_name(fair)
+    assert "recipe=seed" in cell.run_name(cfg) and "recipe" not in cell.run_name(fair)
 
 
 def test_seed_network_trains(split):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synthboost import clip_model, pipeline, tracking
+from synthboost import cell, clip_model, pipeline, tracking
 from synthboost.cli import app
 from synthboost.config import DataConfig, replace
 from synthboost.data import make_split
@@ -50,20 +50,20 @@ def test_own_clip_is_keyed_by_the_data_digest_and_sees_only_the_train_split(trac
 
 
 def test_only_the_full_or_a_pretrained_clip_is_external_data():
-    own = pipeline.make_config(model="clip", regime="high", size=300, profile="smoke")
-    full = pipeline.make_config(model="clip", regime="high", size=300, profile="smoke",
-                                overrides={"gen": {"clip_data": "full"}})
-    pre = pipeline.make_config(model="clip", regime="high", size=300, profile="smoke",
-                               overrides={"gen": {"clip_pretrained": "ViT-B-32/openai"}})
-    assert pipeline.external_tags(own) == {} and "+external data" not in pipeline.run_name(own)
+    own = cell.make_config(model="clip", regime="high", size=300, profile="smoke")
+    full = cell.make_config(model="clip", regime="high", size=300, profile="smoke",
+                            overrides={"gen": {"clip_data": "full"}})
+    pre = cell.make_config(model="clip", regime="high", size=300, profile="smoke",
+                           overrides={"gen": {"clip_pretrained": "ViT-B-32/openai"}})
+    assert cell.external_tags(own) == {} and "+external data" not in cell.run_name(own)
     n = clip_model.clip_config("smoke").train_size
-    assert pipeline.external_tags(full) == {tracking.TAG_EXTERNAL_DATA: "true", tracking.TAG_EXTERNAL_SOURCE:
-                                            f"CLIP (smoke) trained on {n} labelled Fashion-MNIST train images"}
-    assert pipeline.external_tags(pre)[tracking.TAG_EXTERNAL_DATA] == "true"
-    assert "+external data" in pipeline.run_name(full)
+    assert cell.external_tags(full) == {tracking.TAG_EXTERNAL_DATA: "true", tracking.TAG_EXTERNAL_SOURCE:
+                                        f"CLIP (smoke) trained on {n} labelled Fashion-MNIST train images"}
+    assert cell.external_tags(pre)[tracking.TAG_EXTERNAL_DATA] == "true"
+    assert "+external data" in cell.run_name(full)
     # a different training setup, so a different generator and cell
-    assert pipeline.generator_key(own, "d") != pipeline.generator_key(full, "d")
-    assert pipeline.config_key(own) != pipeline.config_key(full)
+    assert cell.generator_key(own, "d") != cell.generator_key(full, "d")
+    assert cell.config_key(own) != cell.config_key(full)
 
 
 def test_clip_grad_guidance_changes_the_samples_but_not_the_generator_key(trained):
@@ -80,11 +80,11 @@ def test_clip_grad_guidance_changes_the_samples_but_not_the_generator_key(traine
     assert not torch.allclose(draws["cfg"], draws["clip_grad"]) and not torch.allclose(draws["cfg"], draws["both"])
     assert all(d.shape == (10, 1, 28, 28) and 0 <= d.min() and d.max() <= 1 for d in draws.values())
 
-    base = pipeline.make_config(model="clip", regime="high", size=300, profile="smoke")
-    steered = pipeline.make_config(model="clip", regime="high", size=300, profile="smoke",
-                                   overrides={"gen": {"guidance": "clip_grad", "clip_guidance_scale": 7.0}})
-    assert pipeline.generator_key(base, "d") == pipeline.generator_key(steered, "d")  # one trained model
-    assert pipeline.config_key(base) != pipeline.config_key(steered)  # but a cell of its own
+    base = cell.make_config(model="clip", regime="high", size=300, profile="smoke")
+    steered = cell.make_config(model="clip", regime="high", size=300, profile="smoke",
+                               overrides={"gen": {"guidance": "clip_grad", "clip_guidance_scale": 7.0}})
+    assert cell.generator_key(base, "d") == cell.generator_key(steered, "d")  # one trained model
+    assert cell.config_key(base) != cell.config_key(steered)  # but a cell of its own
 
 
 def test_the_clip_gradient_raises_the_caption_similarity(trained):

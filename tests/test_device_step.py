@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from synthboost import classifiers, pipeline
+from synthboost import cell, classifiers
 from synthboost.classifiers import CNNClassifier, CNNConfig, eval_period
 from synthboost.config import DataConfig, build
 from synthboost.data import make_split
@@ -59,8 +59,8 @@ def test_auto_eval_cadence_validates_every_epoch_under_early_stopping(split):
 def test_eval_cadence_is_keyed_only_where_it_changes_the_weights():
     """Cells recorded with eval_every=1 keep their keys (grids resume them); under early stopping it is a cell."""
     def key(**clf):
-        return pipeline.config_key(pipeline.make_config(model="none", regime="balanced", size=5000, seed=0,
-                                                        profile="quick", overrides={"clf": clf}))
+        return cell.config_key(cell.make_config(model="none", regime="balanced", size=5000, seed=0,
+                                                profile="quick", overrides={"clf": clf}))
 
     assert key() == key(eval_every=1) == key(eval_every=7) == "b58001c7db0d5b81"  # the recorded none cell
     assert key(early_stopping=5) == key(early_stopping=5, eval_every=1) != key(early_stopping=5, eval_every=2)

@@ -228,7 +228,7 @@ def test_clip_train_command_logs_the_clip_once_and_the_clip_family_reuses_it(tra
     a second call and a `clip` run reuse that run instead of training again."""
     from typer.testing import CliRunner
 
-    from synthboost import pipeline
+    from synthboost import cell, pipeline
     from synthboost.cli import app
 
     runner = CliRunner()
@@ -241,8 +241,8 @@ def test_clip_train_command_logs_the_clip_once_and_the_clip_family_reuses_it(tra
     again = runner.invoke(app, ["clip", "train", "--profile", "smoke"])
     assert again.exit_code == 0 and run_id in again.stdout
 
-    cfg = pipeline.make_config(model="clip", regime="balanced", size=300, profile="smoke",
-                               overrides={"gen": {"clip_data": "full"}})  # the full CLIP is opt-in
+    cfg = cell.make_config(model="clip", regime="balanced", size=300, profile="smoke",
+                           overrides={"gen": {"clip_data": "full"}})  # the full CLIP is opt-in
     result = pipeline.run_experiment(cfg, tracker=tracker, experiment="clip-reuse", progress=False, use_cache=False)
     tags = tracker.run_info(result.run_id)["tags"]
     assert tags["gen.clip_run_id"] == run_id

@@ -226,7 +226,8 @@ def test_heldout_real_images_are_worth_one_real_image_and_noise_nothing(tracker,
     1× mix, so that heldout's 850 + 850 images land inside the curve (at its 2,000 point).  The SVM trains in about
     a second per run and its balanced curve rises steadily over these sizes (≈ 77 → 82%); on three seeds the paired
     t-interval (2 degrees of freedom) is wide (measured: heldout 1.14 [0.58, +∞], noise −0.43 [−∞, −0.26])."""
-    from synthboost.pipeline import make_config, run_experiment
+    from synthboost.cell import make_config
+    from synthboost.pipeline import run_experiment
     from synthboost.report import build_report
 
     exp = "exchange-e2e"

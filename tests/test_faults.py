@@ -256,7 +256,8 @@ def test_a_grid_worker_killed_while_training_its_classifier_the_grid_still_runs_
 
 def test_a_damaged_checkpoint_is_never_taken_as_a_cached_generator(tmp_path, capsys, record):
     """A checkpoint whose bytes no longer match the digest recorded after its upload is not sampled from."""
-    from synthboost.pipeline import make_config, run_experiment
+    from synthboost.cell import make_config
+    from synthboost.pipeline import run_experiment
 
     record.fault("a stored checkpoint cut to half its bytes (no longer the digest recorded after upload)",
                  store="embedded", checked="`does not match the digest … not reusing it` on stderr; the generator "

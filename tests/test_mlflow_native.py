@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from synthboost.data import CLASS_NAMES, load_fashion_mnist, make_split
-from synthboost.pipeline import generator_key, make_config, run_experiment
+from synthboost.cell import generator_key, make_config
+from synthboost.pipeline import run_experiment
 from synthboost.tracking import Tracker
 
 

@@ -5,7 +5,8 @@ import torch
 
 from synthboost import generators
 from synthboost.data import make_split
-from synthboost.pipeline import make_config, run_experiment
+from synthboost.cell import make_config
+from synthboost.pipeline import run_experiment
 
 TAGS = ("model", "regime", "size", "seed", "profile", "classifier", "generator_key", "generator_run_id",
         "data_digest", "git_commit")
@@ -73,7 +74,7 @@ def test_another_recipe_in_another_process_trains_on_the_kept_samples_without_dr
                            mix_strategy="balance", overrides={"clf": {"class_weight": "balanced"}})
 
     def run_fresh_process():
-        pipeline._POOLS.clear()  # what a new worker process starts with
+        pipeline.forget_pools()  # what a new worker process starts with
         result = run_experiment(weighted, tracker=tracker, experiment="test-pipeline", progress=False,
                                 extra_tags={"variant": "vae-strong"})
         run = tracker.client.get_run(result.run_id)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from synthboost import generators, pipeline, pseudo_label
+from synthboost import cell, generators, pipeline, pseudo_label
 from synthboost.config import DataConfig
 from synthboost.data import load_fashion_mnist, make_split, unlabeled_indices
 from synthboost.errors import UserError
@@ -85,20 +85,20 @@ def test_ssvae_is_paired_with_the_pseudo_label_baseline_on_its_pool_never_with_n
 
 def test_the_pool_baseline_config_follows_ssvae_profile_by_profile_and_is_refused_elsewhere():
     for profile in ("smoke", "quick", "paper"):
-        ss = pipeline.make_config(model="ssvae", regime="high", size=1000, profile=profile)
-        pl = pipeline.make_config(model="pseudo-label", regime="high", size=1000, profile=profile)
-        assert pipeline.unlabeled_count(pl) == pipeline.unlabeled_count(ss) == ss.gen.unlabeled_size > 0
-        assert pl.clf == pipeline.make_config(model="none", regime="high", size=1000, profile=profile).clf
-    assert pipeline.unlabeled_count(pipeline.make_config(model="cvae", regime="high", size=1000)) == 0
-    pl = pipeline.make_config(model="pseudo-label", overrides={"pseudo": {"threshold": 0.5, "unlabeled_size": 300}})
+        ss = cell.make_config(model="ssvae", regime="high", size=1000, profile=profile)
+        pl = cell.make_config(model="pseudo-label", regime="high", size=1000, profile=profile)
+        assert cell.unlabeled_count(pl) == cell.unlabeled_count(ss) == ss.gen.unlabeled_size > 0
+        assert pl.clf == cell.make_config(model="none", regime="high", size=1000, profile=profile).clf
+    assert cell.unlabeled_count(cell.make_config(model="cvae", regime="high", size=1000)) == 0
+    pl = cell.make_config(model="pseudo-label", overrides={"pseudo": {"threshold": 0.5, "unlabeled_size": 300}})
     assert (pl.pseudo.threshold, pl.pseudo.unlabeled_size) == (0.5, 300) and "pseudo.threshold" in pl.params()
-    assert "+300 unlabeled" in pipeline.run_name(pl)
+    assert "+300 unlabeled" in cell.run_name(pl)
     with pytest.raises(UserError, match="apply only to model pseudo-label"):
-        pipeline.make_config(model="none", overrides={"pseudo": {"threshold": 0.5}})
+        cell.make_config(model="none", overrides={"pseudo": {"threshold": 0.5}})
     with pytest.raises(UserError, match="pseudo.threshold"):
-        pipeline.make_config(model="pseudo-label", overrides={"pseudo": {"threshold": 1.5}})
+        cell.make_config(model="pseudo-label", overrides={"pseudo": {"threshold": 1.5}})
     # a run with no pool keeps the config (and key) it had: no pseudo section in it
-    assert "pseudo" not in pipeline.make_config(model="none").to_dict()
+    assert "pseudo" not in cell.make_config(model="none").to_dict()
 
 
 @pytest.mark.slow
@@ -112,7 +112,7 @@ def test_pseudo_label_runs_on_the_images_ssvae_sees_at_the_steps_of_none(tmp_pat
     for model in ("none", "ssvae", "pseudo-label"):
         # smoke's 2-epoch teacher is rarely 90% sure: a lower threshold, so that pseudo-labels join the real images
         low = {"pseudo": {"threshold": 0.2}} if model == "pseudo-label" else {}
-        cfg = pipeline.make_config(model=model, regime="high", size=600, seed=1, profile="smoke", overrides=low)
+        cfg = cell.make_config(model=model, regime="high", size=600, seed=1, profile="smoke", overrides=low)
         res = pipeline.run_experiment(cfg, tracker=tracker, experiment="pool-smoke", use_env_run=False,
                                       progress=False, use_cache=False)
         out[model] = (cfg, tracker.run_info(res.run_id))

@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from synthboost.cli import app
-from synthboost.pipeline import make_config, run_experiment
+from synthboost.cell import make_config
+from synthboost.pipeline import run_experiment
 from synthboost.tracking import Tracker
 
 runner = CliRunner()

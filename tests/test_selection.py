@@ -37,7 +37,7 @@ def test_kfold_partitions_the_holdout_pool_into_stratified_folds():
 
 def test_holdout_configs_keep_their_keys():
     """The k-fold fields are left out of a holdout run's config, so no finished grid cell is re-run for them."""
-    from synthboost.pipeline import make_config
+    from synthboost.cell import make_config
 
     cfg = make_config(model="none", regime="high", size=300, profile="smoke")
     assert "kfold" not in cfg.to_dict()["data"] and "data.fold" not in cfg.params()

@@ -110,20 +110,20 @@ def test_channels_last_is_a_switch(split):
 def test_a_run_records_the_precision_its_amp_setting_resolved_to(tracker):
     """`auto` means bf16 on a CPU with native bf16 and fp32 elsewhere: the run says which (clf.precision, part of
     its recipe), and a diffusion run tags what its sampling (and, when it trains, its training) computed in."""
-    from synthboost import pipeline
+    from synthboost import cell, pipeline
 
     cpu = torch.device("cpu")
     want = "bf16" if native_bf16(cpu) else "fp32"
-    cfg = pipeline.make_config(model="ddpm", regime="balanced", size=300, seed=0, profile="smoke",
-                               overrides={"clf": {"amp": "auto", "steps": 4}, "gen": {"sampling_amp": "auto"}})
+    cfg = cell.make_config(model="ddpm", regime="balanced", size=300, seed=0, profile="smoke",
+                           overrides={"clf": {"amp": "auto", "steps": 4}, "gen": {"sampling_amp": "auto"}})
     result = pipeline.run_experiment(cfg, tracker=tracker, experiment="test-precision", progress=False,
                                      use_cache=False)
     run = tracker.client.get_run(result.run_id).data
     assert run.params["clf.amp"] == "auto" and run.params["clf.precision"] == want
     assert run.tags["gen.sampling_precision"] == want  # auto sampling: bf16 where the CPU computes it
     assert run.tags["gen.training_precision"] == "fp32"  # auto training: autocast on CUDA only
-    plain = pipeline.make_config(model="none", regime="balanced", size=300, seed=0, profile="smoke",
-                                 overrides={"clf": {"amp": "bf16", "steps": 4}})
+    plain = cell.make_config(model="none", regime="balanced", size=300, seed=0, profile="smoke",
+                             overrides={"clf": {"amp": "bf16", "steps": 4}})
     run = tracker.client.get_run(pipeline.run_experiment(plain, tracker=tracker, experiment="test-precision",
                                                          progress=False).run_id).data
     assert run.params["clf.precision"] == "bf16" and "gen.sampling_precision" not in run.tags

@@ -296,7 +296,7 @@ def test_clip_study_searches_the_guidance_and_trains_one_model():
     # issue 18: the clip study tries classifier-free guidance, the CLIP gradient and both, at their scales; all
     # sampling-only, so every trial reuses the one trained generator (one generator key across the space)
     from synthboost.config import Choice
-    from synthboost.pipeline import generator_key, make_config
+    from synthboost.cell import generator_key, make_config
 
     space = study_mod.resolve_space(study_mod.load_spec(model="clip"))
     assert isinstance(space["gen.guidance"], Choice)

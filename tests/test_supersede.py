@@ -4,7 +4,7 @@ import pytest
 from smoke_configs import smoke_grid
 from typer.testing import CliRunner
 
-from synthboost import generators, pipeline
+from synthboost import cell, generators, pipeline
 from synthboost import grid as grid_mod
 from synthboost.cli import app
 from synthboost.report import build_report
@@ -104,7 +104,7 @@ def test_the_sweep_marks_runs_rerun_before_marking_existed(tracker, regrid):
 
 
 def test_single_runs_are_marked_by_hand_and_a_selection_of_only_superseded_runs_exits_2(tracker, regrid, tmp_path):
-    cfg = pipeline.make_config(model="none", size=300, profile="smoke", overrides={"clf": {"epochs": 1}})
+    cfg = cell.make_config(model="none", size=300, profile="smoke", overrides={"clf": {"epochs": 1}})
     single = pipeline.run_experiment(cfg, tracker=tracker, experiment="supersede-hand", progress=False).run_id
     (current,) = by_model(tracker, "none")
     out = runner.invoke(app, ["supersede", "--run-id", single, "--by", current.info.run_id, "--reason",

@@ -77,11 +77,11 @@ def run(
                                                      help="Generator-quality metrics (default: on except smoke).")] = None,
 ) -> None:
     """Run one experiment cell and record it as one MLflow run."""
-    from . import config, pipeline
+    from . import cell, config, pipeline
 
-    cfg = pipeline.make_config(model=model, classifier=classifier, regime=regime, size=size, seed=seed,
-                               profile=profile, mix_ratio=mix_ratio, mix_strategy=mix_strategy,
-                               overrides=config.parse_overrides(set_), gen_metrics=gen_metrics)
+    cfg = cell.make_config(model=model, classifier=classifier, regime=regime, size=size, seed=seed,
+                           profile=profile, mix_ratio=mix_ratio, mix_strategy=mix_strategy,
+                           overrides=config.parse_overrides(set_), gen_metrics=gen_metrics)
     if not sys.stderr.isatty():
         tracking.quiet_artifact_bars()
     tracker = tracking.Tracker()

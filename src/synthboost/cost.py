@@ -66,15 +66,6 @@ def machine_key(m: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- how much work a cell does
-def train_counts(regime: str, size: int, seed: int, *, val_fraction: float, minority_classes=(2, 6)) -> list[int]:
-    """Per-class real *training* images of a cell (the regime's counts less the validation split), without
-    loading any data — the same arithmetic as ``data.make_split``."""
-    from .data import regime_counts
-
-    counts = regime_counts(regime, size, seed, minority_classes=minority_classes)
-    return [n - max(1, int(round(n * val_fraction))) for n in counts]
-
-
 def generator_images(gen_cfg, n: int) -> float:
     """Images a generator's training passes over on ``n`` training images: epochs (raised to its step floor) ×
     an epoch's images (drop_last batches), plus its unlabelled pool; its cost is proportional to this."""
@@ -247,7 +238,8 @@ def calibrate(units, *, profile: str, gen_metrics: bool, path: Path | None = Non
     import tempfile
 
     from . import generators
-    from .pipeline import feature_extractor, make_config, run_experiment
+    from .cell import make_config
+    from .pipeline import feature_extractor, run_experiment
     from .tracking import Tracker
 
     wall0, cpu0 = time.perf_counter(), time.process_time()

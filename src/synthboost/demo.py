@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import pipeline
+from . import cell, pipeline
 from .report import ReportResult, build_report
 from .report.render import display_gains, display_results
 from .stages import StageFn, silent
@@ -38,12 +38,12 @@ class DemoResult:
 def run_demo(*, tracker, out_dir: Path, profile: str = "quick", experiment: str = "demo", gen_metrics: bool = False,
              progress: bool = False, stage: StageFn = silent) -> DemoResult:
     """The demo's runs and report; every config is validated before the first run opens."""
-    configs = [pipeline.make_config(model=model, profile=profile, gen_metrics=gen_metrics, overrides=DEMO_OVERRIDES,
-                                    **DEMO_CELL, **mix)
+    configs = [cell.make_config(model=model, profile=profile, gen_metrics=gen_metrics, overrides=DEMO_OVERRIDES,
+                                **DEMO_CELL, **mix)
                for model, mix in DEMO_RUNS]
     runs = []
     for i, cfg in enumerate(configs, 1):
-        stage(f"run {i}/{len(configs)}", pipeline.run_name(cfg) + f" ({cfg.profile} profile)")
+        stage(f"run {i}/{len(configs)}", cell.run_name(cfg) + f" ({cfg.profile} profile)")
         runs.append(pipeline.run_experiment(cfg, tracker=tracker, experiment=experiment, use_env_run=False,
                                             progress=progress, stage=stage))
     stage("report", f"results and gains over the real-only baseline, from experiment {experiment!r} "

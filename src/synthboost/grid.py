@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import pydantic
 
 from . import classifiers, cost, generators, queue, supersede
+from .cell import config_key, make_config, workload
 from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, as_dict, build, config, load_yaml
 from .errors import ResourceError, UserError
 from .study import TUNING_SEEDS, BestParams, TunedStudies, split_fixed, studies_dir
@@ -294,8 +295,6 @@ class Unit:
         return cls(**values, cells=cells)
 
     def cell_config(self, cell: Cell):
-        from .pipeline import make_config
-
         return make_config(model=self.model, classifier=cell.classifier, regime=self.regime, size=self.size,
                            seed=self.seed, profile=self.profile, overrides=cell.overrides,
                            gen_metrics=self.gen_metrics)
@@ -368,8 +367,6 @@ def cell_overrides(v: Variant, mx: MixSetting | None, fixed: dict[str, dict[str,
 
 def _plan_cell(spec: GridSpec, v: Variant, regime: str, size: int, seed: int, clf: str, mx: MixSetting | None,
                fixed: dict[str, dict[str, Any]]) -> Cell:
-    from .pipeline import config_key, make_config
-
     overrides = cell_overrides(v, mx, fixed)
     cfg = make_config(model=v.model, classifier=clf, regime=regime, size=size, seed=seed, profile=spec.profile,
                       overrides=overrides, gen_metrics=spec.gen_metrics)
@@ -424,29 +421,17 @@ def superseded(spec: GridSpec, units: list[Unit], tracker, *, mark: bool) -> sup
 # ---------------------------------------------------------------- cost estimates (cost.py)
 def cell_work(unit: Unit, cell: Cell, *, group: int) -> cost.CellWork:
     """The work of one planned cell, computed from its config without loading any data."""
-    from .mixing import synthetic_counts
-    from .pipeline import budget_images, filter_key, sampling_values, uses_mix
-
     cfg = unit.cell_config(cell)
-    counts = cost.train_counts(cfg.data.regime, cfg.data.size, cfg.seed, val_fraction=cfg.data.val_fraction,
-                               minority_classes=cfg.data.minority_classes)
-    n_real = sum(counts)
-    n_added = sum(synthetic_counts(counts, cfg.mix)) if uses_mix(cfg) else 0
-    clf = cost.classifier_work(cfg.clf, n_budget=budget_images(cfg, n_real) or n_real + n_added,
-                               n_total=n_real + n_added)
+    load = workload(cfg)
+    clf = cost.classifier_work(cfg.clf, n_budget=load.epoch_images, n_total=load.n_real + load.n_added)
     common = dict(family=cfg.model, profile=cfg.profile, classifier=cfg.classifier, size=cfg.data.size, group=group,
                   classifier_work=clf, precision=classifiers.training_precision(cfg.clf),
                   recipe=getattr(cfg.clf, "recipe", "fair"), key=cell.key)
     if cfg.gen is None:
         return cost.CellWork(**common)
-    # what the generator key hashes, less the data digest (the same data config and seed draw the same data)
-    gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in sampling_values(cfg.gen)}
-    gen_key = json.dumps([cfg.model, gen, cfg.to_dict()["data"], cfg.seed, cfg.profile], sort_keys=True, default=str)
-    # what the pipeline's kept draw is keyed by (sample_cache): the recipe (clf.*) is not part of it
-    pool_key = json.dumps([gen_key, sampling_values(cfg.gen), synthetic_counts(counts, cfg.mix),
-                           *filter_key(cfg.mix)], sort_keys=True, default=str)
-    return cost.CellWork(**common, gen_key=gen_key, gen_images=cost.generator_images(cfg.gen, n_real),
-                         sampled=float(n_added), pool_key=pool_key, quality=cfg.gen_metrics)
+    return cost.CellWork(**common, gen_key=load.generator_identity, pool_key=load.pool_identity,
+                         gen_images=cost.generator_images(cfg.gen, load.n_real), sampled=float(load.n_added),
+                         quality=cfg.gen_metrics)
 
 
 def cost_estimate(spec: GridSpec, units: list[Unit], tracker, *, calibration: Path | None = None,

@@ -346,7 +346,7 @@ def objective(trial, spec: StudySpec, *, study_name: str, tracker, parent: str, 
     """
     import optuna
 
-    from . import pipeline
+    from . import cell, pipeline
 
     overrides = suggest(trial, resolve_space(spec))
     for section, kv in fixed_overrides(spec).items():
@@ -356,9 +356,9 @@ def objective(trial, spec: StudySpec, *, study_name: str, tracker, parent: str, 
     runs = [(seed, fold) for seed in spec.seeds for fold in ([None] if k is None else range(k))]
     for i, (seed, fold) in enumerate(runs):
         data = overrides.get("data", {}) | ({} if fold is None else {"kfold": k, "fold": fold})
-        cfg = pipeline.make_config(model=spec.model, classifier=spec.classifier, regime=spec.regime,
-                                   size=spec.size, seed=seed, profile=spec.profile,
-                                   overrides=overrides | {"data": data}, gen_metrics=spec.gen_metrics)
+        cfg = cell.make_config(model=spec.model, classifier=spec.classifier, regime=spec.regime,
+                               size=spec.size, seed=seed, profile=spec.profile,
+                               overrides=overrides | {"data": data}, gen_metrics=spec.gen_metrics)
 
         def on_epoch(epoch: int, m: dict[str, float], first: bool = i == 0) -> None:
             # only the first run's curve drives pruning (later seeds and folds restart the epoch count)

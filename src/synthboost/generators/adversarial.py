@@ -72,7 +72,7 @@ class AdversarialConfig:
     collapse_threshold: float = pydantic.Field(default=0.1, ge=0.0, le=1.0)
     collapse_patience: int = pydantic.Field(default=3, ge=1, le=100)
 
-    #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
+    #: read only when sampling: changing them reuses the trained weights (cell.generator_key)
     sampling_fields: ClassVar[tuple[str, ...]] = ("truncation",)
 
 

@@ -55,7 +55,7 @@ class DDPMConfig:
         "paper": {"width": 64, "layers_per_block": 2, "epochs": 200, "batch_size": 128, "lr": 2e-4,
                   "ema_decay": 0.9995, "sampling_steps": 100, "min_steps": 6600},
     }
-    #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
+    #: read only when sampling: changing them reuses the trained weights (cell.generator_key)
     sampling_fields: ClassVar[tuple[str, ...]] = ("guidance_scale", "sampler", "sampling_steps", "sampling_amp")
     tunables: ClassVar[dict[str, Tunable]] = {
         "lr": FloatRange(2e-4, 2e-3, log=True),

@@ -36,7 +36,7 @@ class VAEConfig:
         "quick": {"epochs": 30},
         "paper": {"epochs": 100},
     }
-    #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
+    #: read only when sampling: changing them reuses the trained weights (cell.generator_key)
     sampling_fields: ClassVar[tuple[str, ...]] = ("temperature",)
     tunables: ClassVar[dict[str, Tunable]] = {
         "latent_dim": IntRange(4, 64, log=True),

@@ -49,7 +49,7 @@ class VQVAEConfig:
         "quick": {"epochs": 10, "prior_epochs": 40},
         "paper": {"epochs": 100, "prior_epochs": 200, "codebook_size": 512, "prior_dim": 256, "prior_layers": 6},
     }
-    #: read only when sampling: changing them reuses the trained weights (pipeline.generator_key)
+    #: read only when sampling: changing them reuses the trained weights (cell.generator_key)
     sampling_fields: ClassVar[tuple[str, ...]] = ("temperature",)
     tunables: ClassVar[dict[str, Tunable]] = {
         "codebook_size": IntRange(16, 512, log=True),

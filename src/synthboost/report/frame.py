@@ -176,7 +176,7 @@ def _superseded_labels(frame: pd.DataFrame, old: pd.Series) -> pd.Series:
 
 
 def _drop_idle_floor(frame: pd.DataFrame, n_real: np.ndarray) -> None:
-    """Blank ``params.clf.min_steps`` where the floor did not raise the budget, as ``pipeline.clf_key_dict`` keys it.
+    """Blank ``params.clf.min_steps`` where the floor did not raise the budget, as ``cell.clf_key_dict`` keys it.
 
     Such a run trained exactly as one without the floor, so it shares its recipe and setup."""
     if "params.clf.min_steps" not in frame:
@@ -196,7 +196,7 @@ def _drop_idle_floor(frame: pd.DataFrame, n_real: np.ndarray) -> None:
 
 
 def _key_eval_cadence(frame: pd.DataFrame) -> None:
-    """``params.clf.eval_every`` as ``pipeline.clf_key_dict`` keys it: 1 without early stopping and for auto (0).
+    """``params.clf.eval_every`` as ``cell.clf_key_dict`` keys it: 1 without early stopping and for auto (0).
 
     So runs from before auto share their recipe with runs after it."""
     if "params.clf.eval_every" not in frame:
