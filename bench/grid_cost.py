@@ -12,7 +12,7 @@ The goal (issue 19) is a ratio within 0.7–1.3.  The machine is shared: the loa
 
 The same check on a real grid that ran over hours or sessions, from the store in ``MLFLOW_TRACKING_URI`` (and this
 machine's calibration): the dry-run's estimate as the store stood at ``--as-of`` (UTC; only runs ended by then
-price it, ``grid.cost_estimate(as_of=…)``) beside the wall time of the grid's cells that FINISHED since, per
+price it, ``cost.estimate_grid(as_of=…)``) beside the wall time of the grid's cells that FINISHED since, per
 family and in all, summed over cells (each cell is one process with one thread: core-time, which session breaks do
 not inflate).  Cells tagged ``timings_disturbed`` (a paused process) and cells not finished yet are left out of
 both sides; a generator's training is priced on the cell that actually trained it.  *share* is the CPU time the
@@ -88,7 +88,7 @@ def main() -> None:
         for exp, expected, seed in passes:
             spec = spec_for(exp, seed)
             units = grid_mod.plan(spec, storage)
-            est = grid_mod.cost_estimate(spec, units, tracker, calibration=calibration)
+            est = cost.estimate_grid(units, tracker, experiment=spec.experiment, calibration=calibration)
             cells = sum(len(u.cells) for u in units)
             print(f"\n== pass '{exp}': {cells} cells, {len(est.families)} families; estimate from {expected}")
             for line in cost.report_lines(est, workers=1):
@@ -128,7 +128,7 @@ def replay(path: str, *, as_of: str, workers: int, cells: bool = False, min_shar
     spec = grid_mod.load_grid(path)
     tracker = Tracker()
     units = grid_mod.plan(spec, queue.default_storage())
-    est = grid_mod.cost_estimate(spec, units, tracker, as_of=ms)
+    est = cost.estimate_grid(units, tracker, experiment=spec.experiment, as_of=ms)
     print(f"== {spec.experiment}: the dry-run's estimate as of {when:%Y-%m-%d %H:%M} UTC "
           f"({len(est.cell_seconds)} cells to run then)")
     for line in cost.report_lines(est, workers=workers):

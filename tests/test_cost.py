@@ -34,10 +34,10 @@ def test_a_family_without_runs_or_calibration_is_unknown_not_borrowed_from_anoth
                         calibration=[record("vae")], m=HERE)
     assert est.families["none"].source == "runs" and est.families["none"].seconds > 0
     ddpm = est.families["ddpm"]
-    assert ddpm.source == "unknown" and ddpm.unknown == ddpm.units == 3 and ddpm.seconds == 0
+    assert ddpm.source == "unknown" and ddpm.unknown == ddpm.parts == 3 and ddpm.seconds == 0
     lines = cost.report_lines(est, workers=1)
     assert any(line.startswith("ddpm") and "unknown" in line and "—" in line for line in lines)
-    assert "3 of 4 units unknown" in "\n".join(lines) and "at least" in "\n".join(lines)
+    assert "3 of 4 parts unknown" in "\n".join(lines) and "at least" in "\n".join(lines)
 
 
 def test_a_draw_shared_by_several_recipes_is_priced_once_and_not_at_all_once_drawn():
@@ -100,7 +100,7 @@ def test_a_bf16_classifier_is_priced_only_from_runs_that_trained_in_bf16(tmp_pat
     path.write_text("experiment: p\nprofile: quick\nmodels: [none]\nregimes: [high]\nsizes: [1000]\nseeds: [0]\n"
                     "fixed: {clf.amp: bf16}\n")
     (unit,) = grid_mod.plan(grid_mod.load_grid(path), str(tmp_path / "q.journal"))
-    assert grid_mod.cell_work(unit, unit.cells[0], group=0).precision == "bf16"
+    assert cost.cell_work(unit, unit.cells[0], group=0).precision == "bf16"
 
 
 def test_a_seed_recipe_classifier_is_priced_from_seed_recipe_runs_and_its_generator_from_any():
@@ -112,7 +112,7 @@ def test_a_seed_recipe_classifier_is_priced_from_seed_recipe_runs_and_its_genera
     seed = replace(record("ddpm", clf_s=1.0, cell=111.0), recipe="seed")
     seed_cell = replace(cell("ddpm"), recipe="seed")
     only_fair = cost.estimate([seed_cell], records=[fair], calibration=[], m=HERE).families["ddpm"]
-    assert only_fair.unknown == 1 and only_fair.units == 3  # the classifier; training and drawing are priced
+    assert only_fair.unknown == 1 and only_fair.parts == 3  # the classifier; training and drawing are priced
     both = [fair, seed]
     seed_s = cost.estimate([seed_cell], records=both, calibration=[], m=HERE).seconds
     fair_s = cost.estimate([cell("ddpm")], records=both, calibration=[], m=HERE).seconds
@@ -157,7 +157,7 @@ def test_cell_work_follows_the_planned_config(tmp_path):
     path.write_text("experiment: cw\nprofile: quick\nmodels: [none, ddpm]\nregimes: [balanced]\nsizes: [1000, 5000]\n"
                     "seeds: [0]\nmixes: [{ratio: 1.0, strategy: balance}]\n")
     units = grid_mod.plan(grid_mod.load_grid(path), str(tmp_path / "q.journal"))
-    work = {(u.model, u.size): grid_mod.cell_work(u, u.cells[0], group=0) for u in units}
+    work = {(u.model, u.size): cost.cell_work(u, u.cells[0], group=0) for u in units}
     # the CNN's budget is epochs × ⌊real training images / batch⌋; a mix draws as many images as the real ones
     assert work[("none", 5000)].classifier_work == 40 * (4250 // 64)
     assert work[("ddpm", 1000)].sampled == 850 and work[("ddpm", 1000)].gen_key != work[("ddpm", 5000)].gen_key
@@ -169,7 +169,7 @@ def test_cell_work_follows_the_planned_config(tmp_path):
                     "models: [ddpm, {model: ddpm, name: ddpm-seedrecipe, clf: {recipe: seed}}]\n"
                     "mixes: [{ratio: 1.0, strategy: uniform}, {ratio: 2.0, strategy: uniform}]\n")
     units = grid_mod.plan(grid_mod.load_grid(path), str(tmp_path / "q.journal"))
-    default, seedrecipe = ([grid_mod.cell_work(u, c, group=0) for c in u.cells] for u in units)
+    default, seedrecipe = ([cost.cell_work(u, c, group=0) for c in u.cells] for u in units)
     assert default[0].pool_key == seedrecipe[0].pool_key != default[1].pool_key
     assert default[0].gen_key == default[1].gen_key == seedrecipe[1].gen_key
 
@@ -183,7 +183,7 @@ def test_dry_run_on_an_empty_store_says_unknown_and_how_to_calibrate(tmp_path):
                         env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"})
     assert out.exit_code == 0, out.output
     assert "2 cells in 2 units; 0 done, 2 to run" in out.stdout
-    assert "4 of 4 units unknown" in out.stdout and "synthboost grid --calibrate" in out.stdout
+    assert "4 of 4 parts unknown" in out.stdout and "synthboost grid --calibrate" in out.stdout
     assert [line.split()[0] for line in out.stdout.splitlines() if "unknown" in line.split()[-1:]] == ["none", "vae"]
 
 
@@ -201,7 +201,7 @@ def test_an_estimate_replayed_as_of_a_past_time_prices_from_the_runs_ended_by_th
     spec = grid_mod.load_grid(path)
     units = grid_mod.plan(spec, str(tmp_path / "q.journal"))
     keys = [c.key for u in units for c in u.cells]
-    steps = grid_mod.cell_work(units[0], units[0].cells[0], group=0).classifier_work
+    steps = cost.cell_work(units[0], units[0].cells[0], group=0).classifier_work
     exp = tracker.experiment_id("replayed")
     # seed 0 ended at t=1,000 s, classifier 1 s a step; seed 1 at t=5,000 s, 3 s a step; seed 2 never ran
     for key, end, per_step in ((keys[0], 1_000_000, 1.0), (keys[1], 5_000_000, 3.0)):
@@ -214,19 +214,19 @@ def test_an_estimate_replayed_as_of_a_past_time_prices_from_the_runs_ended_by_th
         tracker.client.set_terminated(run.info.run_id, end_time=end)
     assert len(tracker.timings(experiments=["replayed"], before=3_000_000)) == 1
 
-    now = grid_mod.cost_estimate(spec, units, tracker, calibration=tmp_path / "none.json")
+    now = cost.estimate_grid(units, tracker, experiment=spec.experiment, calibration=tmp_path / "none.json")
     assert list(now.cell_seconds) == [keys[2]]  # seeds 0 and 1 are done
     assert now.cell_seconds[keys[2]] == pytest.approx(2.0 * steps + 20)  # the mean of both runs' rates
-    then = grid_mod.cost_estimate(spec, units, tracker, calibration=tmp_path / "none.json", as_of=3_000_000)
+    then = cost.estimate_grid(units, tracker, experiment=spec.experiment, calibration=tmp_path / "none.json", as_of=3_000_000)
     # seed 1 was still to run, in the order the cells then ran (seed 1 first), priced from seed 0's run alone
     assert list(then.cell_seconds) == [keys[1], keys[2]]
     assert then.cell_seconds[keys[1]] == pytest.approx(1.0 * steps + 20)
     assert then.seconds == pytest.approx(sum(then.cell_seconds.values()))
-    before_any = grid_mod.cost_estimate(spec, units, tracker, calibration=tmp_path / "none.json", as_of=500_000)
+    before_any = cost.estimate_grid(units, tracker, experiment=spec.experiment, calibration=tmp_path / "none.json", as_of=500_000)
     assert before_any.unknown and set(before_any.cell_seconds.values()) == {None}
     # a calibration made since did not exist then: the replay does not use it
     cal = cost.save_calibration([record("none", size=300, gen_images=0)], path=tmp_path / "cal.json")
-    replayed = grid_mod.cost_estimate(spec, units, tracker, calibration=cal, as_of=500_000)
+    replayed = cost.estimate_grid(units, tracker, experiment=spec.experiment, calibration=cal, as_of=500_000)
     assert replayed.unknown and any("newer than the replayed moment" in n for n in replayed.notes)
     # the bench holds the estimate as of then against the cell measured since (seed 1: 3 s a step, 1 s priced)
     from benches import load_bench

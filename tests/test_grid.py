@@ -69,7 +69,7 @@ def test_grid_runs_every_cell_once_and_resumes_after_an_interruption(tracker, tm
 
     out = runner.invoke(app, ["grid", "--config", str(path), "--storage", storage, "--dry-run"])
     # the rest is priced from the finished cells of each family (this machine's runs), none of it unknown
-    assert "5 done, 7 to run" in out.stdout and "0 of " in out.stdout and "units unknown" in out.stdout
+    assert "5 done, 7 to run" in out.stdout and "0 of " in out.stdout and "parts unknown" in out.stdout
     assert all(line.split()[-1] == "runs" for line in out.stdout.splitlines() if line.startswith(("none ", "vae ")))
     # the report of a grid cut off lists what its plan still lacks, as the dry-run counts it
     out = runner.invoke(app, ["report", "--plan", str(path), "--storage", storage, "--out", str(tmp_path / "rep"),

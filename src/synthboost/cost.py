@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PARTS = ("gen", "sample", "classifier", "quality")  # the units' kinds; "overhead" rides with the classifier
+PARTS = ("gen", "sample", "classifier", "quality")  # the kinds of work a cell is priced in; "overhead" rides with the classifier
 SOURCES = ("runs", "calibration", "unknown")
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_FORMAT = 1
@@ -272,7 +272,7 @@ def calibrate(units, *, profile: str, gen_metrics: bool, path: Path | None = Non
 class FamilyEstimate:
     family: str
     cells: int = 0
-    units: int = 0
+    parts: int = 0  # what it is priced in: a generator's training, a draw, a classifier, quality metrics
     unknown: int = 0
     seconds: float = 0.0
     sources: set[str] = field(default_factory=set)
@@ -282,7 +282,7 @@ class FamilyEstimate:
         known = [s for s in SOURCES[:2] if s in self.sources]
         if not known:
             return "unknown"
-        return "+".join(known) + (f" ({self.unknown} units unknown)" if self.unknown else "")
+        return "+".join(known) + (f" ({self.unknown} parts unknown)" if self.unknown else "")
 
 
 @dataclass
@@ -292,7 +292,7 @@ class Estimate:
     machine: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     #: each cell's own estimate by its key (the generator's training and a shared draw on the first cell of
-    #: their key in the order given); None when a unit of it is unknown
+    #: their key in the order given); None when a part of it is unknown
     cell_seconds: dict[str, float | None] = field(default_factory=dict)
 
     @property
@@ -300,8 +300,8 @@ class Estimate:
         return sum(f.seconds for f in self.families.values())
 
     @property
-    def units(self) -> int:
-        return sum(f.units for f in self.families.values())
+    def parts(self) -> int:
+        return sum(f.parts for f in self.families.values())
 
     @property
     def unknown(self) -> int:
@@ -323,7 +323,7 @@ PRECISION_PARTS = ("classifier", "overhead")
 def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[Record],
              m: dict[str, Any] | None = None, trained_keys: set[str] = frozenset(),
              drawn_keys: set[str] = frozenset()) -> Estimate:
-    """Each cell's units priced from its own family's runs (``records``: those of this machine), else from its
+    """Each cell's parts priced from its own family's runs (``records``: those of this machine), else from its
     family's ``calibration``, else counted unknown.  A generator key and a pool key are priced once; keys in
     ``trained_keys`` (already trained) and ``drawn_keys`` (already drawn) cost nothing."""
     m = m or machine()
@@ -366,11 +366,11 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
             parts.append(("sample", c.sampled))
         if c.quality:
             parts.append(("quality", 1.0))
-        total: float | None = 0.0  # the cell's own: None once a unit of it is unknown
+        total: float | None = 0.0  # the cell's own: None once a part of it is unknown
         for part, amount in parts:
-            fam.units += 1
+            fam.parts += 1
             x, source = rate(c.rate_key, part, c.size, c.precision, c.recipe)
-            if part == "classifier" and x is not None:  # a cell's fixed costs come with its classifier unit
+            if part == "classifier" and x is not None:  # a cell's fixed costs come with its classifier part
                 over, _ = rate(c.rate_key, "overhead", c.size, c.precision, c.recipe)
                 x = None if over is None else x
                 seconds = None if x is None else x * amount + over
@@ -398,19 +398,89 @@ def format_duration(seconds: float) -> str:
 
 
 def report_lines(est: Estimate, *, workers: int) -> list[str]:
-    """The dry-run's table: per family its cells, units, estimate and the estimate's source; then the totals."""
-    lines = [f"{'family':<12} {'cells':>6} {'units':>6} {'estimate':>10}  source"]
+    """The dry-run's table: per family its cells, parts, estimate and the estimate's source; then the totals."""
+    lines = [f"{'family':<12} {'cells':>6} {'parts':>6} {'estimate':>10}  source"]
     for f in est.families.values():
-        shown = "—" if f.unknown == f.units else format_duration(f.seconds)
-        lines.append(f"{f.family:<12} {f.cells:>6} {f.units:>6} {shown:>10}  {f.source}")
+        shown = "—" if f.unknown == f.parts else format_duration(f.seconds)
+        lines.append(f"{f.family:<12} {f.cells:>6} {f.parts:>6} {shown:>10}  {f.source}")
     known = "" if not est.unknown else "at least "
     lines.append(f"total: {known}{est.seconds / 3600:.1f} core-hours; wall time {known}"
                  f"{format_duration(est.wall_seconds(workers))} with {workers} worker(s) "
                  f"(one thread each; timings for {machine_key(est.machine)})")
     if est.unknown:
-        lines.append(f"{est.unknown} of {est.units} units unknown (no runs of their family on this machine and no "
+        lines.append(f"{est.unknown} of {est.parts} parts unknown (no runs of their family on this machine and no "
                      "calibration): `synthboost grid --calibrate` measures them")
     else:
-        lines.append(f"0 of {est.units} units unknown")
+        lines.append(f"0 of {est.parts} parts unknown")
     lines += est.notes
     return lines
+
+
+# ---------------------------------------------------------------- a grid's missing cells, priced
+def cell_work(unit, cell, *, group: int) -> CellWork:
+    """The work of one planned cell (a ``grid.Unit`` and one of its cells), from its config, loading no data."""
+    from . import classifiers
+    from .cell import workload  # deferred: data and torch, which the CLI's start-up does not need
+
+    cfg = unit.cell_config(cell)
+    load = workload(cfg)
+    clf = classifier_work(cfg.clf, n_budget=load.epoch_images, n_total=load.n_real + load.n_added)
+    common = dict(family=cfg.model, profile=cfg.profile, classifier=cfg.classifier, size=cfg.data.size, group=group,
+                  classifier_work=clf, precision=classifiers.training_precision(cfg.clf),
+                  recipe=getattr(cfg.clf, "recipe", "fair"), key=cell.key)
+    if cfg.gen is None:
+        return CellWork(**common)
+    return CellWork(**common, gen_key=load.generator_identity, pool_key=load.pool_identity,
+                    gen_images=generator_images(cfg.gen, load.n_real), sampled=float(load.n_added),
+                    quality=cfg.gen_metrics)
+
+
+def estimate_grid(units, tracker, *, experiment: str, calibration: Path | None = None,
+                  as_of: int | None = None) -> Estimate:
+    """The missing cells' cost: each family's own runs on this machine, else its calibration, else unknown.
+
+    ``as_of`` (ms since the epoch) replays the estimate the store gave then: only runs ended by then price, only
+    cells finished by then are done, and the cells go in the order they ran since (a generator's training is on
+    the cell that trained it) — to check an estimate against the cells measured after it (bench/grid_cost.py)."""
+    from . import generators
+    from .tracking import KIND_EXPERIMENT, TAG_CONFIG_KEY
+
+    runs = {r.data.tags.get(TAG_CONFIG_KEY, ""): r
+            for r in tracker.finished_runs(KIND_EXPERIMENT, experiment_ids=[tracker.experiment_id(experiment)])}
+    done_keys = {k for k, r in runs.items() if as_of is None or (r.info.end_time or 0) < as_of}
+    m = machine()
+    records = [Record(**r) for r in tracker.timings(before=as_of)]
+    mine = [r for r in records if (r.cpu, r.threads) == (m["cpu"], m["threads"])]
+    cal_data = load_calibration(calibration)
+    calibrated, elsewhere = calibration_records(cal_data, m)
+    measured = calibration_time(cal_data, m)
+    late = as_of is not None and calibrated and (measured is None or measured * 1000 > as_of)
+    if late:  # a replay prices as the store stood then: a calibration made since did not exist
+        calibrated = []
+    cells, trained, drawn = [], set(), set()
+    for group, u in enumerate(units):
+        for c in u.cells:
+            done = c.key in done_keys
+            if done and generators.is_baseline(u.model):  # nothing of it is shared with a missing cell
+                continue
+            w = cell_work(u, c, group=group)
+            if not done:
+                cells.append(w)
+            elif w.gen_key is not None:  # a finished cell: its generator is trained and its pool drawn (and kept)
+                trained.add(w.gen_key)
+                drawn.add(w.pool_key)
+    if as_of is not None:  # cells measured since, as they ran; the others after them, in the plan's order
+        cells.sort(key=lambda w: runs[w.key].info.start_time if w.key in runs else float("inf"))
+    est = estimate(cells, records=mine, calibration=calibrated, m=m, trained_keys=trained, drawn_keys=drawn)
+    if late:
+        when = time.strftime(MEASURED_FORMAT, time.localtime(measured)) if measured else "at an unknown time"
+        est.notes.append(f"this machine's calibration (measured {when}) is newer than the replayed moment: not used")
+    if len(records) > len(mine):
+        est.notes.append(f"{len(records) - len(mine)} timed runs from another CPU or thread count are not used")
+    share = calibration_share(cal_data, m)
+    if calibrated and share is not None and share < 0.8:
+        est.notes.append(f"the calibration got {share:.0%} of a core (a busy machine): its figures are wall times at "
+                         "that load; calibrate again when the machine is quiet for an idle-machine estimate")
+    if elsewhere and not calibrated:
+        est.notes.append(f"calibration(s) for {'; '.join(elsewhere)} not used: this machine is {machine_key(m)}")
+    return est

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import pydantic
 
 from . import classifiers, cost, generators, queue, supersede
-from .cell import config_key, make_config, workload
+from .cell import config_key, make_config
 from .config import PROFILES, REGIMES, MixConfig, Profile, Regime, as_dict, build, config, load_yaml
 from .errors import ResourceError, UserError
 from .study import TUNING_SEEDS, BestParams, TunedStudies, split_fixed, studies_dir
@@ -418,67 +418,6 @@ def superseded(spec: GridSpec, units: list[Unit], tracker, *, mark: bool) -> sup
     if mark:
         supersede.apply(tracker, found.marks)
     return found
-# ---------------------------------------------------------------- cost estimates (cost.py)
-def cell_work(unit: Unit, cell: Cell, *, group: int) -> cost.CellWork:
-    """The work of one planned cell, computed from its config without loading any data."""
-    cfg = unit.cell_config(cell)
-    load = workload(cfg)
-    clf = cost.classifier_work(cfg.clf, n_budget=load.epoch_images, n_total=load.n_real + load.n_added)
-    common = dict(family=cfg.model, profile=cfg.profile, classifier=cfg.classifier, size=cfg.data.size, group=group,
-                  classifier_work=clf, precision=classifiers.training_precision(cfg.clf),
-                  recipe=getattr(cfg.clf, "recipe", "fair"), key=cell.key)
-    if cfg.gen is None:
-        return cost.CellWork(**common)
-    return cost.CellWork(**common, gen_key=load.generator_identity, pool_key=load.pool_identity,
-                         gen_images=cost.generator_images(cfg.gen, load.n_real), sampled=float(load.n_added),
-                         quality=cfg.gen_metrics)
-
-
-def cost_estimate(spec: GridSpec, units: list[Unit], tracker, *, calibration: Path | None = None,
-                  as_of: int | None = None) -> cost.Estimate:
-    """The missing cells' cost: each family's own runs on this machine, else its calibration, else unknown.
-
-    ``as_of`` (ms since the epoch) replays the estimate the store gave then: only runs ended by then price, only
-    cells finished by then are done, and the cells go in the order they ran since (a generator's training is on
-    the cell that trained it) — to check an estimate against the cells measured after it (bench/grid_cost.py)."""
-    runs = _finished_runs(tracker, tracker.experiment_id(spec.experiment))
-    done_keys = {k for k, r in runs.items() if as_of is None or (r.info.end_time or 0) < as_of}
-    m = cost.machine()
-    records = [cost.Record(**r) for r in tracker.timings(before=as_of)]
-    mine = [r for r in records if (r.cpu, r.threads) == (m["cpu"], m["threads"])]
-    cal_data = cost.load_calibration(calibration)
-    calibrated, elsewhere = cost.calibration_records(cal_data, m)
-    measured = cost.calibration_time(cal_data, m)
-    late = as_of is not None and calibrated and (measured is None or measured * 1000 > as_of)
-    if late:  # a replay prices as the store stood then: a calibration made since did not exist
-        calibrated = []
-    cells, trained, drawn = [], set(), set()
-    for group, u in enumerate(units):
-        for c in u.cells:
-            done = c.key in done_keys
-            if done and generators.is_baseline(u.model):  # nothing of it is shared with a missing cell
-                continue
-            w = cell_work(u, c, group=group)
-            if not done:
-                cells.append(w)
-            elif w.gen_key is not None:  # a finished cell: its generator is trained and its pool drawn (and kept)
-                trained.add(w.gen_key)
-                drawn.add(w.pool_key)
-    if as_of is not None:  # cells measured since, as they ran; the others after them, in the plan's order
-        cells.sort(key=lambda w: runs[w.key].info.start_time if w.key in runs else float("inf"))
-    est = cost.estimate(cells, records=mine, calibration=calibrated, m=m, trained_keys=trained, drawn_keys=drawn)
-    if late:
-        when = time.strftime(cost.MEASURED_FORMAT, time.localtime(measured)) if measured else "at an unknown time"
-        est.notes.append(f"this machine's calibration (measured {when}) is newer than the replayed moment: not used")
-    if len(records) > len(mine):
-        est.notes.append(f"{len(records) - len(mine)} timed runs from another CPU or thread count are not used")
-    share = cost.calibration_share(cal_data, m)
-    if calibrated and share is not None and share < 0.8:
-        est.notes.append(f"the calibration got {share:.0%} of a core (a busy machine): its figures are wall times at "
-                         "that load; calibrate again when the machine is quiet for an idle-machine estimate")
-    if elsewhere and not calibrated:
-        est.notes.append(f"calibration(s) for {'; '.join(elsewhere)} not used: this machine is {cost.machine_key(m)}")
-    return est
 
 
 def calibration_units(spec: GridSpec, storage_url: str, *, size: int = cost.CALIBRATION_SIZE) -> list[Unit]:
@@ -514,7 +453,8 @@ def dry_run(spec: GridSpec, storage_url: str, *, workers: int, tracker, say) -> 
     if old.reverted:
         say(f"{old.reverted} cells' runs under the planned config are themselves marked superseded (a "
             "change reverted?): their newer runs are left unmarked; re-run those cells or re-tag by hand")
-    for line in cost.report_lines(cost_estimate(spec, units, tracker), workers=workers):
+    for line in cost.report_lines(cost.estimate_grid(units, tracker, experiment=spec.experiment),
+                                  workers=workers):
         say(line)
 
 
