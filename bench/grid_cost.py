@@ -63,7 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-        from synthboost import cost
+        from synthboost import cost, work
         from synthboost import grid as grid_mod
         from synthboost.tracking import Tracker
 
@@ -82,7 +82,7 @@ def main() -> None:
         spec = spec_for("calibrate", 0)
         cost.calibrate(grid_mod.calibration_units(spec, storage), profile=spec.profile, gen_metrics=spec.gen_metrics,
                        path=calibration)
-        print(f"calibration ({args.profile}, {cost.machine_key(cost.machine())}): {time.perf_counter() - t0:.0f} s")
+        print(f"calibration ({args.profile}, {work.machine_key(work.machine())}): {time.perf_counter() - t0:.0f} s")
 
         passes = [("model", "calibration", 0)] + ([("runs", "runs", 1)] if args.from_runs else [])
         for exp, expected, seed in passes:

@@ -3,7 +3,7 @@
 import pytest
 from typer.testing import CliRunner
 
-from synthboost import cost
+from synthboost import cost, work
 from synthboost import grid as grid_mod
 from synthboost.cli import app
 
@@ -144,11 +144,11 @@ def test_a_calibration_from_another_cpu_is_not_used(tmp_path):
     path = tmp_path / "calibration.json"
     cost.save_calibration([record("vae")], path=path, m=ELSEWHERE)
     mine, elsewhere = cost.calibration_records(cost.load_calibration(path), HERE)
-    assert mine == [] and elsewhere == [cost.machine_key(ELSEWHERE)]
+    assert mine == [] and elsewhere == [work.machine_key(ELSEWHERE)]
     cost.save_calibration([record("none", gen_images=0)], path=path, m=HERE, cpu_share=0.25)
     data = cost.load_calibration(path)
     mine, elsewhere = cost.calibration_records(data, HERE)
-    assert {r.family for r in mine} == {"none"} and elsewhere == [cost.machine_key(ELSEWHERE)]
+    assert {r.family for r in mine} == {"none"} and elsewhere == [work.machine_key(ELSEWHERE)]
     assert cost.calibration_share(data, HERE) == 0.25  # a busy machine's calibration says so
 
 
@@ -207,7 +207,7 @@ def test_an_estimate_replayed_as_of_a_past_time_prices_from_the_runs_ended_by_th
     for key, end, per_step in ((keys[0], 1_000_000, 1.0), (keys[1], 5_000_000, 3.0)):
         run = tracker.client.create_run(exp, start_time=end - int((per_step * steps + 20) * 1000), tags={
             tracking.TAG_KIND: tracking.KIND_EXPERIMENT, tracking.TAG_CONFIG_KEY: key, "model": "none",
-            "profile": "smoke", "classifier": "cnn", "size": "300", **cost.machine_tags()})
+            "profile": "smoke", "classifier": "cnn", "size": "300", **work.machine_tags()})
         for name, value in (("time/classifier", per_step * steps), ("work/classifier", steps),
                             ("time/cell", per_step * steps + 20)):
             tracker.client.log_metric(run.info.run_id, name, value)
@@ -245,13 +245,13 @@ def test_two_cpus_of_one_model_name_but_different_vector_units_are_different_mac
 
     from synthboost import training
 
-    monkeypatch.setattr(cost, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(work, "cpu_model", lambda: "AMD EPYC")
     seen = []
     for isa, bf16 in (("AVX2", False), ("AVX512", True), ("AVX512", False)):
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda isa=isa: isa)
         monkeypatch.setattr(training, "native_bf16", lambda device, bf16=bf16: bf16)
-        cost.cpu_kind.cache_clear()
-        seen.append(cost.machine()["cpu"])
-    cost.cpu_kind.cache_clear()
+        work.cpu_kind.cache_clear()
+        seen.append(work.machine()["cpu"])
+    work.cpu_kind.cache_clear()
     assert seen == ["AMD EPYC [AVX2]", "AMD EPYC [AVX512+BF16]", "AMD EPYC [AVX512]"]
-    assert len({cost.machine_key({"cpu": c, "threads": 1}) for c in seen}) == 3
+    assert len({work.machine_key({"cpu": c, "threads": 1}) for c in seen}) == 3

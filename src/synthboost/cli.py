@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from . import cost, generators, ledger, queue, server, tracking
+from . import cost, generators, ledger, queue, server, tracking, work
 from .errors import ResourceError, StoreOutage, TrainingError, UserError
 from .outage import OUTAGE_EXIT
 from .stages import Stages
@@ -261,13 +261,13 @@ def agreement(
 ) -> None:
     """How far a study's choice can be trusted: Spearman rank agreement of its validation objective with test
     accuracy over its complete trials (n, 95% bootstrap CI); logged into the study's parent run."""
-    from . import selection
+    from . import study as study_mod
 
     if first is not None and first < 3:
         raise UserError(f"--first must be >= 3 (rank agreement needs 3 trials), got {first}")
     url = storage or queue.default_storage()
     queue.check_storage(url)
-    typer.echo(selection.study_agreement(name, url, tracker=tracking.Tracker(), first=first).text())
+    typer.echo(study_mod.agreement(name, url, tracker=tracking.Tracker(), first=first).text())
 
 
 @contextlib.contextmanager
@@ -360,7 +360,7 @@ def grid(
         path, records = cost.calibrate(grid_mod.calibration_units(spec, url), profile=spec.profile,
                                        gen_metrics=spec.gen_metrics, log=lambda line: typer.echo(line, err=True))
         typer.echo(f"calibrated {len({r.family for r in records})} families ({spec.profile}) on "
-                   f"{cost.machine_key(cost.machine())}: {path}")
+                   f"{work.machine_key(work.machine())}: {path}")
         if not dry_run:
             return
     if dry_run:

@@ -11,81 +11,18 @@ import functools
 import heapq
 import json
 import math
-import platform
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import work
+
 PARTS = ("gen", "sample", "classifier", "quality")  # the kinds of work a cell is priced in; "overhead" rides with the classifier
 SOURCES = ("runs", "calibration", "unknown")
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_FORMAT = 1
-
-
-# ---------------------------------------------------------------- the machine
-@functools.cache
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return " ".join(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-@functools.cache
-def cpu_kind() -> str:
-    """The CPU's model name with torch's vector unit and native bf16: machines of one name ("AMD EPYC") differ
-    there, and so do their speeds."""
-    import torch
-
-    from .training import native_bf16
-
-    features = torch.backends.cpu.get_cpu_capability() + ("+BF16" if native_bf16(torch.device("cpu")) else "")
-    return f"{cpu_model()} [{features}]"
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    return {"cpu": cpu_kind(), "threads": torch.get_num_threads()}
-
-
-def machine_tags() -> dict[str, Any]:
-    """Tags every run carries, so its timings are used only on the same kind of machine."""
-    m = machine()
-    return {"machine.cpu": m["cpu"], "machine.threads": m["threads"]}
-
-
-def machine_key(m: dict[str, Any]) -> str:
-    return f"{m['cpu']} | {m['threads']} thread{'s' if m['threads'] != 1 else ''}"
-
-
-# ---------------------------------------------------------------- how much work a cell does
-def generator_images(gen_cfg, n: int) -> float:
-    """Images a generator's training passes over on ``n`` training images: epochs (raised to its step floor) ×
-    an epoch's images (drop_last batches), plus its unlabelled pool; its cost is proportional to this."""
-    from .generators.base import epochs_with_floor
-
-    batch = max(1, min(getattr(gen_cfg, "batch_size", n), n))
-    floor = getattr(gen_cfg, "min_steps", 0) or getattr(gen_cfg, "min_g_steps", 0) * getattr(gen_cfg, "n_critic", 1)
-    epochs = epochs_with_floor(epochs=getattr(gen_cfg, "epochs", 1), min_steps=floor, n=n, batch_size=batch)
-    per_epoch = (n // batch) * batch + getattr(gen_cfg, "unlabeled_size", 0)
-    return float(epochs * per_epoch)
-
-
-def classifier_work(clf_cfg, *, n_budget: int, n_total: int) -> float:
-    """A CNN's optimizer steps (its budget: ``classifiers.step_budget`` over ``n_budget`` images); for the
-    scikit-learn classifiers, the images they fit on."""
-    from .classifiers import CNNConfig, step_budget
-
-    if isinstance(clf_cfg, CNNConfig):
-        return float(step_budget(clf_cfg, min(n_budget, n_total))[0])
-    return float(n_total)
 
 
 @dataclass(frozen=True)
@@ -193,9 +130,9 @@ def save_calibration(records: list[Record], *, path: Path | None = None, m: dict
     """Add (replace) this machine's records per family/profile/classifier, with ``cpu_share`` (CPU time / wall
     time: far below 1 on a busy machine, whose wall times are inflated); other machines' stay."""
     path = path or calibration_path()
-    m = m or machine()
+    m = m or work.machine()
     data = load_calibration(path)
-    entry = data["machines"].setdefault(machine_key(m), {"cpu": m["cpu"], "threads": m["threads"], "records": {}})
+    entry = data["machines"].setdefault(work.machine_key(m), {"cpu": m["cpu"], "threads": m["threads"], "records": {}})
     fresh: dict[str, list] = {}
     for r in records:
         fresh.setdefault(r.rate_key, []).append(r.to_json())
@@ -210,19 +147,19 @@ def save_calibration(records: list[Record], *, path: Path | None = None, m: dict
 
 def calibration_share(data: dict[str, Any], m: dict[str, Any]) -> float | None:
     """The CPU share the calibration of this machine got (None when unrecorded)."""
-    return data["machines"].get(machine_key(m), {}).get("cpu_share")
+    return data["machines"].get(work.machine_key(m), {}).get("cpu_share")
 
 
 def calibration_time(data: dict[str, Any], m: dict[str, Any]) -> float | None:
     """When this machine's calibration was measured (seconds since the epoch; None when unrecorded)."""
-    measured = data["machines"].get(machine_key(m), {}).get("measured")
+    measured = data["machines"].get(work.machine_key(m), {}).get("measured")
     return time.mktime(time.strptime(measured, MEASURED_FORMAT)) if measured else None  # written in local time
 
 
 def calibration_records(data: dict[str, Any], m: dict[str, Any]) -> tuple[list[Record], list[str]]:
     """This machine's calibrated records, and the keys of calibrations made elsewhere (which are not used)."""
-    mine = data["machines"].get(machine_key(m))
-    others = [k for k in data["machines"] if k != machine_key(m)]
+    mine = data["machines"].get(work.machine_key(m))
+    others = [k for k in data["machines"] if k != work.machine_key(m)]
     if mine is None:
         return [], others
     return [Record(**r) for rs in mine["records"].values() for r in rs], others
@@ -326,7 +263,7 @@ def estimate(cells: list[CellWork], *, records: list[Record], calibration: list[
     """Each cell's parts priced from its own family's runs (``records``: those of this machine), else from its
     family's ``calibration``, else counted unknown.  A generator key and a pool key are priced once; keys in
     ``trained_keys`` (already trained) and ``drawn_keys`` (already drawn) cost nothing."""
-    m = m or machine()
+    m = m or work.machine()
     by_key: dict[str, list[Record]] = {}
     cal_by_key: dict[str, list[Record]] = {}
     for r in records:
@@ -406,7 +343,7 @@ def report_lines(est: Estimate, *, workers: int) -> list[str]:
     known = "" if not est.unknown else "at least "
     lines.append(f"total: {known}{est.seconds / 3600:.1f} core-hours; wall time {known}"
                  f"{format_duration(est.wall_seconds(workers))} with {workers} worker(s) "
-                 f"(one thread each; timings for {machine_key(est.machine)})")
+                 f"(one thread each; timings for {work.machine_key(est.machine)})")
     if est.unknown:
         lines.append(f"{est.unknown} of {est.parts} parts unknown (no runs of their family on this machine and no "
                      "calibration): `synthboost grid --calibrate` measures them")
@@ -424,14 +361,14 @@ def cell_work(unit, cell, *, group: int) -> CellWork:
 
     cfg = unit.cell_config(cell)
     load = workload(cfg)
-    clf = classifier_work(cfg.clf, n_budget=load.epoch_images, n_total=load.n_real + load.n_added)
+    clf = work.classifier_work(cfg.clf, n_budget=load.epoch_images, n_total=load.n_real + load.n_added)
     common = dict(family=cfg.model, profile=cfg.profile, classifier=cfg.classifier, size=cfg.data.size, group=group,
                   classifier_work=clf, precision=classifiers.training_precision(cfg.clf),
                   recipe=getattr(cfg.clf, "recipe", "fair"), key=cell.key)
     if cfg.gen is None:
         return CellWork(**common)
     return CellWork(**common, gen_key=load.generator_identity, pool_key=load.pool_identity,
-                    gen_images=generator_images(cfg.gen, load.n_real), sampled=float(load.n_added),
+                    gen_images=work.generator_images(cfg.gen, load.n_real), sampled=float(load.n_added),
                     quality=cfg.gen_metrics)
 
 
@@ -448,7 +385,7 @@ def estimate_grid(units, tracker, *, experiment: str, calibration: Path | None =
     runs = {r.data.tags.get(TAG_CONFIG_KEY, ""): r
             for r in tracker.finished_runs(KIND_EXPERIMENT, experiment_ids=[tracker.experiment_id(experiment)])}
     done_keys = {k for k, r in runs.items() if as_of is None or (r.info.end_time or 0) < as_of}
-    m = machine()
+    m = work.machine()
     records = [Record(**r) for r in tracker.timings(before=as_of)]
     mine = [r for r in records if (r.cpu, r.threads) == (m["cpu"], m["threads"])]
     cal_data = load_calibration(calibration)
@@ -482,5 +419,6 @@ def estimate_grid(units, tracker, *, experiment: str, calibration: Path | None =
         est.notes.append(f"the calibration got {share:.0%} of a core (a busy machine): its figures are wall times at "
                          "that load; calibrate again when the machine is quiet for an idle-machine estimate")
     if elsewhere and not calibrated:
-        est.notes.append(f"calibration(s) for {'; '.join(elsewhere)} not used: this machine is {machine_key(m)}")
+        est.notes.append(f"calibration(s) for {'; '.join(elsewhere)} not used: "
+                         f"this machine is {work.machine_key(m)}")
     return est

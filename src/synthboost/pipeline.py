@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from . import classifiers, cost, faults, generators, pseudo_label, sample_cache, tracking
+from . import classifiers, faults, generators, pseudo_label, sample_cache, tracking, work
 from .cell import (code_versions, config_key, epoch_images, external_tags, filter_key, generator_key, make_config,
                    run_name, sampling_values, unlabeled_tags)
 from .config import MixConfig, RunConfig, replace
@@ -246,7 +246,7 @@ def _run_tags(cfg: RunConfig, split: Split, key: str, extra_tags: dict[str, str]
         tracking.TAG_KIND: tracking.KIND_EXPERIMENT, tracking.TAG_VARIANT: cfg.model,
         tracking.TAG_CONFIG_KEY: config_key(cfg), **code_versions(cfg),
         "minority_classes": ",".join(map(str, split.minority_classes)), **external_tags(cfg),
-        **unlabeled_tags(cfg, split), **cost.machine_tags(),
+        **unlabeled_tags(cfg, split), **work.machine_tags(),
         **(extra_tags or {}),
     }
 
@@ -265,7 +265,7 @@ def _generator(cfg: RunConfig, split: Split, key: str, *, tracker, run, progress
     if snapshots is not None:
         record.seconds["gen"] += snapshots.earlier()
     if not reused:
-        record.work["gen_images"] = cost.generator_images(cfg.gen, len(split.train_y))
+        record.work["gen_images"] = work.generator_images(cfg.gen, len(split.train_y))
     precision = gen.precisions()
     record.tags = ({tracking.TAG_GENERATOR_RUN_ID: gen_run_id, tracking.TAG_GENERATOR_REUSED: str(reused).lower(),
                     tracking.TAG_SAMPLING_PRECISION: precision["sampling"]}
@@ -383,7 +383,7 @@ def _fit(clf, cfg: RunConfig, split: Split, x, y, w, *, curve: list[tuple[int, d
                          progress=progress, budget_n=budget)
     # how the step ran on this device (CUDA graphs, fused AdamW): tags, as they change no recipe
     record.tags = {f"clf.{k}": v for k, v in getattr(clf, "execution", {}).items()}
-    record.work["classifier"] = cost.classifier_work(cfg.clf, n_budget=budget, n_total=len(y))
+    record.work["classifier"] = work.classifier_work(cfg.clf, n_budget=budget, n_total=len(y))
     record.metrics = {f"train/clf_{k}": v for k, v in fitted.items() if k in ("epochs_run", "best_epoch", "steps")}
     return record
 
@@ -436,12 +436,12 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         # wall time (time/*) and work (work/*) of each stage, for the grid's cost estimates (cost.py)
         t_cell, cpu_cell = time.perf_counter(), time.process_time()
         seconds: dict[str, float] = {}
-        work: dict[str, float] = {}
+        done: dict[str, float] = {}
 
         def log(record: Record) -> None:
             log_record(run, record)
             seconds.update(record.seconds)
-            work.update(record.work)
+            done.update(record.work)
 
         log(Record(params=cfg.params(), texts={"config.yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False)}))
         run.log_dataset(split, name=f"fashion-mnist {cfg.data.regime}/{cfg.data.size} seed={cfg.seed}",
@@ -472,7 +472,7 @@ def run_experiment(cfg: RunConfig, *, tracker=None, experiment: str | None = Non
         seconds["cell"] = time.perf_counter() - t_cell
         # the process's CPU time (all its threads): against the wall time, the share of the cores the cell got
         seconds["cell_cpu"] = time.process_time() - cpu_cell
-        log(Record(metrics={f"time/{k}": v for k, v in seconds.items()} | {f"work/{k}": v for k, v in work.items()}))
+        log(Record(metrics={f"time/{k}": v for k, v in seconds.items()} | {f"work/{k}": v for k, v in done.items()}))
     return RunResult(run_id=run.id, metrics=metrics, generator_run_id=gen_run_id, generator_reused=reused,
                      tags={k: str(v) for k, v in tags.items()})
 

@@ -86,14 +86,12 @@ def trial_scores(study, tracker) -> list[tuple[int, float, float]]:
     return out
 
 
-def study_agreement(name: str, storage_url: str, *, tracker, log: bool = True, first: int | None = None) -> Agreement:
-    """The val↔test agreement of study ``name``; logged into its MLflow parent run (``selection/*``) when ``log``.
+def study_agreement(study, spec, *, tracker, log: bool = True, first: int | None = None) -> Agreement:
+    """The val↔test agreement of an Optuna ``study`` run from ``spec`` (``study.agreement`` loads both); logged
+    into its MLflow parent run (``selection/*``) when ``log``.
 
     ``first`` keeps the first N trials, which two studies with the same seeded sampler share, to compare them."""
-    from .study import stored_spec
-
-    study = queue.load_study(name, storage_url)
-    spec = stored_spec(study.user_attrs["synthboost.spec"])
+    name = study.study_name
     scores = [s for s in trial_scores(study, tracker) if first is None or s[0] < first]
     if len(scores) < 3:
         raise UserError(f"study {name!r} has {len(scores)} complete trial(s) with a test score; rank agreement needs "

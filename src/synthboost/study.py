@@ -495,10 +495,8 @@ def finalize(study, tracker, *, storage_url: str) -> dict[str, Any]:
             run.log_figure(fig, f"optuna/{fname}")
     tracker.attach(parent).log_metrics(metrics)
     if len(complete) >= 3:  # how far the choice can be trusted: val↔test rank agreement into the parent run
-        from . import selection
-
         try:
-            summary["agreement"] = selection.study_agreement(study.study_name, storage_url, tracker=tracker).text()
+            summary["agreement"] = agreement(study.study_name, storage_url, tracker=tracker).text()
         except UserError:  # fewer than 3 complete trials with a test score (e.g. runs still being written)
             pass
     if env_run_id() != parent:  # `mlflow run` ends its own run
@@ -529,3 +527,12 @@ def _plots(study) -> dict[str, Any]:
             fig.set_size_inches(9, 5)
             out[fname] = fig
     return out
+
+
+def agreement(name: str, storage_url: str, *, tracker, log: bool = True, first: int | None = None):
+    """How far study ``name``'s choice can be trusted: its val↔test rank agreement (``selection.study_agreement``)."""
+    from . import selection
+
+    study = queue.load_study(name, storage_url)
+    return selection.study_agreement(study, stored_spec(study.user_attrs["synthboost.spec"]), tracker=tracker,
+                                     log=log, first=first)
