@@ -75,7 +75,7 @@ def store(tmp_path_factory):
     client = tracker.client
     grid_exp = client.get_experiment_by_name("ui-grid").experiment_id
     study_exp = client.get_experiment_by_name("ui-study").experiment_id
-    cells = client.search_runs([grid_exp], f"tags.`mlflow.parentRunId` = '{grid['parent_run_id']}'")
+    cells = client.search_runs([grid_exp], f"tags.`mlflow.parentRunId` = '{grid.parent_run_id}'")
     trials = client.search_runs([study_exp], f"tags.`mlflow.parentRunId` = '{study['parent_run_id']}'")
     assert len(cells) == 4 and len(trials) == 3
     trained_here = {r.info.run_id for r in cells if r.data.tags.get("generator_trained") == "true"}
