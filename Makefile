@@ -86,6 +86,7 @@ docs: setup
 	$(PY) -m synthboost report --skip-missing $(FAIR) --model ddpm --model clip --out docs/diffusion
 	$(PY) -m synthboost report --skip-missing --experiment tuned-high-1000 --out docs/tuned-high
 	$(PY) -m synthboost report --skip-missing --experiment tuned-balanced-5000 --out docs/tuned-balanced
+	$(PY) -m synthboost report --skip-missing --experiment verdict --plan studies/verdict-headline.yaml --out docs/verdict
 	$(PY) -m synthboost readme
 
 readme: setup
