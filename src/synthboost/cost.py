@@ -19,7 +19,7 @@ from typing import Any
 
 from . import work
 
-PARTS = ("gen", "sample", "classifier", "quality")  # the kinds of work a cell is priced in; "overhead" rides with the classifier
+PARTS = ("gen", "sample", "classifier", "quality")  # what a cell is priced in; "overhead" rides with the classifier
 SOURCES = ("runs", "calibration", "unknown")
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_FORMAT = 1
