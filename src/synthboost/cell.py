@@ -231,14 +231,14 @@ def workload(cfg: RunConfig) -> Workload:
     """A cell's workload, from its config alone (no data loaded)."""
     counts = real_train_counts(cfg)
     n_real = sum(counts)
-    n_added = sum(synthetic_counts(counts, cfg.mix)) if uses_mix(cfg) else 0
-    sizes = dict(n_real=n_real, n_added=n_added, epoch_images=epoch_images(cfg, n_real=n_real, n_added=n_added))
+    added = synthetic_counts(counts, cfg.mix) if uses_mix(cfg) else []
+    sizes = dict(n_real=n_real, n_added=sum(added), epoch_images=epoch_images(cfg, n_real=n_real, n_added=sum(added)))
     if cfg.gen is None:
         return Workload(**sizes)
     # the same data config and seed draw the same data, so the data config stands in for its digest
-    gen = {k: v for k, v in cfg.to_dict()["gen"].items() if k not in sampling_values(cfg.gen)}
-    gen_identity = json.dumps([cfg.model, gen, cfg.to_dict()["data"], cfg.seed, cfg.profile], sort_keys=True,
-                              default=str)
-    pool_identity = json.dumps([gen_identity, sampling_values(cfg.gen), synthetic_counts(counts, cfg.mix),
-                                *filter_key(cfg.mix)], sort_keys=True, default=str)
+    values, sampling = cfg.to_dict(), sampling_values(cfg.gen)
+    gen = {k: v for k, v in values["gen"].items() if k not in sampling}
+    gen_identity = json.dumps([cfg.model, gen, values["data"], cfg.seed, cfg.profile], sort_keys=True, default=str)
+    pool_identity = json.dumps([gen_identity, sampling, synthetic_counts(counts, cfg.mix), *filter_key(cfg.mix)],
+                               sort_keys=True, default=str)
     return Workload(**sizes, generator_identity=gen_identity, pool_identity=pool_identity)
